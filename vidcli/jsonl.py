@@ -1,0 +1,209 @@
+"""Reading and writing JSONL record streams.
+
+Reading: every line becomes a :class:`Source` that knows its file and line number, so
+any later error can name both. A line that is not a JSON object is not skipped silently:
+it becomes a Source carrying an :class:`InputError`, and the caller decides (fail or
+reject).
+
+Writing: :class:`RecordWriter` never lets a later stage read half a record. Output goes
+to ``OUT.partial`` one complete line at a time (flushed) and is renamed to ``OUT`` when
+the run ends. A run killed on the way leaves ``OUT.partial``; ``--resume`` picks it up,
+cuts a torn last line and skips the ids already there.
+"""
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Iterable, Iterator
+
+from vidcli.errors import InputError
+from vidcli.records import content_id
+
+STDIO = "-"
+
+
+@dataclass
+class Source:
+    """One input line: the parsed record (or the error that stopped parsing it)."""
+
+    file: str
+    line: int
+    record: dict | None
+    raw: str
+    error: InputError | None = None
+
+    @property
+    def id(self) -> str | None:
+        return self.record.get("id") if self.record else None
+
+    @property
+    def base_dir(self) -> Path:
+        """Folder that relative media paths in this record are resolved against."""
+        return Path.cwd() if self.file == "<stdin>" else Path(self.file).resolve().parent
+
+
+def _open_input(path: str) -> IO[str]:
+    if path == STDIO:
+        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict")
+    try:
+        return open(path, encoding="utf-8", errors="strict")
+    except FileNotFoundError:
+        raise InputError("input file not found", file=path) from None
+    except IsADirectoryError:
+        raise InputError("input is a directory, not a JSONL file", file=path) from None
+    except OSError as exc:
+        raise InputError(f"cannot open input: {exc.strerror}", file=path) from None
+
+
+def parse_line(text: str, *, file: str, line: int) -> Source:
+    """Parse one JSONL line into a Source; never raises for bad content."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        err = InputError(f"not valid JSON ({exc.msg} at column {exc.colno})", file=file, line=line)
+        return Source(file, line, None, text, err)
+    if not isinstance(value, dict):
+        err = InputError(f"expected a JSON object, got {type(value).__name__}", file=file, line=line)
+        return Source(file, line, None, text, err)
+    rid = value.get("id")
+    if rid is None:
+        value = {"id": content_id(value), **value}
+    elif not isinstance(rid, str) or not rid:
+        err = InputError(f"field 'id' must be a non-empty string, got {json.dumps(rid)}", file=file, line=line)
+        return Source(file, line, value, text, err)
+    return Source(file, line, value, text)
+
+
+def read_sources(paths: Iterable[str]) -> Iterator[Source]:
+    """Yield every non-blank line of the given JSONL files ('-' = stdin), in order.
+
+    Duplicate ids across the inputs are an input error (resume and joins rely on them).
+    """
+    seen: set[str] = set()
+    for path in paths:
+        name = "<stdin>" if path == STDIO else path
+        handle = _open_input(path)
+        try:
+            lineno = 0
+            while True:
+                try:
+                    text = handle.readline()
+                except UnicodeDecodeError:
+                    raise InputError("file is not UTF-8 text", file=name, line=lineno + 1) from None
+                if not text:
+                    break
+                lineno += 1
+                if not text.strip():
+                    continue
+                src = parse_line(text, file=name, line=lineno)
+                if src.error is None:
+                    if src.id in seen:
+                        src.error = InputError("duplicate id in input", file=name, line=lineno, record_id=src.id)
+                    else:
+                        seen.add(src.id)
+                yield src
+        finally:
+            if path != STDIO:
+                handle.close()
+
+
+def dumps(record: dict) -> str:
+    """One record as one JSON line (no newline), UTF-8 kept readable."""
+    return json.dumps(record, ensure_ascii=False, separators=(",", ":"))
+
+
+def repair_torn_tail(path: Path) -> int:
+    """Cut an incomplete last line (no trailing newline) from ``path``; return bytes cut."""
+    size = path.stat().st_size
+    if size == 0:
+        return 0
+    with open(path, "rb+") as handle:
+        handle.seek(-1, os.SEEK_END)
+        if handle.read(1) == b"\n":
+            return 0
+        # Walk back to the last newline in blocks.
+        pos, block = size, 65536
+        keep = 0
+        while pos > 0:
+            start = max(0, pos - block)
+            handle.seek(start)
+            chunk = handle.read(pos - start)
+            idx = chunk.rfind(b"\n")
+            if idx >= 0:
+                keep = start + idx + 1
+                break
+            pos = start
+        handle.truncate(keep)
+        return size - keep
+
+
+def existing_ids(path: Path) -> set[str]:
+    """Ids of the complete records in an output file (torn tail ignored)."""
+    ids: set[str] = set()
+    with open(path, "rb") as handle:
+        for raw in handle:
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                value = json.loads(raw)
+            except ValueError:
+                continue
+            if isinstance(value, dict) and isinstance(value.get("id"), str):
+                ids.add(value["id"])
+    return ids
+
+
+@dataclass
+class RecordWriter:
+    """Writes records to a file (atomically, see module doc) or to stdout ('-')."""
+
+    path: str
+    resume: bool = False
+    done_ids: set[str] = field(default_factory=set)
+    written: int = 0
+
+    def __post_init__(self) -> None:
+        if self.path == STDIO:
+            if self.resume:
+                raise InputError("--resume needs an output file (-o FILE), not stdout")
+            self._handle: IO[bytes] = sys.stdout.buffer
+            return
+        final = Path(self.path)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        self._final = final
+        self._partial = final.with_name(final.name + ".partial")
+        if self.resume:
+            if not self._partial.exists() and final.exists():
+                os.replace(final, self._partial)
+            if self._partial.exists():
+                repair_torn_tail(self._partial)
+                self.done_ids = existing_ids(self._partial)
+            self._handle = open(self._partial, "ab")
+        else:
+            self._handle = open(self._partial, "wb")
+
+    def write(self, record: dict) -> None:
+        # One write call per line, then flush: a kill leaves at most one torn line.
+        self._handle.write((dumps(record) + "\n").encode("utf-8"))
+        self._handle.flush()
+        self.written += 1
+
+    def close(self) -> None:
+        """Finish: for files, rename ``OUT.partial`` to ``OUT``."""
+        if self.path == STDIO:
+            self._handle.flush()
+            return
+        if self._handle.closed:
+            return
+        self._handle.close()
+        os.replace(self._partial, self._final)
+
+    def __enter__(self) -> "RecordWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()

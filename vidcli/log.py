@@ -1,0 +1,19 @@
+"""Logging to stderr; stdout carries data only."""
+from __future__ import annotations
+
+import logging
+import sys
+
+
+def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
+    level = logging.WARNING if quiet else (logging.DEBUG if verbose > 1 else logging.INFO)
+    root = logging.getLogger("vidcli")
+    root.handlers.clear()
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("vidcli: %(message)s"))
+    root.addHandler(handler)
+    root.setLevel(level)
+    root.propagate = False
+    # Libraries log request lines that can carry headers; keep them quiet unless -vv.
+    for noisy in ("httpx", "openai", "httpcore", "urllib3"):
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)

@@ -1,0 +1,83 @@
+"""Record fields and small helpers for reading them.
+
+Records are JSON objects, one per line. A command adds the fields it owns and passes
+every other field through untouched, so stages chain. The fields used across vidcli:
+
+``id``            string; generated as a stable content hash when missing
+``caption``       a plain-text video caption / generation prompt (``decompose --schema drf``)
+``video``         path of a video (for ``decompose --schema drf``: the real video that
+                  matches ``caption``, used for Phy/VQ reference answers)
+``instruction``   the user's text request
+``conditions``    list of ``{type, path}`` with type in
+                  identity | image | depth | pose | camera | audio | video; an optional
+                  ``caption`` describes the condition in words
+``gold``          six-part caption ``{dense, main_object, background, movement, style,
+                  camera}``, or a plain string before structuring
+``elements``      ``decompose --schema drf``: the eight element lists (see ``DRF_KEYS``)
+``questions``     list of ``{dim: TA|Phy|VQ, key, question, reference: {answer,
+                  explanation} | null, ...}``
+``consistent``    ``decompose --keep-consistent``: whether every reference answer on the
+                  real video is the desired one
+``key_info``      ``decompose --schema reade``: ``{user, supplementary, imaginative}``,
+                  each ``{objects: [{name, attributes}], actions, camera, style}``
+``errors``        list of ``{stage, message}`` (rejects files)
+
+Media paths inside records are relative to the JSONL file's folder unless absolute.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from vidcli.errors import InputError
+
+CONDITION_TYPES = ("identity", "image", "depth", "pose", "camera", "audio", "video")
+CAPTION_PARTS = ("dense", "main_object", "background", "movement", "style", "camera")
+DRF_KEYS = ("environment", "objects", "motion", "spatial", "color", "lighting", "text", "camera")
+
+
+def content_id(record: dict) -> str:
+    """A stable id from the record's content (key order does not matter)."""
+    body = {k: v for k, v in record.items() if k != "id"}
+    blob = json.dumps(body, sort_keys=True, ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:16]
+
+
+_TYPE_NAMES = {str: "a string", list: "a list", dict: "an object", bool: "true/false"}
+
+
+def require(record: dict, field: str, kind: type | tuple[type, ...] = str) -> Any:
+    """Return ``record[field]``, raising InputError if it is missing or of the wrong type."""
+    if field not in record or record[field] is None:
+        raise InputError(f"missing field '{field}'")
+    value = record[field]
+    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool) and bool not in _as_tuple(kind)):
+        want = " or ".join(_TYPE_NAMES.get(k, k.__name__) for k in _as_tuple(kind))
+        raise InputError(f"field '{field}' must be {want}, got {type(value).__name__}")
+    if isinstance(value, str) and not value.strip():
+        raise InputError(f"field '{field}' is empty")
+    return value
+
+
+def _as_tuple(kind) -> tuple:
+    return kind if isinstance(kind, tuple) else (kind,)
+
+
+def first_present(record: dict, fields: tuple[str, ...]) -> tuple[str, Any]:
+    """The first of ``fields`` present in the record (as ``(name, value)``), else InputError."""
+    for name in fields:
+        if record.get(name) is not None:
+            return name, require(record, name)
+    raise InputError("missing field " + " or ".join(f"'{f}'" for f in fields))
+
+
+def gold_text(gold: Any) -> str:
+    """The gold caption as one text: a plain string, or the six parts in order."""
+    if isinstance(gold, str):
+        return gold
+    if isinstance(gold, dict):
+        parts = [f"{name}: {gold[name]}" for name in CAPTION_PARTS if gold.get(name)]
+        if parts:
+            return "\n".join(parts)
+    raise InputError("field 'gold' must be a string or a six-part caption object")

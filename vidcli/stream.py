@@ -1,0 +1,160 @@
+"""Run a record-processing function over JSONL inputs, with the error contract.
+
+Every data command (decompose, make-cot, interpret --input, score, ...) is
+``run_records(inputs, output, process_batch, ...)`` plus the function that does its
+work on a batch of records. This module owns everything the user sees of the stream:
+resume, order, rejects, the one-line errors and the exit status.
+
+``process_batch`` gets a list of :class:`~vidcli.jsonl.Source` (all parsed, ids set)
+and returns one :class:`Outcome` per source, in the same order.
+"""
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Iterator
+
+from vidcli.errors import InputError
+from vidcli.jsonl import STDIO, RecordWriter, Source, read_sources
+
+log = logging.getLogger("vidcli")
+
+
+@dataclass
+class Outcome:
+    """What became of one record: written, dropped on purpose, or failed."""
+
+    record: dict | None = None
+    errors: list[dict] = field(default_factory=list)  # [{stage, message}]
+    dropped: str | None = None  # reason, for records filtered out on purpose
+
+    @classmethod
+    def ok(cls, record: dict) -> "Outcome":
+        return cls(record=record)
+
+    @classmethod
+    def fail(cls, stage: str, message: str) -> "Outcome":
+        return cls(errors=[{"stage": stage, "message": message}])
+
+    @classmethod
+    def drop(cls, reason: str) -> "Outcome":
+        return cls(dropped=reason)
+
+
+@dataclass
+class StreamStats:
+    read: int = 0
+    skipped_done: int = 0
+    written: int = 0
+    rejected: int = 0
+    dropped: int = 0
+    failed: bool = False
+
+
+class StreamFailed(Exception):
+    """Raised after output is safely closed when ``--on-error fail`` stops a run."""
+
+    def __init__(self, message: str, stats: StreamStats) -> None:
+        super().__init__(message)
+        self.stats = stats
+
+
+def rejects_path_for(output: str, command: str) -> str:
+    """Default rejects file: ``OUT.rejects.jsonl``, or ``vidcli-CMD.rejects.jsonl`` for stdout."""
+    if output == STDIO:
+        return f"vidcli-{command}.rejects.jsonl"
+    return output + ".rejects.jsonl"
+
+
+def _batches(sources: Iterator[Source], size: int, done: set[str], stats: StreamStats) -> Iterator[list[Source]]:
+    batch: list[Source] = []
+    for src in sources:
+        stats.read += 1
+        if src.error is None and src.id in done:
+            stats.skipped_done += 1
+            continue
+        batch.append(src)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _error_line(src: Source, out: Outcome) -> str:
+    message = "; ".join(f"{e['stage']}: {e['message']}" for e in out.errors)
+    return str(InputError(message, file=src.file, line=src.line, record_id=src.id))
+
+
+def run_records(
+    inputs: Iterable[str],
+    output: str,
+    process_batch: Callable[[list[Source]], list[Outcome]],
+    *,
+    command: str,
+    batch_size: int = 16,
+    resume: bool = False,
+    on_error: str = "fail",
+    rejects: str | None = None,
+    progress: bool = True,
+) -> StreamStats:
+    """Stream records from ``inputs`` through ``process_batch`` into ``output``.
+
+    Raises :class:`StreamFailed` (after closing the output with everything done so far)
+    when a record fails and ``on_error == "fail"``.
+    """
+    from tqdm import tqdm
+
+    stats = StreamStats()
+    writer = RecordWriter(output, resume=resume)
+    reject_writer: RecordWriter | None = None
+    rejects = rejects or rejects_path_for(output, command)
+    if not resume:
+        # A fresh run must not leave an earlier run's rejects looking like its own.
+        for stale in (Path(rejects), Path(rejects + ".partial")):
+            stale.unlink(missing_ok=True)
+    bar = tqdm(desc=command, unit="rec", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    if writer.done_ids:
+        log.info("resuming: %d records already in %s", len(writer.done_ids), output)
+    try:
+        for batch in _batches(read_sources(inputs), batch_size, writer.done_ids, stats):
+            good = [s for s in batch if s.error is None]
+            results = dict(zip((id(s) for s in good), process_batch(good) if good else []))
+            for src in batch:
+                out = Outcome.fail("input", src.error.message) if src.error else results[id(src)]
+                bar.update(1)
+                if out.record is not None:
+                    writer.write(out.record)
+                    stats.written += 1
+                    continue
+                if out.dropped is not None:
+                    stats.dropped += 1
+                    log.info("%s: dropped: %s", src.id, out.dropped)
+                    continue
+                line = _error_line(src, out)
+                if on_error == "fail":
+                    stats.failed = True
+                    # Finish writing the rest of this batch's completed records first.
+                    for other in batch[batch.index(src) + 1:]:
+                        later = results.get(id(other)) if other.error is None else None
+                        if later is not None and later.record is not None:
+                            writer.write(later.record)
+                            stats.written += 1
+                    raise StreamFailed(line, stats)
+                log.warning("%s (rejected)", line)
+                if reject_writer is None:
+                    reject_writer = RecordWriter(rejects, resume=resume)
+                body = src.record if src.record is not None else {"raw": src.raw.rstrip("\n")}
+                reject_writer.write({**body, "errors": list(body.get("errors", [])) + out.errors,
+                                     "source": {"file": src.file, "line": src.line}})
+                stats.rejected += 1
+    finally:
+        bar.close()
+        writer.close()
+        if reject_writer is not None:
+            reject_writer.close()
+    if stats.rejected:
+        log.warning("%d record(s) rejected; see %s", stats.rejected, Path(rejects))
+    return stats
