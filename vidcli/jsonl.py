@@ -12,7 +12,6 @@ cuts a torn last line and skips the ids already there.
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import sys
@@ -46,11 +45,11 @@ class Source:
         return Path.cwd() if self.file == "<stdin>" else Path(self.file).resolve().parent
 
 
-def _open_input(path: str) -> IO[str]:
+def _open_input(path: str) -> IO[bytes]:
     if path == STDIO:
-        return io.TextIOWrapper(sys.stdin.buffer, encoding="utf-8", errors="strict")
+        return sys.stdin.buffer
     try:
-        return open(path, encoding="utf-8", errors="strict")
+        return open(path, "rb")
     except FileNotFoundError:
         raise InputError("input file not found", file=path) from None
     except IsADirectoryError:
@@ -89,14 +88,15 @@ def read_sources(paths: Iterable[str]) -> Iterator[Source]:
         handle = _open_input(path)
         try:
             lineno = 0
-            while True:
-                try:
-                    text = handle.readline()
-                except UnicodeDecodeError:
-                    raise InputError("file is not UTF-8 text", file=name, line=lineno + 1) from None
-                if not text:
-                    break
+            # Bytes, decoded line by line, so an encoding error names its own line.
+            for raw in handle:
                 lineno += 1
+                try:
+                    text = raw.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    err = InputError(f"line is not UTF-8 text (byte {exc.start + 1})", file=name, line=lineno)
+                    yield Source(name, lineno, None, raw.decode("utf-8", "replace"), err)
+                    continue
                 if not text.strip():
                     continue
                 src = parse_line(text, file=name, line=lineno)
