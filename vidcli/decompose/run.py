@@ -123,7 +123,7 @@ def _add_vlm_references(sources, records, outcomes, vlm, opts) -> None:
         try:
             frames, fps = _video_frames(sources[i], opts)
         except InputError as exc:
-            outcomes[i] = Outcome.fail("media", exc.message)
+            outcomes[i] = Outcome.fail("media", str(exc))
             continue
         for q, question in enumerate(record["questions"]):
             if question["dim"] == "TA" and not opts.keep_consistent:
