@@ -71,7 +71,7 @@ def command(schema, llm_spec, vlm_spec, keep_consistent, frames, caption_field, 
     )
     try:
         run_records(inputs or ("-",), output, lambda batch: decompose_batch(batch, llm, vlm, opts),
-                    command="decompose", batch_size=max(16, 2 * concurrency), resume=resume,
+                    command="decompose", batch_size=max(16, 4 * concurrency), resume=resume,
                     on_error=on_error, rejects=rejects, progress=not quiet)
     finally:
         llm.close()

@@ -9,6 +9,8 @@ with itself would tell us nothing).
 """
 from __future__ import annotations
 
+from functools import cache
+
 from vidcli.prompts import render_text
 from vidcli.records import DRF_KEYS
 
@@ -74,20 +76,25 @@ def ta_questions(elements: dict[str, list[str]]) -> list[dict]:
     return questions
 
 
+@cache
+def _fixed_text(name: str) -> str:
+    return render_text(name)
+
+
 def phy_question() -> dict:
-    return {"dim": "Phy", "key": "physics", "question": render_text("question_phy"), "reference": None}
+    return {"dim": "Phy", "key": "physics", "question": _fixed_text("question_phy"), "reference": None}
 
 
 def vq_question() -> dict:
-    return {"dim": "VQ", "key": "quality", "question": render_text("question_vq"), "reference": None}
+    return {"dim": "VQ", "key": "quality", "question": _fixed_text("question_vq"), "reference": None}
 
 
 def reference_prompt(question: dict) -> str:
     """The text asked about the real video alone, for a question's reference answer."""
     if question["dim"] == "Phy":
-        return render_text("question_phy_single")
+        return _fixed_text("question_phy_single")
     if question["dim"] == "VQ":
-        return render_text("question_vq_single")
+        return _fixed_text("question_vq_single")
     return question["question"]
 
 
