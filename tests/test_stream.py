@@ -68,3 +68,44 @@ def test_fresh_run_removes_stale_rejects(tmp_path, inputs):
     good.write_text('{"id":"1","text":"a"}\n')
     run_records([str(good)], out, upper, command="t", on_error="skip", progress=False)
     assert not stale.exists()
+
+
+class FakeTTY:
+    def __init__(self):
+        self.parts = []
+
+    def write(self, text):
+        self.parts.append(text)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_progress_goes_to_a_terminal_stderr_only(tmp_path, monkeypatch, capsysbinary):
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"id":"1","text":"a"}\n{"id":"2","text":"b"}\n')
+    tty = FakeTTY()
+    monkeypatch.setattr("sys.stderr", tty)
+    run_records([str(good)], "-", upper, command="t", progress=True)
+    out = capsysbinary.readouterr().out.decode()
+    assert [json.loads(x)["id"] for x in out.splitlines()] == ["1", "2"]  # stdout: data only
+    assert "2rec" in "".join(tty.parts).replace(" ", "")  # the bar drew on stderr
+
+    quiet = FakeTTY()
+    monkeypatch.setattr("sys.stderr", quiet)
+    run_records([str(good)], "-", upper, command="t", progress=False)
+    assert quiet.parts == []
+
+
+def test_no_progress_when_stderr_is_not_a_terminal(tmp_path, monkeypatch):
+    import io
+
+    good = tmp_path / "good.jsonl"
+    good.write_text('{"id":"1","text":"a"}\n')
+    pipe = io.StringIO()
+    monkeypatch.setattr("sys.stderr", pipe)
+    run_records([str(good)], str(tmp_path / "o.jsonl"), upper, command="t", progress=True)
+    assert pipe.getvalue() == ""

@@ -115,7 +115,8 @@ def run_records(
         # A fresh run must not leave an earlier run's rejects looking like its own.
         for stale in (Path(rejects), Path(rejects + ".partial")):
             stale.unlink(missing_ok=True)
-    bar = tqdm(desc=command, unit="rec", file=sys.stderr, disable=not progress, dynamic_ncols=True)
+    # disable=None: tqdm turns itself off when stderr is not a terminal.
+    bar = tqdm(desc=command, unit="rec", file=sys.stderr, disable=None if progress else True, dynamic_ncols=True)
     if writer.done_ids:
         log.info("resuming: %d records already in %s", len(writer.done_ids), output)
     try:

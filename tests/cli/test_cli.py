@@ -1,0 +1,47 @@
+"""The command group: entry points, help text, version, light start-up."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.cli.helpers import invoke, run_cli
+from vidcli import __version__
+from vidcli.cli import COMMANDS
+
+HEAVY = ("torch", "transformers", "diffusers", "decord", "av", "openai", "numpy", "PIL")
+
+
+def test_help_lists_commands_without_heavy_imports():
+    code = ("import sys; from click.testing import CliRunner; from vidcli.cli import cli; "
+            "r = CliRunner().invoke(cli, ['--help']); print(r.output); "
+            f"print('HEAVY:', sorted(m for m in {HEAVY!r} if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert "decompose" in proc.stdout
+    assert "HEAVY: []" in proc.stdout
+
+
+def test_console_script_and_module_entry_points():
+    script = Path(sys.executable).with_name("vidcli")
+    assert subprocess.run([str(script), "--version"], capture_output=True, text=True).stdout.strip() \
+        == f"vidcli, version {__version__}"
+    proc = run_cli(["--help"])
+    assert proc.returncode == 0 and "Commands:" in proc.stdout
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_every_subcommand_help_ends_with_an_example(name):
+    result = invoke([name, "--help"])
+    assert result.exit_code == 0
+    tail = result.output.rstrip().splitlines()
+    examples_at = max(i for i, line in enumerate(tail) if line.strip() == "Examples:")
+    assert all(line.strip().startswith(("vidcli", "cat", "--", "|")) or line.startswith("        ")
+               for line in tail[examples_at + 1:])
+    assert tail[-1].strip().startswith(("vidcli", "cat", "--")) or "vidcli" in tail[-1]
+
+
+def test_unknown_command_is_a_usage_error():
+    proc = run_cli(["no-such-command"])
+    assert proc.returncode == 2 and "No such command" in proc.stderr
