@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+import time
 
 import pytest
 
@@ -20,8 +23,55 @@ def isolated_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def tiny_models(tmp_path_factory):
-    """Paths of the tiny models of the real architectures, built once per session."""
+def tiny_models():
+    """Paths of the tiny models of the real architectures, built once and cached."""
     from vidcli.testing import ensure_tiny_models
 
-    return ensure_tiny_models(tmp_path_factory.mktemp("tiny-models"))
+    return ensure_tiny_models()
+
+
+@pytest.fixture(scope="session")
+def transformers_server(tmp_path_factory, tiny_models):
+    """`transformers serve` (the library's own OpenAI-compatible server) with the tiny LLM.
+
+    Yields ``(base_url, model_path)``; the server is pinned to that one model.
+    """
+    import os
+    import socket
+    import urllib.error
+    import urllib.request
+    from pathlib import Path
+
+    cli = Path(sys.executable).parent / "transformers"
+    if not cli.exists():
+        pytest.skip("the transformers CLI is not installed")
+    path = tiny_models["llm"]
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+    command = [str(cli), "serve", str(path), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
+    log_path = tmp_path_factory.mktemp("serve") / "server.log"
+    with open(log_path, "w") as log_file:  # a file, not a pipe: nobody must drain it
+        process = subprocess.Popen(command, env=env, stdout=log_file, stderr=subprocess.STDOUT)
+    base_url = f"http://127.0.0.1:{port}/v1"
+    try:
+        deadline = time.monotonic() + 180
+        while True:
+            try:
+                urllib.request.urlopen(base_url + "/models", timeout=2).read()
+                break
+            except urllib.error.HTTPError:
+                break  # it answers (its model listing may fail without a hub cache): it is up
+            except OSError:
+                if process.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"transformers serve did not come up: {log_path.read_text()[-2000:]}")
+                time.sleep(0.5)
+        yield base_url, str(path)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()

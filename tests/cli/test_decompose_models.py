@@ -7,13 +7,7 @@ the rejects file, nothing silently emptied), not the content.
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -50,50 +44,13 @@ def test_hf_vlm_sees_the_real_video(tmp_path, tiny_models):
     assert reject["errors"][0]["message"].startswith("Phy question: reply was not valid JSON")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-@pytest.fixture
-def transformers_server(tiny_models, tmp_path):
-    """`transformers serve` (the library's own OpenAI-compatible server) on 127.0.0.1."""
-    exe = Path(sys.executable).with_name("transformers")
-    if not exe.exists():
-        pytest.fail("the `transformers` console script is missing from the environment")
-    port = _free_port()
-    log = open(tmp_path / "serve.log", "wb")
-    proc = subprocess.Popen([str(exe), "serve", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"],
-                            stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "HF_HUB_OFFLINE": "1"})
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while time.time() < deadline:
-        if proc.poll() is not None:
-            pytest.fail("transformers serve exited: " + (tmp_path / "serve.log").read_text()[-2000:])
-        try:
-            urllib.request.urlopen(base + "/v1/models", timeout=2)
-            break
-        except OSError:
-            time.sleep(0.5)
-    else:
-        proc.kill()
-        pytest.fail("transformers serve did not start in 120 s")
-    yield base + "/v1"
-    proc.terminate()
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-    log.close()
-
-
 @pytest.mark.server
-def test_decompose_against_transformers_serve(tmp_path, tiny_models, transformers_server):
+def test_decompose_against_transformers_serve(tmp_path, transformers_server):
+    base_url, model_path = transformers_server
     inp = write_jsonl(tmp_path / "in.jsonl", [{"id": "a", "caption": "a red ball rolls"},
                                               {"id": "b", "caption": "a cat sleeps on a sofa"}])
     out = tmp_path / "out.jsonl"
-    args = ["decompose", "--llm", f"openai:{tiny_models['llm']}", "--base-url", transformers_server,
+    args = ["decompose", "--llm", f"openai:{model_path}", "--base-url", base_url,
             "--max-tokens", "16", "--attempts", "2", "--on-error", "skip", "-q", str(inp), "-o", str(out)]
     result = invoke(args)
     assert result.exit_code == 0, result.stderr
