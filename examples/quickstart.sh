@@ -12,10 +12,12 @@ out="${OUT:-out/quickstart}"
 mkdir -p "$out"
 
 if [ -z "${VIDCLI_LLM:-}" ]; then
-  tiny="$(python -m vidcli.testing tiny-models --cached --only llm,vlm)"
-  echo "quickstart: no VIDCLI_LLM set: using the TINY RANDOM-WEIGHT models in $tiny" >&2
-  echo "quickstart: (they answer nonsense, so records land in the rejects files with their reasons)" >&2
-  llm="hf:$tiny/llm"; vlm="hf:$tiny/vlm"; extra=(--max-tokens 96 --attempts 2)
+  tiny="$(python -m vidcli.testing tiny-models --only llm,vlm)"   # built once, then cached
+  llm="hf:$(awk '$1 == "llm" {print $2}' <<<"$tiny")"
+  vlm="hf:$(awk '$1 == "vlm" {print $2}' <<<"$tiny")"
+  echo "quickstart: no VIDCLI_LLM set: using the TINY RANDOM-WEIGHT models ($llm, $vlm)" >&2
+  echo "quickstart: they answer nonsense, so records land in the rejects files with their reasons" >&2
+  extra=(--max-tokens 96 --attempts 2)
 else
   llm="$VIDCLI_LLM"; vlm="${VIDCLI_VLM:-}"; extra=()
 fi

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 
 
@@ -14,6 +15,10 @@ def setup_logging(verbose: int = 0, quiet: bool = False) -> None:
     root.addHandler(handler)
     root.setLevel(level)
     root.propagate = False
+    if quiet or not sys.stderr.isatty():
+        # Weight-loading bars of transformers/diffusers (read when they are imported,
+        # which happens after this inside the command) would clutter logs and pipes.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     # Libraries log request lines that can carry headers; keep them quiet unless -vv.
     for noisy in ("httpx", "openai", "httpcore", "urllib3"):
         logging.getLogger(noisy).setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)

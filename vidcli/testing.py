@@ -1,0 +1,411 @@
+"""Tiny models of the real architectures, for tests and the quickstart.
+
+Nothing here downloads anything: configs are written by hand at toy sizes, weights are
+random but seeded (two builds give identical weights), and tokenizers are trained on the
+spot on a small English corpus about videos, cameras, objects and colours. Every folder
+is saved with ``save_pretrained`` and loads through the library's own ``from_pretrained``,
+so code under test takes the same path it takes with real checkpoints.
+
+Folders written by :func:`build_tiny_models` (``which`` picks a subset):
+
+- ``llm``    Qwen2ForCausalLM + byte-level BPE tokenizer with a Qwen-style chat template
+- ``vlm``    Qwen2_5_VLForConditionalGeneration + Qwen2_5_VLProcessor (images and videos)
+- ``wan``    diffusers WanPipeline: WanTransformer3DModel, AutoencoderKLWan,
+             UMT5EncoderModel, a T5 tokenizer and the UniPC flow scheduler Wan2.1 ships
+- ``siglip`` SiglipModel + SiglipProcessor
+
+Command line::
+
+    python -m vidcli.testing tiny-models OUTDIR [--only llm,vlm]
+
+Serving the tiny LLM with the real OpenAI-compatible server of transformers (needs
+fastapi, uvicorn, pydantic and openai, all in the ``[test]`` extras)::
+
+    mkdir -p /tmp/hub
+    HF_HUB_OFFLINE=1 HF_HUB_CACHE=/tmp/hub \
+      transformers serve OUTDIR/llm --host 127.0.0.1 --port 8000 --device cpu
+    curl http://127.0.0.1:8000/health       # {"status":"ok"} once it listens
+    curl http://127.0.0.1:8000/v1/chat/completions -H 'Content-Type: application/json' \
+      -d '{"model": "OUTDIR/llm", "max_tokens": 8, "temperature": 0,
+           "messages": [{"role": "user", "content": "Is the dog red?"}]}'
+
+``model`` in the request names the same path the server preloaded; the path must not
+contain ``@`` (the server reads what follows it as a revision). ``/v1/models`` lists
+the hub cache and answers 500 when that folder does not exist, hence ``HF_HUB_CACHE``
+pointing at one; ``/health`` is the readiness check that needs nothing. The tiny
+models' generation config samples, as instruct checkpoints do: a request with
+temperature 0 gets greedy decoding.
+
+Builds are cached by :func:`ensure_tiny_models` under :func:`default_tiny_dir`.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+ALL_MODELS = ("llm", "vlm", "wan", "siglip")
+SEED = 1234
+# At the usual 0.02 init a random tiny chat model echoes its last prompt token ("\n") for
+# ever; wider weights make greedy replies visible text that changes with the prompt.
+WIDE_INIT = 0.1
+
+# Qwen's special tokens, appended after the trained vocabulary as in the real tokenizer.
+QWEN_SPECIAL_TOKENS = [
+    "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
+    "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
+]
+
+# Renders text parts only; any other part is refused, since a text model cannot see it.
+LLM_CHAT_TEMPLATE = (
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{- part['text'] -}}"
+    "{%- else -%}{{- raise_exception('this model reads text only, got a ' + part['type'] + ' part') -}}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+# Same layout as the Qwen2.5-VL template: default system turn, one vision block per
+# image or video part (the processor expands each pad token to the patch count).
+VLM_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] != 'system' -%}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{- part['text'] -}}"
+    "{%- elif part['type'] in ('image', 'image_url') -%}"
+    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
+    "{%- elif part['type'] in ('video', 'video_url') -%}"
+    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+def training_corpus() -> list[str]:
+    """A few hundred short English sentences in the domain the tests talk about."""
+    things = ["dog", "cat", "red car", "small boat", "white horse", "young woman", "old man",
+              "child", "robot", "blue bird", "yellow ball", "train", "bicycle", "green tree"]
+    actions = ["walks across", "runs along", "jumps over", "sits on", "rolls down",
+               "flies above", "drives through", "waits near", "turns around in", "stops at"]
+    places = ["the street", "a sandy beach", "the kitchen", "a dark forest", "a sunny park",
+              "the city at night", "a snowy field", "the river bank", "a busy market", "the room"]
+    cameras = ["The camera pans left.", "The camera pans right.", "The camera zooms in slowly.",
+               "The camera zooms out.", "The camera tilts up.", "The camera tilts down.",
+               "The camera stays static.", "The camera moves forward.", "The camera orbits around the subject.",
+               "A handheld shot follows the subject.", "A wide shot shows the whole scene.",
+               "A close-up shot shows the face."]
+    colours = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black",
+               "white", "gray", "golden"]
+    styles = ["cinematic", "realistic", "anime", "watercolor", "documentary", "slow motion",
+              "black and white", "vintage film", "bright and colorful", "soft lighting"]
+    lines: list[str] = []
+    for i, thing in enumerate(things):
+        for j, action in enumerate(actions):
+            place = places[(i + j) % len(places)]
+            lines.append(f"A {thing} {action} {place}. {cameras[(i * 3 + j) % len(cameras)]}")
+    for i, colour in enumerate(colours):
+        thing = things[i % len(things)]
+        lines.append(f"The {thing} is {colour}. Is the {thing} {colour}? Yes.")
+        lines.append(f"Is the {thing} {colours[(i + 5) % len(colours)]}? No, it is {colour}.")
+        lines.append(f"The video is {styles[i % len(styles)]}, with {colour} light on {places[i % len(places)]}.")
+    for i, style in enumerate(styles):
+        lines.append(f"Style: {style}. Background: {places[i]}. Main object: a {things[i]}.")
+        lines.append(f'{{"answer": "yes", "explanation": "the {things[i]} is visible in frame {i}"}}')
+        lines.append(f'{{"answer": "no", "explanation": "there is no {things[-i - 1]} in the video"}}')
+        lines.append(
+            f'{{"dense": "a {things[i]} in {places[i]}", "main_object": "{things[i]}", '
+            f'"background": "{places[i]}", "movement": "{actions[i]}", "style": "{style}", '
+            f'"camera": "{cameras[i].lower().rstrip(".")}"}}'
+        )
+    lines += ["Answer with yes or no.", "Describe the video in one sentence.",
+              "What is the main object? What color is it? Where is it?", "Think step by step.",
+              "The first frame shows the start; the last frame shows the end.",
+              "Generate a video of the scene. Keep the identity of the person.",
+              "Numbers: 0 1 2 3 4 5 6 7 8 9 10 16 24 30 60 100.", "[1, 2, 3], {\"a\": true, \"b\": null}"]
+    return lines
+
+
+def _qwen_tokenizer():
+    """Byte-level BPE trained with Qwen2's own pre-tokenizer, special tokens appended."""
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    base = Qwen2Tokenizer()  # empty vocabulary, but Qwen2's normalizer and pre-tokenizer
+    tok = base.train_new_from_iterator([training_corpus()], vocab_size=700, show_progress=False)
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS],
+                   special_tokens=True)
+    # As in the instruct checkpoints: a reply ends at <|im_end|>, padding uses <|endoftext|>.
+    tok.eos_token = "<|im_end|>"
+    tok.pad_token = "<|endoftext|>"
+    return tok
+
+
+def _unigram_tokenizer(vocab_size: int):
+    """A T5-style Unigram tokenizer (``<pad>``=0, ``</s>``=1, ``<unk>``=2), as UMT5 and SigLIP use.
+
+    The pieces are learned by SentencePiece, which made the real T5 vocabularies and,
+    single-threaded, learns the same scores on every run (the Unigram trainer of
+    ``tokenizers`` orders tied pieces differently from run to run).
+    """
+    import io
+
+    import sentencepiece as spm
+    from transformers import T5Tokenizer
+
+    proto = io.BytesIO()
+    spm.SentencePieceTrainer.train(
+        sentence_iterator=iter(training_corpus()), model_writer=proto, vocab_size=vocab_size,
+        hard_vocab_limit=False, model_type="unigram", normalization_rule_name="identity",
+        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1, minloglevel=2,
+    )
+    sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
+    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def _padded_vocab(n: int, multiple: int = 64) -> int:
+    """Round the embedding size up, as real checkpoints do, leaving room past the last id."""
+    return (n + multiple - 1) // multiple * multiple
+
+
+def _seed() -> None:
+    import torch
+
+    torch.manual_seed(SEED)
+
+
+def _chat_generation_config(tok):
+    """Generation defaults shaped like a Qwen instruct checkpoint's.
+
+    They sample (so ``transformers serve`` honours a request's temperature; a request
+    with temperature 0 turns sampling off) and stop at either end token.
+    """
+    from transformers import GenerationConfig
+
+    eot, im_end = tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    return GenerationConfig(bos_token_id=eot, eos_token_id=[im_end, eot], pad_token_id=eot,
+                            do_sample=True, temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=64)
+
+
+def build_llm(outdir: Path) -> None:
+    """Tiny Qwen2ForCausalLM with a chat template, servable by ``transformers serve``."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    tok = _qwen_tokenizer()
+    tok.chat_template = LLM_CHAT_TEMPLATE
+    ids = tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
+    config = Qwen2Config(
+        vocab_size=_padded_vocab(len(tok)), hidden_size=64, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
+        max_position_embeddings=4096, tie_word_embeddings=True, initializer_range=WIDE_INIT,
+        bos_token_id=ids[0], eos_token_id=ids[1], pad_token_id=ids[0],
+    )
+    _seed()
+    model = Qwen2ForCausalLM(config).eval()
+    model.generation_config = _chat_generation_config(tok)
+    model.save_pretrained(outdir)
+    tok.save_pretrained(outdir)
+
+
+def build_vlm(outdir: Path) -> None:
+    """Tiny Qwen2.5-VL with its processor; images and videos are kept to a few patches."""
+    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
+                              Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+
+    tok = _qwen_tokenizer()
+    ids = dict(zip(QWEN_SPECIAL_TOKENS, tok.convert_tokens_to_ids(QWEN_SPECIAL_TOKENS)))
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    text_hidden, heads = 64, 4
+    head_dim = text_hidden // heads
+    config = Qwen2_5_VLConfig(
+        text_config=dict(
+            vocab_size=_padded_vocab(len(tok)), hidden_size=text_hidden, intermediate_size=128,
+            num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=2,
+            max_position_embeddings=2048, bos_token_id=eot, eos_token_id=ids["<|im_end|>"],
+            pad_token_id=eot, initializer_range=WIDE_INIT,
+            # mrope splits the rotary half-dimension (head_dim / 2) into time, height, width.
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                             "mrope_section": [head_dim // 8, head_dim * 3 // 16, head_dim * 3 // 16]},
+        ),
+        vision_config=dict(
+            depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text_hidden,
+            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+            fullatt_block_indexes=[1], tokens_per_second=2, initializer_range=WIDE_INIT,
+        ),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    _seed()
+    model = Qwen2_5_VLForConditionalGeneration(config).eval()
+    model.generation_config = _chat_generation_config(tok)
+    # 28 px = one merged 2x2 block of 14 px patches; images land between 2x2 and 4x4 blocks.
+    image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
+    video_processor = Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=56 * 56 * 2,
+                                            min_frames=2, max_frames=16, cap_pixels_per_frame=True)
+    processor = Qwen2_5_VLProcessor(image_processor=image_processor, tokenizer=tok,
+                                    video_processor=video_processor, chat_template=VLM_CHAT_TEMPLATE)
+    model.save_pretrained(outdir)
+    processor.save_pretrained(outdir)
+
+
+def build_wan(outdir: Path) -> None:
+    """Tiny WanPipeline folder (text-to-video), laid out like Wan2.1-T2V-*-Diffusers."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
+    from transformers import UMT5Config, UMT5EncoderModel
+
+    tok = _unigram_tokenizer(vocab_size=400)
+    text_dim = 32
+    _seed()
+    text_encoder = UMT5EncoderModel(UMT5Config(
+        vocab_size=_padded_vocab(len(tok)), d_model=text_dim, d_kv=8, d_ff=64, num_layers=2,
+        num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=32,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id,
+    )).eval()
+    _seed()
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=8, in_channels=16, out_channels=16,
+        text_dim=text_dim, freq_dim=32, ffn_dim=32, num_layers=2, rope_max_seq_len=64,
+    )
+    _seed()
+    vae = AutoencoderKLWan(base_dim=8, z_dim=16, dim_mult=[1, 1, 1, 1], num_res_blocks=1,
+                           temperal_downsample=[False, True, True])
+    # The scheduler Wan2.1 checkpoints ship: UniPC on flow-matching sigmas, shift 3 (480p).
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True,
+                                        num_train_timesteps=1000, flow_shift=3.0)
+    pipe = WanPipeline(tokenizer=tok, text_encoder=text_encoder, vae=vae, scheduler=scheduler,
+                       transformer=transformer)
+    pipe.save_pretrained(outdir)
+
+
+def build_siglip(outdir: Path) -> None:
+    """Tiny SiglipModel + SiglipProcessor (32 px images, 64-token texts)."""
+    from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
+
+    tok = _unigram_tokenizer(vocab_size=400)
+    tok.model_max_length = 64
+    config = SiglipConfig(
+        text_config=dict(vocab_size=_padded_vocab(len(tok)), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64,
+                         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None),
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                           image_size=32, patch_size=8),
+    )
+    _seed()
+    model = SiglipModel(config).eval()
+    processor = SiglipProcessor(image_processor=SiglipImageProcessor(size={"height": 32, "width": 32}),
+                                tokenizer=tok)
+    model.save_pretrained(outdir)
+    processor.save_pretrained(outdir)
+
+
+BUILDERS = {"llm": build_llm, "vlm": build_vlm, "wan": build_wan, "siglip": build_siglip}
+
+
+def build_tiny_models(outdir: Path, which: tuple[str, ...] | list[str] = ALL_MODELS) -> dict[str, Path]:
+    """Write the chosen tiny models under ``outdir/<name>`` and return their folders."""
+    unknown = sorted(set(which) - set(BUILDERS))
+    if unknown:
+        raise ValueError(f"unknown tiny model(s) {unknown}; choose from {list(ALL_MODELS)}")
+    import torch
+
+    outdir = Path(outdir)
+    paths = {}
+    with torch.random.fork_rng(devices=[]):  # builders seed torch; the caller's RNG stays as it was
+        for name in which:
+            paths[name] = outdir / name
+            paths[name].mkdir(parents=True, exist_ok=True)
+            BUILDERS[name](paths[name])
+    return paths
+
+
+def builder_key() -> str:
+    """Short hash naming one cache generation: this file's source and the libraries that save.
+
+    Any edit to a builder, the corpus or a config changes the source, so a stale cache
+    is never reused; so does an upgrade of the libraries whose save format may change.
+    """
+    h = hashlib.sha256(Path(__file__).read_bytes())
+    for dist in ("transformers", "diffusers", "tokenizers", "sentencepiece"):
+        h.update(f"|{dist}={metadata.version(dist)}".encode())
+    return h.hexdigest()[:16]
+
+
+def default_tiny_dir() -> Path:
+    """Where :func:`ensure_tiny_models` keeps its builds (``$XDG_CACHE_HOME/vidcli/tiny-models/<key>``)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "vidcli" / "tiny-models" / builder_key()
+
+
+def ensure_tiny_models(
+    which: tuple[str, ...] | list[str] | str | os.PathLike = ALL_MODELS, *, root: Path | None = None
+) -> dict[str, Path]:
+    """Build the chosen tiny models once and reuse them afterwards.
+
+    ``root`` defaults to :func:`default_tiny_dir`; a path given as the first argument is
+    taken as ``root`` (all models). Each model is built into a temporary sibling folder
+    and renamed into place, so a killed build never leaves a half-written model that a
+    later call would trust, and two processes building at once both end up with one
+    complete folder.
+    """
+    if isinstance(which, os.PathLike):
+        which, root = ALL_MODELS, Path(which)
+    elif isinstance(which, str):
+        which = [which]
+    root = Path(root) if root is not None else default_tiny_dir()
+    root.mkdir(parents=True, exist_ok=True)
+    paths = {}
+    for name in which:
+        final = root / name
+        if not final.is_dir():
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=root))
+            try:
+                build_tiny_models(tmp, [name])
+                os.rename(tmp / name, final)
+            except OSError:
+                if not final.is_dir():  # not a lost race with another builder: a real failure
+                    raise
+            finally:
+                shutil.rmtree(tmp, ignore_errors=True)
+        paths[name] = final
+    return paths
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m vidcli.testing tiny-models [OUTDIR] [--only llm,vlm]``; prints ``name<TAB>path`` lines."""
+    parser = argparse.ArgumentParser(prog="python -m vidcli.testing", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    tiny = sub.add_parser("tiny-models", help="write tiny models of the real architectures")
+    tiny.add_argument("outdir", type=Path, nargs="?", default=None,
+                      help="where to write them; omitted: build once into the cache and reuse (default_tiny_dir)")
+    tiny.add_argument("--only", default=",".join(ALL_MODELS),
+                      help="comma-separated subset of " + ",".join(ALL_MODELS))
+    args = parser.parse_args(argv)
+    which = [w.strip() for w in args.only.split(",") if w.strip()]
+    if not which or set(which) - set(BUILDERS):
+        parser.error(f"--only takes names from {','.join(ALL_MODELS)}")
+    built = build_tiny_models(args.outdir, which) if args.outdir else ensure_tiny_models(which)
+    for name, path in built.items():
+        print(f"{name}\t{path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
