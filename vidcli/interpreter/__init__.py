@@ -1,0 +1,1 @@
+"""The ReaDe instruction interpreter: answer format, prompts and the camera encoder."""

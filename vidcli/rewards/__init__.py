@@ -1,0 +1,1 @@
+"""Rewards shared by the trainers and ``score``: format, coverage, VLM judgements."""
