@@ -39,45 +39,37 @@ def _loads(text: str):
     return json.loads(text, parse_constant=_reject_constant)
 
 
-def _strip_trailing_commas(text: str) -> str:
-    """Drop commas that directly precede a closing bracket, outside strings."""
-    out: list[str] = []
+def _chars(text: str, start: int = 0):
+    """Yield ``(index, char, in_string)``; quotes count as part of their string literal."""
     in_string = escaped = False
-    for i, ch in enumerate(text):
+    for i in range(start, len(text)):
+        ch = text[i]
         if in_string:
+            yield i, ch, True
             if escaped:
                 escaped = False
             elif ch == "\\":
                 escaped = True
             elif ch == '"':
                 in_string = False
-            out.append(ch)
-            continue
-        if ch == '"':
-            in_string = True
-        elif ch == ",":
-            if _CLOSES_NEXT.match(text, i + 1):
-                continue
-        out.append(ch)
-    return "".join(out)
+        else:
+            in_string = ch == '"'
+            yield i, ch, in_string
+
+
+def _strip_trailing_commas(text: str) -> str:
+    """Drop commas that directly precede a closing bracket, outside strings."""
+    return "".join(ch for i, ch, in_string in _chars(text)
+                   if in_string or ch != "," or not _CLOSES_NEXT.match(text, i + 1))
 
 
 def _balanced_end(text: str, start: int) -> int | None:
     """Index just past the bracket closing ``text[start]``; None if cut off or mismatched."""
     stack: list[str] = []
-    in_string = escaped = False
-    for i in range(start, len(text)):
-        ch = text[i]
+    for i, ch, in_string in _chars(text, start):
         if in_string:
-            if escaped:
-                escaped = False
-            elif ch == "\\":
-                escaped = True
-            elif ch == '"':
-                in_string = False
-        elif ch == '"':
-            in_string = True
-        elif ch in _CLOSER:
+            continue
+        if ch in _CLOSER:
             stack.append(_CLOSER[ch])
         elif ch in "}]":
             if not stack or stack.pop() != ch:
