@@ -15,6 +15,7 @@ from vidcli import __version__
 # name -> (module, one-line description). Only implemented subcommands are listed.
 COMMANDS: dict[str, tuple[str, str]] = {
     "decompose": ("vidcli.commands.decompose", "Split captions into checkable elements, questions and key-info."),
+    "make-cot": ("vidcli.commands.make_cot", "Build four-step chain-of-thought training records (ReaDe stage 1)."),
 }
 
 

@@ -1,0 +1,113 @@
+"""``vidcli make-cot``: request records → four-step chain-of-thought training records (ReaDe stage 1)."""
+from __future__ import annotations
+
+import click
+
+from vidcli.commands.common import backend_options, input_output_options, reports_errors
+
+EXAMPLES = """\b
+Examples:
+  vidcli make-cot --llm openai:gpt-4o --vlm openai:gpt-4o requests.jsonl -o cot.jsonl
+  vidcli make-cot --llm openai:gpt-4o --vlm hf:Qwen/Qwen2.5-VL-7B-Instruct \\
+      --exclude eval.jsonl --balance-by condition_type --seed 1 requests.jsonl -o cot.jsonl
+  # killed half-way? continue (finished records and cached replies are not asked again):
+  vidcli make-cot --llm openai:gpt-4o --vlm openai:gpt-4o --resume requests.jsonl -o cot.jsonl
+  # re-filter without any model call: every id is already in cot.jsonl.generated.jsonl
+  vidcli make-cot --llm openai:gpt-4o --resume --dedup-threshold 0.9 requests.jsonl -o cot.jsonl
+"""
+
+
+def generated_path_for(output: str) -> str:
+    """Where the generation stage writes: ``OUT.generated.jsonl`` (a file in the
+    current folder when OUT is stdout)."""
+    return "vidcli-make-cot.generated.jsonl" if output == "-" else output + ".generated.jsonl"
+
+
+@click.command("make-cot", epilog=EXAMPLES)
+@click.option("--llm", "llm_spec", required=True, metavar="SPEC",
+              help="Teacher text model for gold splitting and steps 1, 3, 4: openai:MODEL or hf:PATH.")
+@click.option("--vlm", "vlm_spec", default=None, metavar="SPEC",
+              help="Teacher vision model for step 2 (images, depth/pose/source videos): openai:MODEL or hf:PATH.")
+@click.option("--frames", type=click.IntRange(1, 64), default=8, show_default=True,
+              help="Frames sampled (by timestamp, evenly over the clip) from each video for the VLM.")
+@click.option("--camera-from-video", is_flag=True,
+              help="Also let the VLM caption the original video of a camera condition (the condition's "
+                   "'video', else the record's video condition) and keep its camera clauses.")
+@click.option("--generated", type=click.Path(dir_okay=False), default=None,
+              help="Generation-stage file, before filtering [default: OUT.generated.jsonl].")
+@click.option("--dedup-threshold", type=click.FloatRange(0.0, 1.0), default=0.95, show_default=True,
+              help="Instructions at or above this cosine similarity count as duplicates (and as "
+                   "--exclude overlaps).")
+@click.option("--dedup-embedder", type=click.Choice(["embed", "none"]), default="embed", show_default=True,
+              help="embed: offline MiniLM embeddings; none: only identical normalised text counts.")
+@click.option("--exclude", "exclude_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="Evaluation-set JSONL ('instruction' field); overlapping instructions are dropped. Repeatable.")
+@click.option("--balance-by", default=None, metavar="FIELD",
+              help="Down-sample every group of FIELD (dots reach into objects) to the smallest group's "
+                   "size. condition_type: the first condition's type, or 'text' when there is none.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --balance-by sampling.")
+@click.option("--attempts", type=click.IntRange(1, 10), default=3, show_default=True,
+              help="Tries per request when a model reply is not the JSON asked for.")
+@click.option("--temperature", type=float, default=0.0, show_default=True)
+@click.option("--max-tokens", type=click.IntRange(16, 32768), default=1024, show_default=True)
+@backend_options
+@input_output_options
+@reports_errors
+def command(llm_spec, vlm_spec, frames, camera_from_video, generated, dedup_threshold, dedup_embedder,
+            exclude_files, balance_by, seed, attempts, temperature, max_tokens, base_url, concurrency,
+            batch_size, no_cache, device, inputs, output, resume, on_error, rejects, media_root,
+            allow_escape, quiet, verbose):
+    """Build chain-of-thought training records for the instruction interpreter.
+
+    \b
+    Needs 'instruction', 'gold' (six-part object, or plain text that the --llm splits;
+    the text is kept in 'gold_text') and optional 'conditions' [{type, path, caption?}].
+    Adds 'cot': {steps: {intent, nontext, alignment, supplement}, target, descriptions};
+    target = <think> the four labelled steps </think><answer> six-part gold </answer>.
+
+    \b
+    Step 2 per condition: identity/image, depth, pose, video: --vlm describes it;
+    camera: described from the trajectory file itself (no model); audio: the
+    condition's 'caption' (the VLM backends read no audio).
+
+    Records are generated into OUT.generated.jsonl (resumable), then filtered into
+    OUT: --exclude overlaps, near-duplicate instructions, --balance-by. Filtered-out
+    records are not errors; records whose steps fail or whose target breaks the
+    answer format are (see --on-error).
+    """
+    import logging
+
+    from vidcli.backends import load_chat_model, load_embedder
+    from vidcli.backends.base import Sampling
+    from vidcli.cot import CotOptions, make_cot_batch
+    from vidcli.cot.filters import FilterOptions, filter_file, read_instructions
+    from vidcli.log import setup_logging
+    from vidcli.stream import rejects_path_for, run_records
+
+    setup_logging(verbose, quiet)
+    log = logging.getLogger("vidcli")
+    # Read the evaluation sets first: a bad one should stop the run before any model call.
+    excluded = [text for path in exclude_files for text in read_instructions(path)]
+    generated = generated or generated_path_for(output)
+    common = dict(base_url=base_url, concurrency=concurrency, use_cache=not no_cache,
+                  batch_size=batch_size, device=device)
+    llm = load_chat_model(llm_spec, **common)
+    vlm = load_chat_model(vlm_spec, **common) if vlm_spec else None
+    opts = CotOptions(frames=frames, camera_from_video=camera_from_video, attempts=attempts,
+                      llm_sampling=Sampling(temperature=temperature, max_tokens=max_tokens),
+                      vlm_sampling=Sampling(temperature=temperature, max_tokens=max_tokens),
+                      media_root=media_root, allow_escape=allow_escape)
+    try:
+        stats = run_records(inputs or ("-",), generated, lambda batch: make_cot_batch(batch, llm, vlm, opts),
+                            command="make-cot", batch_size=max(16, 4 * concurrency), resume=resume,
+                            on_error=on_error, rejects=rejects or rejects_path_for(output, "make-cot"),
+                            progress=not quiet)
+    finally:
+        llm.close()
+        if vlm is not None:
+            vlm.close()
+    log.info("make-cot: %d generated this run, %d already in %s, %d rejected",
+             stats.written, stats.skipped_done, generated, stats.rejected)
+    embedder = load_embedder(dedup_embedder, device=device) if dedup_embedder != "none" else None
+    filter_file(generated, output, FilterOptions(dedup_threshold=dedup_threshold, exclude=excluded,
+                                                 balance_by=balance_by, seed=seed), embedder)
