@@ -20,6 +20,10 @@ every other field through untouched, so stages chain. The fields used across vid
                   real video is the desired one
 ``key_info``      ``decompose --schema reade``: ``{user, supplementary, imaginative}``,
                   each ``{objects: [{name, attributes}], actions, camera, style}``
+``gold_text``     ``make-cot``: the original plain-text gold caption after it was structured
+``cot``           ``make-cot``: ``{steps: {intent, nontext, alignment, supplement}, target,
+                  descriptions}`` — ``target`` is the ``<think>…</think><answer>…</answer>``
+                  training text; ``descriptions`` holds step 2's text per condition
 ``errors``        list of ``{stage, message}`` (rejects files)
 
 Media paths inside records are relative to the JSONL file's folder unless absolute.
