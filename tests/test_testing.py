@@ -224,48 +224,24 @@ def test_cli_builds_the_chosen_subset(tmp_path, capsys):
 
 
 @pytest.mark.server
-def test_llm_is_served_by_transformers_serve(tiny, tmp_path):
+def test_llm_is_served_by_transformers_serve(transformers_server):
     """The documented command line: greedy replies over HTTP equal the in-process ones."""
     import json
-    import socket
-    import subprocess
-    import sys
-    import time
     import urllib.request
 
     from vidcli.backends.base import Sampling
     from vidcli.backends.hf import HFChatModel
 
-    cli = Path(sys.executable).parent / "transformers"
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    (tmp_path / "hub").mkdir()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path / "hub")}
-    command = [str(cli), "serve", str(tiny["llm"]), "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
-    server = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    base = f"http://127.0.0.1:{port}"
+    base_url, model_path = transformers_server
     questions = ["Is the dog red?", "Describe the camera motion."]
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                urllib.request.urlopen(base + "/health", timeout=2).read()
-                break
-            except OSError:
-                assert server.poll() is None and time.monotonic() < deadline, server.stderr.read()[-2000:]
-                time.sleep(0.3)
-        served = []
-        for question in questions:
-            body = {"model": str(tiny["llm"]), "max_tokens": 6, "temperature": 0,
-                    "messages": [{"role": "user", "content": question}]}
-            request = urllib.request.Request(base + "/v1/chat/completions", data=json.dumps(body).encode(),
-                                             headers={"Content-Type": "application/json"})
-            answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
-            served.append(answer["choices"][0]["message"]["content"])
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-    local = HFChatModel(str(tiny["llm"]), device="cpu").generate(
+    served = []
+    for question in questions:
+        body = {"model": model_path, "max_tokens": 6, "temperature": 0,
+                "messages": [{"role": "user", "content": question}]}
+        request = urllib.request.Request(base_url + "/chat/completions", data=json.dumps(body).encode(),
+                                         headers={"Content-Type": "application/json"})
+        answer = json.loads(urllib.request.urlopen(request, timeout=60).read())
+        served.append(answer["choices"][0]["message"]["content"])
+    local = HFChatModel(model_path, device="cpu").generate(
         [[{"role": "user", "content": q}] for q in questions], Sampling(max_tokens=6))
     assert served == [r.text for r in local] and all(served)
