@@ -24,6 +24,10 @@ every other field through untouched, so stages chain. The fields used across vid
 ``cot``           ``make-cot``: ``{steps: {intent, nontext, alignment, supplement}, target,
                   descriptions}`` — ``target`` is the ``<think>…</think><answer>…</answer>``
                   training text; ``descriptions`` holds step 2's text per condition
+``output``        ``interpret``: ``{think, answer: {six parts}, prompt, raw, ...}``
+``completion``    a raw interpreter completion, read by ``score`` when ``output.raw`` is absent
+``scores``        ``score``: ``{metric: value}``; null where a judge failed (the reason is in
+                  ``errors`` with an extra ``metric`` key) or where a metric is unavailable
 ``errors``        list of ``{stage, message}`` (rejects files)
 
 Media paths inside records are relative to the JSONL file's folder unless absolute.

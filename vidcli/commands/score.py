@@ -1,0 +1,160 @@
+"""``vidcli score``: add ``scores`` to records and summarise them."""
+from __future__ import annotations
+
+import logging
+
+import click
+
+from vidcli.commands.common import backend_options, input_output_options, reports_errors
+from vidcli.scoring import METRICS
+
+log = logging.getLogger("vidcli")
+
+EXAMPLES = """\b
+Examples:
+  vidcli score --metric format,coverage,reward --judge openai:Qwen3-30B-A3B-Instruct \\
+      --base-url http://localhost:8000/v1 interpreted.jsonl -o scored.jsonl
+  vidcli score --metric reward --judge openai:gpt-4o-mini --judge-mode number --by conditions.type \\
+      --summary summary.json --plot by-condition.png interpreted.jsonl -o scored.jsonl
+  vidcli interpret --model ckpt/grpo --input test.jsonl | vidcli score --metric format,coverage - > scored.jsonl
+"""
+
+
+def parse_metrics(values: tuple[str, ...]) -> list[str]:
+    """``--metric`` values (comma lists, repeatable) as registry names, order kept, duplicates dropped."""
+    names = list(dict.fromkeys(n.strip() for value in values for n in value.split(",") if n.strip()))
+    unknown = [n for n in names if n not in METRICS]
+    if unknown or not names:
+        raise click.BadParameter(f"unknown metric(s) {', '.join(unknown) or '(none given)'}; "
+                                 f"choose from {', '.join(METRICS)}", param_hint="--metric")
+    return names
+
+
+def _check_judge_flags(ctx: click.Context, judge: str, threshold: float | None) -> None:
+    from click.core import ParameterSource
+
+    if judge == "embed":
+        for name, flag in (("judge_mode", "--judge-mode"), ("judge_temperature", "--judge-temperature"),
+                           ("judge_max_tokens", "--judge-max-tokens")):
+            if ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE:
+                raise click.UsageError(f"{flag} applies to LLM judges (openai:MODEL, hf:PATH), not to embed")
+    elif threshold is not None:
+        raise click.UsageError("--threshold applies to the embed judge only")
+
+
+def _build_setup(metrics, judge, judge_mode, threshold, temperature, max_tokens, attempts, weights, backend):
+    from vidcli.backends.base import Sampling
+    from vidcli.rewards.coverage import ELEMENT_SAMPLING, NUMBER_SAMPLING, load_judge
+    from vidcli.rewards.reade import ReadeReward, RewardWeights
+    from vidcli.scoring import ScoreSetup
+
+    if not any(METRICS[name].needs_judge for name in metrics):
+        return ScoreSetup()
+    base = NUMBER_SAMPLING if judge_mode == "number" else ELEMENT_SAMPLING
+    sampling = Sampling(temperature=base.temperature if temperature is None else temperature,
+                        max_tokens=max_tokens or base.max_tokens)
+    coverage_judge = load_judge(judge, mode=judge_mode, threshold=threshold, sampling=sampling,
+                                attempts=attempts, **backend)
+    if not coverage_judge.detects_contradiction:
+        log.warning("judge %s cannot detect contradictions: 'contra' is null and rewards are computed "
+                    "without the contradiction term (contra_available: false)", judge)
+    return ScoreSetup(reward=ReadeReward(coverage_judge, RewardWeights(*weights)))
+
+
+def _summary_records(output: str, collected: list[dict]) -> list[dict]:
+    """Everything in the output: read back from a file (so --resume covers earlier runs too)."""
+    from vidcli.jsonl import STDIO, read_sources
+
+    if output == STDIO:
+        return collected
+    return [src.record for src in read_sources([output]) if src.record is not None]
+
+
+@click.command("score", epilog=EXAMPLES)
+@click.option("--metric", "metric_values", multiple=True, required=True, metavar="NAME[,NAME...]",
+              help="Metrics to compute (comma list or repeated). "
+                   + "; ".join(f"{m.name}: {m.description}" for m in METRICS.values()) + ".")
+@click.option("--judge", default="embed", show_default=True, metavar="SPEC",
+              help="Coverage judge: openai:MODEL, hf:PATH, or embed (offline matcher; no contradiction check).")
+@click.option("--judge-mode", type=click.Choice(["elements", "number"]), default="elements", show_default=True,
+              help="LLM judges: elements = one yes/no per element; number = one coverage number per element set "
+                   "(the paper's way).")
+@click.option("--threshold", type=click.FloatRange(-1.0, 1.0), default=None,
+              help="embed: cosine at which an element counts as supported [default: 0.5].")
+@click.option("--judge-temperature", type=click.FloatRange(0.0, 2.0), default=None,
+              help="LLM judges [default: 0.0 for elements, 0.3 for number].")
+@click.option("--judge-max-tokens", type=click.IntRange(1, 8192), default=None,
+              help="LLM judges: reply length limit [default: 16 for elements, 50 for number].")
+@click.option("--attempts", type=click.IntRange(1, 10), default=2, show_default=True,
+              help="Tries per judge question whose reply cannot be read.")
+@click.option("--alpha", type=float, default=1.0, show_default=True, help="Weight of R_user.")
+@click.option("--rho", type=float, default=1.0, show_default=True, help="Weight of R_detail (over S).")
+@click.option("--gamma", type=float, default=0.8, show_default=True, help="Weight of R_supp (over Z).")
+@click.option("--lambda", "lam", type=float, default=0.7, show_default=True, help="Weight of the R_contra penalty.")
+@click.option("--by", "by_field", default=None, metavar="FIELD",
+              help="Also summarise per value of this field (dotted path, e.g. conditions.type).")
+@click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
+              help="Write the summary as JSON to this file.")
+@click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
+              help="Write a PNG of per-group means with 95% intervals.")
+@backend_options
+@input_output_options
+@reports_errors
+def command(metric_values, judge, judge_mode, threshold, judge_temperature, judge_max_tokens, attempts,
+            alpha, rho, gamma, lam, by_field, summary_path, plot_path, base_url, concurrency, batch_size,
+            no_cache, device, inputs, output, resume, on_error, rejects, media_root, allow_escape, quiet, verbose):
+    """Score interpreter outputs and summarise: per metric n, mean, 95% CI, failures.
+
+    \b
+    Reads the model's full text from 'output.raw' (vidcli interpret), else from
+    'completion'; coverage and reward also need 'key_info' (decompose --schema reade).
+    Adds 'scores' {format, user, detail, supp, contra, contra_available, reward}. A
+    judge failure leaves its score null, is listed in the record's 'errors' and counted
+    under failures; the run goes on. The summary goes to stderr (not with --quiet).
+    """
+    from vidcli.errors import InputError
+    from vidcli.jsonl import STDIO
+    from vidcli.log import setup_logging
+    from vidcli.scoring import score_batch
+    from vidcli.scoring.summary import format_summary, plot_summary, summarize, write_summary
+    from vidcli.stream import Outcome, run_records
+
+    setup_logging(verbose, quiet)
+    metrics = parse_metrics(metric_values)
+    _check_judge_flags(click.get_current_context(), judge, threshold)
+    backend = dict(base_url=base_url, concurrency=concurrency, use_cache=not no_cache, batch_size=batch_size,
+                   device=device)
+    setup = _build_setup(metrics, judge, judge_mode, threshold, judge_temperature, judge_max_tokens, attempts,
+                         (alpha, rho, gamma, lam), backend)
+    collected: list[dict] = []
+    written_keys = {key for name in metrics for key in METRICS[name].keys + METRICS[name].notes}
+
+    def process(batch):
+        outcomes = []
+        for result in score_batch([src.record for src in batch], metrics, setup):
+            if isinstance(result, InputError):
+                outcomes.append(Outcome.fail("input", result.message))
+                continue
+            for failure in result.get("errors", []):
+                if failure.get("stage") == "score" and failure.get("metric") in written_keys:
+                    log.warning("id=%s: %s: %s", result["id"], failure["metric"], failure["message"])
+            if output == STDIO:
+                collected.append(result)
+            outcomes.append(Outcome.ok(result))
+        return outcomes
+
+    try:
+        run_records(inputs or ("-",), output, process, command="score", batch_size=max(16, 4 * concurrency),
+                    resume=resume, on_error=on_error, rejects=rejects, progress=not quiet)
+    finally:
+        if setup.reward is not None:
+            setup.reward.judge.close()
+
+    keys = list(dict.fromkeys(key for name in metrics for key in METRICS[name].keys))
+    summary = summarize(_summary_records(output, collected), keys=keys, by=by_field)
+    if not quiet:
+        click.echo(format_summary(summary), err=True)
+    if summary_path:
+        write_summary(summary, summary_path)
+    if plot_path:
+        plot_summary(summary, plot_path)
