@@ -14,6 +14,11 @@ Folders written by :func:`build_tiny_models` (``which`` picks a subset):
              UMT5EncoderModel, a T5 tokenizer and the UniPC flow scheduler Wan2.1 ships
 - ``siglip`` SiglipModel + SiglipProcessor
 
+Built only when named (``which=["qwen2vl"]``), since few tests need them:
+
+- ``qwen2vl`` Qwen2VLForConditionalGeneration + Qwen2VLProcessor
+- ``omni``   Qwen2_5OmniThinkerForConditionalGeneration + Qwen2_5OmniProcessor (audio too)
+
 Command line::
 
     python -m vidcli.testing tiny-models OUTDIR [--only llm,vlm]
@@ -316,7 +321,133 @@ def build_siglip(outdir: Path) -> None:
     processor.save_pretrained(outdir)
 
 
-BUILDERS = {"llm": build_llm, "vlm": build_vlm, "wan": build_wan, "siglip": build_siglip}
+def build_qwen2_vl(outdir: Path) -> None:
+    """Tiny Qwen2-VL (the first generation: no window attention, plain 1D rope in the ViT)."""
+    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
+                              Qwen2VLProcessor, Qwen2VLVideoProcessor)
+
+    tok = _qwen_tokenizer()
+    ids = dict(zip(QWEN_SPECIAL_TOKENS, tok.convert_tokens_to_ids(QWEN_SPECIAL_TOKENS)))
+    eot = tok.convert_tokens_to_ids("<|endoftext|>")
+    text_hidden, heads = 64, 4
+    head_dim = text_hidden // heads
+    config = Qwen2VLConfig(
+        text_config=dict(
+            vocab_size=_padded_vocab(len(tok)), hidden_size=text_hidden, intermediate_size=128,
+            num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=2,
+            max_position_embeddings=2048, bos_token_id=eot, eos_token_id=ids["<|im_end|>"],
+            pad_token_id=eot, initializer_range=WIDE_INIT,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                             "mrope_section": [head_dim // 8, head_dim * 3 // 16, head_dim * 3 // 16]},
+        ),
+        vision_config=dict(depth=2, embed_dim=32, hidden_size=text_hidden, mlp_ratio=2, num_heads=2,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, initializer_range=WIDE_INIT),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    _seed()
+    model = Qwen2VLForConditionalGeneration(config).eval()
+    model.generation_config = _chat_generation_config(tok)
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112), tokenizer=tok,
+        video_processor=Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=56 * 56 * 2, min_frames=2,
+                                              max_frames=16, cap_pixels_per_frame=True),
+        chat_template=VLM_CHAT_TEMPLATE,
+    )
+    model.save_pretrained(outdir)
+    processor.save_pretrained(outdir)
+
+
+# The multimodal tokens of Qwen2.5-Omni, by the attribute names its processor reads.
+OMNI_SPECIAL_TOKENS = {
+    "audio_token": "<|AUDIO|>", "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>",
+    "image_token": "<|IMAGE|>", "video_token": "<|VIDEO|>", "vision_bos_token": "<|vision_bos|>",
+    "vision_eos_token": "<|vision_eos|>",
+}
+
+# Like VLM_CHAT_TEMPLATE, with Qwen2.5-Omni's block tokens and an audio block.
+OMNI_CHAT_TEMPLATE = (
+    "{%- if messages[0]['role'] != 'system' -%}"
+    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}"
+    "{%- endif -%}"
+    "{%- for message in messages -%}"
+    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
+    "{%- if message['content'] is string -%}{{- message['content'] -}}"
+    "{%- else -%}{%- for part in message['content'] -%}"
+    "{%- if part['type'] == 'text' -%}{{- part['text'] -}}"
+    "{%- elif part['type'] == 'image' -%}{{- '<|vision_bos|><|IMAGE|><|vision_eos|>' -}}"
+    "{%- elif part['type'] == 'video' -%}{{- '<|vision_bos|><|VIDEO|><|vision_eos|>' -}}"
+    "{%- elif part['type'] == 'audio' -%}{{- '<|audio_bos|><|AUDIO|><|audio_eos|>' -}}"
+    "{%- endif -%}{%- endfor -%}{%- endif -%}"
+    "{{- '<|im_end|>\\n' -}}"
+    "{%- endfor -%}"
+    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
+)
+
+
+def _omni_tokenizer():
+    """The Qwen tokenizer plus Omni's named multimodal tokens (``tokenizer.audio_token`` …)."""
+    from tokenizers import AddedToken
+    from transformers import Qwen2Tokenizer
+
+    tok = _qwen_tokenizer()
+    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in OMNI_SPECIAL_TOKENS.values()],
+                   special_tokens=True)
+    # Named model-specific tokens are set when a tokenizer is created, so make it anew.
+    with tempfile.TemporaryDirectory() as folder:
+        tok.save_pretrained(folder)
+        return Qwen2Tokenizer.from_pretrained(folder, extra_special_tokens=OMNI_SPECIAL_TOKENS)
+
+
+def build_omni(outdir: Path) -> None:
+    """Tiny Qwen2.5-Omni thinker (text, image, video and audio in; text out) with its processor."""
+    from transformers import (Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig,
+                              Qwen2_5OmniThinkerForConditionalGeneration, Qwen2VLImageProcessor,
+                              Qwen2VLVideoProcessor, WhisperFeatureExtractor)
+
+    tok = _omni_tokenizer()
+    ids = {name: tok.convert_tokens_to_ids(token) for name, token in OMNI_SPECIAL_TOKENS.items()}
+    im_end, eot = tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
+    text_hidden, heads = 64, 4
+    head_dim = text_hidden // heads
+    config = Qwen2_5OmniThinkerConfig(
+        audio_config=dict(num_mel_bins=128, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=64,
+                          d_model=32, output_dim=text_hidden, n_window=50, initializer_range=WIDE_INIT),
+        vision_config=dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=text_hidden,
+                           patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
+                           fullatt_block_indexes=[1], initializer_range=WIDE_INIT),
+        text_config=dict(
+            vocab_size=_padded_vocab(len(tok)), hidden_size=text_hidden, intermediate_size=128,
+            num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=4096,
+            bos_token_id=eot, eos_token_id=im_end, pad_token_id=eot, initializer_range=WIDE_INIT,
+            rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
+                             "mrope_section": [head_dim // 8, head_dim * 3 // 16, head_dim * 3 // 16]},
+        ),
+        audio_token_index=ids["audio_token"], image_token_index=ids["image_token"],
+        video_token_index=ids["video_token"], audio_start_token_id=ids["audio_bos_token"],
+        audio_end_token_id=ids["audio_eos_token"], vision_start_token_id=ids["vision_bos_token"],
+        vision_end_token_id=ids["vision_eos_token"], user_token_id=tok.convert_tokens_to_ids("user"),
+        initializer_range=WIDE_INIT, tie_word_embeddings=True,
+    )
+    _seed()
+    model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
+    model.generation_config = _chat_generation_config(tok)
+    processor = Qwen2_5OmniProcessor(
+        image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
+        video_processor=Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=56 * 56 * 2, min_frames=2,
+                                              max_frames=16, cap_pixels_per_frame=True),
+        # Whisper-style log-mel features with 128 bins at 16 kHz, as the real checkpoint uses.
+        feature_extractor=WhisperFeatureExtractor(feature_size=128, sampling_rate=16000),
+        tokenizer=tok, chat_template=OMNI_CHAT_TEMPLATE,
+    )
+    model.save_pretrained(outdir)
+    processor.save_pretrained(outdir)
+
+
+BUILDERS = {"llm": build_llm, "vlm": build_vlm, "wan": build_wan, "siglip": build_siglip,
+            # Built only when asked for by name (not part of ALL_MODELS).
+            "qwen2vl": build_qwen2_vl, "omni": build_omni}
 
 
 def build_tiny_models(outdir: Path, which: tuple[str, ...] | list[str] = ALL_MODELS) -> dict[str, Path]:

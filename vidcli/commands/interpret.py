@@ -1,0 +1,288 @@
+"""``vidcli interpret``: a request (flags or JSONL records) → reasoning, six-part caption and prompt."""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from vidcli.commands.common import backend_options, input_output_options, reports_errors
+from vidcli.interpreter.format import PROMPT_STYLES
+
+log = logging.getLogger("vidcli")
+
+EXAMPLES = """\b
+Examples:
+  vidcli interpret --model ckpt/grpo --text "make her wave in a park" --identity face.png
+  vidcli interpret --model ckpt/sft --video clip.mp4 --text "add a red kite" --json
+  vidcli interpret --model Qwen/Qwen2.5-Omni-7B --audio song.wav --camera cam.txt --text "a concert"
+  vidcli interpret --model ckpt/grpo --input requests.jsonl -o interpreted.jsonl --batch-size 16
+  vidcli interpret --backend openai:gpt-4o --depth depth.mp4 --text "a cat walks" --prompt-style full
+  # the prompt is the only thing on stdout, so it drops into another command:
+  prompt="$(vidcli interpret --model ckpt/grpo --text "a quiet street at dusk" --camera cam.txt)"
+"""
+
+# Each condition flag is named after the condition type it adds.
+_CONDITION_FLAGS = ("identity", "image", "video", "depth", "pose", "camera", "audio")
+
+
+class _LocalEngine:
+    """Interprets with a local model (``--model``), batched."""
+
+    def __init__(self, interpreter, options: dict, batch_size: int, max_prompt_tokens: int | None) -> None:
+        self.interpreter = interpreter
+        self.options = options
+        self.batch_size = self.records_per_batch = batch_size
+        self.max_prompt_tokens = max_prompt_tokens
+
+    def unsupported(self, request) -> str | None:
+        return self.interpreter.unsupported(request)
+
+    def answer(self, requests: list) -> list[str | Exception]:
+        """Raw text per request, or the InputError that request alone raised."""
+        from vidcli.errors import InputError
+
+        if not requests:
+            return []
+        try:
+            return list(self.interpreter.generate(requests, batch_size=self.batch_size,
+                                                  max_prompt_tokens=self.max_prompt_tokens, **self.options))
+        except InputError as exc:
+            if len(requests) == 1:
+                return [exc]
+        # Some request in the batch is at fault: answer one by one so only that one fails.
+        return [result for r in requests for result in self.answer([r])]
+
+    def close(self) -> None:
+        self.interpreter = None
+
+
+class _ServerEngine:
+    """Interprets through an OpenAI-compatible server (``--backend openai:MODEL``)."""
+
+    def __init__(self, chat_model, sampling, concurrency: int) -> None:
+        self.chat = chat_model
+        self.sampling = sampling
+        self.records_per_batch = max(16, 4 * concurrency)  # enough requests to keep the server busy
+
+    def unsupported(self, request) -> str | None:
+        from vidcli.interpreter.messages import audio_problem
+
+        return audio_problem(request, self.chat.spec)
+
+    def answer(self, requests: list) -> list[str | Exception]:
+        from vidcli.errors import BackendError
+        from vidcli.interpreter.messages import server_conversation
+
+        replies = self.chat.generate([server_conversation(r, self.chat.spec) for r in requests], self.sampling)
+        return [reply.text if reply.ok else BackendError(reply.error) for reply in replies]
+
+    def close(self) -> None:
+        self.chat.close()
+
+
+def _interpret_batch(sources, engine, style: str, load) -> list:
+    """Stream stage: request records → records with ``output`` (or per-record failures)."""
+    from vidcli.errors import InputError
+    from vidcli.interpreter.messages import output_record
+    from vidcli.stream import Outcome
+
+    outcomes: list = [None] * len(sources)
+    ready: list[tuple[int, object]] = []
+    for i, src in enumerate(sources):
+        try:
+            request = load(src.record, src.base_dir)
+            problem = engine.unsupported(request)
+            if problem:
+                raise InputError(problem)
+            ready.append((i, request))
+        except InputError as exc:
+            outcomes[i] = Outcome.fail("interpret", _without_record(exc))
+    for (i, _), raw in zip(ready, engine.answer([r for _, r in ready])):
+        if isinstance(raw, Exception):
+            outcomes[i] = Outcome.fail("interpret", _without_record(raw) if isinstance(raw, InputError) else str(raw))
+            continue
+        output = output_record(raw, style)
+        if not output["format_ok"]:
+            log.warning("id=%s: the output does not follow the answer format (%s); its prompt is the raw answer text",
+                        sources[i].id, output["format_problem"])
+        outcomes[i] = Outcome.ok({**sources[i].record, "output": output})
+    return outcomes
+
+
+def _without_record(exc) -> str:
+    """The error's text without its record id (the stream's error line names the record itself)."""
+    where = f"{exc.file}:{exc.line}: " if exc.file and exc.line else f"{exc.file}: " if exc.file else ""
+    return where + exc.message
+
+
+def _flag_record(text: str | None, flags: dict) -> dict:
+    conditions = []
+    for kind in _CONDITION_FLAGS:
+        value = flags[kind]
+        for path in (value if isinstance(value, tuple) else [value] if value else []):
+            conditions.append({"type": kind, "path": path})
+    return {"instruction": text or "", "conditions": conditions}
+
+
+@click.command("interpret", epilog=EXAMPLES)
+@click.option("--text", "-t", default=None, help="The user's request (may be left out when conditions are given).")
+@click.option("--identity", multiple=True, type=click.Path(dir_okay=False), help="Identity image. Repeatable.")
+@click.option("--image", multiple=True, type=click.Path(dir_okay=False), help="Reference image. Repeatable.")
+@click.option("--video", type=click.Path(dir_okay=False), default=None, help="Source video.")
+@click.option("--depth", type=click.Path(dir_okay=False), default=None, help="Depth video.")
+@click.option("--pose", type=click.Path(dir_okay=False), default=None, help="Human-pose video.")
+@click.option("--camera", type=click.Path(dir_okay=False), default=None,
+              help="Camera trajectory (RealEstate10K text or JSON).")
+@click.option("--audio", type=click.Path(dir_okay=False), default=None,
+              help="Audio clip (or a video's audio track); needs a model that takes audio.")
+@click.option("--input", "input_files", multiple=True, type=click.Path(allow_dash=True),
+              help="JSONL request records ('instruction', 'conditions'); adds 'output'. Repeatable; '-' = stdin.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Flags mode: print the whole output object (think, answer, prompt, raw, format_ok) as JSON.")
+@click.option("--prompt-style", type=click.Choice(PROMPT_STYLES), default="dense", show_default=True,
+              help="Generator prompt: the dense part, the six parts as one paragraph, or the full structured text.")
+@click.option("--model", "model_path", default=None, metavar="PATH",
+              help="Interpreter checkpoint (sft/grpo output) or any compatible HF image-text-to-text model.")
+@click.option("--backend", "backend_spec", default=None, metavar="openai:MODEL",
+              help="Ask an OpenAI-compatible server instead (cameras are sent as motion descriptions).")
+@click.option("--frames", type=click.IntRange(1, 256), default=16, show_default=True,
+              help="Frames sampled evenly from each video (source, depth, pose).")
+@click.option("--max-new-tokens", type=click.IntRange(1, 32768), default=768, show_default=True)
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.0, show_default=True,
+              help="0 = greedy.")
+@click.option("--top-p", type=click.FloatRange(0.0, 1.0, min_open=True), default=1.0, show_default=True)
+@click.option("--seed", type=int, default=None,
+              help="Seed for sampling (temperature > 0); each generation batch starts from it.")
+@click.option("--max-prompt-tokens", type=click.IntRange(1), default=None,
+              help="Refuse a request whose prompt is longer (local models).")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "float16", "bfloat16"]), default="auto",
+              show_default=True, help="Weights dtype for --model.")
+@click.option("--load-in-4bit", is_flag=True, help="Load --model quantised to 4 bits (bitsandbytes, CUDA).")
+@click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code (off by default).")
+@backend_options
+@input_output_options
+@reports_errors
+def command(text, identity, image, video, depth, pose, camera, audio, input_files, as_json, prompt_style,
+            model_path, backend_spec, frames, max_new_tokens, temperature, top_p, seed, max_prompt_tokens, dtype,
+            load_in_4bit, trust_remote_code, base_url, concurrency, batch_size, no_cache, device, inputs, output,
+            resume, on_error, rejects, media_root, allow_escape, quiet, verbose):
+    """Interpret a video request: reason, then write a six-part caption and a generator prompt.
+
+    \b
+    Flags mode: --text and the condition flags make one request; the generator
+    prompt goes to stdout (--json: the whole output object). Records mode
+    (--input FILE or INPUT...): each record's 'instruction' and 'conditions' are
+    interpreted in batches and written back with an 'output' field.
+    Conditions reach the model in a fixed order: identity, image, video, depth,
+    pose, camera, audio. An output that breaks the <think>/<answer> format is kept
+    with format_ok false; its prompt is then the raw answer text.
+    A camera trajectory goes through the checkpoint's camera encoder; a model
+    without one, and an OpenAI-compatible server (--backend), get its motion
+    description in words instead ("moderate dolly in, slight pan left"). A server
+    gets images and video frames as image parts; audio needs a local audio model.
+    """
+    from vidcli.log import setup_logging
+
+    setup_logging(verbose, quiet)
+    flags = dict(identity=identity, image=image, video=video, depth=depth, pose=pose, camera=camera, audio=audio)
+    sources = tuple(inputs) + tuple(input_files)
+    has_flags = text is not None or any(flags.values())
+    if sources and has_flags:
+        raise click.UsageError("give either --input records or --text/condition flags, not both")
+    if not sources and not has_flags:
+        raise click.UsageError("nothing to interpret: give --text and/or condition flags, or --input FILE")
+    if not sources and (output != "-" or resume):
+        raise click.UsageError("-o/--resume apply to --input records; flags mode prints to stdout")
+    if (model_path is None) == (backend_spec is None):
+        raise click.UsageError("give exactly one of --model PATH or --backend openai:MODEL")
+    if backend_spec is not None and not backend_spec.startswith("openai:"):
+        raise click.UsageError("--backend takes openai:MODEL; for a local model use --model PATH")
+    if backend_spec is not None and max_prompt_tokens is not None:
+        raise click.UsageError("--max-prompt-tokens needs a local tokenizer: use it with --model")
+    # Flags mode reads its media before the (slow) model load, so a wrong path fails fast.
+    request = None if sources else _flag_request(_flag_record(text, flags), frames)
+    engine = _engine(model_path, backend_spec, dtype=dtype, device=device, load_in_4bit=load_in_4bit,
+                     trust_remote_code=trust_remote_code, base_url=base_url, concurrency=concurrency,
+                     no_cache=no_cache, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens,
+                     generation=dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
+                                     seed=seed))
+    try:
+        if sources:
+            _run_records(engine, sources, prompt_style, frames, output=output, resume=resume, on_error=on_error,
+                         rejects=rejects, media_root=media_root, allow_escape=allow_escape, quiet=quiet)
+        else:
+            _run_flags(engine, request, prompt_style, as_json)
+    finally:
+        engine.close()
+
+
+def _engine(model_path, backend_spec, *, dtype, device, load_in_4bit, trust_remote_code, base_url, concurrency,
+            no_cache, batch_size, max_prompt_tokens, generation):
+    if backend_spec is not None:
+        from vidcli.backends import load_chat_model
+        from vidcli.backends.base import Sampling
+
+        chat = load_chat_model(backend_spec, base_url=base_url, concurrency=concurrency, use_cache=not no_cache)
+        sampling = Sampling(temperature=generation["temperature"], max_tokens=generation["max_new_tokens"],
+                            top_p=generation["top_p"], seed=generation["seed"])
+        return _ServerEngine(chat, sampling, concurrency)
+    from vidcli.interpreter.model import Interpreter
+
+    interpreter = Interpreter.from_pretrained(model_path, device=device, dtype=dtype, load_in_4bit=load_in_4bit,
+                                              trust_remote_code=trust_remote_code)
+    return _LocalEngine(interpreter, generation, batch_size, max_prompt_tokens)
+
+
+def _run_records(engine, sources, style, frames, *, output, resume, on_error, rejects, media_root, allow_escape,
+                 quiet) -> None:
+    from vidcli.interpreter.messages import request_from_record
+    from vidcli.stream import run_records
+
+    def load(record, base_dir):
+        return request_from_record(record, base_dir, media_root=media_root, allow_escape=allow_escape,
+                                   video_frames=frames)
+
+    run_records(sources, output, lambda batch: _interpret_batch(batch, engine, style, load),
+                command="interpret", batch_size=engine.records_per_batch, resume=resume, on_error=on_error,
+                rejects=rejects, progress=not quiet)
+
+
+def _flag_request(record: dict, frames: int):
+    from vidcli.interpreter.messages import request_from_record
+
+    # Paths on the command line are the user's own: relative to the working directory, '..' allowed.
+    with _no_record_id():
+        return request_from_record(record, Path.cwd(), allow_escape=True, video_frames=frames)
+
+
+@contextlib.contextmanager
+def _no_record_id():
+    """Flags mode has no record: drop the content-hash id (never seen by the user) from errors."""
+    from vidcli.errors import InputError
+
+    try:
+        yield
+    except InputError as exc:
+        exc.record_id = None
+        raise
+
+
+def _run_flags(engine, request, style: str, as_json: bool) -> None:
+    from vidcli.errors import InputError
+    from vidcli.interpreter.messages import output_record
+
+    with _no_record_id():
+        problem = engine.unsupported(request)
+        if problem:
+            raise InputError(problem)
+        (raw,) = engine.answer([request])
+        if isinstance(raw, Exception):
+            raise raw
+    result = output_record(raw, style)
+    if not result["format_ok"]:
+        click.echo(f"vidcli interpret: warning: the output does not follow the answer format "
+                   f"({result['format_problem']}); printing the raw answer text", err=True)
+    click.echo(json.dumps(result, ensure_ascii=False) if as_json else result["prompt"])
