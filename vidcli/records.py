@@ -24,7 +24,9 @@ every other field through untouched, so stages chain. The fields used across vid
 ``cot``           ``make-cot``: ``{steps: {intent, nontext, alignment, supplement}, target,
                   descriptions}`` — ``target`` is the ``<think>…</think><answer>…</answer>``
                   training text; ``descriptions`` holds step 2's text per condition
-``output``        ``interpret``: ``{think, answer: {six parts}, prompt, raw, ...}``
+``output``        ``interpret``: ``{think, answer: {six parts}, prompt, raw, format_ok,
+                  format_problem}`` — an output that fails the format is kept, flagged
+                  ``format_ok: false`` with the failed check in ``format_problem``
 ``completion``    a raw interpreter completion, read by ``score`` when ``output.raw`` is absent
 ``scores``        ``score``: ``{metric: value}``; null where a judge failed (the reason is in
                   ``errors`` with an extra ``metric`` key) or where a metric is unavailable
