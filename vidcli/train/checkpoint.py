@@ -1,0 +1,235 @@
+"""Checkpoint directories (DESIGN.md §2): written whole or not at all, resumed exactly.
+
+Layout of ``OUTPUT/checkpoint-STEP/`` and of the final model in ``OUTPUT/`` itself::
+
+    <weights>            whatever the recipe's ``save_weights`` writes: a transformers /
+                         diffusers folder or a peft adapter (safetensors), loadable by
+                         the plain library
+    vidcli.json          command, arguments, package version, input fingerprints, step,
+                         metrics (never environment variables or keys)
+    trainer_state/       accelerate's ``save_state`` without model weights: optimizer,
+                         RNG states (python, numpy, torch, CUDA), accumulation counter;
+                         plus progress.json: step, data position, scheduler state
+
+A checkpoint is first written to ``OUTPUT/.checkpoint-STEP.partial`` and renamed when
+complete, so a killed run leaves every earlier checkpoint intact. The final model is
+moved into ``OUTPUT`` with ``vidcli.json`` last: a folder without it is not a finished
+checkpoint. ``--resume`` picks the complete checkpoint with the highest step.
+
+Nothing is unpickled unsafely: accelerate loads the optimizer and RNG files with
+``torch.load(weights_only=True)``, progress is JSON and weights are safetensors.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable
+
+from vidcli import __version__
+from vidcli.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from accelerate import Accelerator
+
+log = logging.getLogger("vidcli.train")
+
+RUN_INFO = "vidcli.json"
+TRAINER_STATE = "trainer_state"
+PROGRESS = "progress.json"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+# Argument names that could hold a credential are never written, whatever their value.
+# Matched against the name's words ("api_key", "hf_token"), so "max_prompt_tokens" stays.
+_SECRET_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "credential", "credentials", "auth"}
+
+
+@dataclass
+class RunInfo:
+    """What ``vidcli.json`` says about the run besides step and metrics."""
+
+    command: str
+    arguments: dict
+    inputs: dict[str, dict] = field(default_factory=dict)  # path -> {"sha256", "records"}
+    extra: dict = field(default_factory=dict)  # recipe-specific facts (base model, finetune mode, ...)
+
+
+def safe_arguments(arguments: dict) -> dict:
+    """Arguments as JSON values, without any whose name suggests a credential."""
+    out = {}
+    for name, value in arguments.items():
+        if _SECRET_WORDS & set(re.split(r"[_\W]+", name.lower())):
+            continue
+        if isinstance(value, Path):
+            value = str(value)
+        elif isinstance(value, tuple):
+            value = [str(v) if isinstance(v, Path) else v for v in value]
+        out[name] = value
+    return out
+
+
+def read_run_info(folder: Path) -> dict | None:
+    """The parsed ``vidcli.json`` of a folder, or None when absent or unreadable."""
+    try:
+        value = json.loads((Path(folder) / RUN_INFO).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def is_complete(folder: Path) -> bool:
+    """A finished checkpoint: ``vidcli.json`` with a step, and trainer state beside it."""
+    info = read_run_info(folder)
+    return (info is not None and isinstance(info.get("step"), int)
+            and (Path(folder) / TRAINER_STATE / PROGRESS).is_file())
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The complete checkpoint with the highest step: ``checkpoint-STEP/`` or ``OUTPUT`` itself."""
+    output_dir = Path(output_dir)
+    if not output_dir.is_dir():
+        return None
+    found: list[tuple[int, int, Path]] = []
+    for entry in output_dir.iterdir():
+        if _CHECKPOINT.match(entry.name) and entry.is_dir() and is_complete(entry):
+            found.append((read_run_info(entry)["step"], 0, entry))
+    if is_complete(output_dir):
+        found.append((read_run_info(output_dir)["step"], 1, output_dir))
+    return max(found)[2] if found else None
+
+
+def check_output_dir(output_dir: Path, resume: bool) -> None:
+    """Refuse to train into a folder that holds another run unless ``--resume`` was given."""
+    output_dir = Path(output_dir)
+    if resume or not output_dir.is_dir():
+        return
+    taken = (output_dir / RUN_INFO).exists() or any(_CHECKPOINT.match(p.name) for p in output_dir.iterdir())
+    if taken:
+        raise InputError(f"output folder {output_dir} already holds a training run; "
+                         "pass --resume to continue it or choose another folder")
+
+
+def remove_partials(output_dir: Path) -> list[Path]:
+    """Delete ``.checkpoint-*.partial`` folders that a killed run left behind; return them."""
+    output_dir = Path(output_dir)
+    stale = sorted(output_dir.glob(".checkpoint-*.partial")) if output_dir.is_dir() else []
+    for path in stale:
+        _remove(path)
+    return stale
+
+
+def check_same_inputs(folder: Path, inputs: dict[str, dict]) -> None:
+    """A resumed run must read the same data, or its saved data position means nothing.
+
+    Compares the sha256 fingerprints (not the paths: the files may have moved).
+    """
+    saved = (read_run_info(folder) or {}).get("inputs", {})
+    before = sorted(v.get("sha256") for v in saved.values())
+    now = sorted(v.get("sha256") for v in inputs.values())
+    if before != now:
+        raise InputError(f"--resume: the input files differ from those of {folder} "
+                         "(sha256 fingerprints in its vidcli.json); resume with the same data")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+class Checkpointer:
+    """Saves and restores checkpoints for one run (call on every process).
+
+    Model weights are not part of accelerate's state here: the recipe writes them in
+    the library's own format through ``save_weights``, and on resume builds the model
+    from the checkpoint folder. Both hooks below keep accelerate from writing or
+    reading a second copy.
+    """
+
+    def __init__(self, accelerator: "Accelerator", output_dir: Path, info: RunInfo) -> None:
+        self.accelerator = accelerator
+        self.output_dir = Path(output_dir)
+        self.info = info
+        accelerator.register_save_state_pre_hook(lambda models, weights, out: weights.clear())
+        accelerator.register_load_state_pre_hook(lambda models, inp: models.clear())
+
+    def save(self, step: int, *, save_weights: Callable[[Path], None], scheduler, micro_batches: int,
+             metrics: dict, final: bool = False) -> Path:
+        """Write a checkpoint for ``step``; ``final`` writes it into the output folder itself.
+
+        ``save_weights(folder)`` runs on the main process only. Returns the folder.
+        """
+        acc = self.accelerator
+        tmp = self.output_dir / f".checkpoint-{step}.partial"
+        if acc.is_main_process:
+            _remove(tmp)
+            tmp.mkdir(parents=True)
+        acc.wait_for_everyone()
+        if acc.is_main_process:
+            save_weights(tmp)
+        acc.save_state(str(tmp / TRAINER_STATE))
+        if acc.is_main_process:
+            state = scheduler.state_dict()
+            progress = {"step": step, "micro_batches": micro_batches, "scheduler": state}
+            _write_json(tmp / TRAINER_STATE / PROGRESS, progress)
+            _write_json(tmp / RUN_INFO, self._run_info(step, metrics, final))
+            target = self._publish_final(tmp) if final else self._publish(tmp, step)
+        else:
+            target = self.output_dir if final else self.output_dir / f"checkpoint-{step}"
+        acc.wait_for_everyone()
+        log.info("saved %s at step %d", target, step)
+        return target
+
+    def load(self, folder: Path, scheduler) -> dict:
+        """Restore optimizer, RNG and scheduler from ``folder``; return its progress record."""
+        state_dir = Path(folder) / TRAINER_STATE
+        try:
+            progress = json.loads((state_dir / PROGRESS).read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise InputError(f"cannot read trainer state: {exc}", file=str(state_dir / PROGRESS)) from None
+        self.accelerator.load_state(str(state_dir))
+        scheduler.load_state_dict(progress["scheduler"])
+        return progress
+
+    # ------------------------------------------------------------------ internals
+
+    def _run_info(self, step: int, metrics: dict, final: bool) -> dict:
+        return {
+            "command": self.info.command,
+            "version": __version__,
+            "arguments": safe_arguments(self.info.arguments),
+            "inputs": self.info.inputs,
+            "step": step,
+            "final": final,
+            "metrics": metrics,
+            **self.info.extra,
+        }
+
+    def _publish(self, tmp: Path, step: int) -> Path:
+        target = self.output_dir / f"checkpoint-{step}"
+        if target.exists():  # a rerun of the same step after resume: the new one wins
+            _remove(target)
+        os.replace(tmp, target)
+        return target
+
+    def _publish_final(self, tmp: Path) -> Path:
+        # Without vidcli.json the folder is not a checkpoint while its files are replaced.
+        marker = self.output_dir / RUN_INFO
+        marker.unlink(missing_ok=True)
+        for entry in sorted(tmp.iterdir()):
+            if entry.name == RUN_INFO:
+                continue
+            dest = self.output_dir / entry.name
+            _remove(dest)
+            os.replace(entry, dest)
+        os.replace(tmp / RUN_INFO, marker)
+        tmp.rmdir()
+        return self.output_dir
+
+
+def _write_json(path: Path, value: dict) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")

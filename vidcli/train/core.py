@@ -1,0 +1,320 @@
+"""The shared training core: configs, accelerate setup, optimiser, schedule, data order.
+
+Every recipe (``sft``, ``grpo``, ``drf-tune``, ``revise-tune``) builds on these pieces
+and keeps its own loop, so a recipe reads top to bottom like its method.
+
+Conventions shared by all recipes:
+
+- **Steps** are optimiser steps. One step consumes ``grad_accum`` micro-batches of
+  ``batch_size`` examples per process.
+- **Data order** (:class:`DataOrder`) is an endless stream of micro-batches: epoch ``e``
+  is a permutation of the examples seeded by ``(seed, e)`` and independent of every
+  other random state, so the position in the stream (a micro-batch counter) is all
+  that a checkpoint needs to continue exactly. A run lasts ``max_steps`` steps, or by
+  default enough steps to cover ``epochs`` passes (the last step may read a few
+  micro-batches of the next epoch's order to stay full).
+- **Weight decay** applies to weight matrices and convolution kernels (tensors with two
+  or more dimensions, embeddings included) and never to biases or normalisation scales
+  (one-dimensional tensors): decaying a LayerNorm/RMSNorm gain towards zero or a bias
+  towards zero is a constraint nobody asked for.
+- **Schedules** (:func:`lr_factor`): linear warm-up reaching the full rate on the last
+  warm-up step, then cosine decay towards zero, or constant.
+- **Distribution** is accelerate's: single device as a plain command, many with
+  ``accelerate launch -m vidcli ...`` and the user's accelerate config.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable
+
+import numpy as np
+
+from vidcli.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    import torch
+    from accelerate import Accelerator
+
+log = logging.getLogger("vidcli.train")
+
+SCHEDULES = ("cosine", "constant")
+MIXED_PRECISION = ("auto", "bf16", "fp16", "no")
+REPORT_TO = ("none", "tensorboard", "wandb")
+
+
+@dataclass
+class OptimConfig:
+    """AdamW and learning-rate schedule settings."""
+
+    lr: float = 1e-5
+    weight_decay: float = 0.01
+    betas: tuple[float, float] = (0.9, 0.999)
+    eps: float = 1e-8
+    schedule: str = "cosine"
+    warmup_steps: int = 200
+    max_grad_norm: float | None = 1.0  # None or 0: no clipping
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise ValueError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
+            raise ValueError("lr must be positive; weight_decay and warmup_steps non-negative")
+
+
+@dataclass
+class RunConfig:
+    """How long a run lasts, how it is batched, saved, logged and seeded."""
+
+    output_dir: Path
+    seed: int = 0
+    epochs: int = 1
+    max_steps: int | None = None  # overrides epochs when set
+    batch_size: int = 6  # per device (process)
+    grad_accum: int = 2
+    save_every: int = 500  # steps between checkpoints; 0 = only the final model
+    mixed_precision: str = "auto"
+    report_to: str = "none"
+    resume: bool = False
+    optim: OptimConfig = field(default_factory=OptimConfig)
+
+    def __post_init__(self) -> None:
+        self.output_dir = Path(self.output_dir)
+        if self.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}")
+        if self.report_to not in REPORT_TO:
+            raise ValueError(f"report_to must be one of {REPORT_TO}")
+        if self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1 or self.save_every < 0:
+            raise ValueError("batch_size, grad_accum and epochs must be >= 1; save_every >= 0")
+        if self.max_steps is not None and self.max_steps < 1:
+            raise ValueError("max_steps must be >= 1")
+
+
+# ----------------------------------------------------------------------------- optimiser
+
+
+def decay_groups(named_parameters: Iterable[tuple[str, "torch.nn.Parameter"]],
+                 weight_decay: float) -> list[dict]:
+    """Two AdamW parameter groups: decayed weights (ndim >= 2) and the rest (biases, norms).
+
+    Only parameters with ``requires_grad`` are included, in the order given, so the
+    optimiser state lines up with the same model built again on resume.
+    """
+    decay, no_decay = [], []
+    decay_names, no_decay_names = [], []
+    for name, param in named_parameters:
+        if not param.requires_grad:
+            continue
+        if param.ndim >= 2:
+            decay.append(param)
+            decay_names.append(name)
+        else:
+            no_decay.append(param)
+            no_decay_names.append(name)
+    groups = [
+        {"params": decay, "weight_decay": weight_decay, "names": decay_names},
+        {"params": no_decay, "weight_decay": 0.0, "names": no_decay_names},
+    ]
+    return [g for g in groups if g["params"]]
+
+
+def build_optimizer(named_parameters: Iterable[tuple[str, "torch.nn.Parameter"]],
+                    config: OptimConfig) -> "torch.optim.AdamW":
+    """AdamW over :func:`decay_groups`; a clear error when nothing is trainable."""
+    import torch
+
+    groups = decay_groups(named_parameters, config.weight_decay)
+    if not groups:
+        raise ValueError("no trainable parameters")
+    return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps)
+
+
+def lr_factor(step: int, *, warmup_steps: int, total_steps: int, schedule: str) -> float:
+    """The learning-rate multiplier used by optimiser step ``step`` (0-based).
+
+    Warm-up: ``(step + 1) / warmup_steps`` for the first ``warmup_steps`` steps, so the
+    first step already moves the weights and the last warm-up step uses the full rate.
+    Then ``constant`` stays at 1 and ``cosine`` is ``0.5·(1 + cos(π·p))`` with
+    ``p = (step − warmup) / (total − warmup)``: 1 right after warm-up, approaching 0 on
+    the last step.
+    """
+    if step < warmup_steps:
+        return (step + 1) / warmup_steps
+    if schedule == "constant":
+        return 1.0
+    if schedule != "cosine":
+        raise ValueError(f"unknown schedule {schedule!r}")
+    progress = (step - warmup_steps) / max(1, total_steps - warmup_steps)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def build_scheduler(optimizer: "torch.optim.Optimizer", config: OptimConfig,
+                    total_steps: int) -> "torch.optim.lr_scheduler.LambdaLR":
+    """A LambdaLR over :func:`lr_factor`, stepped once per optimiser step by the recipe."""
+    import functools
+
+    import torch
+
+    factor = functools.partial(lr_factor, warmup_steps=config.warmup_steps, total_steps=total_steps,
+                               schedule=config.schedule)
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def total_steps(run: RunConfig, batches_per_epoch: int) -> int:
+    """``max_steps`` when set, else the steps that cover ``epochs`` passes (rounded up)."""
+    if run.max_steps is not None:
+        return run.max_steps
+    return max(1, math.ceil(run.epochs * batches_per_epoch / run.grad_accum))
+
+
+# ----------------------------------------------------------------------------- accelerate
+
+
+def resolve_mixed_precision(choice: str) -> str | None:
+    """``auto``: the ``accelerate launch`` config's choice if any, else bf16 where supported."""
+    if choice != "auto":
+        return choice
+    if os.environ.get("ACCELERATE_MIXED_PRECISION"):
+        return None  # let the user's accelerate config decide
+    import torch
+
+    return "bf16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "no"
+
+
+def make_accelerator(run: RunConfig, *, project: str, hparams: dict,
+                     find_unused_parameters: bool = False) -> "Accelerator":
+    """An Accelerator with gradient accumulation, mixed precision and the chosen tracker.
+
+    Trackers log under ``OUTPUT/logs``. A tracker whose package is missing is an error
+    here rather than a silently empty log. ``find_unused_parameters`` is for models
+    whose forward skips parts depending on the batch (a multimodal model on a batch
+    without images): under DDP every process must then tell which gradients it lacks.
+    """
+    from accelerate import Accelerator
+    from accelerate.utils import (DistributedDataParallelKwargs, ProjectConfiguration, is_tensorboard_available,
+                                  is_wandb_available)
+
+    log_with = None
+    if run.report_to != "none":
+        available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}[run.report_to]()
+        if not available:
+            raise InputError(f"--report-to {run.report_to} needs the '{run.report_to}' package "
+                             f"(pip install {run.report_to})")
+        log_with = run.report_to
+    try:
+        accelerator = Accelerator(
+            gradient_accumulation_steps=run.grad_accum,
+            mixed_precision=resolve_mixed_precision(run.mixed_precision),
+            log_with=log_with,
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
+            project_config=ProjectConfiguration(project_dir=str(run.output_dir),
+                                                logging_dir=str(run.output_dir / "logs")),
+        )
+    except ValueError as exc:  # e.g. --mixed-precision fp16 on a machine without a GPU
+        raise InputError(f"cannot set up training: {exc}") from None
+    if log_with is not None:
+        accelerator.init_trackers(project, config=tracker_config(hparams))
+    return accelerator
+
+
+def tracker_config(hparams: dict) -> dict:
+    """Hyper-parameters flattened to scalars, as TensorBoard's hparams table needs."""
+    flat: dict = {}
+    for key, value in hparams.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in tracker_config(value).items()})
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            flat[key] = "none" if value is None else value
+        else:
+            flat[key] = str(value)
+    return flat
+
+
+def clip_and_step(accelerator: "Accelerator", parameters: list, optimizer, scheduler,
+                  max_grad_norm: float | None) -> float | None:
+    """After the last micro-batch of a step: clip, step optimiser and schedule, zero grads.
+
+    Returns the gradient norm before clipping (None when clipping is off).
+    """
+    norm = None
+    if max_grad_norm:
+        norm = float(accelerator.clip_grad_norm_(parameters, max_grad_norm))
+    optimizer.step()
+    scheduler.step()
+    optimizer.zero_grad(set_to_none=True)
+    return norm
+
+
+# ----------------------------------------------------------------------------- data order
+
+
+@dataclass(frozen=True)
+class DataOrder:
+    """Which examples each micro-batch holds, for every process.
+
+    Micro-batch ``k`` of epoch ``e`` takes the next ``batch_size × num_processes``
+    entries of epoch ``e``'s permutation and gives process ``r`` its ``r``-th share. The
+    last, shorter global batch of an epoch is shared evenly; when it does not divide by
+    the number of processes it is topped up from the start of the same permutation,
+    so every process runs the same number of forward passes (collectives never wait
+    on a process that has nothing to do).
+    """
+
+    num_examples: int
+    batch_size: int
+    seed: int
+    num_processes: int = 1
+    process_index: int = 0
+
+    def __post_init__(self) -> None:
+        if self.num_examples < 1:
+            raise InputError("no training records")
+
+    @property
+    def batches_per_epoch(self) -> int:
+        return math.ceil(self.num_examples / (self.batch_size * self.num_processes))
+
+    def permutation(self, epoch: int) -> np.ndarray:
+        """Epoch ``epoch``'s order, a function of ``(seed, epoch)`` only."""
+        return np.random.default_rng([self.seed, epoch]).permutation(self.num_examples)
+
+    def micro_batch(self, position: int) -> tuple[int, list[int]]:
+        """``(epoch, example indices for this process)`` of micro-batch number ``position``."""
+        epoch, k = divmod(position, self.batches_per_epoch)
+        order = self.permutation(epoch)
+        width = self.batch_size * self.num_processes
+        start = k * width
+        share = math.ceil(min(width, self.num_examples - start) / self.num_processes)
+        chunk = np.take(order, range(start, start + share * self.num_processes), mode="wrap")
+        mine = chunk[self.process_index * share:(self.process_index + 1) * share]
+        return epoch, [int(i) for i in mine]
+
+
+def seeded_uniform(seed: int, *keys: int) -> float:
+    """A uniform number in [0, 1) fixed by ``(seed, *keys)``; independent of global RNGs.
+
+    Used for per-example coin flips (e.g. instruction dropout per ``(epoch, example)``),
+    so a resumed run flips the same coins as an uninterrupted one.
+    """
+    return float(np.random.default_rng([seed, *keys]).random())
+
+
+def set_seed(seed: int) -> None:
+    """Seed python, numpy and torch (all devices) before models are built."""
+    from accelerate.utils import set_seed as accelerate_set_seed
+
+    accelerate_set_seed(seed)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (the input fingerprints recorded in ``vidcli.json``)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()

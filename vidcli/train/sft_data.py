@@ -1,0 +1,105 @@
+"""SFT training records: reading, validating and fingerprinting them (formats in :mod:`vidcli.train.sft`).
+
+Every record is checked before the first step — fields for its stage, condition types,
+and that each media file exists — so a typo never stops a run hours in. Media are
+decoded later, batch by batch.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from vidcli.errors import InputError, MediaError
+from vidcli.jsonl import Source, read_sources
+from vidcli.records import CONDITION_TYPES
+from vidcli.train.core import file_sha256
+
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from vidcli.train.sft import SFTConfig
+
+CAMERA_PROMPT = "Describe the camera motion of this trajectory."
+DENSE_CONDITIONS = ("depth", "pose")
+
+
+@dataclass
+class Example:
+    """One training record: where it came from, its assistant text and its prompt budget."""
+
+    source: Source
+    target: str
+    prompt_limit: int
+
+
+def _text_field(record: dict, names: tuple[str, ...]) -> str:
+    for name in names:
+        value = record.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    raise InputError("missing or empty " + " or ".join(f"'{n}'" for n in names) + " (the text to learn)")
+
+
+def _check_conditions(source: Source, config: SFTConfig) -> list[dict]:
+    """Condition types and media files checked up front, so a run never dies at step 900 on a typo."""
+    from vidcli.media import resolve_media_path
+
+    conditions = source.record.get("conditions") or []
+    if not isinstance(conditions, list):
+        raise InputError("field 'conditions' must be a list")
+    root = Path(config.media_root) if config.media_root else None
+    for i, cond in enumerate(conditions):
+        if not isinstance(cond, dict) or cond.get("type") not in CONDITION_TYPES:
+            raise InputError(f"conditions[{i}] must be an object with 'type' in {', '.join(CONDITION_TYPES)}")
+        try:
+            path = resolve_media_path(cond.get("path"), source.base_dir, media_root=root,
+                                      allow_escape=config.allow_escape)
+        except InputError as exc:
+            raise MediaError(f"conditions[{i}]: {exc.message}") from None
+        if not path.is_file():
+            raise MediaError(f"conditions[{i}] ({cond['type']}): file not found: {path}")
+    return conditions
+
+
+def to_example(source: Source, config: SFTConfig) -> Example:
+    """Validate one record for the stage; InputError located at its file, line and id."""
+    try:
+        if source.error is not None:
+            raise source.error
+        record = source.record
+        conditions = _check_conditions(source, config)
+        if config.stage == "camera":
+            if not conditions or any(c["type"] != "camera" for c in conditions):
+                raise InputError("a camera-stage record needs 'conditions' of type camera only")
+            target = _text_field(record, ("target", "caption"))
+        else:
+            cot = record.get("cot")
+            if not isinstance(cot, dict):
+                raise InputError("missing field 'cot' (records from vidcli make-cot)")
+            target = _text_field(cot, ("target",))
+        dense = any(c["type"] in DENSE_CONDITIONS for c in conditions)
+        limit = config.max_prompt_tokens_dense if dense else config.max_prompt_tokens
+    except InputError as exc:
+        raise exc.located(file=source.file, line=source.line, record_id=source.id) from None
+    return Example(source, target, limit)
+
+
+def load_examples(config: SFTConfig) -> tuple[list[Example], dict[str, dict]]:
+    """All training records, validated, and the input fingerprints for ``vidcli.json``.
+
+    A file's fingerprint is the sha256 of its bytes; stdin's is that of its non-blank lines.
+    """
+    examples: list[Example] = []
+    stdin_hash = hashlib.sha256()
+    for source in read_sources(config.inputs):
+        examples.append(to_example(source, config))
+        if source.file == "<stdin>":
+            stdin_hash.update(source.raw.encode("utf-8"))
+    fingerprints = {}
+    for path in dict.fromkeys(config.inputs):
+        count = sum(e.source.file == ("<stdin>" if path == "-" else path) for e in examples)
+        digest = stdin_hash.hexdigest() if path == "-" else file_sha256(path)
+        fingerprints[path] = {"sha256": digest, "records": count}
+    if not examples:
+        raise InputError("no training records in " + ", ".join(config.inputs))
+    return examples, fingerprints
