@@ -388,3 +388,30 @@ def test_stdout_output_keeps_the_generated_file_in_the_current_folder(tmp_path, 
     record = json.loads(result.stdout)
     assert record["gold"] == split_gold("Waves hit a lighthouse under a stormy sky.")
     assert read_jsonl(tmp_path / "vidcli-make-cot.generated.jsonl") == [record]
+
+
+@pytest.mark.server
+def test_make_cot_against_transformers_serve(tmp_path, transformers_server):
+    """The real OpenAI-compatible server of transformers, serving the tiny random LLM.
+
+    Its replies are not the JSON the steps ask for, so every record must end in the rejects
+    file with the step that failed and the bounded-retry reason — transport and failure
+    contract end to end, content not checked.
+    """
+    base_url, model_path = transformers_server
+    structured = {p: f"{p} text." for p in CAPTION_PARTS}
+    inp = write_jsonl(tmp_path / "in.jsonl", [
+        {"id": "plain", "instruction": "a dog on a beach", "gold": "A brown dog runs along a sunny beach."},
+        {"id": "parts", "instruction": "a cat", "gold": structured},
+    ])
+    out = tmp_path / "cot.jsonl"
+    result = invoke(["make-cot", "--llm", f"openai:{model_path}", "--base-url", base_url, "--max-tokens", "16",
+                     "--attempts", "2", "--dedup-embedder", "none", "--on-error", "skip", "-q", str(inp),
+                     "-o", str(out)])
+    assert result.exit_code == 0, result.stderr
+    assert read_jsonl(out) == []
+    rejects = {r["id"]: r["errors"][0] for r in read_jsonl(str(out) + ".rejects.jsonl")}
+    assert set(rejects) == {"plain", "parts"}
+    # A plain-text gold fails at structuring; a structured one goes on to the intent step.
+    assert all("not valid JSON after 2 attempts" in e["message"] for e in rejects.values())
+    assert rejects["plain"]["stage"] != rejects["parts"]["stage"]
