@@ -18,6 +18,8 @@ Built only when named (``which=["qwen2vl"]``), since few tests need them:
 
 - ``qwen2vl`` Qwen2VLForConditionalGeneration + Qwen2VLProcessor
 - ``omni``   Qwen2_5OmniThinkerForConditionalGeneration + Qwen2_5OmniProcessor (audio too)
+- ``cogvideox`` diffusers CogVideoXPipeline: CogVideoXTransformer3DModel (rotary, as in 5b),
+             AutoencoderKLCogVideoX, T5EncoderModel, a T5 tokenizer and CogVideoX's DDIM scheduler
 
 Command line::
 
@@ -445,9 +447,44 @@ def build_omni(outdir: Path) -> None:
     processor.save_pretrained(outdir)
 
 
+def build_cogvideox(outdir: Path) -> None:
+    """Tiny CogVideoXPipeline folder, laid out like CogVideoX-5b (3D rotary positions, v-prediction DDIM)."""
+    from diffusers import (AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline,
+                           CogVideoXTransformer3DModel)
+    from transformers import T5Config, T5EncoderModel
+
+    tok = _unigram_tokenizer(vocab_size=400)
+    text_dim = 32
+    _seed()
+    text_encoder = T5EncoderModel(T5Config(
+        vocab_size=_padded_vocab(len(tok)), d_model=text_dim, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        relative_attention_num_buckets=8, relative_attention_max_distance=32,
+        pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id,
+    )).eval()
+    _seed()
+    # A head of 16 splits evenly into the rotary time / height / width parts (4 + 6 + 6).
+    transformer = CogVideoXTransformer3DModel(
+        num_attention_heads=2, attention_head_dim=16, in_channels=4, out_channels=4, time_embed_dim=16,
+        text_embed_dim=text_dim, num_layers=2, sample_width=4, sample_height=4, sample_frames=9, patch_size=2,
+        use_rotary_positional_embeddings=True,
+    )
+    _seed()
+    vae = AutoencoderKLCogVideoX(block_out_channels=(8, 8, 8, 8), latent_channels=4, layers_per_block=1,
+                                 norm_num_groups=2, sample_height=32, sample_width=32)
+    # CogVideoX-5b's scheduler: DDIM on v-prediction with zero-terminal-SNR betas, trailing spacing.
+    scheduler = CogVideoXDDIMScheduler(
+        beta_schedule="scaled_linear", beta_start=0.00085, beta_end=0.012, clip_sample=False,
+        prediction_type="v_prediction", rescale_betas_zero_snr=True, set_alpha_to_one=True, snr_shift_scale=1.0,
+        timestep_spacing="trailing", steps_offset=0,
+    )
+    pipe = CogVideoXPipeline(tokenizer=tok, text_encoder=text_encoder, vae=vae, transformer=transformer,
+                             scheduler=scheduler)
+    pipe.save_pretrained(outdir)
+
+
 BUILDERS = {"llm": build_llm, "vlm": build_vlm, "wan": build_wan, "siglip": build_siglip,
             # Built only when asked for by name (not part of ALL_MODELS).
-            "qwen2vl": build_qwen2_vl, "omni": build_omni}
+            "qwen2vl": build_qwen2_vl, "omni": build_omni, "cogvideox": build_cogvideox}
 
 
 def build_tiny_models(outdir: Path, which: tuple[str, ...] | list[str] = ALL_MODELS) -> dict[str, Path]:

@@ -1,0 +1,121 @@
+"""Text-to-video generators behind one small interface, for reward fine-tuning.
+
+An adapter wraps a diffusers pipeline folder (Wan2.1 T2V or CogVideoX) and exposes
+the pieces a trainer needs one by one: prompt encoding, initial noise, one guided
+denoiser evaluation, a fresh scheduler for one rollout, and a differentiable decode.
+:func:`vidcli.diffusion.rollout.truncated_rollout` runs the sampling loop on top.
+
+This module holds the interface and the pieces both adapters share; it imports no torch
+at module level, so ``vidcli --help`` stays fast. The adapters live in
+:mod:`vidcli.diffusion.wan` and :mod:`vidcli.diffusion.cogvideox`.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    import torch
+
+
+class Sampler(Protocol):
+    """One rollout's scheduler state: the timesteps and how to take a step."""
+
+    timesteps: "torch.Tensor"
+
+    def step(self, index: int, noise_pred: "torch.Tensor", latents: "torch.Tensor") -> "torch.Tensor":
+        """Latents after step ``index`` (differentiable in both tensors)."""
+
+
+class GeneratorAdapter(Protocol):
+    """What a rollout and a trainer need from a text-to-video generator."""
+
+    device: "torch.device"
+
+    def trainable_module(self) -> "torch.nn.Module":
+        """The denoiser (DiT); everything else stays frozen."""
+
+    def encode_prompt(self, prompts: list[str], negative: list[str] | None, guidance: float) -> Any:
+        """Text embeddings for the prompts (and the negatives when ``guidance > 1``)."""
+
+    def prepare_latents(self, batch: int, frames: int, height: int, width: int,
+                        generator: "torch.Generator | None") -> "torch.Tensor":
+        """Initial noise z_T, drawn exactly as the pipeline draws it."""
+
+    def make_sampler(self, steps: int, generator: "torch.Generator | None") -> Sampler:
+        """A fresh scheduler for one rollout (schedulers keep per-rollout state)."""
+
+    def denoise(self, latents: "torch.Tensor", timestep: "torch.Tensor", embeds: Any,
+                guidance: float) -> "torch.Tensor":
+        """The guided model prediction at one timestep."""
+
+    def decode(self, latents: "torch.Tensor", frame_indices: list[int] | None = None) -> "torch.Tensor":
+        """Frames in [0, 1] as (B, F, 3, H, W), differentiable in the latents."""
+
+
+@dataclass
+class TextEmbeds:
+    """Encoded prompts; ``negative`` is None when classifier-free guidance is off."""
+
+    positive: "torch.Tensor"
+    negative: "torch.Tensor | None"
+
+
+class SchedulerSampler:
+    """A fresh copy of a pipeline's scheduler, stepped the way the pipeline steps it."""
+
+    def __init__(self, template: Any, steps: int, device: "torch.device", **step_kwargs: Any) -> None:
+        # Multistep schedulers (UniPC, DPM) remember earlier outputs: never share one across rollouts.
+        self.scheduler = type(template).from_config(template.config)
+        self.scheduler.set_timesteps(steps, device=device)
+        if hasattr(self.scheduler, "set_begin_index"):
+            self.scheduler.set_begin_index(0)
+        self.timesteps = self.scheduler.timesteps
+        self.step_kwargs = step_kwargs
+
+    def step(self, index: int, noise_pred: "torch.Tensor", latents: "torch.Tensor") -> "torch.Tensor":
+        t = self.timesteps[index]
+        return self.scheduler.step(noise_pred, t, latents, **self.step_kwargs, return_dict=False)[0]
+
+
+def resolve_dtype(dtype: "str | torch.dtype") -> "torch.dtype":
+    """``"bfloat16"`` → ``torch.bfloat16``; a torch dtype passes through."""
+    import torch
+
+    from vidcli.errors import InputError
+
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    value = getattr(torch, str(dtype), None)
+    if not isinstance(value, torch.dtype):
+        raise InputError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+    return value
+
+
+def freeze(*modules: "torch.nn.Module") -> None:
+    """Frozen helpers (VAE, text encoder, VLM): no parameter gradients, eval mode (no dropout)."""
+    for module in modules:
+        module.requires_grad_(False)
+        module.eval()
+
+
+def load_adapter(path: str | Path, *, device: str = "cpu", dtype: str = "float32") -> GeneratorAdapter:
+    """The adapter for a diffusers pipeline folder, chosen by its ``model_index.json``."""
+    from vidcli.errors import InputError
+
+    index = Path(path) / "model_index.json"
+    try:
+        kind = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+    except (OSError, ValueError) as exc:
+        raise InputError(f"{path}: not a diffusers pipeline folder ({exc})") from None
+    if kind == "WanPipeline":
+        from vidcli.diffusion.wan import WanAdapter
+
+        return WanAdapter.from_pretrained(path, device=device, dtype=dtype)
+    if kind == "CogVideoXPipeline":
+        from vidcli.diffusion.cogvideox import CogVideoXAdapter
+
+        return CogVideoXAdapter.from_pretrained(path, device=device, dtype=dtype)
+    raise InputError(f"{path}: pipeline {kind!r} is not supported; use a WanPipeline or CogVideoXPipeline folder")
