@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import click
 
@@ -9,6 +10,7 @@ from vidcli.commands.common import backend_options, input_output_options, report
 from vidcli.scoring import METRICS
 
 log = logging.getLogger("vidcli")
+RVE_MAX_TOKENS = 256  # four integers and a short reason
 
 EXAMPLES = """\b
 Examples:
@@ -17,6 +19,9 @@ Examples:
   vidcli score --metric reward --judge openai:gpt-4o-mini --judge-mode number --by conditions.type \\
       --summary summary.json --plot by-condition.png interpreted.jsonl -o scored.jsonl
   vidcli interpret --model ckpt/grpo --input test.jsonl | vidcli score --metric format,coverage - > scored.jsonl
+  vidcli score --metric vqa --vlm hf:Qwen/Qwen2.5-VL-7B-Instruct --frames 10 generated.jsonl -o scored.jsonl
+  vidcli score --metric rve --judge openai:gpt-4o --overall viescore --by reasoning_type \\
+      --summary rve.json edited.jsonl -o scored.jsonl
 """
 
 
@@ -48,7 +53,7 @@ def _build_setup(metrics, judge, judge_mode, threshold, temperature, max_tokens,
     from vidcli.rewards.reade import ReadeReward, RewardWeights
     from vidcli.scoring import ScoreSetup
 
-    if not any(METRICS[name].needs_judge for name in metrics):
+    if not any(METRICS[name].needs_judge for name in metrics):  # (vqa and rve: _build_video_setup)
         return ScoreSetup()
     base = NUMBER_SAMPLING if judge_mode == "number" else ELEMENT_SAMPLING
     sampling = Sampling(temperature=base.temperature if temperature is None else temperature,
@@ -59,6 +64,39 @@ def _build_setup(metrics, judge, judge_mode, threshold, temperature, max_tokens,
         log.warning("judge %s cannot detect contradictions: 'contra' is null and rewards are computed "
                     "without the contradiction term (contra_available: false)", judge)
     return ScoreSetup(reward=ReadeReward(coverage_judge, RewardWeights(*weights)))
+
+
+def _check_video_flags(metrics: list[str], vlm: str | None, judge: str) -> None:
+    if "vqa" in metrics and not vlm:
+        raise click.UsageError("--metric vqa needs --vlm hf:PATH (a local vision-language model)")
+    if "rve" in metrics and judge == "embed":
+        raise click.UsageError("--metric rve needs a VLM judge: --judge openai:MODEL or hf:PATH")
+
+
+def _build_video_setup(metrics, setup, *, vlm, judge, frames, video_field, reference_field, overall,
+                       temperature, max_tokens, attempts, media_root, allow_escape, backend):
+    """The VLM (vqa), the VLM judge (rve) and where their videos are, added to ``setup``."""
+    from pathlib import Path
+
+    from vidcli.backends import load_chat_model
+    from vidcli.backends.base import Sampling
+    from vidcli.scoring.rve import RveJudge
+    from vidcli.scoring.vqa import VideoInputs, load_vlm
+
+    if "vqa" not in metrics and "rve" not in metrics:
+        return setup
+    setup.videos = VideoInputs(video_field=video_field, reference_field=reference_field, frames=frames,
+                               media_root=Path(media_root) if media_root else None, allow_escape=allow_escape)
+    if "vqa" in metrics:
+        setup.vlm = load_vlm(vlm, device=backend["device"])
+    if "rve" in metrics:
+        sampling = Sampling(temperature=0.0 if temperature is None else temperature,
+                            max_tokens=max_tokens or RVE_MAX_TOKENS)
+        model = load_chat_model(judge, base_url=backend["base_url"], concurrency=backend["concurrency"],
+                                use_cache=backend["use_cache"], batch_size=backend["batch_size"],
+                                device=backend["device"])
+        setup.rve_judge = RveJudge(model, sampling, attempts=attempts, overall=overall)
+    return setup
 
 
 def _summary_records(output: str, collected: list[dict]) -> list[dict]:
@@ -75,7 +113,8 @@ def _summary_records(output: str, collected: list[dict]) -> list[dict]:
               help="Metrics to compute (comma list or repeated). "
                    + "; ".join(f"{m.name}: {m.description}" for m in METRICS.values()) + ".")
 @click.option("--judge", default="embed", show_default=True, metavar="SPEC",
-              help="Coverage judge: openai:MODEL, hf:PATH, or embed (offline matcher; no contradiction check).")
+              help="Coverage judge: openai:MODEL, hf:PATH, or embed (offline matcher; no contradiction check). "
+                   "rve: the VLM judge (openai:MODEL gets frames as images, or hf:PATH).")
 @click.option("--judge-mode", type=click.Choice(["elements", "number"]), default="elements", show_default=True,
               help="LLM judges: elements = one yes/no per element; number = one coverage number per element set "
                    "(the paper's way).")
@@ -91,6 +130,16 @@ def _summary_records(output: str, collected: list[dict]) -> list[dict]:
 @click.option("--rho", type=float, default=1.0, show_default=True, help="Weight of R_detail (over S).")
 @click.option("--gamma", type=float, default=0.8, show_default=True, help="Weight of R_supp (over Z).")
 @click.option("--lambda", "lam", type=float, default=0.7, show_default=True, help="Weight of the R_contra penalty.")
+@click.option("--vlm", default=None, metavar="hf:PATH",
+              help="vqa: the local vision-language model whose verdict probabilities are read.")
+@click.option("--frames", type=click.IntRange(1, 64), default=10, show_default=True,
+              help="vqa, rve: frames taken from each video, spread uniformly.")
+@click.option("--video-field", default="output.video", show_default=True, metavar="FIELD",
+              help="vqa, rve: field (dotted path) holding the generated / edited video.")
+@click.option("--reference-field", default="video", show_default=True, metavar="FIELD",
+              help="vqa: field holding the real reference video for Phy and VQ questions.")
+@click.option("--overall", type=click.Choice(["geometric", "viescore"]), default="geometric", show_default=True,
+              help="rve: per-record overall = geometric mean of the sub-scores, or sqrt(min(EA,PC)*min(GN,GR)).")
 @click.option("--by", "by_field", default=None, metavar="FIELD",
               help="Also summarise per value of this field (dotted path, e.g. conditions.type).")
 @click.option("--summary", "summary_path", type=click.Path(dir_okay=False), default=None,
@@ -101,9 +150,10 @@ def _summary_records(output: str, collected: list[dict]) -> list[dict]:
 @input_output_options
 @reports_errors
 def command(metric_values, judge, judge_mode, threshold, judge_temperature, judge_max_tokens, attempts,
-            alpha, rho, gamma, lam, by_field, summary_path, plot_path, base_url, concurrency, batch_size,
+            alpha, rho, gamma, lam, vlm, frames, video_field, reference_field, overall, by_field, summary_path,
+            plot_path, base_url, concurrency, batch_size,
             no_cache, device, inputs, output, resume, on_error, rejects, media_root, allow_escape, quiet, verbose):
-    """Score interpreter outputs and summarise: per metric n, mean, 95% CI, failures.
+    """Score interpreter outputs or videos and summarise: per metric n, mean, 95% CI, failures.
 
     \b
     Reads the model's full text from 'output.raw' (vidcli interpret), else from
@@ -111,6 +161,13 @@ def command(metric_values, judge, judge_mode, threshold, judge_temperature, judg
     Adds 'scores' {format, user, detail, supp, contra, contra_available, reward}. A
     judge failure leaves its score null, is listed in the record's 'errors' and counted
     under failures; the run goes on. The summary goes to stderr (not with --quiet).
+
+    \b
+    vqa: 'questions' (decompose --schema drf), the generated video in --video-field and
+    the real one in --reference-field; scores p(Yes) for TA and p(No) for Phy and VQ
+    (the desired verdicts) per question (vqa.DIM.KEY), per dimension and overall.
+    rve: triplets ('source' {video, start, end}, 'instruction', 'subset') with the
+    edited video in --video-field; the --judge rates EA, PC (not for icvg), GN, GR 0-10.
     """
     from vidcli.errors import InputError
     from vidcli.jsonl import STDIO
@@ -122,16 +179,24 @@ def command(metric_values, judge, judge_mode, threshold, judge_temperature, judg
     setup_logging(verbose, quiet)
     metrics = parse_metrics(metric_values)
     _check_judge_flags(click.get_current_context(), judge, threshold)
+    _check_video_flags(metrics, vlm, judge)
     backend = dict(base_url=base_url, concurrency=concurrency, use_cache=not no_cache, batch_size=batch_size,
                    device=device)
     setup = _build_setup(metrics, judge, judge_mode, threshold, judge_temperature, judge_max_tokens, attempts,
                          (alpha, rho, gamma, lam), backend)
+    setup = _build_video_setup(metrics, setup, vlm=vlm, judge=judge, frames=frames,
+                               video_field=video_field, reference_field=reference_field, overall=overall,
+                               temperature=judge_temperature, max_tokens=judge_max_tokens, attempts=attempts,
+                               media_root=media_root, allow_escape=allow_escape, backend=backend)
     collected: list[dict] = []
     written_keys = {key for name in metrics for key in METRICS[name].keys + METRICS[name].notes}
 
     def process(batch):
         outcomes = []
-        for result in score_batch([src.record for src in batch], metrics, setup):
+        batch_setup = setup
+        if setup.videos is not None:  # relative video paths resolve against each record's file
+            batch_setup = replace(setup, videos=setup.videos.for_batch([src.base_dir for src in batch]))
+        for result in score_batch([src.record for src in batch], metrics, batch_setup):
             if isinstance(result, InputError):
                 outcomes.append(Outcome.fail("input", result.message))
                 continue
@@ -149,6 +214,8 @@ def command(metric_values, judge, judge_mode, threshold, judge_temperature, judg
     finally:
         if setup.reward is not None:
             setup.reward.judge.close()
+        if setup.rve_judge is not None:
+            setup.rve_judge.close()
 
     keys = list(dict.fromkeys(key for name in metrics for key in METRICS[name].keys))
     summary = summarize(_summary_records(output, collected), keys=keys, by=by_field)

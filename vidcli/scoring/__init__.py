@@ -30,6 +30,9 @@ from vidcli.errors import InputError
 
 if TYPE_CHECKING:
     from vidcli.rewards.reade import ReadeReward
+    from vidcli.rewards.vlm import VLMScorer
+    from vidcli.scoring.rve import RveJudge
+    from vidcli.scoring.vqa import VideoInputs
 
 STAGE = "score"
 
@@ -39,6 +42,9 @@ class ScoreSetup:
     """What the metrics of one run need, built once by the command."""
 
     reward: ReadeReward | None = None  # for coverage and reward
+    vlm: VLMScorer | None = None  # for vqa
+    rve_judge: RveJudge | None = None  # for rve
+    videos: VideoInputs | None = None  # where vqa and rve find videos (set per batch: record folders)
 
 
 @dataclass
@@ -150,6 +156,18 @@ def _reward(records: list[dict], setup: ScoreSetup, memo: dict) -> list[MetricOu
     return outputs
 
 
+def _vqa(records: list[dict], setup: ScoreSetup, memo: dict) -> list[MetricOutput | InputError]:
+    from vidcli.scoring.vqa import score_vqa
+
+    return score_vqa(records, setup)
+
+
+def _rve(records: list[dict], setup: ScoreSetup, memo: dict) -> list[MetricOutput | InputError]:
+    from vidcli.scoring.rve import score_rve
+
+    return score_rve(records, setup)
+
+
 METRICS: dict[str, Metric] = {
     "format": Metric("format", ("format",), "R_format of the <think>/<answer> text (1.0, 0.2, 0.0)", _format),
     "coverage": Metric("coverage", ("user", "detail", "supp", "contra"),
@@ -157,6 +175,11 @@ METRICS: dict[str, Metric] = {
                        notes=("contra_available",), needs_judge=True),
     "reward": Metric("reward", ("reward",), "the full ReaDe reward R_format + R_content", _reward,
                      notes=("contra_available",), needs_judge=True),
+    # vqa and rve build their own models (--vlm; --judge as a VLM judge), not the coverage judge.
+    "vqa": Metric("vqa", ("vqa_TA", "vqa_Phy", "vqa_VQ", "vqa"),
+                  "p(desired verdict) of the DRF TA/Phy/VQ questions about a generated video, by --vlm", _vqa),
+    "rve": Metric("rve", ("rve_EA", "rve_PC", "rve_GN", "rve_GR", "rve"),
+                  "0-10 judge scores of an edited video (EA, PC, GN, GR, overall), by --judge", _rve),
 }
 
 
