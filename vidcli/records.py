@@ -27,8 +27,12 @@ every other field through untouched, so stages chain. The fields used across vid
 ``output``        ``interpret``: ``{think, answer: {six parts}, prompt, raw, format_ok,
                   format_problem}`` — an output that fails the format is kept, flagged
                   ``format_ok: false`` with the failed check in ``format_problem``
+``output.video``  a generated (``score --metric vqa``) or edited (``--metric rve``) video path
+``source``        triplets: ``{video, start, end}`` (seconds); also ``target``, ``instruction``,
+                  ``reasoning_type``, ``subset`` (icvg | rave), ``split`` (train | test)
 ``completion``    a raw interpreter completion, read by ``score`` when ``output.raw`` is absent
-``scores``        ``score``: ``{metric: value}``; null where a judge failed (the reason is in
+``scores``        ``score``: ``{metric: value}`` — format/user/detail/supp/contra/reward;
+                  vqa, vqa_TA/Phy/VQ and vqa.DIM.KEY; rve, rve_EA/PC/GN/GR; null where a judge failed (the reason is in
                   ``errors`` with an extra ``metric`` key) or where a metric is unavailable
 ``errors``        list of ``{stage, message}`` (rejects files)
 
