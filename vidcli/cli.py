@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "decompose": ("vidcli.commands.decompose", "Split captions into checkable elements, questions and key-info."),
     "make-cot": ("vidcli.commands.make_cot", "Build four-step chain-of-thought training records (ReaDe stage 1)."),
     "sft": ("vidcli.commands.sft", "Fine-tune the interpreter on CoT records, or pre-train its camera encoder (ReaDe stage 1)."),
+    "grpo": ("vidcli.commands.grpo", "Reinforce the interpreter with the ReaDe reward by GRPO (ReaDe stage 2)."),
     "interpret": ("vidcli.commands.interpret", "Interpret a video request: reasoning, six-part caption, generator prompt."),
     "score": ("vidcli.commands.score", "Score records (format, coverage, ReaDe reward) and summarise with 95% intervals."),
 }

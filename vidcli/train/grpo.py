@@ -1,0 +1,548 @@
+"""ReaDe stage 2 (SPEC §5): group relative policy optimisation of the interpreter.
+
+One optimiser step, read top to bottom in :meth:`GRPORecipe.train`:
+
+1. **Rollout** (:meth:`GRPORecipe.rollout`): each of the ``grad_accum`` micro-batches
+   holds ``batch_size`` prompts; every prompt is repeated ``G`` times and the whole
+   micro-batch is sampled in one batched ``generate`` (temperature, top-p, at most
+   ``max_completion_tokens`` new tokens). A completion's mask keeps its tokens up to and
+   including the first end token (end of turn or end of text); everything after it is
+   padding.
+2. **Reward**: R = R_format + α·R_user + ρ·R_detail + γ·R_supp − λ·R_contra from
+   :class:`~vidcli.rewards.reade.ReadeReward` over the record's ``key_info``. A judge
+   failure is recorded with the completion and scored by the reward's documented
+   fallback; a judge backend that gives up on the whole batch leaves the format reward
+   only. Every completion goes to ``OUTPUT/rollouts.jsonl``.
+3. **Advantages** within each group of ``G``: A_i = (R_i − mean) / (std + eps)
+   (:func:`~vidcli.train.grpo_loss.group_advantages`).
+4. **Loss** (:func:`~vidcli.train.grpo_loss.grpo_loss`): the clipped ratio (ε = 0.2) with
+   a per-token k3 KL to the frozen reference (β = 0.001), averaged over each
+   completion's tokens, then over completions. ``num_iterations`` (μ) optimiser steps
+   reuse one rollout; the first uses π_old = the current policy (detached), later ones
+   the log-probs taken right after sampling.
+
+**The reference** is the policy the run starts from (``--model``, e.g. the SFT
+checkpoint). With LoRA/QLoRA it is the same weights with the adapters disabled (peft's
+``disable_adapter()``): no second copy. With full fine-tuning it is a frozen second copy
+of the model, loaded like the policy (float32; mixed precision autocasts): 4 bytes per
+parameter more on every device (about 30 GB for a 7B model), without gradients or
+optimiser state, and not sharded by FSDP/DeepSpeed. With β = 0 there is no reference. The camera
+encoder, trained in stage 1, stays frozen here, so the reference sees the same camera
+tokens as the policy. An SFT LoRA checkpoint given as ``--model`` is merged into its
+base first; the new adapters train on top of it.
+
+**Resume** is exact: data order and sampling seeds are functions of ``(seed, data
+position)``, optimiser/RNG state come from the checkpoint, and a checkpoint is only
+written between rollouts (``save_every`` is a multiple of μ). ``rollouts.jsonl`` is cut
+back to the resumed step.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import ClassVar, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from vidcli.errors import BackendError, InputError
+from vidcli.jsonl import Source, read_sources
+from vidcli.rewards.reade import PARTS, RewardResult, RewardWeights
+from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
+                                     read_run_info, remove_partials, safe_arguments)
+from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
+                               file_sha256, make_accelerator, set_seed, total_steps)
+from vidcli.train.grpo_loss import group_advantages, grpo_loss, token_logprobs
+from vidcli.train.sft import LoraSettings, SFTRecipe
+from vidcli.train.sft_data import DENSE_CONDITIONS, _check_conditions
+
+log = logging.getLogger("vidcli.train")
+
+ROLLOUTS = "rollouts.jsonl"
+FINETUNE = ("full", "lora", "qlora")
+
+
+class RewardModel(Protocol):
+    """What the recipe scores completions with (:class:`~vidcli.rewards.reade.ReadeReward` by default)."""
+
+    def score_many(self, completions: list[str], key_infos: list[dict]) -> list[RewardResult]: ...
+
+
+@dataclass
+class GRPOConfig:
+    """Everything one GRPO run needs (the CLI fills it from its flags)."""
+
+    model: str
+    inputs: list[str]
+    run: RunConfig
+    finetune: str = "lora"
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    num_generations: int = 8
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_completion_tokens: int = 768
+    min_completion_tokens: int = 0  # > 0 forces lengths (benchmarks); normally 0
+    epsilon: float = 0.2
+    beta: float = 0.001
+    num_iterations: int = 1
+    judge: str = "embed"
+    judge_mode: str = "elements"
+    judge_base_url: str | None = None
+    judge_concurrency: int = 8
+    weights: RewardWeights = field(default_factory=RewardWeights)
+    max_prompt_tokens: int = 1024
+    max_prompt_tokens_dense: int = 2048
+    video_frames: int = 16
+    gradient_checkpointing: bool = False
+    media_root: str | None = None
+    allow_escape: bool = False
+    trust_remote_code: bool = False
+    log_every: int = 10
+    arguments: dict = field(default_factory=dict)  # as given by the user, for vidcli.json
+    stage: ClassVar[str] = "cot"  # which weights train, in the interpreter's terms (the policy's)
+
+    def __post_init__(self) -> None:
+        if self.finetune not in FINETUNE:
+            raise ValueError(f"finetune must be one of {FINETUNE}")
+        if self.num_generations < 2:
+            raise ValueError("num_generations must be at least 2: advantages compare completions of one prompt")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.epsilon <= 0 or self.beta < 0:
+            raise ValueError("temperature and epsilon must be positive, top_p in (0, 1], beta non-negative")
+        if self.num_iterations < 1 or self.run.save_every % self.num_iterations:
+            raise ValueError("num_iterations must be >= 1 and divide save_every (checkpoints fall between rollouts)")
+        if not 0 <= self.min_completion_tokens <= self.max_completion_tokens:
+            raise ValueError("min_completion_tokens must be between 0 and max_completion_tokens")
+
+
+@dataclass
+class Prompt:
+    """One RL record: where it came from, its key-info and its prompt budget."""
+
+    source: Source
+    key_info: dict
+    prompt_limit: int
+
+
+@dataclass
+class Rollout:
+    """One micro-batch of sampled completions, ``B = prompts × G`` rows, groups consecutive."""
+
+    batch: dict  # prompt + completion inputs for the model (camera maps included)
+    completion_mask: torch.Tensor  # (B, C)
+    prompt_ids: list[str]
+    texts: list[str]
+    rewards: list[RewardResult]
+    advantages: torch.Tensor  # (B,)
+    ref_logp: torch.Tensor | None  # (B, C), None when beta == 0
+    old_logp: torch.Tensor | None  # (B, C), None when num_iterations == 1
+
+
+def load_prompts(config: GRPOConfig) -> tuple[list[Prompt], dict[str, dict]]:
+    """All RL records, validated up front (key-info, conditions, media files), and input fingerprints."""
+    from vidcli.decompose.reade import parse_key_info
+
+    prompts: list[Prompt] = []
+    stdin_hash = hashlib.sha256()
+    for source in read_sources(config.inputs):
+        try:
+            if source.error is not None:
+                raise source.error
+            if "key_info" not in source.record:
+                raise InputError("missing field 'key_info' (records from vidcli decompose --schema reade)")
+            try:
+                key_info = parse_key_info(source.record["key_info"])
+            except ValueError as exc:
+                raise InputError(f"field 'key_info': {exc}") from None
+            conditions = _check_conditions(source, config)
+        except InputError as exc:
+            raise exc.located(file=source.file, line=source.line, record_id=source.id) from None
+        dense = any(c["type"] in DENSE_CONDITIONS for c in conditions)
+        prompts.append(Prompt(source, key_info, config.max_prompt_tokens_dense if dense else config.max_prompt_tokens))
+        if source.file == "<stdin>":
+            stdin_hash.update(source.raw.encode("utf-8"))
+    if not prompts:
+        raise InputError("no training records in " + ", ".join(config.inputs))
+    fingerprints = {}
+    for path in dict.fromkeys(config.inputs):
+        count = sum(p.source.file == ("<stdin>" if path == "-" else path) for p in prompts)
+        fingerprints[path] = {"sha256": stdin_hash.hexdigest() if path == "-" else file_sha256(path), "records": count}
+    return prompts, fingerprints
+
+
+def completion_mask(completion_ids: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
+    """1 on each row's tokens up to and including its first stop token, 0 after it."""
+    stops = torch.isin(completion_ids, torch.tensor(stop_ids, device=completion_ids.device)).long()
+    before = stops.cumsum(dim=1) - stops  # stop tokens strictly before each position
+    return (before == 0).long()
+
+
+class PolicyLogits(nn.Module):
+    """The module accelerate prepares: the policy's logits for the last ``width + 1`` positions.
+
+    DDP synchronises gradients for forward passes made through its wrapper, so the
+    policy forward (camera injection included) is this module's forward.
+    """
+
+    def __init__(self, interpreter) -> None:
+        super().__init__()
+        self.model = interpreter.model
+        self.interpreter = interpreter  # a plain object: not registered a second time
+
+    def forward(self, batch: dict, width: int) -> torch.Tensor:
+        return self.interpreter.forward(batch, logits_to_keep=width + 1).logits
+
+
+# ----------------------------------------------------------------------------- recipe
+
+
+class GRPORecipe(SFTRecipe):
+    """``setup()`` → ``train()`` → ``cleanup()``; ``save_checkpoint()`` in between.
+
+    Model loading (LoRA/QLoRA, adapters on resume, gradient checkpointing) is SFT's.
+    """
+
+    def __init__(self, config: GRPOConfig, reward: RewardModel | None = None) -> None:
+        super().__init__(config)  # type: ignore[arg-type]
+        self.reward = reward
+        self._judge = None
+
+    def setup(self) -> None:
+        cfg, run = self.config, self.config.run
+        check_output_dir(run.output_dir, run.resume)
+        self.prompts, fingerprints = load_prompts(cfg)
+        self.accelerator = acc = make_accelerator(run, project="vidcli-grpo",
+                                                  hparams={"finetune": cfg.finetune, **safe_arguments(cfg.arguments)},
+                                                  find_unused_parameters=True)  # vision tower on text-only batches
+        if not acc.is_main_process:
+            logging.getLogger("vidcli").setLevel(logging.WARNING)
+        if acc.is_main_process and run.resume:
+            remove_partials(run.output_dir)
+        acc.wait_for_everyone()
+        resume_from = latest_checkpoint(run.output_dir) if run.resume else None
+        if resume_from is not None:
+            self._check_same_run(resume_from)
+            check_same_inputs(resume_from, fingerprints)
+        set_seed(run.seed)
+        self.interpreter = self._load_interpreter(resume_from)
+        self.trainable = [p for p in self.interpreter.trainable_parameters("cot")
+                          if not any(p is q for q in self._camera_parameters())]
+        for param in self._camera_parameters():
+            param.requires_grad_(False)  # stage 1 trained it; the reference shares it
+        self.reference = self._load_reference() if cfg.beta and cfg.finetune == "full" else None
+        self.module = PolicyLogits(self.interpreter)
+        self.optimizer = build_optimizer(self.module.named_parameters(), run.optim)
+        self.module, self.optimizer = acc.prepare(self.module, self.optimizer,
+                                                  device_placement=[cfg.finetune != "qlora", True])
+        self.order = DataOrder(len(self.prompts), run.batch_size, run.seed, acc.num_processes, acc.process_index)
+        self.total_steps = total_steps(run, self.order.batches_per_epoch) * (1 if run.max_steps else cfg.num_iterations)
+        self.scheduler = build_scheduler(self.optimizer, run.optim, self.total_steps)
+        info = RunInfo("grpo", cfg.arguments, fingerprints,
+                       {"finetune": cfg.finetune, "base_model": self._base_model(resume_from),
+                        "lora": asdict(cfg.lora) if cfg.finetune != "full" else None,
+                        "total_steps": self.total_steps})
+        self.checkpointer = Checkpointer(acc, run.output_dir, info)
+        if resume_from is not None:
+            self.metrics = (read_run_info(resume_from) or {}).get("metrics", {})
+            progress = self.checkpointer.load(resume_from, self.scheduler)
+            self.step, self.position = progress["step"], progress["micro_batches"]
+            log.info("resumed from %s at step %d", resume_from, self.step)
+        if acc.is_main_process:
+            _cut_rollouts(run.output_dir / ROLLOUTS, self.step)
+        if self.reward is None:
+            from vidcli.rewards.coverage import load_judge
+            from vidcli.rewards.reade import ReadeReward
+
+            options = {"base_url": cfg.judge_base_url, "concurrency": cfg.judge_concurrency} \
+                if cfg.judge != "embed" else {}
+            self._judge = load_judge(cfg.judge, mode=cfg.judge_mode, device=self.device_name, **options)
+            self.reward = ReadeReward(self._judge, cfg.weights)
+            if not self._judge.detects_contradiction:
+                log.warning("judge %s cannot detect contradictions: rewards leave out the λ·R_contra term", cfg.judge)
+        log.info("grpo/%s: %d records, %d steps, G=%d, %d trainable parameters", cfg.finetune, len(self.prompts),
+                 self.total_steps, cfg.num_generations, sum(p.numel() for p in self.trainable))
+
+    def _camera_parameters(self) -> list:
+        encoder = self.interpreter.camera_encoder
+        return list(encoder.parameters()) if encoder is not None else []
+
+    def _check_same_run(self, folder: Path) -> None:
+        saved = (read_run_info(folder) or {}).get("finetune")
+        if saved != self.config.finetune:
+            raise InputError(f"--resume: {folder} was trained with --finetune {saved}, not {self.config.finetune}")
+
+    def _load_interpreter(self, resume_from: Path | None):
+        interpreter = super()._load_interpreter(resume_from)
+        if self.config.finetune == "full" and hasattr(interpreter.model, "merge_and_unload"):
+            interpreter.model = interpreter.model.merge_and_unload()  # an SFT adapter given as --model
+        return interpreter
+
+    def _add_lora(self, model):
+        if hasattr(model, "merge_and_unload"):  # an SFT adapter: it becomes part of the reference
+            model = model.merge_and_unload()
+        return super()._add_lora(model)
+
+    def _load_reference(self):
+        """The frozen starting policy for full fine-tuning: ``--model`` loaded a second time."""
+        from vidcli.interpreter.model import Interpreter
+
+        reference = Interpreter.from_pretrained(self.config.model, device=self.device_name, dtype="float32",
+                                                with_camera=False, trust_remote_code=self.config.trust_remote_code)
+        if hasattr(reference.model, "merge_and_unload"):
+            reference.model = reference.model.merge_and_unload()
+        reference.camera_encoder = self.interpreter.camera_encoder  # frozen, shared
+        reference.model.requires_grad_(False)
+        return reference
+
+    # ------------------------------------------------------------------ rollout
+
+    def requests(self, indices: list[int]) -> list:
+        """The interpreter requests of these records, each repeated G times."""
+        from vidcli.interpreter.messages import request_from_record
+
+        cfg, out = self.config, []
+        for index in indices:
+            src = self.prompts[index].source
+            try:
+                request = request_from_record(src.record, src.base_dir, media_root=cfg.media_root,
+                                              allow_escape=cfg.allow_escape, video_frames=cfg.video_frames)
+            except InputError as exc:
+                raise exc.located(file=src.file, line=src.line, record_id=src.id) from None
+            out += [request] * cfg.num_generations
+        return out
+
+    def stop_ids(self) -> list[int]:
+        """Tokens that end a completion: the model's end tokens and the chat template's end of turn."""
+        eos = self.interpreter.model.generation_config.eos_token_id
+        eos = eos if isinstance(eos, list) else [eos] if eos is not None else []
+        return sorted({*eos, self.interpreter.end_of_turn_ids()[-1], self.interpreter.processor.tokenizer.eos_token_id}
+                      - {None})
+
+    def placeholder_ids(self) -> list[int]:
+        """Media placeholder tokens (image, video, audio, vision start, camera) a completion must not hold.
+
+        Sampled into a completion, the model would look for media features there on the
+        training forward. They are suppressed in sampling; their tiny probability mass
+        stays in the log-prob denominators, as a top-p cut would.
+        """
+        config = self.interpreter.model.config
+        names = ("image_token_id", "video_token_id", "audio_token_id", "vision_start_token_id",
+                 "image_token_index", "video_token_index", "audio_token_index", "audio_start_token_id")
+        found = {getattr(config, name, None) for name in names} | {self.interpreter.camera_token_id}
+        return sorted(i for i in found if isinstance(i, int))
+
+    def sample(self, indices: list[int], seed: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """``(prompt batch, completion ids, completion mask)`` for G samples of each record."""
+        cfg, interp = self.config, self.interpreter
+        batch = interp.encode(self.requests(indices))
+        for row, length in enumerate(batch["attention_mask"].sum(dim=1).tolist()):
+            prompt = self.prompts[indices[row // cfg.num_generations]]
+            if length > prompt.prompt_limit:
+                src = prompt.source
+                raise InputError(f"the prompt is {length} tokens long, over the limit of {prompt.prompt_limit} "
+                                 "(--max-prompt-tokens / --max-prompt-tokens-dense)",
+                                 file=src.file, line=src.line, record_id=src.id)
+        tokenizer = interp.processor.tokenizer
+        stops = self.stop_ids()
+        inputs = {k: v for k, v in batch.items() if k != "camera_maps"}
+        devices = [interp.device] if interp.device.type == "cuda" else []
+        was_training = interp.model.training
+        interp.model.eval()  # sample from the policy itself, without adapter dropout
+        try:  # fork_rng: the seed is a function of the data position, so a resumed run samples alike
+            with torch.random.fork_rng(devices=devices), torch.no_grad(), self.accelerator.autocast(), \
+                    interp._cameras(batch.get("camera_maps")):
+                torch.manual_seed(seed)
+                output = interp.model.generate(
+                    **inputs, do_sample=True, temperature=cfg.temperature, top_p=cfg.top_p, top_k=0,
+                    repetition_penalty=1.0, max_new_tokens=cfg.max_completion_tokens,
+                    min_new_tokens=cfg.min_completion_tokens or None, eos_token_id=stops,
+                    suppress_tokens=self.placeholder_ids(),
+                    pad_token_id=tokenizer.pad_token_id if tokenizer.pad_token_id is not None else stops[0])
+        finally:
+            interp.model.train(was_training)
+        ids = output[:, batch["input_ids"].shape[1]:]
+        return batch, ids, completion_mask(ids, stops)
+
+    def rollout(self, position: int, indices: list[int]) -> Rollout:
+        """Sample, score and normalise one micro-batch; reference and old log-probs too."""
+        cfg, acc = self.config, self.accelerator
+        seed = int(np.random.default_rng([cfg.run.seed, position, acc.process_index]).integers(2 ** 31))
+        prompt_batch, ids, mask = self.sample(indices, seed)
+        batch = _append_completions(prompt_batch, ids, mask)
+        lengths = mask.sum(dim=1).tolist()
+        texts = self.interpreter.processor.tokenizer.batch_decode(
+            [row[:n] for row, n in zip(ids.tolist(), lengths)], skip_special_tokens=True)
+        keys = [self.prompts[i].key_info for i in indices for _ in range(cfg.num_generations)]
+        rewards = self._score(texts, keys)
+        totals = torch.tensor([r.total for r in rewards], dtype=torch.float32)
+        advantages = group_advantages(totals, cfg.num_generations).to(ids.device)
+        with torch.no_grad():
+            ref_logp = self._reference_logp(batch, mask) if cfg.beta else None
+            old_logp = self._logp(batch, mask) if cfg.num_iterations > 1 else None
+        prompt_ids = [self.prompts[i].source.id or str(i) for i in indices for _ in range(cfg.num_generations)]
+        return Rollout(batch, mask, prompt_ids, texts, rewards, advantages, ref_logp, old_logp)
+
+    def _score(self, texts: list[str], key_infos: list[dict]) -> list[RewardResult]:
+        """Rewards; a judge backend that fails outright leaves each completion its format reward."""
+        from vidcli.rewards.format import format_reward
+
+        try:
+            return self.reward.score_many(texts, key_infos)
+        except BackendError as exc:
+            log.warning("judge failed for a whole batch, format reward only: %s", exc)
+            return [RewardResult(format_reward(t), {"format": format_reward(t), **dict.fromkeys(PARTS[1:])}, False,
+                                 False, {"judge": str(exc)}) for t in texts]
+
+    def _logp(self, batch: dict, mask: torch.Tensor) -> torch.Tensor:
+        logits = self.module(batch, mask.size(1))
+        return token_logprobs(logits, batch["input_ids"], mask, self.config.temperature)
+
+    def _reference_logp(self, batch: dict, mask: torch.Tensor) -> torch.Tensor:
+        width = mask.size(1)
+        # Same precision as the policy's forward, which accelerate runs under autocast.
+        with self.accelerator.autocast():
+            if self.reference is not None:
+                logits = self.reference.forward(batch, logits_to_keep=width + 1).logits
+            else:
+                with self.interpreter.model.disable_adapter():
+                    logits = self.interpreter.forward(batch, logits_to_keep=width + 1).logits
+        return token_logprobs(logits, batch["input_ids"], mask, self.config.temperature)
+
+    def policy_loss(self, rollout: Rollout) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The GRPO loss of one rollout under the current policy, and its diagnostics."""
+        cfg = self.config
+        logp = self._logp(rollout.batch, rollout.completion_mask)
+        return grpo_loss(logp, rollout.old_logp, rollout.ref_logp, rollout.advantages, rollout.completion_mask,
+                         epsilon_low=cfg.epsilon, beta=cfg.beta)
+
+    # ------------------------------------------------------------------ loop
+
+    def train(self) -> Path:
+        """Run until ``total_steps``; return the folder holding the final model."""
+        acc, run, cfg = self.accelerator, self.config.run, self.config
+        if self.step >= self.total_steps:
+            log.info("nothing to do: the run is at step %d of %d", self.step, self.total_steps)
+            finished = latest_checkpoint(run.output_dir) == run.output_dir
+            return run.output_dir if finished else self.save_checkpoint(final=True)
+        self.module.train()
+        while self.step < self.total_steps:
+            rollouts = []
+            for _ in range(run.grad_accum):
+                _, indices = self.order.micro_batch(self.position)
+                rollouts.append(self.rollout(self.position, indices))
+                self.position += 1
+            self._write_rollouts(rollouts)
+            for _ in range(cfg.num_iterations):
+                if self.step >= self.total_steps:
+                    break
+                stats = []
+                for rollout in rollouts:
+                    with acc.accumulate(self.module):
+                        loss, metrics = self.policy_loss(rollout)
+                        acc.backward(loss)
+                        if acc.sync_gradients:
+                            lr = self.scheduler.get_last_lr()[0]
+                            grad_norm = clip_and_step(acc, self.trainable, self.optimizer, self.scheduler,
+                                                      run.optim.max_grad_norm)
+                    stats.append({"loss": loss.detach(), **metrics})
+                self.step += 1
+                self.metrics = self._step_metrics(stats, rollouts, lr, grad_norm)
+                acc.log(self.metrics, step=self.step)
+                if self.step % cfg.log_every == 0 or self.step == 1:
+                    log.info("step %d/%d loss %.4f reward %.3f kl %.4g", self.step, self.total_steps,
+                             self.metrics["loss"], self.metrics["reward"], self.metrics.get("kl", 0.0))
+                if run.save_every and self.step % run.save_every == 0 and self.step < self.total_steps:
+                    self.save_checkpoint()
+        return self.save_checkpoint(final=True)
+
+    def _step_metrics(self, stats: list[dict], rollouts: list[Rollout], lr: float, grad_norm: float | None) -> dict:
+        """Step means over micro-batches and processes: loss, KL, clip fractions, rewards, lengths."""
+        acc = self.accelerator
+        out = {name: acc.reduce(torch.stack([s[name] for s in stats]).mean(), reduction="mean").item()
+               for name in stats[0]}
+        rewards = [r for rollout in rollouts for r in rollout.rewards]
+        local = {"reward": [r.total for r in rewards],
+                 "completion_length": [float(n) for ro in rollouts for n in ro.completion_mask.sum(1).tolist()]}
+        local.update({f"reward/{part}": [r.parts[part] for r in rewards if r.parts.get(part) is not None]
+                      for part in PARTS})
+        local["judge_errors"] = [float(len(r.errors)) for r in rewards]
+        for name, values in local.items():
+            pair = torch.tensor([sum(values), len(values)], dtype=torch.float64, device=acc.device)
+            total, count = acc.reduce(pair, reduction="sum").tolist()
+            if count:
+                out[name] = total / count if name != "judge_errors" else total
+        out["lr"] = lr
+        if grad_norm is not None:
+            out["grad_norm"] = grad_norm
+        return out
+
+    def _write_rollouts(self, rollouts: list[Rollout]) -> None:
+        """Append every completion of this rollout (all processes) to ``OUTPUT/rollouts.jsonl``."""
+        from accelerate.utils import gather_object
+
+        rows = []
+        for rollout in rollouts:
+            for i, (pid, text, reward) in enumerate(zip(rollout.prompt_ids, rollout.texts, rollout.rewards)):
+                rows.append({"step": self.step + 1, "prompt_id": pid, "sample": i % self.config.num_generations,
+                             "completion": text, "reward": reward.total, "parts": reward.parts,
+                             "errors": reward.errors, "advantage": float(rollout.advantages[i]),
+                             "length": int(rollout.completion_mask[i].sum())})
+        rows = gather_object(rows) if self.accelerator.num_processes > 1 else rows
+        if self.accelerator.is_main_process:
+            self.config.run.output_dir.mkdir(parents=True, exist_ok=True)
+            with open(self.config.run.output_dir / ROLLOUTS, "a", encoding="utf-8") as handle:
+                handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+
+    def save_checkpoint(self, final: bool = False) -> Path:
+        """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights and trainer state."""
+        return self.checkpointer.save(self.step, save_weights=self.interpreter.save_pretrained,
+                                      scheduler=self.scheduler, micro_batches=self.position,
+                                      metrics=self.metrics, final=final)
+
+    def cleanup(self) -> None:
+        super().cleanup()
+        if self._judge is not None:
+            self._judge.close()
+
+
+def _append_completions(prompt_batch: dict, ids: torch.Tensor, mask: torch.Tensor) -> dict:
+    """Left-padded prompts followed by the completions; per-token tensors grow, per-media ones stay."""
+    rows, width = prompt_batch["input_ids"].shape
+    out = dict(prompt_batch)
+    for key, value in prompt_batch.items():
+        if isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[:2] == (rows, width):
+            extra = ids if key == "input_ids" else mask if key == "attention_mask" else torch.zeros_like(ids)
+            out[key] = torch.cat([value, extra.to(value.dtype)], dim=1)
+    return out
+
+
+def _cut_rollouts(path: Path, step: int) -> None:
+    """Keep the rollout lines of steps up to ``step`` (a resumed run redoes the rest); drop a torn line."""
+    if not path.exists():
+        return
+    kept = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        try:
+            if json.loads(line)["step"] <= step:
+                kept.append(line + "\n")
+        except (ValueError, KeyError, TypeError):
+            continue  # a line torn by a kill
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(kept), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def run_grpo(config: GRPOConfig, reward: RewardModel | None = None) -> Path:
+    """Set up, train and clean up one GRPO run; returns the folder with the final model."""
+    recipe = GRPORecipe(config, reward)
+    try:
+        recipe.setup()
+        final = recipe.train()
+    finally:
+        recipe.cleanup()
+    log.info("model written to %s", final)
+    return final
