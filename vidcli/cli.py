@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "make-cot": ("vidcli.commands.make_cot", "Build four-step chain-of-thought training records (ReaDe stage 1)."),
     "sft": ("vidcli.commands.sft", "Fine-tune the interpreter on CoT records, or pre-train its camera encoder (ReaDe stage 1)."),
     "grpo": ("vidcli.commands.grpo", "Reinforce the interpreter with the ReaDe reward by GRPO (ReaDe stage 2)."),
+    "drf-tune": ("vidcli.commands.drf_tune", "Fine-tune a video DiT on a frozen VLM's differentiable reward (Diffusion-DRF)."),
     "interpret": ("vidcli.commands.interpret", "Interpret a video request: reasoning, six-part caption, generator prompt."),
     "score": ("vidcli.commands.score", "Score records (format, coverage, ReaDe reward) and summarise with 95% intervals."),
 }

@@ -1,0 +1,136 @@
+"""``vidcli drf-tune`` end to end: help, a run with heatmaps and checkpoints, exact resume, errors."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from tests.cli.helpers import invoke, read_jsonl
+from tests.test_drf import RECORD, drf_kit, one_thread, write_records  # noqa: F401  (fixtures)
+
+
+def drf_args(kit, out, *extra) -> list[str]:
+    return ["drf-tune", "--model", str(kit["wan"]), "--vlm", str(kit["vlm"]), str(kit["records"]), "-o", str(out),
+            "--frames-vlm", "3", "--k-grad", "1", "--steps", "2", "--guidance", "1", "--height", "32",
+            "--width", "32", "--frames", "5", "--lr", "1e-3", "--seed", "5", "-q", *extra]
+
+
+def transformer_weights(folder) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(folder / "transformer" / "diffusion_pytorch_model.safetensors")
+
+
+def test_help_lists_defaults_and_examples():
+    result = invoke(["drf-tune", "--help"])
+    assert result.exit_code == 0
+    for text in ("Examples:", "accelerate launch -m vidcli drf-tune", "--reward [vanilla|rich|binary]",
+                 "default: rich", "default: TA,Phy,VQ", "default: 1e-05", "--finetune [full|lora]",
+                 "--save-grad-heatmaps", "--vlm-dtype [float32|bf16]", "WanPipeline.from_pretrained"):
+        assert text in result.output, text
+    assert "drf-tune" in invoke(["--help"]).output
+
+
+@pytest.fixture(scope="module")
+def whole_run(drf_kit, tmp_path_factory):
+    """Two steps with a checkpoint after the first, heatmaps for the first sample only."""
+    out = tmp_path_factory.mktemp("drf-run") / "whole"
+    heatmaps = out.parent / "heatmaps"
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    result = invoke(drf_args(drf_kit, out, "--max-steps", "2", "--save-every", "1",
+                             "--save-grad-heatmaps", str(heatmaps), "--heatmap-samples", "1"))
+    torch.set_num_threads(before)
+    assert result.exit_code == 0, result.stderr
+    return out, heatmaps
+
+
+def test_run_writes_a_loadable_pipeline_rewards_and_heatmaps(drf_kit, whole_run):
+    from diffusers import WanPipeline
+    from PIL import Image
+
+    out, heatmaps = whole_run
+    info = json.loads((out / "vidcli.json").read_text())
+    assert info["step"] == 2 and info["final"] and info["finetune"] == "full" and info["reward"] == "rich"
+    assert info["base_model"] == str(drf_kit["wan"]) and info["arguments"]["k_grad"] == 1
+    assert (out / "checkpoint-1" / "vidcli.json").is_file()
+
+    rewards = read_jsonl(out / "rewards.jsonl")
+    assert [(r["step"], r["id"]) for r in rewards] == [(1, "ball"), (2, "ball")]
+    assert all(len(r["queries"]) == 2 and all(q["loglik"] < 0 for q in r["queries"]) for r in rewards)
+
+    # The folder loads as a pipeline whose transformer is the tuned one; the rest is the base.
+    pipe = WanPipeline.from_pretrained(out)
+    tuned, base = transformer_weights(out), transformer_weights(drf_kit["wan"])
+    state = pipe.transformer.state_dict()
+    assert all(torch.equal(state[k], tuned[k]) for k in tuned)
+    assert any(not torch.equal(tuned[k], base[k]) for k in tuned)
+    assert (out / "vae").resolve() == (drf_kit["wan"] / "vae").resolve()
+
+    (png,) = sorted(heatmaps.iterdir())  # --heatmap-samples 1: only the first step's sample
+    assert png.name == "step000001-ball.png"
+    image = np.asarray(Image.open(png).convert("RGB"))
+    assert image.shape == (64, 3 * 32, 3)  # frames row over heatmap row, N_f = 3 frames of 32x32
+    heat = image[32:, :, 0]
+    assert heat.max() == 255 and heat.min() < heat.max()  # normalised to its peak, not constant
+
+
+def test_resume_from_a_checkpoint_continues_exactly(drf_kit, whole_run, tmp_path):
+    out, _ = whole_run
+    cut = tmp_path / "cut"
+    # As if the run had died after writing checkpoint-1 and the step-2 line of rewards.jsonl.
+    shutil.copytree(out / "checkpoint-1", cut / "checkpoint-1", symlinks=True)
+    shutil.copy(out / "rewards.jsonl", cut / "rewards.jsonl")
+    result = invoke(drf_args(drf_kit, cut, "--max-steps", "2", "--save-every", "1", "--resume"))
+    assert result.exit_code == 0, result.stderr
+    ours, theirs = transformer_weights(cut), transformer_weights(out)
+    assert all(torch.equal(ours[k], theirs[k]) for k in theirs)
+    assert read_jsonl(cut / "rewards.jsonl") == read_jsonl(out / "rewards.jsonl")
+    assert json.loads((cut / "vidcli.json").read_text())["step"] == 2
+    # Without --resume the folder is refused; with another reward it is refused too.
+    again = invoke(drf_args(drf_kit, cut, "--max-steps", "3"))
+    assert again.exit_code == 1 and "pass --resume" in again.stderr
+    other = invoke(drf_args(drf_kit, cut, "--max-steps", "3", "--resume", "--reward", "binary"))
+    assert other.exit_code == 1 and "was trained with" in other.stderr
+
+
+def test_bad_records_and_flags_are_reported(drf_kit, tmp_path):
+    records = write_records(tmp_path / "data", [RECORD, {"id": "nocap", "questions": []}])
+    result = invoke(drf_args({**drf_kit, "records": records}, tmp_path / "out"))
+    assert result.exit_code == 1
+    assert f"{records}:2: id=nocap: missing or empty 'caption'" in result.stderr
+    assert "Traceback" not in result.stderr
+    usage = invoke(drf_args(drf_kit, tmp_path / "out2", "--k-grad", "3"))
+    assert usage.exit_code == 2 and "--k-grad 3 is more than --steps 2" in usage.stderr
+    dims = invoke(drf_args(drf_kit, tmp_path / "out3", "--dims", "TA,XX"))
+    assert dims.exit_code == 2 and "--dims" in dims.stderr
+
+
+@pytest.mark.slow
+def test_two_processes_average_their_gradients(drf_kit, whole_run, tmp_path):
+    """``torchrun --nproc_per_node 2`` (what ``accelerate launch`` starts): one rollout per process, mean gradient."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    out, _ = whole_run
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1", "HF_HUB_OFFLINE": "1"}
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port", port]
+    args = drf_args(drf_kit, tmp_path / "ddp", "--max-steps", "1")
+    done = subprocess.run([*torchrun, "-m", "vidcli", *args], env=env, capture_output=True, text=True, timeout=170)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = read_jsonl(tmp_path / "ddp" / "rewards.jsonl")
+    single = read_jsonl(out / "rewards.jsonl")[0]
+    # Process 0 draws the noise a single-process run draws; process 1 draws other noise.
+    assert len(rows) == 2 and rows[0]["loss"] == pytest.approx(single["loss"], rel=1e-5)
+    assert rows[1]["loss"] != pytest.approx(rows[0]["loss"], rel=1e-5)
+    # The update used the mean of both gradients, so it differs from the single-process step.
+    ours, alone = transformer_weights(tmp_path / "ddp"), transformer_weights(out / "checkpoint-1")
+    assert any(not torch.equal(ours[k], alone[k]) for k in alone)

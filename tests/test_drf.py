@@ -1,0 +1,274 @@
+"""The Diffusion-DRF recipe on the tiny Wan pipeline and tiny Qwen2.5-VL: loss, gradients, freezing, LoRA."""
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vidcli.errors import InputError
+from vidcli.train.core import OptimConfig, RunConfig
+from vidcli.train.drf import DRFConfig, DRFRecipe, load_tasks
+from vidcli.train.heatmaps import gradient_magnitude, heatmap_grid, save_heatmap
+
+BALL = Path(__file__).resolve().parent.parent / "examples" / "media" / "ball.mp4"
+TA = {"dim": "TA", "key": "objects", "question": "Is there a red ball?",
+      "reference": {"answer": "Yes", "explanation": "A red ball rolls over the grass."}}
+VQ = {"dim": "VQ", "key": "quality", "question": "Compared with the second video, is the first one blurry?",
+      "reference": {"answer": "No", "issue": "none", "explanation": "The frames are sharp."}}
+RECORD = {"id": "ball", "caption": "a red ball rolls over green grass", "video": "ball.mp4", "questions": [TA, VQ]}
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy 2-core machine does not thrash."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def write_records(folder: Path, records: list[dict]) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(BALL, folder / "ball.mp4")
+    path = folder / "records.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in records), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="session")
+def drf_kit(tmp_path_factory):
+    """Tiny generator and VLM folders and one decomposed caption record with a real reference video."""
+    from vidcli.testing import ensure_tiny_models
+
+    paths = ensure_tiny_models(["wan", "vlm"])
+    return {"wan": paths["wan"], "vlm": paths["vlm"],
+            "records": write_records(tmp_path_factory.mktemp("drf-data"), [RECORD])}
+
+
+def make_config(kit, out: Path, **overrides) -> DRFConfig:
+    run_keys = {"seed", "max_steps", "save_every", "resume"}
+    run_args = {"seed": 0, "max_steps": 1, "save_every": 0, "batch_size": 1, "grad_accum": 1,
+                "mixed_precision": "no"}
+    run_args.update({k: overrides.pop(k) for k in list(overrides) if k in run_keys})
+    optim = OptimConfig(lr=1e-3, weight_decay=0.0, warmup_steps=0, schedule="constant")
+    args = dict(model=str(kit["wan"]), vlm=str(kit["vlm"]), inputs=[str(kit["records"])], frames_vlm=3, k_grad=1,
+                steps=2, guidance=1.0, height=32, width=32, frames=5)
+    args.update(overrides)
+    return DRFConfig(run=RunConfig(output_dir=out, optim=optim, **run_args), **args)
+
+
+def snapshot(module: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+def frozen_parts(recipe: DRFRecipe) -> dict[str, torch.nn.Module]:
+    pipe = recipe.adapter.pipe
+    return {"vae": pipe.vae, "text_encoder": pipe.text_encoder, "vlm": recipe.scorer.model}
+
+
+def assert_unchanged(before: dict[str, torch.Tensor], module: torch.nn.Module, label: str) -> None:
+    for name, param in module.named_parameters():
+        assert torch.equal(before[name], param.detach()), f"{label}.{name} changed"
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+def test_one_step_trains_only_the_dit_on_the_vqa_loss_of_its_frames(drf_kit, tmp_path):
+    from vidcli.rewards.vlm import vqa_loss
+
+    recipe = DRFRecipe(make_config(drf_kit, tmp_path / "run"))
+    recipe.setup()
+    dit = recipe.adapter.trainable_module()
+    dit_before = snapshot(dit)
+    frozen_before = {k: snapshot(m) for k, m in frozen_parts(recipe).items()}
+
+    result = recipe.optimise()
+
+    # The step's loss is L_VQA recomputed by the reward library on the frames the step decoded.
+    task = recipe.tasks[0]
+    frames = result["frames"].clone().requires_grad_(True)
+    expected = vqa_loss(recipe.scorer, frames, task.questions, reference_frames=recipe.reference_frames(task),
+                        fps=recipe.config.fps)
+    assert result["loss"] == pytest.approx(expected.item(), rel=1e-5)
+    # Back-propagating query by query gives the frames the same gradient as one backward of the sum.
+    expected.backward()
+    torch.testing.assert_close(result["frame_grad"], frames.grad, rtol=1e-4, atol=1e-7)
+    assert result["frame_grad"].abs().sum() > 0
+
+    # Every DiT parameter moved (no weight decay here: a change means a gradient); nothing else did.
+    changed = [n for n, p in dit.named_parameters() if not torch.equal(dit_before[n], p.detach())]
+    assert len(changed) == len(dit_before)
+    for label, module in frozen_parts(recipe).items():
+        assert_unchanged(frozen_before[label], module, label)
+
+    # rewards.jsonl: one line per step and record with each query's log-likelihood.
+    (line,) = (tmp_path / "run" / "rewards.jsonl").read_text().splitlines()
+    entry = json.loads(line)
+    assert entry["step"] == 1 and entry["id"] == "ball"
+    assert [(q["dim"], q["key"]) for q in entry["queries"]] == [("TA", "objects"), ("VQ", "quality")]
+    assert sum(q["loglik"] for q in entry["queries"]) == pytest.approx(-entry["loss"], rel=1e-6)
+    recipe.cleanup()
+
+
+@pytest.mark.parametrize("reward", ["vanilla", "binary"])
+def test_vanilla_and_binary_losses_match_the_reward_library(drf_kit, tmp_path, reward):
+    from vidcli.rewards.vlm import vanilla_reward, vqa_loss
+
+    recipe = DRFRecipe(make_config(drf_kit, tmp_path / "run", reward=reward, dims=("TA",)))
+    recipe.setup()
+    task = recipe.tasks[0]
+    result = recipe.train_step(task)
+    with torch.no_grad():
+        if reward == "vanilla":
+            expected = -vanilla_reward(recipe.scorer, result["frames"], task.prompt, fps=recipe.config.fps)
+            assert [q["dim"] for q in result["queries"]] == ["vanilla"]
+        else:
+            expected = vqa_loss(recipe.scorer, result["frames"], task.questions, fps=recipe.config.fps,
+                                verdict_only=True)
+            assert [q["key"] for q in result["queries"]] == ["objects"]  # --dims TA drops the VQ question
+    assert result["loss"] == pytest.approx(expected.item(), rel=1e-5)
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in recipe.trainable)
+    recipe.cleanup()
+
+
+def test_memory_flags_leave_the_gradient_unchanged(drf_kit, tmp_path):
+    """Checkpointing inside the DiT and per denoising step trade time for memory, never the gradient."""
+    grads = {}
+    for name, flags in {"default": {}, "dit": {"gradient_checkpointing": True},
+                        "none": {"checkpoint_steps": False}}.items():
+        recipe = DRFRecipe(make_config(drf_kit, tmp_path / name, dims=("TA",), k_grad=2, **flags))
+        recipe.setup()
+        dit = recipe.adapter.trainable_module()
+        assert dit.gradient_checkpointing == (name == "dit")
+        recipe.train_step(recipe.tasks[0])
+        grads[name] = {n: p.grad.clone() for n, p in dit.named_parameters() if p.grad is not None}
+        recipe.cleanup()
+    assert len(grads["default"]) == len(list(dit.parameters()))
+    for name in ("dit", "none"):
+        assert grads[name].keys() == grads["default"].keys()
+        for key, grad in grads["default"].items():
+            torch.testing.assert_close(grads[name][key], grad, rtol=1e-4, atol=1e-8)
+
+
+def test_cogvideox_backbone_trains_and_saves_a_pipeline(drf_kit, tmp_path):
+    from diffusers import CogVideoXPipeline
+
+    from vidcli.testing import ensure_tiny_models
+
+    cog = ensure_tiny_models(["cogvideox"])["cogvideox"]
+    recipe = DRFRecipe(make_config({**drf_kit, "wan": cog}, tmp_path / "cog", dims=("TA",), frames=9))
+    recipe.setup()
+    dit = recipe.adapter.trainable_module()
+    before, vae_before = snapshot(dit), snapshot(recipe.adapter.pipe.vae)
+    recipe.optimise()
+    assert any(not torch.equal(before[n], p.detach()) for n, p in dit.named_parameters())
+    assert_unchanged(vae_before, recipe.adapter.pipe.vae, "vae")
+    final = recipe.save_checkpoint(final=True)
+    recipe.cleanup()
+    state = CogVideoXPipeline.from_pretrained(final).transformer.state_dict()
+    assert all(torch.equal(state[n], p.detach()) for n, p in dit.named_parameters())
+
+
+# ----------------------------------------------------------------------------- LoRA
+
+
+def test_lora_trains_only_adapters_and_loads_with_diffusers(drf_kit, tmp_path):
+    from diffusers import WanPipeline
+    from peft.utils import get_peft_model_state_dict
+
+    out = tmp_path / "lora"
+    recipe = DRFRecipe(make_config(drf_kit, out, finetune="lora", lora_rank=4, lora_alpha=8))
+    recipe.setup()
+    dit = recipe.adapter.trainable_module()
+    before = snapshot(dit)
+    frozen_before = {k: snapshot(m) for k, m in frozen_parts(recipe).items()}
+    recipe.optimise()
+    changed = {n for n, p in dit.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert changed and all("lora_" in n for n in changed)
+    assert {n for n, p in dit.named_parameters() if p.requires_grad} == {n for n in before if "lora_" in n}
+    for label, module in frozen_parts(recipe).items():
+        assert_unchanged(frozen_before[label], module, label)
+    final = recipe.save_checkpoint(final=True)
+    recipe.cleanup()
+
+    # The output folder is a pipeline; with its LoRA weights loaded it computes what the tuned DiT computes.
+    pipe = WanPipeline.from_pretrained(final)
+    pipe.load_lora_weights(final)
+    torch.manual_seed(0)
+    x, text = torch.randn(1, 16, 2, 4, 4), torch.randn(1, 7, 32)
+    t = torch.tensor([500])
+    dit.eval()
+    with torch.no_grad():
+        ours = dit(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
+        theirs = pipe.transformer(hidden_states=x, timestep=t, encoder_hidden_states=text, return_dict=False)[0]
+    torch.testing.assert_close(theirs, ours, rtol=1e-5, atol=1e-6)
+
+    # --resume puts the saved adapter back on the base model.
+    again = DRFRecipe(make_config(drf_kit, out, finetune="lora", lora_rank=4, lora_alpha=8, resume=True))
+    again.setup()
+    saved, restored = get_peft_model_state_dict(dit), get_peft_model_state_dict(again.adapter.trainable_module())
+    assert saved.keys() == restored.keys() and all(torch.equal(saved[k], restored[k]) for k in saved)
+    assert again.step == 1
+    again.cleanup()
+
+
+# ----------------------------------------------------------------------------- records
+
+
+def test_records_are_validated_before_training(drf_kit, tmp_path):
+    bad = [
+        ({"id": "a", "questions": [TA]}, "'caption'"),
+        ({"id": "b", "caption": "x", "questions": [VQ]}, "no questions of the dimensions TA"),
+        ({"id": "c", "caption": "x", "questions": [{**TA, "reference": None}]}, "reference answer"),
+        ({"id": "d", "caption": "x", "video": "missing.mp4", "questions": [TA, VQ]}, "reference video not found"),
+        ({"id": "e", "caption": "x"}, "'questions'"),
+    ]
+    for i, (record, message) in enumerate(bad):
+        path = write_records(tmp_path / f"bad{i}", [RECORD, record])
+        dims = ("TA",) if record["id"] in ("b", "c") else ("TA", "VQ")
+        with pytest.raises(InputError, match=message) as info:
+            load_tasks(make_config({**drf_kit, "records": path}, tmp_path / "o", dims=dims))
+        assert (info.value.line, info.value.record_id, info.value.file) == (2, record["id"], str(path))
+    # Vanilla needs only the caption; TA-only questions need no reference video.
+    path = write_records(tmp_path / "ok", [{"id": "v", "caption": "a dog"}])
+    (task,), prints = load_tasks(make_config({**drf_kit, "records": path}, tmp_path / "o", reward="vanilla"))
+    assert task.prompt == "a dog" and task.questions == [] and task.video is None
+    assert prints[str(path)]["records"] == 1
+    (task,), _ = load_tasks(make_config(drf_kit, tmp_path / "o", dims=("TA",)))
+    assert task.video is None and task.questions == [TA]
+
+
+# ----------------------------------------------------------------------------- heatmaps
+
+
+def test_gradient_magnitude_is_the_channel_mean_scaled_to_its_peak():
+    grad = torch.zeros(2, 3, 2, 2)
+    grad[0, :, 0, 0] = torch.tensor([1.0, -2.0, 3.0])  # |.| mean 2
+    grad[1, 1, 1, 1] = -12.0  # mean 4: the peak
+    expected = torch.zeros(2, 2, 2)
+    expected[0, 0, 0], expected[1, 1, 1] = 0.5, 1.0
+    torch.testing.assert_close(gradient_magnitude(grad), expected)
+    assert torch.equal(gradient_magnitude(torch.zeros(1, 3, 2, 2)), torch.zeros(1, 2, 2))
+
+
+def test_heatmap_png_holds_frames_above_their_gradients(tmp_path):
+    from PIL import Image
+
+    frames = torch.rand(3, 3, 4, 5)
+    grad = torch.randn(3, 3, 4, 5)
+    path = save_heatmap(tmp_path / "sub" / "h.png", frames, grad)
+    image = np.asarray(Image.open(path))
+    assert image.shape == (8, 15, 3)
+    np.testing.assert_array_equal(image, heatmap_grid(frames, grad))
+    # Top row: frame 1 sits in columns 5..9; bottom row: its gradient magnitude, grey.
+    np.testing.assert_array_equal(image[:4, 5:10], (frames[1].permute(1, 2, 0) * 255).round().byte().numpy())
+    grey = (gradient_magnitude(grad)[1] * 255).round().byte().numpy()
+    for channel in range(3):
+        np.testing.assert_array_equal(image[4:, 5:10, channel], grey)
+    with pytest.raises(ValueError, match="differ in shape"):
+        heatmap_grid(frames, grad[:2])

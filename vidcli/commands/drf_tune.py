@@ -1,0 +1,134 @@
+"""``vidcli drf-tune``: fine-tune a video DiT on a frozen VLM's differentiable reward (Diffusion-DRF)."""
+from __future__ import annotations
+
+import click
+
+from vidcli.commands.common import reports_errors
+
+EXAMPLES = """\b
+Examples:
+  # questions and reference answers first, then tune Wan2.1 with the rich reward
+  vidcli decompose --schema drf --llm openai:gpt-4o --vlm Qwen/Qwen2.5-VL-7B-Instruct \\
+      --keep-consistent captions.jsonl > drf.jsonl
+  vidcli drf-tune --model Wan2.1-T2V-1.3B-Diffusers --vlm Qwen/Qwen2.5-VL-7B-Instruct \\
+      --vlm-dtype bf16 --gradient-checkpointing drf.jsonl -o runs/drf
+  # ablations: Vanilla-DRF, binary verdicts only, TA questions only, LoRA
+  vidcli drf-tune --reward vanilla ... ;  vidcli drf-tune --reward binary ...
+  vidcli drf-tune --dims TA --finetune lora ...
+  # many GPUs (gradients averaged over processes); continue after a crash with --resume
+  accelerate launch -m vidcli drf-tune --model ... --vlm ... drf.jsonl -o runs/drf --resume
+\b
+Loading the result:
+  pipe = WanPipeline.from_pretrained("runs/drf")            # --finetune full
+  pipe.load_lora_weights("runs/drf")                        # and this too for --finetune lora
+"""
+
+
+def parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple[str, ...]:
+    from vidcli.train.drf import DIMS
+
+    dims = tuple(d.strip() for d in value.split(",") if d.strip())
+    unknown = sorted(set(dims) - set(DIMS))
+    if not dims or unknown:
+        raise click.BadParameter(f"give a comma-separated subset of {','.join(DIMS)}")
+    return tuple(d for d in DIMS if d in dims)
+
+
+@click.command("drf-tune", epilog=EXAMPLES)
+@click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path(allow_dash=True))
+@click.option("--model", required=True, metavar="PIPELINE_DIR",
+              help="diffusers pipeline folder: WanPipeline (Wan2.1 T2V) or CogVideoXPipeline.")
+@click.option("--vlm", required=True, metavar="PATH",
+              help="Frozen Qwen2-VL / Qwen2.5-VL folder that scores the videos.")
+@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
+              help="Run folder: checkpoint-STEP/, rewards.jsonl, and the final pipeline in the folder itself.")
+@click.option("--reward", type=click.Choice(["vanilla", "rich", "binary"]), default="rich", show_default=True,
+              help="vanilla: log p(Yes) that the video matches the prompt; rich: likelihood of whole reference "
+                   "answers; binary: of their verdicts only.")
+@click.option("--dims", default="TA,Phy,VQ", show_default=True, callback=parse_dims,
+              help="Question dimensions used by rich/binary rewards.")
+@click.option("--frames-vlm", type=click.IntRange(1), default=10, show_default=True,
+              help="N_f: frames decoded and shown to the VLM (uniform over the video).")
+@click.option("--k-grad", type=click.IntRange(1), default=4, show_default=True,
+              help="K: last denoising steps that carry gradient.")
+@click.option("--steps", type=click.IntRange(1), default=25, show_default=True, help="Denoising steps per rollout.")
+@click.option("--guidance", type=click.FloatRange(0), default=5.0, show_default=True,
+              help="Classifier-free guidance scale (<= 1: off).")
+@click.option("--height", type=click.IntRange(16), default=288, show_default=True)
+@click.option("--width", type=click.IntRange(16), default=512, show_default=True)
+@click.option("--frames", type=click.IntRange(1), default=49, show_default=True, help="Video frames generated.")
+@click.option("--fps", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
+              help="Frame rate the VLM is told the sampled frames have.")
+@click.option("--finetune", type=click.Choice(["full", "lora"]), default="full", show_default=True,
+              help="Train every DiT weight, or LoRA adapters on its attention and feed-forward layers.")
+@click.option("--lora-rank", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--lora-alpha", type=click.IntRange(1), default=64, show_default=True)
+@click.option("--gradient-checkpointing", is_flag=True, help="Recompute the DiT's block activations in backward.")
+@click.option("--step-checkpointing/--no-step-checkpointing", default=True, show_default=True,
+              help="Keep only each grad-carrying denoising step's input latent between forward and backward.")
+@click.option("--vlm-dtype", type=click.Choice(["float32", "bf16"]), default="float32", show_default=True,
+              help="Precision of the frozen VLM.")
+@click.option("--save-grad-heatmaps", "heatmaps_dir", type=click.Path(file_okay=False), default=None,
+              help="Write PNGs of |dR/dframe| beside the sampled frames for the first samples into this folder.")
+@click.option("--heatmap-samples", type=click.IntRange(1), default=4, show_default=True,
+              help="How many samples get a heatmap.")
+@click.option("--resume", is_flag=True, help="Continue exactly from the latest complete checkpoint in --output.")
+@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True, help="Passes over the records.")
+@click.option("--max-steps", type=click.IntRange(1), default=None, help="Optimiser steps (overrides --epochs).")
+@click.option("--save-every", type=click.IntRange(0), default=200, show_default=True,
+              help="Steps between checkpoints (0: only the final model).")
+@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seeds data order and noise.")
+@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-5, show_default=True, help="AdamW rate.")
+@click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True)
+@click.option("--warmup-steps", type=click.IntRange(0), default=0, show_default=True)
+@click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.option("--max-grad-norm", type=click.FloatRange(0), default=1.0, show_default=True,
+              help="Gradient clipping norm (0: off).")
+@click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none", show_default=True)
+@click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--media-root", type=click.Path(file_okay=False), default=None,
+              help="Resolve the records' 'video' paths against this folder instead of each JSONL file's folder.")
+@click.option("--allow-escape", is_flag=True, help="Allow relative media paths that leave the media folder with '..'.")
+@click.option("-q", "--quiet", is_flag=True, help="No info logs.")
+@click.option("-v", "--verbose", count=True, help="More logs on stderr (-vv for debug).")
+@reports_errors
+def command(inputs, model, vlm, output, reward, dims, frames_vlm, k_grad, steps, guidance, height, width, frames,
+            fps, finetune, lora_rank, lora_alpha, gradient_checkpointing, step_checkpointing, vlm_dtype,
+            heatmaps_dir, heatmap_samples, resume, epochs, max_steps, save_every, seed, lr, schedule, warmup_steps,
+            weight_decay, max_grad_norm, report_to, log_every, media_root, allow_escape, quiet, verbose):
+    """Diffusion-DRF: tune the DiT so a frozen VLM gives its videos the reference answers.
+
+    \b
+    INPUT records come from `vidcli decompose --schema drf`: 'caption' (the prompt),
+    'questions' ({dim, key, question, reference}) and 'video' (the caption-matched real
+    video that Phy and VQ questions compare against). Each step generates one video per
+    process, decodes --frames-vlm frames, and back-propagates the VLM loss through the VAE
+    and the last --k-grad denoising steps. VAE, text encoder and VLM stay frozen.
+
+    Writes OUTPUT/rewards.jsonl (per step and record: each query's log-likelihood),
+    OUTPUT/checkpoint-STEP/ and the final pipeline folder in OUTPUT (tuned transformer/
+    or pytorch_lora_weights.safetensors; other components linked to --model),
+    vidcli.json and trainer_state/ for --resume.
+    """
+    from vidcli.log import setup_logging
+    from vidcli.train.core import OptimConfig, RunConfig
+    from vidcli.train.drf import DRFConfig, run_drf
+
+    setup_logging(verbose, quiet)
+    if k_grad > steps:
+        raise click.UsageError(f"--k-grad {k_grad} is more than --steps {steps}")
+    if frames_vlm > frames:
+        raise click.UsageError(f"--frames-vlm {frames_vlm} is more than --frames {frames}")
+    optim = OptimConfig(lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps,
+                        max_grad_norm=max_grad_norm or None)
+    run = RunConfig(output_dir=output, seed=seed, epochs=epochs, max_steps=max_steps, batch_size=1, grad_accum=1,
+                    save_every=save_every, mixed_precision="no", report_to=report_to, resume=resume, optim=optim)
+    config = DRFConfig(
+        model=model, vlm=vlm, inputs=list(inputs), run=run, reward=reward, dims=dims, frames_vlm=frames_vlm,
+        k_grad=k_grad, steps=steps, guidance=guidance, height=height, width=width, frames=frames, fps=fps,
+        finetune=finetune, lora_rank=lora_rank, lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing,
+        checkpoint_steps=step_checkpointing, vlm_dtype="bfloat16" if vlm_dtype == "bf16" else "float32",
+        heatmaps_dir=heatmaps_dir, heatmap_samples=heatmap_samples, media_root=media_root,
+        allow_escape=allow_escape, log_every=log_every, arguments=dict(click.get_current_context().params),
+    )
+    run_drf(config)

@@ -1,0 +1,401 @@
+"""Diffusion-DRF (SPEC §6): fine-tune a video DiT on a frozen VLM's answer likelihoods.
+
+One optimiser step, for one caption record per process:
+
+1. **Rollout** from noise seeded by ``(seed, step, process)`` with ``steps`` denoising
+   steps; the first T−K run without gradient, the last K with gradient, each under
+   activation checkpointing (:func:`~vidcli.diffusion.rollout.truncated_rollout`).
+2. **Decode** only the N_f frames the reward needs, spread uniformly over the video
+   (:func:`~vidcli.diffusion.rollout.uniform_frame_indices`), through the frozen VAE.
+3. **Reward** from the frozen VLM on those frames (differentiable preprocessing):
+   ``vanilla``: loss −log p(Yes | video, "does it match the prompt?");
+   ``rich``: L_VQA = −Σ_i log p(y_i | c_i), y_i the whole reference answer (verdict and
+   explanation) of each question of the chosen dimensions; TA sees the generated video,
+   Phy and VQ also the caption-matched real video (record field ``video``);
+   ``binary``: the same with only each reference verdict scored.
+4. **Backward** one query at a time: the decoded frames are cut from the graph, each
+   query's loss is back-propagated into them (so only one VLM graph is alive at a time),
+   then the summed frame gradient goes back through the VAE and the last K steps into
+   the DiT. The summed frame gradient is also what ``--save-grad-heatmaps`` draws.
+5. **Update** the DiT (all weights, or LoRA adapters on its attention and feed-forward
+   projections) with AdamW; VAE, text encoder and VLM never change.
+
+Checkpoints are diffusers pipeline folders: ``transformer/`` is the tuned DiT
+(``full``) and the other components link to the base pipeline, so
+``WanPipeline.from_pretrained(OUTPUT)`` loads the tuned model. With ``lora`` the base
+transformer is linked too and the adapter is ``pytorch_lora_weights.safetensors``:
+``pipe = WanPipeline.from_pretrained(OUTPUT); pipe.load_lora_weights(OUTPUT)``.
+Each step's per-query log-likelihoods go to ``OUTPUT/rewards.jsonl``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vidcli.errors import InputError
+from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
+                                     read_run_info, remove_partials, safe_arguments)
+from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
+                               file_sha256, make_accelerator, set_seed, total_steps)
+
+log = logging.getLogger("vidcli.train")
+
+FINETUNE = ("full", "lora")
+REWARDS = ("vanilla", "rich", "binary")
+DIMS = ("TA", "Phy", "VQ")
+REWARDS_LOG = "rewards.jsonl"
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+# The DiT blocks' attention and feed-forward projections (Wan and CogVideoX name them alike).
+LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2", "ff.net.0.proj", "ff.net.2"]
+
+
+@dataclass
+class DRFConfig:
+    """Everything one drf-tune run needs (the CLI fills it from its flags)."""
+
+    model: str  # diffusers pipeline folder (WanPipeline or CogVideoXPipeline)
+    vlm: str  # Qwen2-VL / Qwen2.5-VL folder
+    inputs: list[str]
+    run: RunConfig
+    reward: str = "rich"
+    dims: tuple[str, ...] = DIMS
+    frames_vlm: int = 10
+    k_grad: int = 4
+    steps: int = 25
+    guidance: float = 5.0
+    height: int = 288
+    width: int = 512
+    frames: int = 49
+    fps: float = 2.0  # frame rate the VLM is told the N_f frames have
+    finetune: str = "full"
+    lora_rank: int = 64
+    lora_alpha: int = 64
+    gradient_checkpointing: bool = False  # inside the DiT
+    checkpoint_steps: bool = True  # per denoising step
+    vlm_dtype: str = "float32"
+    heatmaps_dir: str | None = None
+    heatmap_samples: int = 4
+    media_root: str | None = None
+    allow_escape: bool = False
+    log_every: int = 10
+    arguments: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.reward not in REWARDS or self.finetune not in FINETUNE:
+            raise ValueError(f"reward must be one of {REWARDS} and finetune one of {FINETUNE}")
+        if not self.dims or set(self.dims) - set(DIMS):
+            raise ValueError(f"dims must be a non-empty subset of {DIMS}")
+        if not 1 <= self.k_grad <= self.steps:
+            raise ValueError(f"k_grad must be in 1..steps ({self.steps})")
+        if not 1 <= self.frames_vlm <= self.frames:
+            raise ValueError(f"frames_vlm must be in 1..frames ({self.frames})")
+
+
+# ----------------------------------------------------------------------------- records
+
+
+@dataclass
+class Task:
+    """One training record: the generation prompt, its queries and the real video they compare with."""
+
+    id: str
+    prompt: str
+    questions: list[dict]
+    video: Path | None  # needed only by Phy / VQ queries
+
+
+def to_task(source, config: DRFConfig) -> Task:
+    """Validate one ``decompose --schema drf`` record; InputError located at its file, line and id."""
+    from vidcli.media import resolve_media_path
+
+    try:
+        if source.error is not None:
+            raise source.error
+        record = source.record
+        prompt = record.get("caption")
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise InputError("missing or empty 'caption' (the generation prompt)")
+        questions, video = [], None
+        if config.reward != "vanilla":
+            given = record.get("questions")
+            if not isinstance(given, list):
+                raise InputError("missing field 'questions' (records from vidcli decompose --schema drf)")
+            questions = [q for q in given if isinstance(q, dict) and q.get("dim") in config.dims]
+            if not questions:
+                raise InputError(f"no questions of the dimensions {','.join(config.dims)}")
+            for q in questions:
+                ref = q.get("reference")
+                if not isinstance(q.get("question"), str) or not isinstance(ref, dict) or not ref.get("answer"):
+                    raise InputError(f"question {q.get('key', '?')!r} ({q['dim']}) lacks a question text "
+                                     "or a reference answer")
+            if any(q["dim"] in ("Phy", "VQ") for q in questions):
+                root = Path(config.media_root) if config.media_root else None
+                video = resolve_media_path(record.get("video"), source.base_dir, media_root=root,
+                                           allow_escape=config.allow_escape)
+                if not video.is_file():
+                    raise InputError(f"reference video not found: {video}")
+    except InputError as exc:
+        raise exc.located(file=source.file, line=source.line, record_id=source.id) from None
+    return Task(str(record.get("id")), prompt, questions, video)
+
+
+def load_tasks(config: DRFConfig) -> tuple[list[Task], dict[str, dict]]:
+    """All records, validated before the first step, and the input fingerprints for ``vidcli.json``."""
+    from vidcli.jsonl import read_sources
+
+    tasks, stdin_hash, counts = [], hashlib.sha256(), {}
+    for source in read_sources(config.inputs):
+        tasks.append(to_task(source, config))
+        counts[source.file] = counts.get(source.file, 0) + 1
+        if source.file == "<stdin>":
+            stdin_hash.update(source.raw.encode("utf-8"))
+    if not tasks:
+        raise InputError("no training records in " + ", ".join(config.inputs))
+    fingerprints = {path: {"sha256": stdin_hash.hexdigest() if path == "-" else file_sha256(path),
+                           "records": counts.get("<stdin>" if path == "-" else path, 0)}
+                    for path in dict.fromkeys(config.inputs)}
+    return tasks, fingerprints
+
+
+class DRFRecipe:
+    """``setup()`` → ``train()`` → ``cleanup()``; ``save_checkpoint()`` in between."""
+
+    def __init__(self, config: DRFConfig) -> None:
+        self.config = config
+        self.step = 0
+        self.position = 0
+        self.metrics: dict = {}
+        self.heatmaps_written = 0
+
+    # ------------------------------------------------------------------ setup
+
+    def setup(self) -> None:
+        from vidcli.diffusion import load_adapter
+        from vidcli.rewards.vlm import VLMScorer
+
+        cfg, run = self.config, self.config.run
+        check_output_dir(run.output_dir, run.resume)
+        self.tasks, fingerprints = load_tasks(cfg)
+        self.accelerator = acc = make_accelerator(run, project="vidcli-drf", hparams=safe_arguments(cfg.arguments))
+        if not acc.is_main_process:
+            logging.getLogger("vidcli").setLevel(logging.WARNING)  # one log per run, not one per process
+        if acc.is_main_process and run.resume:
+            remove_partials(run.output_dir)
+        acc.wait_for_everyone()
+        resume_from = latest_checkpoint(run.output_dir) if run.resume else None
+        if resume_from is not None:
+            saved = read_run_info(resume_from) or {}
+            if saved.get("finetune") != cfg.finetune or saved.get("reward") != cfg.reward:
+                raise InputError(f"--resume: {resume_from} was trained with --finetune {saved.get('finetune')} "
+                                 f"--reward {saved.get('reward')}")
+            check_same_inputs(resume_from, fingerprints)
+        set_seed(run.seed)
+        device = "cpu" if acc.device.type == "cpu" else str(acc.device)
+        self.base_model = (read_run_info(resume_from) or {}).get("base_model", cfg.model) if resume_from else cfg.model
+        full_resume = resume_from is not None and cfg.finetune == "full"
+        self.adapter = load_adapter(resume_from if full_resume else cfg.model, device=device)
+        self.scorer = VLMScorer.from_pretrained(cfg.vlm, device=device, dtype=cfg.vlm_dtype)
+        dit = self.adapter.trainable_module()
+        dit.requires_grad_(cfg.finetune == "full")
+        if cfg.finetune == "lora":
+            self._add_lora(dit, resume_from)
+        if cfg.gradient_checkpointing:
+            dit.enable_gradient_checkpointing()
+        dit.train()
+        self.trainable = [p for p in dit.parameters() if p.requires_grad]
+        self.optimizer = acc.prepare(build_optimizer(dit.named_parameters(), run.optim))
+        self.order = DataOrder(len(self.tasks), 1, run.seed, acc.num_processes, acc.process_index)
+        self.total_steps = total_steps(run, self.order.batches_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, run.optim, self.total_steps)
+        info = RunInfo("drf-tune", cfg.arguments, fingerprints,
+                       {"finetune": cfg.finetune, "reward": cfg.reward, "base_model": str(self.base_model),
+                        "vlm": cfg.vlm, "total_steps": self.total_steps})
+        self.checkpointer = Checkpointer(acc, run.output_dir, info)
+        if resume_from is not None:
+            self.metrics = (read_run_info(resume_from) or {}).get("metrics", {})
+            progress = self.checkpointer.load(resume_from, self.scheduler)
+            self.step, self.position = progress["step"], progress["micro_batches"]
+            log.info("resumed from %s at step %d", resume_from, self.step)
+        if acc.is_main_process:
+            _truncate_rewards_log(run.output_dir / REWARDS_LOG, self.step)
+        log.info("drf-tune %s/%s: %d records, %d steps, %d trainable parameters", cfg.reward, cfg.finetune,
+                 len(self.tasks), self.total_steps, sum(p.numel() for p in self.trainable))
+
+    def _add_lora(self, dit: torch.nn.Module, resume_from: Path | None) -> None:
+        from peft import LoraConfig
+        from peft.utils import set_peft_model_state_dict
+        from safetensors.torch import load_file
+
+        cfg = self.config
+        self.lora_config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=LORA_TARGETS)
+        dit.add_adapter(self.lora_config)  # diffusers' own peft integration: the module keeps its class
+        if resume_from is not None:
+            state = load_file(resume_from / LORA_WEIGHTS)
+            prefix = "transformer."
+            set_peft_model_state_dict(dit, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+    # ------------------------------------------------------------------ one step
+
+    def noise_seed(self) -> int:
+        """The rollout's seed: a function of (seed, step, process), so a resumed run draws the same noise."""
+        acc = self.accelerator
+        return int(np.random.default_rng([self.config.run.seed, self.step, acc.process_index]).integers(2**63))
+
+    def reference_frames(self, task: Task) -> torch.Tensor | None:
+        """N_f frames of the caption-matched real video, (F, 3, H, W) in [0, 1]; None when unused."""
+        from vidcli.media import load_video
+
+        if task.video is None:
+            return None
+        clip = load_video(task.video, num_frames=self.config.frames_vlm)
+        return torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255
+
+    def query_losses(self, frames: torch.Tensor, task: Task):
+        """Yield ``(query log entry, loss)`` for each query; the losses sum to the step's loss."""
+        from vidcli.rewards.vlm import vanilla_reward, vqa_loss
+
+        cfg = self.config
+        if cfg.reward == "vanilla":
+            logp_yes = vanilla_reward(self.scorer, frames, task.prompt, fps=cfg.fps)
+            yield {"dim": "vanilla", "key": "prompt", "logp_yes": logp_yes.item()}, -logp_yes
+            return
+        reference = self.reference_frames(task)
+        for question in task.questions:
+            loss = vqa_loss(self.scorer, frames, [question], reference_frames=reference, fps=cfg.fps,
+                            verdict_only=cfg.reward == "binary")
+            yield {"dim": question.get("dim"), "key": question.get("key"), "loglik": -loss.item()}, loss
+
+    def train_step(self, task: Task) -> dict:
+        """Rollout, decode, reward, backward for one record; returns its log entry (and the frames/gradient)."""
+        from vidcli.diffusion.rollout import truncated_rollout, uniform_frame_indices
+
+        cfg = self.config
+        latents = truncated_rollout(
+            self.adapter, [task.prompt], steps=cfg.steps, guidance=cfg.guidance, k_grad=cfg.k_grad,
+            height=cfg.height, width=cfg.width, frames=cfg.frames, seed=self.noise_seed(),
+            checkpoint_steps=cfg.checkpoint_steps)
+        decoded = self.adapter.decode(latents, uniform_frame_indices(cfg.frames, cfg.frames_vlm))[0]
+        # Cut the graph at the frames: each query's VLM graph is freed right after its backward.
+        frames = decoded.detach().requires_grad_(True)
+        queries, total = [], 0.0
+        for entry, loss in self.query_losses(frames, task):
+            loss.backward()
+            queries.append(entry)
+            total += loss.item()
+        self.accelerator.backward(decoded, gradient=frames.grad)
+        return {"id": task.id, "loss": total, "queries": queries, "frames": frames.detach(),
+                "frame_grad": frames.grad.detach()}
+
+    # ------------------------------------------------------------------ loop
+
+    def optimise(self) -> dict:
+        """One optimiser step on the next record: train_step, gradient mean over processes, AdamW, logs."""
+        acc, run = self.accelerator, self.config.run
+        _, (index,) = self.order.micro_batch(self.position)
+        result = self.train_step(self.tasks[index])
+        self.position += 1
+        if acc.num_processes > 1:  # data parallel: every process applies the mean gradient
+            for p in self.trainable:
+                if p.grad is None:  # unused by this process's rollout: it still takes part in the mean
+                    p.grad = torch.zeros_like(p)
+                p.grad = acc.reduce(p.grad, reduction="mean")
+        lr = self.scheduler.get_last_lr()[0]
+        grad_norm = clip_and_step(acc, self.trainable, self.optimizer, self.scheduler, run.optim.max_grad_norm)
+        self.step += 1
+        self._log_step(result, lr, grad_norm)
+        return result
+
+    def train(self) -> Path:
+        """Run until ``total_steps``; return the folder holding the final model."""
+        run = self.config.run
+        if self.step >= self.total_steps:
+            finished = latest_checkpoint(run.output_dir) == run.output_dir
+            return run.output_dir if finished else self.save_checkpoint(final=True)
+        while self.step < self.total_steps:
+            self.optimise()
+            if run.save_every and self.step % run.save_every == 0 and self.step < self.total_steps:
+                self.save_checkpoint()
+        return self.save_checkpoint(final=True)
+
+    def _log_step(self, result: dict, lr: float, grad_norm: float | None) -> None:
+        from vidcli.train.heatmaps import save_heatmap
+
+        acc, cfg = self.accelerator, self.config
+        from accelerate.utils import gather_object
+
+        entries = gather_object([{"step": self.step, "id": result["id"], "loss": result["loss"],
+                                      "queries": result["queries"]}])
+        mean_loss = sum(e["loss"] for e in entries) / len(entries)
+        self.metrics = {"loss": mean_loss, "reward": -mean_loss, "lr": lr}
+        if grad_norm is not None:
+            self.metrics["grad_norm"] = grad_norm
+        acc.log(self.metrics, step=self.step)
+        if acc.is_main_process:
+            path = cfg.run.output_dir / REWARDS_LOG
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
+            if cfg.heatmaps_dir and self.heatmaps_written < cfg.heatmap_samples:
+                save_heatmap(Path(cfg.heatmaps_dir) / f"step{self.step:06d}-{result['id']}.png",
+                             result["frames"], result["frame_grad"])
+                self.heatmaps_written += 1
+        if self.step % cfg.log_every == 0 or self.step == 1:
+            log.info("step %d/%d loss %.4f lr %.3g", self.step, self.total_steps, mean_loss, lr)
+
+    # ------------------------------------------------------------------ saving
+
+    def save_weights(self, folder: Path) -> None:
+        """A diffusers pipeline folder: the tuned transformer (or LoRA weights) and links to the rest."""
+        base = Path(self.base_model).resolve()
+        dit = self.adapter.trainable_module()
+        for entry in base.iterdir():
+            if entry.name == "model_index.json":
+                shutil.copy2(entry, folder / entry.name)
+            elif entry.is_dir() and not (entry.name == "transformer" and self.config.finetune == "full"):
+                os.symlink(entry.resolve(), folder / entry.name, target_is_directory=True)
+        if self.config.finetune == "full":
+            dit.save_pretrained(folder / "transformer", safe_serialization=True)
+        else:
+            from peft.utils import get_peft_model_state_dict
+
+            type(self.adapter.pipe).save_lora_weights(
+                folder, transformer_lora_layers=get_peft_model_state_dict(dit), weight_name=LORA_WEIGHTS,
+                transformer_lora_adapter_metadata=self.lora_config.to_dict())
+
+    def save_checkpoint(self, final: bool = False) -> Path:
+        """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights and trainer state."""
+        return self.checkpointer.save(self.step, save_weights=self.save_weights, scheduler=self.scheduler,
+                                      micro_batches=self.position, metrics=self.metrics, final=final)
+
+    def cleanup(self) -> None:
+        if hasattr(self, "accelerator"):
+            self.accelerator.end_training()
+
+
+def _truncate_rewards_log(path: Path, step: int) -> None:
+    """Drop reward lines past ``step`` (written after the checkpoint a resumed run starts from)."""
+    if not path.is_file():
+        return
+    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if line.endswith("\n") and json.loads(line).get("step", 0) <= step]
+    path.write_text("".join(kept), encoding="utf-8")
+
+
+def run_drf(config: DRFConfig) -> Path:
+    """Set up, train and clean up one drf-tune run; returns the folder with the final model."""
+    recipe = DRFRecipe(config)
+    try:
+        recipe.setup()
+        final = recipe.train()
+    finally:
+        recipe.cleanup()
+    log.info("model written to %s", final)
+    return final
