@@ -4,6 +4,7 @@ from __future__ import annotations
 import click
 
 from vidcli.commands.common import reports_errors
+from vidcli.commands.training import run_config, run_options
 
 EXAMPLES = """\b
 Examples:
@@ -72,30 +73,15 @@ def parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
               help="Write PNGs of |dR/dframe| beside the sampled frames for the first samples into this folder.")
 @click.option("--heatmap-samples", type=click.IntRange(1), default=4, show_default=True,
               help="How many samples get a heatmap.")
-@click.option("--resume", is_flag=True, help="Continue exactly from the latest complete checkpoint in --output.")
-@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True, help="Passes over the records.")
-@click.option("--max-steps", type=click.IntRange(1), default=None, help="Optimiser steps (overrides --epochs).")
-@click.option("--save-every", type=click.IntRange(0), default=200, show_default=True,
-              help="Steps between checkpoints (0: only the final model).")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help="Seeds data order and noise.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=1e-5, show_default=True, help="AdamW rate.")
-@click.option("--schedule", type=click.Choice(["constant", "cosine"]), default="constant", show_default=True)
-@click.option("--warmup-steps", type=click.IntRange(0), default=0, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(0), default=0.0, show_default=True)
-@click.option("--max-grad-norm", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Gradient clipping norm (0: off).")
-@click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none", show_default=True)
-@click.option("--log-every", type=click.IntRange(1), default=10, show_default=True)
+@run_options(lr=1e-5, schedule="constant", warmup_steps=0, weight_decay=0.0, save_every=200,
+             lr_help="AdamW learning rate.", seed_help="Seeds data order and noise.")
 @click.option("--media-root", type=click.Path(file_okay=False), default=None,
               help="Resolve the records' 'video' paths against this folder instead of each JSONL file's folder.")
 @click.option("--allow-escape", is_flag=True, help="Allow relative media paths that leave the media folder with '..'.")
-@click.option("-q", "--quiet", is_flag=True, help="No info logs.")
-@click.option("-v", "--verbose", count=True, help="More logs on stderr (-vv for debug).")
 @reports_errors
 def command(inputs, model, vlm, output, reward, dims, frames_vlm, k_grad, steps, guidance, height, width, frames,
             fps, finetune, lora_rank, lora_alpha, gradient_checkpointing, step_checkpointing, vlm_dtype,
-            heatmaps_dir, heatmap_samples, resume, epochs, max_steps, save_every, seed, lr, schedule, warmup_steps,
-            weight_decay, max_grad_norm, report_to, log_every, media_root, allow_escape, quiet, verbose):
+            heatmaps_dir, heatmap_samples, media_root, allow_escape, quiet, verbose, **opts):
     """Diffusion-DRF: tune the DiT so a frozen VLM gives its videos the reference answers.
 
     \b
@@ -111,7 +97,6 @@ def command(inputs, model, vlm, output, reward, dims, frames_vlm, k_grad, steps,
     vidcli.json and trainer_state/ for --resume.
     """
     from vidcli.log import setup_logging
-    from vidcli.train.core import OptimConfig, RunConfig
     from vidcli.train.drf import DRFConfig, run_drf
 
     setup_logging(verbose, quiet)
@@ -119,16 +104,14 @@ def command(inputs, model, vlm, output, reward, dims, frames_vlm, k_grad, steps,
         raise click.UsageError(f"--k-grad {k_grad} is more than --steps {steps}")
     if frames_vlm > frames:
         raise click.UsageError(f"--frames-vlm {frames_vlm} is more than --frames {frames}")
-    optim = OptimConfig(lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps,
-                        max_grad_norm=max_grad_norm or None)
-    run = RunConfig(output_dir=output, seed=seed, epochs=epochs, max_steps=max_steps, batch_size=1, grad_accum=1,
-                    save_every=save_every, mixed_precision="no", report_to=report_to, resume=resume, optim=optim)
+    # One video per process and step; precision is set per model (--vlm-dtype), not by autocast.
+    run = run_config(output, opts, batch_size=1, grad_accum=1, mixed_precision="no")
     config = DRFConfig(
         model=model, vlm=vlm, inputs=list(inputs), run=run, reward=reward, dims=dims, frames_vlm=frames_vlm,
         k_grad=k_grad, steps=steps, guidance=guidance, height=height, width=width, frames=frames, fps=fps,
         finetune=finetune, lora_rank=lora_rank, lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing,
         checkpoint_steps=step_checkpointing, vlm_dtype="bfloat16" if vlm_dtype == "bf16" else "float32",
         heatmaps_dir=heatmaps_dir, heatmap_samples=heatmap_samples, media_root=media_root,
-        allow_escape=allow_escape, log_every=log_every, arguments=dict(click.get_current_context().params),
+        allow_escape=allow_escape, log_every=opts["log_every"], arguments=dict(click.get_current_context().params),
     )
     run_drf(config)

@@ -4,6 +4,9 @@ from __future__ import annotations
 import click
 
 from vidcli.commands.common import reports_errors
+from vidcli.commands.training import (
+    interpreter_fields, interpreter_options, lora_settings, require_cuda_for_qlora, run_config, run_options,
+)
 
 EXAMPLES = """\b
 Examples:
@@ -52,55 +55,15 @@ Examples:
               help="Weight of the per-token KL to the reference (0: no reference at all).")
 @click.option("--num-iterations", type=click.IntRange(1), default=1, show_default=True,
               help="μ: optimiser steps per rollout (must divide --save-every).")
-@click.option("--resume", is_flag=True,
-              help="Continue exactly from the latest complete checkpoint in --output (same inputs and flags).")
-@click.option("--epochs", type=click.IntRange(1), default=1, show_default=True, help="Passes over the records.")
-@click.option("--max-steps", type=click.IntRange(1), default=None, help="Optimiser steps to run (overrides --epochs).")
-@click.option("--save-every", type=click.IntRange(0), default=100, show_default=True,
-              help="Steps between checkpoints (0: only the final model).")
-@click.option("--seed", type=click.IntRange(0), default=0, show_default=True,
-              help="Seeds data order, sampling and new weights.")
-@click.option("--lr", type=click.FloatRange(0, min_open=True), default=2.5e-6, show_default=True,
-              help="AdamW learning rate (paper: identity 2.5e-6, depth 1.5e-6, camera 1.5e-6, pose 1e-6).")
-@click.option("--schedule", type=click.Choice(["cosine", "constant"]), default="constant", show_default=True)
-@click.option("--warmup-steps", type=click.IntRange(0), default=50, show_default=True)
-@click.option("--weight-decay", type=click.FloatRange(0), default=0.01, show_default=True)
-@click.option("--max-grad-norm", type=click.FloatRange(0), default=1.0, show_default=True,
-              help="Gradient clipping norm (0: off).")
-@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
-              help="Prompts per device per micro-batch (each sampled G times).")
-@click.option("--grad-accum", type=click.IntRange(1), default=2, show_default=True,
-              help="Micro-batches per optimiser step.")
-@click.option("--mixed-precision", type=click.Choice(["auto", "bf16", "fp16", "no"]), default="auto",
-              show_default=True, help="auto: bf16 where the GPU has it (or your accelerate config's choice).")
-@click.option("--max-prompt-tokens", type=click.IntRange(1), default=1024, show_default=True,
-              help="A longer prompt stops the run, naming the record.")
-@click.option("--max-prompt-tokens-dense", type=click.IntRange(1), default=2048, show_default=True,
-              help="Prompt limit for records with a depth or pose condition.")
-@click.option("--video-frames", type=click.IntRange(1), default=16, show_default=True,
-              help="Frames sampled from each video condition.")
-@click.option("--gradient-checkpointing", is_flag=True, help="Recompute activations in backward to save memory.")
-@click.option("--lora-rank", type=click.IntRange(1), default=16, show_default=True)
-@click.option("--lora-alpha", type=click.IntRange(1), default=32, show_default=True)
-@click.option("--lora-dropout", type=click.FloatRange(0, 1), default=0.05, show_default=True)
-@click.option("--lora-targets", default=None, metavar="REGEX",
-              help="Module names that get adapters [default: the language model's attention and MLP projections].")
-@click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none",
-              show_default=True, help="Experiment tracker (through accelerate); logs in OUTPUT/logs.")
-@click.option("--log-every", type=click.IntRange(1), default=10, show_default=True, help="Steps between log lines.")
-@click.option("--media-root", type=click.Path(file_okay=False), default=None,
-              help="Resolve relative media paths against this folder instead of each JSONL file's folder.")
-@click.option("--allow-escape", is_flag=True, help="Allow relative media paths that leave the media folder with '..'.")
-@click.option("--trust-remote-code", is_flag=True, help="Run model code shipped with the checkpoint.")
-@click.option("-q", "--quiet", is_flag=True, help="No info logs.")
-@click.option("-v", "--verbose", count=True, help="More logs on stderr (-vv for debug).")
+@run_options(lr=2.5e-6, schedule="constant", warmup_steps=50, weight_decay=0.01, save_every=100, batch_size=1,
+             grad_accum=2, lr_help="AdamW learning rate (paper: identity 2.5e-6, depth 1.5e-6, camera 1.5e-6, "
+                                   "pose 1e-6).",
+             batch_help="Prompts per device per micro-batch (each sampled G times).")
+@interpreter_options
 @reports_errors
 def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, judge_concurrency, alpha, rho,
             gamma, lam, num_generations, temperature, top_p, max_completion_tokens, epsilon, beta, num_iterations,
-            resume, epochs, max_steps, save_every, seed, lr, schedule, warmup_steps, weight_decay, max_grad_norm,
-            batch_size, grad_accum, mixed_precision, max_prompt_tokens, max_prompt_tokens_dense, video_frames,
-            gradient_checkpointing, lora_rank, lora_alpha, lora_dropout, lora_targets, report_to, log_every,
-            media_root, allow_escape, trust_remote_code, quiet, verbose):
+            quiet, verbose, **opts):
     """GRPO of the interpreter with the ReaDe reward (SPEC §5).
 
     \b
@@ -119,37 +82,20 @@ def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, 
     """
     from vidcli.log import setup_logging
     from vidcli.rewards.reade import RewardWeights
-    from vidcli.train.core import OptimConfig, RunConfig
     from vidcli.train.grpo import GRPOConfig, run_grpo
-    from vidcli.train.sft import LoraSettings
 
     setup_logging(verbose, quiet)
-    if save_every % num_iterations:
+    if opts["save_every"] % num_iterations:
         raise click.UsageError("--num-iterations must divide --save-every (checkpoints fall between rollouts)")
     if judge == "embed" and (judge_mode != "elements" or judge_base_url):
         raise click.UsageError("--judge-mode and --judge-base-url apply to LLM judges (openai:MODEL, hf:PATH)")
-    if finetune == "qlora":
-        import torch
-
-        if not torch.cuda.is_available():
-            raise click.UsageError("--finetune qlora needs a CUDA GPU (bitsandbytes 4-bit); use lora or full here")
-    optim = OptimConfig(lr=lr, weight_decay=weight_decay, schedule=schedule, warmup_steps=warmup_steps,
-                        max_grad_norm=max_grad_norm or None)
-    run = RunConfig(output_dir=output, seed=seed, epochs=epochs, max_steps=max_steps, batch_size=batch_size,
-                    grad_accum=grad_accum, save_every=save_every, mixed_precision=mixed_precision,
-                    report_to=report_to, resume=resume, optim=optim)
-    lora = LoraSettings(rank=lora_rank, alpha=lora_alpha, dropout=lora_dropout)
-    if lora_targets:
-        lora.targets = lora_targets
+    require_cuda_for_qlora(finetune)
     config = GRPOConfig(
-        model=model, inputs=list(inputs), run=run, finetune=finetune, lora=lora, num_generations=num_generations,
-        temperature=temperature, top_p=top_p, max_completion_tokens=max_completion_tokens, epsilon=epsilon,
-        beta=beta, num_iterations=num_iterations, judge=judge, judge_mode=judge_mode,
-        judge_base_url=judge_base_url, judge_concurrency=judge_concurrency,
-        weights=RewardWeights(alpha=alpha, rho=rho, gamma=gamma, lam=lam), max_prompt_tokens=max_prompt_tokens,
-        max_prompt_tokens_dense=max_prompt_tokens_dense, video_frames=video_frames,
-        gradient_checkpointing=gradient_checkpointing, media_root=media_root, allow_escape=allow_escape,
-        trust_remote_code=trust_remote_code, log_every=log_every,
-        arguments=dict(click.get_current_context().params),
+        model=model, inputs=list(inputs), run=run_config(output, opts), finetune=finetune, lora=lora_settings(opts),
+        num_generations=num_generations, temperature=temperature, top_p=top_p,
+        max_completion_tokens=max_completion_tokens, epsilon=epsilon, beta=beta, num_iterations=num_iterations,
+        judge=judge, judge_mode=judge_mode, judge_base_url=judge_base_url, judge_concurrency=judge_concurrency,
+        weights=RewardWeights(alpha=alpha, rho=rho, gamma=gamma, lam=lam), log_every=opts["log_every"],
+        arguments=dict(click.get_current_context().params), **interpreter_fields(opts),
     )
     run_grpo(config)
