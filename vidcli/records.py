@@ -35,6 +35,7 @@ every other field through untouched, so stages chain. The fields used across vid
                   vqa, vqa_TA/Phy/VQ and vqa.DIM.KEY; rve, rve_EA/PC/GN/GR; null where a judge failed (the reason is in
                   ``errors`` with an extra ``metric`` key) or where a metric is unavailable
 ``errors``        list of ``{stage, message}`` (rejects files)
+``rejected_from`` rejects files: ``{file, line}`` of the input line the record came from
 
 Media paths inside records are relative to the JSONL file's folder unless absolute.
 """

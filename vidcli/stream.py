@@ -149,7 +149,7 @@ def run_records(
                     reject_writer = RecordWriter(rejects, resume=resume)
                 body = src.record if src.record is not None else {"raw": src.raw.rstrip("\n")}
                 reject_writer.write({**body, "errors": list(body.get("errors", [])) + out.errors,
-                                     "source": {"file": src.file, "line": src.line}})
+                                     "rejected_from": {"file": src.file, "line": src.line}})
                 stats.rejected += 1
     finally:
         bar.close()
