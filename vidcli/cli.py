@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "sft": ("vidcli.commands.sft", "Fine-tune the interpreter on CoT records, or pre-train its camera encoder (ReaDe stage 1)."),
     "grpo": ("vidcli.commands.grpo", "Reinforce the interpreter with the ReaDe reward by GRPO (ReaDe stage 2)."),
     "drf-tune": ("vidcli.commands.drf_tune", "Fine-tune a video DiT on a frozen VLM's differentiable reward (Diffusion-DRF)."),
+    "revise-tune": ("vidcli.commands.revise_tune", "Train a video editor with flow matching and a frozen VLM critic (ReViSE)."),
     "mine-triplets": ("vidcli.commands.mine_triplets", "Mine reasoning-informed editing triplets from films (icvg) or edit pairs (rave)."),
     "interpret": ("vidcli.commands.interpret", "Interpret a video request: reasoning, six-part caption, generator prompt."),
     "score": ("vidcli.commands.score", "Score records (format, coverage, ReaDe reward) and summarise with 95% intervals."),

@@ -1,0 +1,437 @@
+"""ReViSE self-reflective learning (SPEC §8): a video editor tuned with flow matching and a VLM critic.
+
+**The editor** is a Wan DiT (:class:`InContextEditor`) that sees the source clip in
+context. Both clips are VAE-encoded (posterior mean, normalised as the pipeline does);
+the DiT input is ``cat([z_t, x_src], dim=2)``, the noisy *target* latent frames first and
+the clean *source* latent frames after them along the frame axis, so the token sequence
+is the target tokens followed by the source tokens (frame-major, as Wan flattens) and
+3D RoPE gives the source frames the positions after the target's. Each token has its own
+timestep (Wan's per-token timestep input): ``1000·t`` on target tokens, ``0`` on source
+tokens (the source is clean). The output's source part is dropped: the velocity — and
+every loss — lives on the target part only. The instruction is the text condition.
+
+One optimiser step: ``--grad-accum`` micro-batches of ``--batch-size`` triplets per
+process, one DiT forward per triplet (batch 8 = 1 × 8 accumulation by default), loss
+averaged over the step's triplets and over processes. For each triplet:
+
+1. draw t and ε from a generator seeded by ``(seed, step, process, micro-batch, slot)``.
+   t = s·u / (1 + (s−1)·u) with u ~ U(0, 1) and shift s (``--t-shift``; Wan's 480p value 3 by
+   default, 1 = plain uniform). P(t ≤ σ_max) = σ/(s − (s−1)σ): 25% at s = 3, σ = 0.5 —
+   the trigger rate the paper reports, which a plain uniform t (50%) does not give;
+2. with probability ``--cfg-drop`` (0.2) the instruction is replaced by empty text;
+3. z_t = (1−t)·x0 + t·ε; L_FM = mean ||v − (ε − x0)||² over the target latents;
+4. if t ≤ σ_max (and the objective uses the critic): x̂0 = z_t − t·v; decode F frames of
+   x̂0 spread uniformly over the clip with the frozen VAE; the frozen VLM critic sees
+   (edited frames, source frames, instruction) — the source frames are the clip's own
+   pixels at the same indices, and always the real instruction — and
+   Δ = ℓ(Yes) − ℓ(No), the logits at the verdict position: the first token of its reply,
+   which the prompt (``prompts/critic_revise.txt``) asks to be the verdict, a short reason
+   following; Δ₀ is the same on (source, source) without gradient;
+5. loss by ``--objective``: ``uso``: L_FM + λ·(−log σ(Δ − Δ₀)) when gated, else L_FM;
+   ``sft``: L_FM (no critic); ``rwr``: P(Yes)·L_FM with P(Yes) = softmax over the
+   {Yes, No} logits = σ(Δ), computed without gradient on gated steps (weight 1 otherwise,
+   so rwr and uso differ only in how they use the same critic signal).
+
+Only the DiT (full or LoRA) trains; VAE, text encoder and VLM are frozen. Per triplet,
+``OUTPUT/steps.jsonl`` gets ``{step, id, t, gated, cfg_drop, l_fm, delta, delta0,
+l_reason, p_yes, loss}``. The run loop, checkpoints (diffusers pipeline folders: tuned
+``transformer/`` or ``pytorch_lora_weights.safetensors``, other components linked) and
+LoRA attachment are drf-tune's (:class:`~vidcli.train.drf.DRFRecipe`), unchanged.
+The saved folder loads with ``WanPipeline.from_pretrained``; its transformer edits when
+called as :meth:`InContextEditor.velocity` calls it (layout recorded in ``vidcli.json``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vidcli.errors import InputError
+from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
+                                     read_run_info, remove_partials, safe_arguments)
+from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step, file_sha256,
+                               make_accelerator, set_seed, total_steps)
+from vidcli.train.drf import FINETUNE, DRFRecipe, _truncate_rewards_log
+
+log = logging.getLogger("vidcli.train")
+
+OBJECTIVES = ("sft", "rwr", "uso")
+STEPS_LOG = "steps.jsonl"
+CRITIC_PROMPT = "critic_revise"
+
+
+def shifted_t(u: float, shift: float) -> float:
+    """Wan's timestep shift of a uniform draw: t = s·u / (1 + (s−1)·u); s = 1 is the identity."""
+    return shift * u / (1 + (shift - 1) * u)
+
+
+def trigger_probability(sigma_max: float, shift: float) -> float:
+    """P(t ≤ σ_max) for t = s·u/(1 + (s−1)·u), u ~ U(0, 1): the expected share of gated steps."""
+    return sigma_max / (shift - (shift - 1.0) * sigma_max)
+
+
+@dataclass
+class ReviseConfig:
+    """Everything one revise-tune run needs (the CLI fills it from its flags)."""
+
+    model: str  # WanPipeline folder
+    vlm: str  # Qwen2-VL / Qwen2.5-VL folder: the critic
+    inputs: list[str]
+    run: RunConfig
+    objective: str = "uso"
+    reason_weight: float = 0.25  # λ
+    sigma_max: float = 0.5
+    t_shift: float = 3.0
+    cfg_drop: float = 0.2
+    frames_critic: int = 8  # F
+    height: int = 288
+    width: int = 512
+    frames: int = 49
+    fps: float = 2.0  # frame rate the critic is told the F frames have
+    finetune: str = "full"
+    lora_rank: int = 64
+    lora_alpha: int = 64
+    gradient_checkpointing: bool = False
+    vlm_dtype: str = "float32"
+    media_root: str | None = None
+    allow_escape: bool = False
+    log_every: int = 10
+    arguments: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.objective not in OBJECTIVES or self.finetune not in FINETUNE:
+            raise ValueError(f"objective must be one of {OBJECTIVES} and finetune one of {FINETUNE}")
+        if not 0 <= self.sigma_max <= 1 or not 0 <= self.cfg_drop <= 1 or self.t_shift <= 0:
+            raise ValueError("sigma_max and cfg_drop must be in [0, 1]; t_shift positive")
+        if not 1 <= self.frames_critic <= self.frames:
+            raise ValueError(f"frames_critic must be in 1..frames ({self.frames})")
+
+
+# ----------------------------------------------------------------------------- triplets
+
+
+@dataclass
+class Clip:
+    """A time range of a video file, in seconds (None: from the start / to the end)."""
+
+    path: Path
+    start: float | None
+    end: float | None
+
+
+@dataclass
+class Triplet:
+    id: str
+    instruction: str
+    source: Clip
+    target: Clip
+
+
+def _clip(record: dict, key: str, source, config: ReviseConfig) -> Clip:
+    from vidcli.media import resolve_media_path
+
+    value = record.get(key)
+    if not isinstance(value, dict):
+        raise InputError(f"missing field '{key}' ({{video, start, end}} in seconds)")
+    root = Path(config.media_root) if config.media_root else None
+    path = resolve_media_path(value.get("video"), source.base_dir, media_root=root, allow_escape=config.allow_escape)
+    if not path.is_file():
+        raise InputError(f"{key} video not found: {path}")
+    start, end = value.get("start"), value.get("end")
+    for name, v in (("start", start), ("end", end)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
+            raise InputError(f"{key}.{name} must be a non-negative number of seconds, got {v!r}")
+    if start is not None and end is not None and end <= start:
+        raise InputError(f"{key}: end ({end}) is not after start ({start})")
+    return Clip(path, start, end)
+
+
+def load_triplets(config: ReviseConfig) -> tuple[list[Triplet], dict[str, dict]]:
+    """All triplet records, validated before the first step, and their input fingerprints."""
+    from vidcli.jsonl import read_sources
+
+    triplets, stdin_hash, counts = [], hashlib.sha256(), {}
+    for source in read_sources(config.inputs):
+        try:
+            if source.error is not None:
+                raise source.error
+            record = source.record
+            instruction = record.get("instruction")
+            if not isinstance(instruction, str) or not instruction.strip():
+                raise InputError("missing or empty 'instruction'")
+            triplets.append(Triplet(str(record.get("id")), instruction, _clip(record, "source", source, config),
+                                    _clip(record, "target", source, config)))
+        except InputError as exc:
+            raise exc.located(file=source.file, line=source.line, record_id=source.id) from None
+        counts[source.file] = counts.get(source.file, 0) + 1
+        if source.file == "<stdin>":
+            stdin_hash.update(source.raw.encode("utf-8"))
+    if not triplets:
+        raise InputError("no triplets in " + ", ".join(config.inputs))
+    fingerprints = {path: {"sha256": stdin_hash.hexdigest() if path == "-" else file_sha256(path),
+                           "records": counts.get("<stdin>" if path == "-" else path, 0)}
+                    for path in dict.fromkeys(config.inputs)}
+    return triplets, fingerprints
+
+
+# ----------------------------------------------------------------------------- editor and critic
+
+
+class InContextEditor:
+    """A Wan DiT that edits: source latents beside the noisy target latents (module docstring)."""
+
+    def __init__(self, adapter) -> None:
+        self.adapter = adapter
+        self.dit = adapter.trainable_module()
+
+    def encode(self, frames: torch.Tensor) -> torch.Tensor:
+        """(1, 3, T, H, W) frames in [0, 1] → normalised latents (posterior mean), no gradient."""
+        vae = self.adapter.pipe.vae
+        with torch.no_grad():
+            latents = vae.encode((frames * 2 - 1).to(self.adapter.device, vae.dtype)).latent_dist.mode()
+        shape = (1, vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents)
+        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents)
+        return ((latents - mean) * inv_std).float()  # the inverse of WanAdapter.decode's scaling
+
+    def velocity(self, z_t: torch.Tensor, source: torch.Tensor, t: float, text: torch.Tensor) -> torch.Tensor:
+        """v on the target frames: DiT(cat[z_t, source] over frames), timestep 1000·t on target tokens, 0 on source."""
+        dit = self.dit
+        _, p_h, p_w = dit.config.patch_size
+        per_frame = (z_t.shape[3] // p_h) * (z_t.shape[4] // p_w)
+        n_target = z_t.shape[2]
+        timestep = torch.cat([torch.full((n_target * per_frame,), 1000.0 * t),
+                              torch.zeros(source.shape[2] * per_frame)]).to(z_t.device)[None]
+        x = torch.cat([z_t, source], dim=2).to(dit.dtype)
+        out = dit(hidden_states=x, timestep=timestep, encoder_hidden_states=text, return_dict=False)[0]
+        return out[:, :, :n_target].float()
+
+
+class Critic:
+    """The frozen VLM judge: Δ = ℓ(Yes) − ℓ(No) at its first reply token, given (edited, source, instruction)."""
+
+    def __init__(self, scorer, fps: float = 2.0) -> None:
+        self.scorer = scorer
+        self.fps = fps
+        tok = scorer.processor.tokenizer
+        # The verdict is the reply's first token; each word's first token stands for it.
+        self.yes_id = tok("Yes", add_special_tokens=False)["input_ids"][0]
+        self.no_id = tok("No", add_special_tokens=False)["input_ids"][0]
+        if self.yes_id == self.no_id:
+            raise InputError("the critic's tokenizer starts 'Yes' and 'No' with the same token")
+
+    def question(self, instruction: str) -> str:
+        from vidcli.prompts import render_text
+
+        return render_text(CRITIC_PROMPT, instruction=instruction)
+
+    def margin(self, edited: torch.Tensor, source: torch.Tensor, instruction: str) -> torch.Tensor:
+        """Δ for (F, 3, H, W) edited and source frames in [0, 1]; differentiable in ``edited``."""
+        scorer = self.scorer
+        videos = [scorer.video_pixels(edited, self.fps), scorer.video_pixels(source, self.fps)]
+        ids = scorer.prompt_ids(videos, self.question(instruction))
+        logits = scorer.model(**scorer.model_inputs(videos, ids), logits_to_keep=1).logits[0, -1].float()
+        return logits[self.yes_id] - logits[self.no_id]
+
+
+# ----------------------------------------------------------------------------- recipe
+
+
+class ReviseRecipe(DRFRecipe):
+    """``setup()`` → ``train()`` → ``cleanup()``; one ``optimise()`` per step (see the module docstring)."""
+
+    config: ReviseConfig
+
+    def setup(self) -> None:
+        from vidcli.diffusion import load_adapter
+        from vidcli.rewards.vlm import VLMScorer
+
+        cfg, run = self.config, self.config.run
+        check_output_dir(run.output_dir, run.resume)
+        self.tasks, fingerprints = load_triplets(cfg)
+        self.accelerator = acc = make_accelerator(run, project="vidcli-revise", hparams=safe_arguments(cfg.arguments))
+        if not acc.is_main_process:
+            logging.getLogger("vidcli").setLevel(logging.WARNING)
+        if acc.is_main_process and run.resume:
+            remove_partials(run.output_dir)
+        acc.wait_for_everyone()
+        resume_from = latest_checkpoint(run.output_dir) if run.resume else None
+        saved = (read_run_info(resume_from) or {}) if resume_from else {}
+        if resume_from is not None:
+            if saved.get("finetune") != cfg.finetune or saved.get("objective") != cfg.objective:
+                raise InputError(f"--resume: {resume_from} was trained with --finetune {saved.get('finetune')} "
+                                 f"--objective {saved.get('objective')}")
+            check_same_inputs(resume_from, fingerprints)
+        set_seed(run.seed)
+        device = "cpu" if acc.device.type == "cpu" else str(acc.device)
+        self.base_model = saved.get("base_model", cfg.model)
+        full_resume = resume_from is not None and cfg.finetune == "full"
+        self.adapter = load_adapter(resume_from if full_resume else cfg.model, device=device)
+        if type(self.adapter).__name__ != "WanAdapter":
+            raise InputError(f"{cfg.model}: revise-tune needs a WanPipeline folder (the editor is a Wan DiT)")
+        self.critic = Critic(VLMScorer.from_pretrained(cfg.vlm, device=device, dtype=cfg.vlm_dtype), cfg.fps)
+        self.scorer = self.critic.scorer
+        dit = self.adapter.trainable_module()
+        dit.requires_grad_(cfg.finetune == "full")
+        if cfg.finetune == "lora":
+            self._add_lora(dit, resume_from)
+        if cfg.gradient_checkpointing:
+            dit.enable_gradient_checkpointing()
+        dit.train()
+        self.editor = InContextEditor(self.adapter)
+        self.trainable = [p for p in dit.parameters() if p.requires_grad]
+        self.optimizer = acc.prepare(build_optimizer(dit.named_parameters(), run.optim))
+        self.order = DataOrder(len(self.tasks), run.batch_size, run.seed, acc.num_processes, acc.process_index)
+        self.total_steps = total_steps(run, self.order.batches_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, run.optim, self.total_steps)
+        info = RunInfo("revise-tune", cfg.arguments, fingerprints,
+                       {"finetune": cfg.finetune, "objective": cfg.objective, "base_model": str(self.base_model),
+                        "vlm": cfg.vlm, "total_steps": self.total_steps,
+                        "editor": {"layout": "target latent frames then clean source latent frames",
+                                   "source_timestep": 0, "t_shift": cfg.t_shift}})
+        self.checkpointer = Checkpointer(acc, run.output_dir, info)
+        self.clips: dict[str, dict] = {}  # per triplet: latents and critic frames (frozen VAE: computed once)
+        if resume_from is not None:
+            self.metrics = saved.get("metrics", {})
+            progress = self.checkpointer.load(resume_from, self.scheduler)
+            self.step, self.position = progress["step"], progress["micro_batches"]
+            log.info("resumed from %s at step %d", resume_from, self.step)
+        if acc.is_main_process:
+            _truncate_rewards_log(run.output_dir / STEPS_LOG, self.step)
+        log.info("revise-tune %s/%s: %d triplets, %d steps, %d trainable parameters", cfg.objective, cfg.finetune,
+                 len(self.tasks), self.total_steps, sum(p.numel() for p in self.trainable))
+
+    # ------------------------------------------------------------------ data
+
+    def clip_data(self, task: Triplet) -> dict:
+        """Source and target latents, and the source frames the critic sees (cached per triplet)."""
+        from vidcli.diffusion.rollout import uniform_frame_indices
+        from vidcli.media import load_video
+
+        if task.id not in self.clips:
+            cfg = self.config
+            pixels = {}
+            for name, clip in (("source", task.source), ("target", task.target)):
+                video = load_video(clip.path, num_frames=cfg.frames, start=clip.start, end=clip.end,
+                                   size=(cfg.width, cfg.height))
+                pixels[name] = torch.from_numpy(video.frames).permute(0, 3, 1, 2).float() / 255  # (T, 3, H, W)
+            indices = uniform_frame_indices(cfg.frames, cfg.frames_critic)
+            self.clips[task.id] = {
+                "source": self.editor.encode(pixels["source"].permute(1, 0, 2, 3)[None]),
+                "target": self.editor.encode(pixels["target"].permute(1, 0, 2, 3)[None]),
+                "critic_source": pixels["source"][indices], "indices": indices}
+        return self.clips[task.id]
+
+    def draw(self, seed: int, shape: tuple[int, ...]) -> tuple[float, torch.Tensor, bool]:
+        """(t, ε, drop the instruction?) from one generator seeded by ``seed``."""
+        gen = torch.Generator().manual_seed(seed)
+        t = shifted_t(float(torch.rand((), generator=gen)), self.config.t_shift)
+        drop = float(torch.rand((), generator=gen)) < self.config.cfg_drop
+        eps = torch.randn(shape, generator=gen)
+        return t, eps.to(self.adapter.device), drop
+
+    def sample_seed(self, micro: int, slot: int) -> int:
+        acc = self.accelerator
+        key = [self.config.run.seed, self.step, acc.process_index, micro, slot]
+        return int(np.random.default_rng(key).integers(2**63))
+
+    # ------------------------------------------------------------------ the loss of one triplet
+
+    def sample_loss(self, task: Triplet, seed: int) -> tuple[torch.Tensor, dict]:
+        """L for one triplet with the draws of ``seed``; returns the loss and its log entry."""
+        cfg = self.config
+        data = self.clip_data(task)
+        x0, source = data["target"], data["source"]
+        t, eps, drop = self.draw(seed, tuple(x0.shape))
+        text = self.adapter.encode_prompt(["" if drop else task.instruction], None, 1.0).positive
+        z_t = (1 - t) * x0 + t * eps
+        v = self.editor.velocity(z_t, source, t, text)
+        l_fm = (v - (eps - x0)).pow(2).mean()
+        entry = {"step": self.step + 1, "id": task.id, "t": t, "gated": False, "cfg_drop": drop,
+                 "l_fm": l_fm.item(), "delta": None, "delta0": None, "l_reason": None, "p_yes": None}
+        loss = l_fm
+        if cfg.objective != "sft" and t <= cfg.sigma_max:
+            entry["gated"] = True
+            x0_hat = z_t - t * v
+            with torch.set_grad_enabled(cfg.objective == "uso" and torch.is_grad_enabled()):
+                edited = self.adapter.decode(x0_hat, data["indices"])[0]
+                delta = self.critic.margin(edited, data["critic_source"], task.instruction)
+            entry["delta"] = delta.item()
+            if cfg.objective == "uso":
+                with torch.no_grad():
+                    delta0 = self.critic.margin(data["critic_source"], data["critic_source"], task.instruction)
+                l_reason = -F.logsigmoid(delta - delta0)
+                loss = l_fm + cfg.reason_weight * l_reason
+                entry.update(delta0=delta0.item(), l_reason=l_reason.item())
+            else:
+                p_yes = torch.softmax(torch.stack([delta, torch.zeros_like(delta)]), 0)[0]  # = σ(Δ)
+                loss = p_yes * l_fm
+                entry["p_yes"] = p_yes.item()
+        entry["loss"] = loss.item()
+        return loss, entry
+
+    # ------------------------------------------------------------------ one optimiser step
+
+    def optimise(self) -> list[dict]:
+        """grad_accum micro-batches of triplets, mean gradient over triplets and processes, AdamW, logs."""
+        acc, run = self.accelerator, self.config.run
+        entries = []
+        for micro in range(run.grad_accum):
+            _, indices = self.order.micro_batch(self.position)
+            for slot, index in enumerate(indices):
+                with acc.autocast():  # --mixed-precision (off on CPU)
+                    loss, entry = self.sample_loss(self.tasks[index], self.sample_seed(micro, slot))
+                acc.backward(loss / (run.grad_accum * len(indices)))
+                entries.append(entry)
+            self.position += 1
+        if acc.num_processes > 1:  # data parallel: every process applies the mean gradient
+            for p in self.trainable:
+                if p.grad is None:
+                    p.grad = torch.zeros_like(p)
+                p.grad = acc.reduce(p.grad, reduction="mean")
+        lr = self.scheduler.get_last_lr()[0]
+        grad_norm = clip_and_step(acc, self.trainable, self.optimizer, self.scheduler, run.optim.max_grad_norm)
+        self.step += 1
+        self._log_step(entries, lr, grad_norm)
+        return entries
+
+    def _log_step(self, entries: list[dict], lr: float, grad_norm: float | None) -> None:
+        from accelerate.utils import gather_object
+
+        acc, cfg = self.accelerator, self.config
+        entries = gather_object(entries) if acc.num_processes > 1 else entries
+        gated = [e for e in entries if e["gated"]]
+        self.metrics = {"loss": sum(e["loss"] for e in entries) / len(entries),
+                        "l_fm": sum(e["l_fm"] for e in entries) / len(entries),
+                        "gated_fraction": len(gated) / len(entries), "lr": lr}
+        if gated and cfg.objective == "uso":
+            self.metrics["l_reason"] = sum(e["l_reason"] for e in gated) / len(gated)
+        if grad_norm is not None:
+            self.metrics["grad_norm"] = grad_norm
+        acc.log(self.metrics, step=self.step)
+        if acc.is_main_process:
+            path = cfg.run.output_dir / STEPS_LOG
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with open(path, "a", encoding="utf-8") as handle:
+                handle.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
+        if self.step % cfg.log_every == 0 or self.step == 1:
+            log.info("step %d/%d loss %.4f gated %.2f lr %.3g", self.step, self.total_steps,
+                     self.metrics["loss"], self.metrics["gated_fraction"], lr)
+
+
+def run_revise(config: ReviseConfig) -> Path:
+    """Set up, train and clean up one revise-tune run; returns the folder with the final model."""
+    recipe = ReviseRecipe(config)
+    try:
+        recipe.setup()
+        final = recipe.train()
+    finally:
+        recipe.cleanup()
+    log.info("model written to %s", final)
+    return final
