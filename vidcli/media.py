@@ -355,8 +355,10 @@ def write_video(path: str | Path, frames: np.ndarray | Sequence[np.ndarray], fps
     """Write RGB uint8 frames (T, H, W, 3) as a video; H and W must be even.
 
     The file is written under a temporary name and renamed when complete, so a crash
-    never leaves a half-written video under the final name. x264 runs single-threaded
-    so the same frames give the same bytes.
+    never leaves a half-written video under the final name. x264 runs single-threaded,
+    so a fresh process writes the same bytes for the same frames; repeated writes of
+    smooth frames within one process have been seen to differ slightly (decoded pixels,
+    not just bytes), so compare decoded frames, not files, when that matters.
     """
     import av
 
