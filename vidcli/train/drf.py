@@ -33,7 +33,6 @@ import json
 import logging
 import os
 import shutil
-import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,7 +43,7 @@ from vidcli.errors import InputError
 from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
                                      read_run_info, remove_partials, safe_arguments)
 from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
-                               file_sha256, make_accelerator, set_seed, total_steps)
+                               make_accelerator, read_training_records, set_seed, total_steps)
 
 log = logging.getLogger("vidcli.train")
 
@@ -149,20 +148,7 @@ def to_task(source, config: DRFConfig) -> Task:
 
 def load_tasks(config: DRFConfig) -> tuple[list[Task], dict[str, dict]]:
     """All records, validated before the first step, and the input fingerprints for ``vidcli.json``."""
-    from vidcli.jsonl import read_sources
-
-    tasks, stdin_hash, counts = [], hashlib.sha256(), {}
-    for source in read_sources(config.inputs):
-        tasks.append(to_task(source, config))
-        counts[source.file] = counts.get(source.file, 0) + 1
-        if source.file == "<stdin>":
-            stdin_hash.update(source.raw.encode("utf-8"))
-    if not tasks:
-        raise InputError("no training records in " + ", ".join(config.inputs))
-    fingerprints = {path: {"sha256": stdin_hash.hexdigest() if path == "-" else file_sha256(path),
-                           "records": counts.get("<stdin>" if path == "-" else path, 0)}
-                    for path in dict.fromkeys(config.inputs)}
-    return tasks, fingerprints
+    return read_training_records(config.inputs, lambda source: to_task(source, config))
 
 
 class DRFRecipe:

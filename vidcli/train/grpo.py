@@ -38,7 +38,6 @@ back to the resumed step.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -51,12 +50,12 @@ import torch
 from torch import nn
 
 from vidcli.errors import BackendError, InputError
-from vidcli.jsonl import Source, read_sources
+from vidcli.jsonl import Source
 from vidcli.rewards.reade import PARTS, RewardResult, RewardWeights
 from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
                                      read_run_info, remove_partials, safe_arguments)
 from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
-                               file_sha256, make_accelerator, set_seed, total_steps)
+                               make_accelerator, read_training_records, set_seed, total_steps)
 from vidcli.train.grpo_loss import group_advantages, grpo_loss, token_logprobs
 from vidcli.train.sft import LoraSettings, SFTRecipe
 from vidcli.train.sft_data import DENSE_CONDITIONS, _check_conditions
@@ -146,32 +145,18 @@ def load_prompts(config: GRPOConfig) -> tuple[list[Prompt], dict[str, dict]]:
     """All RL records, validated up front (key-info, conditions, media files), and input fingerprints."""
     from vidcli.decompose.reade import parse_key_info
 
-    prompts: list[Prompt] = []
-    stdin_hash = hashlib.sha256()
-    for source in read_sources(config.inputs):
+    def to_prompt(source) -> Prompt:
+        if "key_info" not in source.record:
+            raise InputError("missing field 'key_info' (records from vidcli decompose --schema reade)")
         try:
-            if source.error is not None:
-                raise source.error
-            if "key_info" not in source.record:
-                raise InputError("missing field 'key_info' (records from vidcli decompose --schema reade)")
-            try:
-                key_info = parse_key_info(source.record["key_info"])
-            except ValueError as exc:
-                raise InputError(f"field 'key_info': {exc}") from None
-            conditions = _check_conditions(source, config)
-        except InputError as exc:
-            raise exc.located(file=source.file, line=source.line, record_id=source.id) from None
+            key_info = parse_key_info(source.record["key_info"])
+        except ValueError as exc:
+            raise InputError(f"field 'key_info': {exc}") from None
+        conditions = _check_conditions(source, config)
         dense = any(c["type"] in DENSE_CONDITIONS for c in conditions)
-        prompts.append(Prompt(source, key_info, config.max_prompt_tokens_dense if dense else config.max_prompt_tokens))
-        if source.file == "<stdin>":
-            stdin_hash.update(source.raw.encode("utf-8"))
-    if not prompts:
-        raise InputError("no training records in " + ", ".join(config.inputs))
-    fingerprints = {}
-    for path in dict.fromkeys(config.inputs):
-        count = sum(p.source.file == ("<stdin>" if path == "-" else path) for p in prompts)
-        fingerprints[path] = {"sha256": stdin_hash.hexdigest() if path == "-" else file_sha256(path), "records": count}
-    return prompts, fingerprints
+        return Prompt(source, key_info, config.max_prompt_tokens_dense if dense else config.max_prompt_tokens)
+
+    return read_training_records(config.inputs, to_prompt)
 
 
 def completion_mask(completion_ids: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:

@@ -42,7 +42,6 @@ called as :meth:`InContextEditor.velocity` calls it (layout recorded in ``vidcli
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import dataclass, field
@@ -55,8 +54,8 @@ import torch.nn.functional as F
 from vidcli.errors import InputError
 from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
                                      read_run_info, remove_partials, safe_arguments)
-from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step, file_sha256,
-                               make_accelerator, set_seed, total_steps)
+from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
+                               make_accelerator, read_training_records, set_seed, total_steps)
 from vidcli.train.drf import FINETUNE, DRFRecipe, _truncate_rewards_log
 
 log = logging.getLogger("vidcli.train")
@@ -154,30 +153,16 @@ def _clip(record: dict, key: str, source, config: ReviseConfig) -> Clip:
 
 def load_triplets(config: ReviseConfig) -> tuple[list[Triplet], dict[str, dict]]:
     """All triplet records, validated before the first step, and their input fingerprints."""
-    from vidcli.jsonl import read_sources
 
-    triplets, stdin_hash, counts = [], hashlib.sha256(), {}
-    for source in read_sources(config.inputs):
-        try:
-            if source.error is not None:
-                raise source.error
-            record = source.record
-            instruction = record.get("instruction")
-            if not isinstance(instruction, str) or not instruction.strip():
-                raise InputError("missing or empty 'instruction'")
-            triplets.append(Triplet(str(record.get("id")), instruction, _clip(record, "source", source, config),
-                                    _clip(record, "target", source, config)))
-        except InputError as exc:
-            raise exc.located(file=source.file, line=source.line, record_id=source.id) from None
-        counts[source.file] = counts.get(source.file, 0) + 1
-        if source.file == "<stdin>":
-            stdin_hash.update(source.raw.encode("utf-8"))
-    if not triplets:
-        raise InputError("no triplets in " + ", ".join(config.inputs))
-    fingerprints = {path: {"sha256": stdin_hash.hexdigest() if path == "-" else file_sha256(path),
-                           "records": counts.get("<stdin>" if path == "-" else path, 0)}
-                    for path in dict.fromkeys(config.inputs)}
-    return triplets, fingerprints
+    def to_triplet(source) -> Triplet:
+        record = source.record
+        instruction = record.get("instruction")
+        if not isinstance(instruction, str) or not instruction.strip():
+            raise InputError("missing or empty 'instruction'")
+        return Triplet(str(record.get("id")), instruction, _clip(record, "source", source, config),
+                       _clip(record, "target", source, config))
+
+    return read_training_records(config.inputs, to_triplet, what="triplets")
 
 
 # ----------------------------------------------------------------------------- editor and critic

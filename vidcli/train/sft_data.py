@@ -6,15 +6,14 @@ decoded later, batch by batch.
 """
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidcli.errors import InputError, MediaError
-from vidcli.jsonl import Source, read_sources
+from vidcli.jsonl import Source
 from vidcli.records import CONDITION_TYPES
-from vidcli.train.core import file_sha256
+from vidcli.train.core import read_training_records
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from vidcli.train.sft import SFTConfig
@@ -85,21 +84,5 @@ def to_example(source: Source, config: SFTConfig) -> Example:
 
 
 def load_examples(config: SFTConfig) -> tuple[list[Example], dict[str, dict]]:
-    """All training records, validated, and the input fingerprints for ``vidcli.json``.
-
-    A file's fingerprint is the sha256 of its bytes; stdin's is that of its non-blank lines.
-    """
-    examples: list[Example] = []
-    stdin_hash = hashlib.sha256()
-    for source in read_sources(config.inputs):
-        examples.append(to_example(source, config))
-        if source.file == "<stdin>":
-            stdin_hash.update(source.raw.encode("utf-8"))
-    fingerprints = {}
-    for path in dict.fromkeys(config.inputs):
-        count = sum(e.source.file == ("<stdin>" if path == "-" else path) for e in examples)
-        digest = stdin_hash.hexdigest() if path == "-" else file_sha256(path)
-        fingerprints[path] = {"sha256": digest, "records": count}
-    if not examples:
-        raise InputError("no training records in " + ", ".join(config.inputs))
-    return examples, fingerprints
+    """All training records, validated, and the input fingerprints for ``vidcli.json``."""
+    return read_training_records(config.inputs, lambda source: to_example(source, config))
