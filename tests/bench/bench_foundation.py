@@ -85,10 +85,11 @@ def main() -> None:
         big = write_input(tmp_path / "big.jsonl", opts.cache_records)
         first = decompose(server, big, 16, cache=True)
         before = server.count
-        again = decompose(server, big, 16, cache=True)
+        # Median of three reruns: a single ~50 ms run on a shared 2-core box is mostly noise.
+        again = statistics.median(decompose(server, big, 16, cache=True) for _ in range(3))
         print(f"cache: {opts.cache_records} records, first run {first * 1000:.0f} ms, cached rerun "
-              f"{again * 1000:.1f} ms, speed-up {first / again:.0f}x (target >= 50x), "
-              f"requests during rerun: {server.count - before} (target 0)")
+              f"{again * 1000:.1f} ms (median of 3), speed-up {first / again:.0f}x (target >= 50x), "
+              f"requests during reruns: {server.count - before} (target 0)")
 
 
 if __name__ == "__main__":
