@@ -352,3 +352,14 @@ def read_training_records(inputs: list[str], convert: Callable, *, what: str = "
                            "records": counts.get("<stdin>" if path == "-" else path, 0)}
                     for path in dict.fromkeys(inputs)}
     return items, fingerprints
+
+
+def run_recipe(recipe) -> Path:
+    """``setup()``, ``train()`` and, whatever happens, ``cleanup()``; returns the final model's folder."""
+    try:
+        recipe.setup()
+        final = recipe.train()
+    finally:
+        recipe.cleanup()
+    log.info("model written to %s", final)
+    return final

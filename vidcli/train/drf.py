@@ -44,6 +44,8 @@ from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, ch
                                      read_run_info, remove_partials, safe_arguments)
 from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
                                make_accelerator, read_training_records, set_seed, total_steps)
+from vidcli.train.core import run_recipe
+from vidcli.train.checkpoint import trim_step_log
 
 log = logging.getLogger("vidcli.train")
 
@@ -211,7 +213,7 @@ class DRFRecipe:
             self.step, self.position = progress["step"], progress["micro_batches"]
             log.info("resumed from %s at step %d", resume_from, self.step)
         if acc.is_main_process:
-            _truncate_rewards_log(run.output_dir / REWARDS_LOG, self.step)
+            trim_step_log(run.output_dir / REWARDS_LOG, self.step)
         log.info("drf-tune %s/%s: %d records, %d steps, %d trainable parameters", cfg.reward, cfg.finetune,
                  len(self.tasks), self.total_steps, sum(p.numel() for p in self.trainable))
 
@@ -366,22 +368,6 @@ class DRFRecipe:
             self.accelerator.end_training()
 
 
-def _truncate_rewards_log(path: Path, step: int) -> None:
-    """Drop reward lines past ``step`` (written after the checkpoint a resumed run starts from)."""
-    if not path.is_file():
-        return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines(keepends=True)
-            if line.endswith("\n") and json.loads(line).get("step", 0) <= step]
-    path.write_text("".join(kept), encoding="utf-8")
-
-
 def run_drf(config: DRFConfig) -> Path:
     """Set up, train and clean up one drf-tune run; returns the folder with the final model."""
-    recipe = DRFRecipe(config)
-    try:
-        recipe.setup()
-        final = recipe.train()
-    finally:
-        recipe.cleanup()
-    log.info("model written to %s", final)
-    return final
+    return run_recipe(DRFRecipe(config))

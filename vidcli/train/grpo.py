@@ -40,7 +40,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import ClassVar, Protocol
@@ -56,6 +55,8 @@ from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, ch
                                      read_run_info, remove_partials, safe_arguments)
 from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
                                make_accelerator, read_training_records, set_seed, total_steps)
+from vidcli.train.core import run_recipe
+from vidcli.train.checkpoint import trim_step_log
 from vidcli.train.grpo_loss import group_advantages, grpo_loss, token_logprobs
 from vidcli.train.sft import LoraSettings, SFTRecipe
 from vidcli.train.sft_data import DENSE_CONDITIONS, _check_conditions
@@ -237,7 +238,7 @@ class GRPORecipe(SFTRecipe):
             self.step, self.position = progress["step"], progress["micro_batches"]
             log.info("resumed from %s at step %d", resume_from, self.step)
         if acc.is_main_process:
-            _cut_rollouts(run.output_dir / ROLLOUTS, self.step)
+            trim_step_log(run.output_dir / ROLLOUTS, self.step)
         if self.reward is None:
             from vidcli.rewards.coverage import load_judge
             from vidcli.rewards.reade import ReadeReward
@@ -505,29 +506,6 @@ def _append_completions(prompt_batch: dict, ids: torch.Tensor, mask: torch.Tenso
     return out
 
 
-def _cut_rollouts(path: Path, step: int) -> None:
-    """Keep the rollout lines of steps up to ``step`` (a resumed run redoes the rest); drop a torn line."""
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            continue  # a line torn by a kill
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def run_grpo(config: GRPOConfig, reward: RewardModel | None = None) -> Path:
     """Set up, train and clean up one GRPO run; returns the folder with the final model."""
-    recipe = GRPORecipe(config, reward)
-    try:
-        recipe.setup()
-        final = recipe.train()
-    finally:
-        recipe.cleanup()
-    log.info("model written to %s", final)
-    return final
+    return run_recipe(GRPORecipe(config, reward))

@@ -56,7 +56,9 @@ from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, ch
                                      read_run_info, remove_partials, safe_arguments)
 from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
                                make_accelerator, read_training_records, set_seed, total_steps)
-from vidcli.train.drf import FINETUNE, DRFRecipe, _truncate_rewards_log
+from vidcli.train.core import run_recipe
+from vidcli.train.checkpoint import trim_step_log
+from vidcli.train.drf import FINETUNE, DRFRecipe
 
 log = logging.getLogger("vidcli.train")
 
@@ -288,7 +290,7 @@ class ReviseRecipe(DRFRecipe):
             self.step, self.position = progress["step"], progress["micro_batches"]
             log.info("resumed from %s at step %d", resume_from, self.step)
         if acc.is_main_process:
-            _truncate_rewards_log(run.output_dir / STEPS_LOG, self.step)
+            trim_step_log(run.output_dir / STEPS_LOG, self.step)
         log.info("revise-tune %s/%s: %d triplets, %d steps, %d trainable parameters", cfg.objective, cfg.finetune,
                  len(self.tasks), self.total_steps, sum(p.numel() for p in self.trainable))
 
@@ -412,11 +414,4 @@ class ReviseRecipe(DRFRecipe):
 
 def run_revise(config: ReviseConfig) -> Path:
     """Set up, train and clean up one revise-tune run; returns the folder with the final model."""
-    recipe = ReviseRecipe(config)
-    try:
-        recipe.setup()
-        final = recipe.train()
-    finally:
-        recipe.cleanup()
-    log.info("model written to %s", final)
-    return final
+    return run_recipe(ReviseRecipe(config))

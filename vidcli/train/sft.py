@@ -48,6 +48,7 @@ from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, ch
                                      read_run_info, remove_partials, safe_arguments)
 from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
                                make_accelerator, seeded_uniform, set_seed, total_steps)
+from vidcli.train.core import run_recipe
 from vidcli.train.sft_data import CAMERA_PROMPT, load_examples
 
 log = logging.getLogger("vidcli.train")
@@ -348,11 +349,4 @@ def _progress_bar(total: int, done: int, main: bool):
 
 def run_sft(config: SFTConfig) -> Path:
     """Set up, train and clean up one SFT run; returns the folder with the final model."""
-    recipe = SFTRecipe(config)
-    try:
-        recipe.setup()
-        final = recipe.train()
-    finally:
-        recipe.cleanup()
-    log.info("model written to %s", final)
-    return final
+    return run_recipe(SFTRecipe(config))
