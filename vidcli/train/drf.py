@@ -156,6 +156,12 @@ def load_tasks(config: DRFConfig) -> tuple[list[Task], dict[str, dict]]:
 class DRFRecipe:
     """``setup()`` → ``train()`` → ``cleanup()``; ``save_checkpoint()`` in between."""
 
+    # What differs between the DiT trainers built on this recipe (ReviseRecipe overrides them).
+    command = "drf-tune"
+    step_log = REWARDS_LOG
+    method_flag = "reward"  # the config field a resumed run must keep, beside --finetune
+    record_noun = "records"
+
     def __init__(self, config: DRFConfig) -> None:
         self.config = config
         self.step = 0
@@ -165,32 +171,48 @@ class DRFRecipe:
 
     # ------------------------------------------------------------------ setup
 
+    def load_records(self) -> tuple[list, dict[str, dict]]:
+        return load_tasks(self.config)
+
+    def load_frozen_models(self, device: str) -> None:
+        """The frozen judge of the generated frames (the adapter is loaded already)."""
+        from vidcli.rewards.vlm import VLMScorer
+
+        self.scorer = VLMScorer.from_pretrained(self.config.vlm, device=device, dtype=self.config.vlm_dtype)
+
+    def micro_batch(self) -> int:
+        return 1  # one generated video per process and step
+
+    def run_info_extra(self) -> dict:
+        return {}
+
     def setup(self) -> None:
         from vidcli.diffusion import load_adapter
-        from vidcli.rewards.vlm import VLMScorer
 
         cfg, run = self.config, self.config.run
         check_output_dir(run.output_dir, run.resume)
-        self.tasks, fingerprints = load_tasks(cfg)
-        self.accelerator = acc = make_accelerator(run, project="vidcli-drf", hparams=safe_arguments(cfg.arguments))
+        self.tasks, fingerprints = self.load_records()
+        project = "vidcli-" + self.command.split("-")[0]
+        self.accelerator = acc = make_accelerator(run, project=project, hparams=safe_arguments(cfg.arguments))
         if not acc.is_main_process:
             logging.getLogger("vidcli").setLevel(logging.WARNING)  # one log per run, not one per process
         if acc.is_main_process and run.resume:
             remove_partials(run.output_dir)
         acc.wait_for_everyone()
         resume_from = latest_checkpoint(run.output_dir) if run.resume else None
+        saved = (read_run_info(resume_from) or {}) if resume_from else {}
+        method = getattr(cfg, self.method_flag)
         if resume_from is not None:
-            saved = read_run_info(resume_from) or {}
-            if saved.get("finetune") != cfg.finetune or saved.get("reward") != cfg.reward:
+            if saved.get("finetune") != cfg.finetune or saved.get(self.method_flag) != method:
                 raise InputError(f"--resume: {resume_from} was trained with --finetune {saved.get('finetune')} "
-                                 f"--reward {saved.get('reward')}")
+                                 f"--{self.method_flag} {saved.get(self.method_flag)}")
             check_same_inputs(resume_from, fingerprints)
         set_seed(run.seed)
         device = "cpu" if acc.device.type == "cpu" else str(acc.device)
-        self.base_model = (read_run_info(resume_from) or {}).get("base_model", cfg.model) if resume_from else cfg.model
+        self.base_model = saved.get("base_model", cfg.model)
         full_resume = resume_from is not None and cfg.finetune == "full"
         self.adapter = load_adapter(resume_from if full_resume else cfg.model, device=device)
-        self.scorer = VLMScorer.from_pretrained(cfg.vlm, device=device, dtype=cfg.vlm_dtype)
+        self.load_frozen_models(device)
         dit = self.adapter.trainable_module()
         dit.requires_grad_(cfg.finetune == "full")
         if cfg.finetune == "lora":
@@ -200,22 +222,22 @@ class DRFRecipe:
         dit.train()
         self.trainable = [p for p in dit.parameters() if p.requires_grad]
         self.optimizer = acc.prepare(build_optimizer(dit.named_parameters(), run.optim))
-        self.order = DataOrder(len(self.tasks), 1, run.seed, acc.num_processes, acc.process_index)
+        self.order = DataOrder(len(self.tasks), self.micro_batch(), run.seed, acc.num_processes, acc.process_index)
         self.total_steps = total_steps(run, self.order.batches_per_epoch)
         self.scheduler = build_scheduler(self.optimizer, run.optim, self.total_steps)
-        info = RunInfo("drf-tune", cfg.arguments, fingerprints,
-                       {"finetune": cfg.finetune, "reward": cfg.reward, "base_model": str(self.base_model),
-                        "vlm": cfg.vlm, "total_steps": self.total_steps})
+        info = RunInfo(self.command, cfg.arguments, fingerprints,
+                       {"finetune": cfg.finetune, self.method_flag: method, "base_model": str(self.base_model),
+                        "vlm": cfg.vlm, "total_steps": self.total_steps, **self.run_info_extra()})
         self.checkpointer = Checkpointer(acc, run.output_dir, info)
         if resume_from is not None:
-            self.metrics = (read_run_info(resume_from) or {}).get("metrics", {})
+            self.metrics = saved.get("metrics", {})
             progress = self.checkpointer.load(resume_from, self.scheduler)
             self.step, self.position = progress["step"], progress["micro_batches"]
             log.info("resumed from %s at step %d", resume_from, self.step)
         if acc.is_main_process:
-            trim_step_log(run.output_dir / REWARDS_LOG, self.step)
-        log.info("drf-tune %s/%s: %d records, %d steps, %d trainable parameters", cfg.reward, cfg.finetune,
-                 len(self.tasks), self.total_steps, sum(p.numel() for p in self.trainable))
+            trim_step_log(run.output_dir / self.step_log, self.step)
+        log.info("%s %s/%s: %d %s, %d steps, %d trainable parameters", self.command, method, cfg.finetune,
+                 len(self.tasks), self.record_noun, self.total_steps, sum(p.numel() for p in self.trainable))
 
     def _add_lora(self, dit: torch.nn.Module, resume_from: Path | None) -> None:
         from peft import LoraConfig

@@ -52,12 +52,7 @@ import torch
 import torch.nn.functional as F
 
 from vidcli.errors import InputError
-from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
-                                     read_run_info, remove_partials, safe_arguments)
-from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
-                               make_accelerator, read_training_records, set_seed, total_steps)
-from vidcli.train.core import run_recipe
-from vidcli.train.checkpoint import trim_step_log
+from vidcli.train.core import RunConfig, clip_and_step, read_training_records, run_recipe
 from vidcli.train.drf import FINETUNE, DRFRecipe
 
 log = logging.getLogger("vidcli.train")
@@ -235,64 +230,31 @@ class ReviseRecipe(DRFRecipe):
 
     config: ReviseConfig
 
-    def setup(self) -> None:
-        from vidcli.diffusion import load_adapter
+    command = "revise-tune"
+    step_log = STEPS_LOG
+    method_flag = "objective"
+    record_noun = "triplets"
+
+    def load_records(self) -> tuple[list, dict[str, dict]]:
+        return load_triplets(self.config)
+
+    def load_frozen_models(self, device: str) -> None:
         from vidcli.rewards.vlm import VLMScorer
 
-        cfg, run = self.config, self.config.run
-        check_output_dir(run.output_dir, run.resume)
-        self.tasks, fingerprints = load_triplets(cfg)
-        self.accelerator = acc = make_accelerator(run, project="vidcli-revise", hparams=safe_arguments(cfg.arguments))
-        if not acc.is_main_process:
-            logging.getLogger("vidcli").setLevel(logging.WARNING)
-        if acc.is_main_process and run.resume:
-            remove_partials(run.output_dir)
-        acc.wait_for_everyone()
-        resume_from = latest_checkpoint(run.output_dir) if run.resume else None
-        saved = (read_run_info(resume_from) or {}) if resume_from else {}
-        if resume_from is not None:
-            if saved.get("finetune") != cfg.finetune or saved.get("objective") != cfg.objective:
-                raise InputError(f"--resume: {resume_from} was trained with --finetune {saved.get('finetune')} "
-                                 f"--objective {saved.get('objective')}")
-            check_same_inputs(resume_from, fingerprints)
-        set_seed(run.seed)
-        device = "cpu" if acc.device.type == "cpu" else str(acc.device)
-        self.base_model = saved.get("base_model", cfg.model)
-        full_resume = resume_from is not None and cfg.finetune == "full"
-        self.adapter = load_adapter(resume_from if full_resume else cfg.model, device=device)
+        cfg = self.config
         if type(self.adapter).__name__ != "WanAdapter":
             raise InputError(f"{cfg.model}: revise-tune needs a WanPipeline folder (the editor is a Wan DiT)")
         self.critic = Critic(VLMScorer.from_pretrained(cfg.vlm, device=device, dtype=cfg.vlm_dtype), cfg.fps)
         self.scorer = self.critic.scorer
-        dit = self.adapter.trainable_module()
-        dit.requires_grad_(cfg.finetune == "full")
-        if cfg.finetune == "lora":
-            self._add_lora(dit, resume_from)
-        if cfg.gradient_checkpointing:
-            dit.enable_gradient_checkpointing()
-        dit.train()
         self.editor = InContextEditor(self.adapter)
-        self.trainable = [p for p in dit.parameters() if p.requires_grad]
-        self.optimizer = acc.prepare(build_optimizer(dit.named_parameters(), run.optim))
-        self.order = DataOrder(len(self.tasks), run.batch_size, run.seed, acc.num_processes, acc.process_index)
-        self.total_steps = total_steps(run, self.order.batches_per_epoch)
-        self.scheduler = build_scheduler(self.optimizer, run.optim, self.total_steps)
-        info = RunInfo("revise-tune", cfg.arguments, fingerprints,
-                       {"finetune": cfg.finetune, "objective": cfg.objective, "base_model": str(self.base_model),
-                        "vlm": cfg.vlm, "total_steps": self.total_steps,
-                        "editor": {"layout": "target latent frames then clean source latent frames",
-                                   "source_timestep": 0, "t_shift": cfg.t_shift}})
-        self.checkpointer = Checkpointer(acc, run.output_dir, info)
         self.clips: dict[str, dict] = {}  # per triplet: latents and critic frames (frozen VAE: computed once)
-        if resume_from is not None:
-            self.metrics = saved.get("metrics", {})
-            progress = self.checkpointer.load(resume_from, self.scheduler)
-            self.step, self.position = progress["step"], progress["micro_batches"]
-            log.info("resumed from %s at step %d", resume_from, self.step)
-        if acc.is_main_process:
-            trim_step_log(run.output_dir / STEPS_LOG, self.step)
-        log.info("revise-tune %s/%s: %d triplets, %d steps, %d trainable parameters", cfg.objective, cfg.finetune,
-                 len(self.tasks), self.total_steps, sum(p.numel() for p in self.trainable))
+
+    def micro_batch(self) -> int:
+        return self.config.run.batch_size
+
+    def run_info_extra(self) -> dict:
+        return {"editor": {"layout": "target latent frames then clean source latent frames",
+                           "source_timestep": 0, "t_shift": self.config.t_shift}}
 
     # ------------------------------------------------------------------ data
 
