@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Iterator
 
 from vidcli.errors import InputError
 from vidcli.jsonl import STDIO, RecordWriter, Source, read_sources
+from vidcli.shard import Shard
 
 log = logging.getLogger("vidcli")
 
@@ -50,6 +51,7 @@ class StreamStats:
     written: int = 0
     rejected: int = 0
     dropped: int = 0
+    other_shards: int = 0
     failed: bool = False
 
 
@@ -68,9 +70,13 @@ def rejects_path_for(output: str, command: str) -> str:
     return output + ".rejects.jsonl"
 
 
-def _batches(sources: Iterator[Source], size: int, done: set[str], stats: StreamStats) -> Iterator[list[Source]]:
+def _batches(sources: Iterator[Source], size: int, done: set[str], stats: StreamStats,
+             shard: "Shard | None" = None) -> Iterator[list[Source]]:
     batch: list[Source] = []
     for src in sources:
+        if shard is not None and not shard.owns(src.id, src.file, src.line):
+            stats.other_shards += 1
+            continue
         stats.read += 1
         if src.error is None and src.id in done:
             stats.skipped_done += 1
@@ -99,11 +105,13 @@ def run_records(
     on_error: str = "fail",
     rejects: str | None = None,
     progress: bool = True,
+    shard: "Shard | None" = None,
 ) -> StreamStats:
     """Stream records from ``inputs`` through ``process_batch`` into ``output``.
 
     Raises :class:`StreamFailed` (after closing the output with everything done so far)
-    when a record fails and ``on_error == "fail"``.
+    when a record fails and ``on_error == "fail"``. With ``shard``, records owned by
+    other shards are skipped before anything else looks at them (see :mod:`vidcli.shard`).
     """
     from tqdm import tqdm
 
@@ -120,7 +128,7 @@ def run_records(
     if writer.done_ids:
         log.info("resuming: %d records already in %s", len(writer.done_ids), output)
     try:
-        for batch in _batches(read_sources(inputs), batch_size, writer.done_ids, stats):
+        for batch in _batches(read_sources(inputs), batch_size, writer.done_ids, stats, shard):
             good = [s for s in batch if s.error is None]
             results = dict(zip((id(s) for s in good), process_batch(good) if good else []))
             for src in batch:
