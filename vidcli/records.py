@@ -27,7 +27,12 @@ every other field through untouched, so stages chain. The fields used across vid
 ``output``        ``interpret``: ``{think, answer: {six parts}, prompt, raw, format_ok,
                   format_problem}`` — an output that fails the format is kept, flagged
                   ``format_ok: false`` with the failed check in ``format_problem``
-``output.video``  a generated (``score --metric vqa``) or edited (``--metric rve``) video path
+``output.video``  ``generate``: the generated or edited mp4 (relative to the output JSONL's folder),
+                  read by ``score --metric vqa`` (generated) and ``--metric rve`` (edited)
+``output.generation`` ``generate``: ``{model, mode: t2v|edit, seed, steps, guidance, num_frames,
+                  height, width, fps, negative_prompt}`` — how ``output.video`` was made
+``prompt``        plain generation prompt (``generate`` reads ``output.prompt``, else ``prompt``,
+                  else ``caption``)
 ``source``        triplets: ``{video, start, end}`` (seconds); also ``target``, ``instruction``,
                   ``reasoning_type``, ``subset`` (icvg | rave), ``split`` (train | test)
 ``completion``    a raw interpreter completion, read by ``score`` when ``output.raw`` is absent
@@ -38,11 +43,16 @@ every other field through untouched, so stages chain. The fields used across vid
 ``rejected_from`` rejects files: ``{file, line}`` of the input line the record came from
 
 Media paths inside records are relative to the JSONL file's folder unless absolute.
+A data command that writes its records into another folder (or to stdout, whose
+folder is the working directory) makes the relative media paths it passes through
+absolute (``absolutize_media``), so the next stage still finds the same files; with
+``--media-root`` paths stay as they are (the next stage gets the same ``--media-root``).
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 from typing import Any
 
 from vidcli.errors import InputError
@@ -50,6 +60,40 @@ from vidcli.errors import InputError
 CONDITION_TYPES = ("identity", "image", "depth", "pose", "camera", "audio", "video")
 CAPTION_PARTS = ("dense", "main_object", "background", "movement", "style", "camera")
 DRF_KEYS = ("environment", "objects", "motion", "spatial", "color", "lighting", "text", "camera")
+
+
+# Where records keep media paths: top-level fields, and fields of nested objects/lists.
+MEDIA_FIELDS = ("video",)
+NESTED_MEDIA_FIELDS = {"conditions": ("path",), "source": ("video", "clip"), "target": ("video", "clip"),
+                       "output": ("video",)}
+
+
+def _absolute(value, base_dir: str) -> str | None:
+    """``value`` made absolute against ``base_dir``; None when it must stay as it is."""
+    if not isinstance(value, str) or not value.strip() or os.path.isabs(value):
+        return None
+    joined = os.path.normpath(os.path.join(base_dir, value))
+    rel = os.path.relpath(joined, base_dir)
+    if rel == os.pardir or rel.startswith(os.pardir + os.sep):
+        return None  # escapes its folder: left for the reader to accept (--allow-escape) or refuse
+    return joined
+
+
+def absolutize_media(record: dict, base_dir: str) -> None:
+    """Turn the record's relative media paths into absolute ones, in place."""
+    def fix(holder: dict, key: str) -> None:
+        new = _absolute(holder.get(key), base_dir)
+        if new is not None:
+            holder[key] = new
+
+    for key in MEDIA_FIELDS:
+        fix(record, key)
+    for outer, keys in NESTED_MEDIA_FIELDS.items():
+        value = record.get(outer)
+        for holder in (value if isinstance(value, list) else [value]):
+            if isinstance(holder, dict):
+                for key in keys:
+                    fix(holder, key)
 
 
 def content_id(record: dict) -> str:

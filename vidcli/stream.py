@@ -18,6 +18,7 @@ from typing import Callable, Iterable, Iterator
 
 from vidcli.errors import InputError
 from vidcli.jsonl import STDIO, RecordWriter, Source, read_sources
+from vidcli.records import absolutize_media
 from vidcli.shard import Shard
 
 log = logging.getLogger("vidcli")
@@ -63,11 +64,18 @@ class StreamFailed(Exception):
         self.stats = stats
 
 
-def rejects_path_for(output: str, command: str) -> str:
-    """Default rejects file: ``OUT.rejects.jsonl``, or ``vidcli-CMD.rejects.jsonl`` for stdout."""
+def rejects_path_for(output: str, command: str, shard: "Shard | None" = None) -> str:
+    """Default rejects file: ``OUT.rejects.jsonl``, or ``vidcli-CMD.rejects.jsonl`` for stdout
+    (``vidcli-CMD.shard-I-of-N.rejects.jsonl`` with a shard, so the jobs of an array that all
+    write to stdout in one folder keep apart)."""
     if output == STDIO:
-        return f"vidcli-{command}.rejects.jsonl"
+        return f"vidcli-{command}{shard_suffix(shard)}.rejects.jsonl"
     return output + ".rejects.jsonl"
+
+
+def shard_suffix(shard: "Shard | None") -> str:
+    """``.shard-I-of-N`` for a shard's side files, ``""`` without one."""
+    return "" if shard is None else f".shard-{shard.index}-of-{shard.count}"
 
 
 def _batches(sources: Iterator[Source], size: int, done: set[str], stats: StreamStats,
@@ -106,19 +114,24 @@ def run_records(
     rejects: str | None = None,
     progress: bool = True,
     shard: "Shard | None" = None,
+    media_root: str | None = None,
 ) -> StreamStats:
     """Stream records from ``inputs`` through ``process_batch`` into ``output``.
 
     Raises :class:`StreamFailed` (after closing the output with everything done so far)
     when a record fails and ``on_error == "fail"``. With ``shard``, records owned by
     other shards are skipped before anything else looks at them (see :mod:`vidcli.shard`).
+    Without ``media_root``, records read from another folder than ``output``'s get their
+    relative media paths made absolute before processing, so the written records still
+    point at the same files (:func:`vidcli.records.absolutize_media`).
     """
     from tqdm import tqdm
 
     stats = StreamStats()
+    out_dir = str(Path.cwd() if output == STDIO else Path(output).resolve().parent)
     writer = RecordWriter(output, resume=resume)
     reject_writer: RecordWriter | None = None
-    rejects = rejects or rejects_path_for(output, command)
+    rejects = rejects or rejects_path_for(output, command, shard)
     if not resume:
         # A fresh run must not leave an earlier run's rejects looking like its own.
         for stale in (Path(rejects), Path(rejects + ".partial")):
@@ -130,6 +143,10 @@ def run_records(
     try:
         for batch in _batches(read_sources(inputs), batch_size, writer.done_ids, stats, shard):
             good = [s for s in batch if s.error is None]
+            if media_root is None:
+                for src in good:
+                    if str(src.base_dir) != out_dir:
+                        absolutize_media(src.record, str(src.base_dir))
             results = dict(zip((id(s) for s in good), process_batch(good) if good else []))
             for src in batch:
                 out = Outcome.fail("input", src.error.message) if src.error else results[id(src)]
@@ -164,6 +181,8 @@ def run_records(
         writer.close()
         if reject_writer is not None:
             reject_writer.close()
+    if shard is not None:
+        log.info("shard %s: took %d record(s); %d belong to other shards", shard, stats.read, stats.other_shards)
     if stats.rejected:
         log.warning("%d record(s) rejected; see %s", stats.rejected, Path(rejects))
     return stats

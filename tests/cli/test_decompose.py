@@ -81,7 +81,8 @@ def test_drf_schema_adds_elements_and_questions(examples):
     records = [json.loads(x) for x in result.stdout.splitlines()]
     assert [r["id"] for r in records] == ["ball", "squares", "cut"]
     ball = records[0]
-    assert ball["video"] == "media/ball.mp4"  # pass-through untouched
+    # written to stdout (the working directory), so the relative path became absolute
+    assert ball["video"] == str(examples / "media" / "ball.mp4")
     assert ball["elements"] == BALL_ELEMENTS
     ta = [q for q in ball["questions"] if q["dim"] == "TA"]
     # one TA question per non-empty key, in key order

@@ -1,9 +1,14 @@
-"""``vidcli decompose``: captions → checkable elements, questions and key-info."""
+"""``vidcli decompose``: captions → checkable elements, questions and key-info.
+
+Every record is decomposed on its own, so ``--shard I/N`` runs need no merge step: their
+outputs, concatenated, are the unsharded output.
+"""
 from __future__ import annotations
 
 import click
 
 from vidcli.commands.common import backend_options, input_output_options, reports_errors
+from vidcli.shard import shard_option
 
 
 EXAMPLES = """\b
@@ -12,6 +17,8 @@ Examples:
   vidcli decompose --llm hf:Qwen/Qwen2.5-7B-Instruct --vlm hf:Qwen/Qwen2.5-VL-7B-Instruct \\
       --keep-consistent openvid.jsonl -o drf-train.jsonl
   cat requests.jsonl | vidcli decompose --schema reade --llm openai:gpt-4o - > keyinfo.jsonl
+  # each job of `sbatch --array=0-7` (I=$SLURM_ARRAY_TASK_ID); `cat part*.dec.jsonl` is the whole output:
+  vidcli decompose --llm openai:gpt-4o --shard $I/8 captions.jsonl -o part$I.dec.jsonl
 """
 
 
@@ -34,11 +41,12 @@ Examples:
               help="Tries per record when a model reply is not the JSON asked for.")
 @click.option("--temperature", type=float, default=0.0, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(16, 32768), default=1024, show_default=True)
+@shard_option
 @backend_options
 @input_output_options
 @reports_errors
 def command(schema, llm_spec, vlm_spec, keep_consistent, frames, caption_field, video_field, attempts,
-            temperature, max_tokens, base_url, concurrency, batch_size, no_cache, device,
+            temperature, max_tokens, shard, base_url, concurrency, batch_size, no_cache, device,
             inputs, output, resume, on_error, rejects, media_root, allow_escape, quiet, verbose):
     """Decompose caption records into elements, questions and reference answers.
 
@@ -72,7 +80,8 @@ def command(schema, llm_spec, vlm_spec, keep_consistent, frames, caption_field, 
     try:
         run_records(inputs or ("-",), output, lambda batch: decompose_batch(batch, llm, vlm, opts),
                     command="decompose", batch_size=max(16, 4 * concurrency), resume=resume,
-                    on_error=on_error, rejects=rejects, progress=not quiet)
+                    on_error=on_error, rejects=rejects, progress=not quiet, shard=shard,
+                    media_root=media_root)
     finally:
         llm.close()
         if vlm is not None:

@@ -1,4 +1,10 @@
-"""``vidcli interpret``: a request (flags or JSONL records) → reasoning, six-part caption and prompt."""
+"""``vidcli interpret``: a request (flags or JSONL records) → reasoning, six-part caption and prompt.
+
+Records are interpreted one by one (a batch only shares the forward pass), so
+``--input ... --shard I/N`` runs need no merge step: their outputs, concatenated, are the
+unsharded output -- with greedy decoding; a sampled run (--temperature > 0 --seed S)
+seeds each generation batch, and shards batch different records.
+"""
 from __future__ import annotations
 
 import contextlib
@@ -10,6 +16,7 @@ import click
 
 from vidcli.commands.common import backend_options, input_output_options, reports_errors
 from vidcli.interpreter.format import PROMPT_STYLES
+from vidcli.shard import shard_option
 
 log = logging.getLogger("vidcli")
 
@@ -22,6 +29,8 @@ Examples:
   vidcli interpret --backend openai:gpt-4o --depth depth.mp4 --text "a cat walks" --prompt-style full
   # the prompt is the only thing on stdout, so it drops into another command:
   prompt="$(vidcli interpret --model ckpt/grpo --text "a quiet street at dusk" --camera cam.txt)"
+  # each job of `sbatch --array=0-7` (I=$SLURM_ARRAY_TASK_ID); `cat part*.out.jsonl` is the whole output:
+  vidcli interpret --model ckpt/grpo --shard $I/8 --input requests.jsonl -o part$I.out.jsonl
 """
 
 # Each condition flag is named after the condition type it adds.
@@ -162,12 +171,13 @@ def _flag_record(text: str | None, flags: dict) -> dict:
               show_default=True, help="Weights dtype for --model.")
 @click.option("--load-in-4bit", is_flag=True, help="Load --model quantised to 4 bits (bitsandbytes, CUDA).")
 @click.option("--trust-remote-code", is_flag=True, help="Allow the model's own code (off by default).")
+@shard_option
 @backend_options
 @input_output_options
 @reports_errors
 def command(text, identity, image, video, depth, pose, camera, audio, input_files, as_json, prompt_style,
             model_path, backend_spec, frames, max_new_tokens, temperature, top_p, seed, max_prompt_tokens, dtype,
-            load_in_4bit, trust_remote_code, base_url, concurrency, batch_size, no_cache, device, inputs, output,
+            load_in_4bit, trust_remote_code, shard, base_url, concurrency, batch_size, no_cache, device, inputs, output,
             resume, on_error, rejects, media_root, allow_escape, quiet, verbose):
     """Interpret a video request: reason, then write a six-part caption and a generator prompt.
 
@@ -194,8 +204,9 @@ def command(text, identity, image, video, depth, pose, camera, audio, input_file
         raise click.UsageError("give either --input records or --text/condition flags, not both")
     if not sources and not has_flags:
         raise click.UsageError("nothing to interpret: give --text and/or condition flags, or --input FILE")
-    if not sources and (output != "-" or resume):
-        raise click.UsageError("-o/--resume apply to --input records; flags mode prints to stdout")
+    if not sources and (output != "-" or resume or shard is not None):
+        raise click.UsageError("-o/--resume apply to --input records (and so does --shard); "
+                               "flags mode prints to stdout")
     if (model_path is None) == (backend_spec is None):
         raise click.UsageError("give exactly one of --model PATH or --backend openai:MODEL")
     if backend_spec is not None and not backend_spec.startswith("openai:"):
@@ -212,7 +223,8 @@ def command(text, identity, image, video, depth, pose, camera, audio, input_file
     try:
         if sources:
             _run_records(engine, sources, prompt_style, frames, output=output, resume=resume, on_error=on_error,
-                         rejects=rejects, media_root=media_root, allow_escape=allow_escape, quiet=quiet)
+                         rejects=rejects, media_root=media_root, allow_escape=allow_escape, quiet=quiet,
+                         shard=shard)
         else:
             _run_flags(engine, request, prompt_style, as_json)
     finally:
@@ -237,7 +249,7 @@ def _engine(model_path, backend_spec, *, dtype, device, load_in_4bit, trust_remo
 
 
 def _run_records(engine, sources, style, frames, *, output, resume, on_error, rejects, media_root, allow_escape,
-                 quiet) -> None:
+                 quiet, shard) -> None:
     from vidcli.interpreter.messages import request_from_record
     from vidcli.stream import run_records
 
@@ -247,7 +259,7 @@ def _run_records(engine, sources, style, frames, *, output, resume, on_error, re
 
     run_records(sources, output, lambda batch: _interpret_batch(batch, engine, style, load),
                 command="interpret", batch_size=engine.records_per_batch, resume=resume, on_error=on_error,
-                rejects=rejects, progress=not quiet)
+                rejects=rejects, progress=not quiet, shard=shard, media_root=media_root)
 
 
 def _flag_request(record: dict, frames: int):

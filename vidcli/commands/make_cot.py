@@ -1,9 +1,16 @@
-"""``vidcli make-cot``: request records → four-step chain-of-thought training records (ReaDe stage 1)."""
+"""``vidcli make-cot``: request records → four-step chain-of-thought training records (ReaDe stage 1).
+
+On a cluster: N jobs run ``--shard I/N`` (generation and the per-record --exclude filter
+of their 1/N of the requests), then one ``--merge`` over their outputs de-duplicates
+and balances the whole set, with no model call; see :mod:`vidcli.cot.filters` for why
+the result equals one unsharded run's.
+"""
 from __future__ import annotations
 
 import click
 
 from vidcli.commands.common import backend_options, input_output_options, reports_errors
+from vidcli.shard import merge_option, shard_option
 
 EXAMPLES = """\b
 Examples:
@@ -14,18 +21,24 @@ Examples:
   vidcli make-cot --llm openai:gpt-4o --vlm openai:gpt-4o --resume requests.jsonl -o cot.jsonl
   # re-filter without any model call: every id is already in cot.jsonl.generated.jsonl
   vidcli make-cot --llm openai:gpt-4o --resume --dedup-threshold 0.9 requests.jsonl -o cot.jsonl
+  # each job of `sbatch --array=0-7` (I=$SLURM_ARRAY_TASK_ID), then one merge (dedup, --balance-by):
+  vidcli make-cot --llm openai:gpt-4o --shard $I/8 requests.jsonl -o part$I.cot.jsonl
+  vidcli make-cot --merge --balance-by condition_type part*.cot.jsonl -o cot.jsonl
 """
 
 
-def generated_path_for(output: str) -> str:
+def generated_path_for(output: str, shard=None) -> str:
     """Where the generation stage writes: ``OUT.generated.jsonl`` (a file in the
-    current folder when OUT is stdout)."""
-    return "vidcli-make-cot.generated.jsonl" if output == "-" else output + ".generated.jsonl"
+    current folder when OUT is stdout, one per shard)."""
+    from vidcli.stream import shard_suffix
+
+    return f"vidcli-make-cot{shard_suffix(shard)}.generated.jsonl" if output == "-" else output + ".generated.jsonl"
 
 
 @click.command("make-cot", epilog=EXAMPLES)
-@click.option("--llm", "llm_spec", required=True, metavar="SPEC",
-              help="Teacher text model for gold splitting and steps 1, 3, 4: openai:MODEL or hf:PATH.")
+@click.option("--llm", "llm_spec", default=None, metavar="SPEC",
+              help="Teacher text model for gold splitting and steps 1, 3, 4: openai:MODEL or hf:PATH "
+                   "(required, except with --merge).")
 @click.option("--vlm", "vlm_spec", default=None, metavar="SPEC",
               help="Teacher vision model for step 2 (images, depth/pose/source videos): openai:MODEL or hf:PATH.")
 @click.option("--frames", type=click.IntRange(1, 64), default=8, show_default=True,
@@ -50,12 +63,15 @@ def generated_path_for(output: str) -> str:
               help="Tries per request when a model reply is not the JSON asked for.")
 @click.option("--temperature", type=float, default=0.0, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(16, 32768), default=1024, show_default=True)
+@shard_option
+@merge_option("INPUTS are the outputs of --shard runs: run only the filters (--exclude, dedup, "
+              "--balance-by) over all of them into OUT. No model is called.")
 @backend_options
 @input_output_options
 @reports_errors
 def command(llm_spec, vlm_spec, frames, camera_from_video, generated, dedup_threshold, dedup_embedder,
-            exclude_files, balance_by, seed, attempts, temperature, max_tokens, base_url, concurrency,
-            batch_size, no_cache, device, inputs, output, resume, on_error, rejects, media_root,
+            exclude_files, balance_by, seed, attempts, temperature, max_tokens, shard, merge, base_url,
+            concurrency, batch_size, no_cache, device, inputs, output, resume, on_error, rejects, media_root,
             allow_escape, quiet, verbose):
     """Build chain-of-thought training records for the instruction interpreter.
 
@@ -74,21 +90,40 @@ def command(llm_spec, vlm_spec, frames, camera_from_video, generated, dedup_thre
     OUT: --exclude overlaps, near-duplicate instructions, --balance-by. Filtered-out
     records are not errors; records whose steps fail or whose target breaks the
     answer format are (see --on-error).
+
+    \b
+    --shard I/N: generate 1/N of the requests (by id) and apply --exclude only;
+    near-duplicates may sit in different shards, so de-duplication and --balance-by
+    wait for one --merge run over all shard outputs, which writes the same records
+    as one unsharded run.
     """
     import logging
 
     from vidcli.backends import load_chat_model, load_embedder
     from vidcli.backends.base import Sampling
     from vidcli.cot import CotOptions, make_cot_batch
-    from vidcli.cot.filters import FilterOptions, filter_file, read_instructions
+    from vidcli.cot.filters import FilterOptions, filter_file, read_instructions, write_filtered
     from vidcli.log import setup_logging
+    from vidcli.shard import check_merge, read_shard_outputs
     from vidcli.stream import rejects_path_for, run_records
 
     setup_logging(verbose, quiet)
     log = logging.getLogger("vidcli")
+    check_merge(merge, shard, resume)
+    if not merge and not llm_spec:
+        raise click.UsageError("Missing option '--llm' (only --merge runs without a model).")
+    if shard is not None and balance_by:
+        raise click.UsageError("--balance-by needs the whole set: give it to the --merge run, not to --shard runs")
     # Read the evaluation sets first: a bad one should stop the run before any model call.
     excluded = [text for path in exclude_files for text in read_instructions(path)]
-    generated = generated or generated_path_for(output)
+    filters = FilterOptions(dedup_threshold=dedup_threshold, exclude=excluded, balance_by=balance_by, seed=seed,
+                            dedup=shard is None)
+    if merge:
+        records = read_shard_outputs(inputs or ("-",))
+        embedder = load_embedder(dedup_embedder, device=device) if dedup_embedder != "none" else None
+        write_filtered(records, output, filters, embedder)
+        return
+    generated = generated or generated_path_for(output, shard)
     common = dict(base_url=base_url, concurrency=concurrency, use_cache=not no_cache,
                   batch_size=batch_size, device=device)
     llm = load_chat_model(llm_spec, **common)
@@ -100,14 +135,16 @@ def command(llm_spec, vlm_spec, frames, camera_from_video, generated, dedup_thre
     try:
         stats = run_records(inputs or ("-",), generated, lambda batch: make_cot_batch(batch, llm, vlm, opts),
                             command="make-cot", batch_size=max(16, 4 * concurrency), resume=resume,
-                            on_error=on_error, rejects=rejects or rejects_path_for(output, "make-cot"),
-                            progress=not quiet)
+                            on_error=on_error, rejects=rejects or rejects_path_for(output, "make-cot", shard),
+                            progress=not quiet, shard=shard, media_root=media_root)
     finally:
         llm.close()
         if vlm is not None:
             vlm.close()
     log.info("make-cot: %d generated this run, %d already in %s, %d rejected",
              stats.written, stats.skipped_done, generated, stats.rejected)
-    embedder = load_embedder(dedup_embedder, device=device) if dedup_embedder != "none" else None
-    filter_file(generated, output, FilterOptions(dedup_threshold=dedup_threshold, exclude=excluded,
-                                                 balance_by=balance_by, seed=seed), embedder)
+    if shard is not None:
+        log.info("make-cot: shard %s: de-duplication and --balance-by are left to the --merge run", shard)
+    needs_embedder = dedup_embedder != "none" and (filters.dedup or excluded)
+    embedder = load_embedder(dedup_embedder, device=device) if needs_embedder else None
+    filter_file(generated, output, filters, embedder)

@@ -1,9 +1,16 @@
-"""``vidcli mine-triplets``: reasoning-informed editing triplets (ReViSE data, icvg and rave)."""
+"""``vidcli mine-triplets``: reasoning-informed editing triplets (ReViSE data, icvg and rave).
+
+On a cluster: N jobs run ``--shard I/N`` (each mines 1/N of the input records by id and
+writes its triplets, all split=train), then one ``--merge --holdout F`` over their outputs
+draws the hold-out split over the whole set, exactly as one unsharded run draws it
+(:func:`~vidcli.mining.triplets.write_triplets`).
+"""
 from __future__ import annotations
 
 import click
 
 from vidcli.commands.common import backend_options, input_output_options, reports_errors
+from vidcli.shard import merge_option, shard_option
 
 EXAMPLES = """\b
 Examples:
@@ -15,6 +22,9 @@ Examples:
       edits.jsonl -o rave.jsonl
   # killed half-way? continue: finished videos are skipped, cached replies not asked again
   vidcli mine-triplets --mode icvg ... --resume films.jsonl -o icvg.jsonl
+  # each job of `sbatch --array=0-7` (I=$SLURM_ARRAY_TASK_ID), then one merge that draws the split:
+  vidcli mine-triplets --mode icvg ... --shard $I/8 films.jsonl -o part$I.icvg.jsonl
+  vidcli mine-triplets --merge --holdout 0.05 part*.icvg.jsonl -o icvg.jsonl
 """
 
 
@@ -34,10 +44,11 @@ def _video_inputs(videos: tuple[str, ...], folder: str) -> str:
 
 
 @click.command("mine-triplets", epilog=EXAMPLES)
-@click.option("--mode", type=click.Choice(["icvg", "rave"]), required=True,
-              help="icvg: mine clip pairs from long videos; rave: rewrite literal edit instructions.")
-@click.option("--llm", "llm_spec", required=True, metavar="SPEC",
-              help="Text model that writes the instructions: openai:MODEL or hf:PATH.")
+@click.option("--mode", type=click.Choice(["icvg", "rave"]), default=None,
+              help="icvg: mine clip pairs from long videos; rave: rewrite literal edit instructions "
+                   "(required, except with --merge).")
+@click.option("--llm", "llm_spec", default=None, metavar="SPEC",
+              help="Text model that writes the instructions: openai:MODEL or hf:PATH (required, except with --merge).")
 @click.option("--vlm", "vlm_spec", default=None, metavar="SPEC", help="icvg: the clip captioner (openai:MODEL or hf:PATH).")
 @click.option("--embedder", "embedder_spec", default=None, metavar="hf:PATH",
               help="icvg: SigLIP-style image-text model for clip embeddings.")
@@ -71,14 +82,17 @@ def _video_inputs(videos: tuple[str, ...], folder: str) -> str:
               help="Tries per request when a model reply is not the JSON asked for.")
 @click.option("--temperature", type=float, default=0.0, show_default=True)
 @click.option("--max-tokens", type=click.IntRange(16, 32768), default=512, show_default=True)
+@shard_option
+@merge_option("INPUTS are the outputs of --shard runs: draw the --holdout split over all their triplets "
+              "(and --export-clips) into OUT. No model is called.")
 @backend_options
 @input_output_options
 @reports_errors
 def command(mode, llm_spec, vlm_spec, embedder_spec, videos, types, examples_file, holdout, seed, export_clips,
             report, generated, detector, min_clip_s, caption_frames, embed_frames, window, edge_percentile,
-            floor_percentile, min_caption_sim, pairs_per_cluster, attempts, temperature, max_tokens, base_url,
-            concurrency, batch_size, no_cache, device, inputs, output, resume, on_error, rejects, media_root,
-            allow_escape, quiet, verbose):
+            floor_percentile, min_caption_sim, pairs_per_cluster, attempts, temperature, max_tokens, shard, merge,
+            base_url, concurrency, batch_size, no_cache, device, inputs, output, resume, on_error, rejects,
+            media_root, allow_escape, quiet, verbose):
     """Mine (source clip, target clip, implicit instruction) triplets.
 
     \b
@@ -94,6 +108,12 @@ def command(mode, llm_spec, vlm_spec, embedder_spec, videos, types, examples_fil
     target: {...}, instruction, reasoning_type, subset, split, scores}, times in
     seconds. Generation goes to OUT.generated.jsonl (resumable; icvg: one line per
     video, so a video's triplets are written together); OUT is rebuilt from it.
+
+    \b
+    --shard I/N mines 1/N of the input records (by id). The hold-out split needs
+    every triplet, so shard runs take no --holdout (all their triplets are 'train');
+    one --merge --holdout F run over the shard outputs splits them as an unsharded
+    run would.
     """
     import json
     import logging
@@ -103,10 +123,19 @@ def command(mode, llm_spec, vlm_spec, embedder_spec, videos, types, examples_fil
     from vidcli.backends.base import Sampling
     from vidcli.log import setup_logging
     from vidcli.mining.triplets import finish_triplets
-    from vidcli.stream import rejects_path_for, run_records
+    from vidcli.shard import check_merge
+    from vidcli.stream import rejects_path_for, run_records, shard_suffix
 
     setup_logging(verbose, quiet)
     log = logging.getLogger("vidcli")
+    check_merge(merge, shard, resume)
+    if merge:
+        _merge(inputs, videos, report, output, holdout=holdout, seed=seed, export_dir=export_clips)
+        return
+    if not (mode and llm_spec):
+        raise click.UsageError("--mode and --llm are required (only --merge runs without them)")
+    if shard is not None and holdout > 0:
+        raise click.UsageError("--holdout splits the whole set: give it to the --merge run, not to --shard runs")
     if mode == "icvg" and not (vlm_spec and embedder_spec):
         raise click.UsageError("--mode icvg needs --vlm and --embedder")
     if mode == "icvg" and not embedder_spec.startswith("hf:"):
@@ -120,12 +149,14 @@ def command(mode, llm_spec, vlm_spec, embedder_spec, videos, types, examples_fil
     allowed = tuple(t.strip() for t in types.split(",") if t.strip()) if types else known
     if not allowed or any(t not in known for t in allowed):
         raise click.UsageError(f"--types for {mode} must be among {', '.join(known)}")
-    generated = generated or ("vidcli-mine-triplets.generated.jsonl" if output == "-" else output + ".generated.jsonl")
+    generated = generated or (f"vidcli-mine-triplets{shard_suffix(shard)}.generated.jsonl" if output == "-"
+                              else output + ".generated.jsonl")
     common = dict(base_url=base_url, concurrency=concurrency, use_cache=not no_cache,
                   batch_size=batch_size, device=device)
     sampling = Sampling(temperature=temperature, max_tokens=max_tokens)
     stream = dict(command="mine-triplets", resume=resume, on_error=on_error,
-                  rejects=rejects or rejects_path_for(output, "mine-triplets"), progress=not quiet)
+                  rejects=rejects or rejects_path_for(output, "mine-triplets", shard), progress=not quiet, shard=shard,
+                  media_root=media_root)
     with tempfile.TemporaryDirectory(prefix="vidcli-mine-") as scratch:
         sources = list(inputs) + ([_video_inputs(videos, scratch)] if videos else [])
         sources = sources or ["-"]
@@ -162,6 +193,21 @@ def command(mode, llm_spec, vlm_spec, embedder_spec, videos, types, examples_fil
         with open(report, "w", encoding="utf-8") as handle:
             json.dump({"mode": mode, "triplets": done.triplets, "test": done.test, "videos": done.videos},
                       handle, indent=2)
+
+
+def _merge(inputs, videos, report, output, *, holdout, seed, export_dir) -> None:
+    """``--merge``: the shard outputs' triplets, split over the whole set, into ``output``."""
+    import logging
+
+    from vidcli.mining.triplets import write_triplets
+    from vidcli.shard import read_shard_outputs
+
+    if videos or report:
+        raise click.UsageError("--merge reads shard outputs (INPUT...): --video and --report belong to --shard runs")
+    done = write_triplets(read_shard_outputs(inputs or ("-",)), output, holdout=holdout, seed=seed,
+                          export_dir=export_dir)
+    logging.getLogger("vidcli").info("mine-triplets --merge: %d triplet(s), %d in the test split, %d clip file(s) cut",
+                                     done.triplets, done.test, done.clips_written)
 
 
 def _run_icvg(sources, generated, llm, vlm_spec, embedder_path, embed_frames, opts, common, stream):

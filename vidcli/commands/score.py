@@ -1,4 +1,10 @@
-"""``vidcli score``: add ``scores`` to records and summarise them."""
+"""``vidcli score``: add ``scores`` to records and summarise them.
+
+Scores are per record, so ``--shard I/N`` runs write exactly the unsharded run's records
+between them; each prints the summary of its own share. ``--merge`` summarises records
+that are scored already (the shard outputs, concatenated into OUT) without scoring
+anything again.
+"""
 from __future__ import annotations
 
 import logging
@@ -8,6 +14,7 @@ import click
 
 from vidcli.commands.common import backend_options, input_output_options, reports_errors
 from vidcli.scoring import METRICS
+from vidcli.shard import merge_option, shard_option
 
 log = logging.getLogger("vidcli")
 RVE_MAX_TOKENS = 256  # four integers and a short reason
@@ -22,6 +29,9 @@ Examples:
   vidcli score --metric vqa --vlm hf:Qwen/Qwen2.5-VL-7B-Instruct --frames 10 generated.jsonl -o scored.jsonl
   vidcli score --metric rve --judge openai:gpt-4o --overall viescore --by reasoning_type \\
       --summary rve.json edited.jsonl -o scored.jsonl
+  # each job of `sbatch --array=0-7` (I=$SLURM_ARRAY_TASK_ID), then one summary (scoring nothing again):
+  vidcli score --metric reward --judge openai:gpt-4o-mini --shard $I/8 interpreted.jsonl -o part$I.scored.jsonl
+  vidcli score --merge --summary summary.json part*.scored.jsonl -o scored.jsonl
 """
 
 
@@ -109,8 +119,9 @@ def _summary_records(output: str, collected: list[dict]) -> list[dict]:
 
 
 @click.command("score", epilog=EXAMPLES)
-@click.option("--metric", "metric_values", multiple=True, required=True, metavar="NAME[,NAME...]",
-              help="Metrics to compute (comma list or repeated). "
+@click.option("--metric", "metric_values", multiple=True, metavar="NAME[,NAME...]",
+              help="Metrics to compute (comma list or repeated; required, except with --merge, where they "
+                   "only pick what is summarised [default there: every score in the records]). "
                    + "; ".join(f"{m.name}: {m.description}" for m in METRICS.values()) + ".")
 @click.option("--judge", default="embed", show_default=True, metavar="SPEC",
               help="Coverage judge: openai:MODEL, hf:PATH, or embed (offline matcher; no contradiction check). "
@@ -146,12 +157,15 @@ def _summary_records(output: str, collected: list[dict]) -> list[dict]:
               help="Write the summary as JSON to this file.")
 @click.option("--plot", "plot_path", type=click.Path(dir_okay=False), default=None,
               help="Write a PNG of per-group means with 95% intervals.")
+@shard_option
+@merge_option("INPUTS are scored records (the outputs of --shard runs): write them to OUT and summarise "
+              "them all, scoring nothing.")
 @backend_options
 @input_output_options
 @reports_errors
 def command(metric_values, judge, judge_mode, threshold, judge_temperature, judge_max_tokens, attempts,
             alpha, rho, gamma, lam, vlm, frames, video_field, reference_field, overall, by_field, summary_path,
-            plot_path, base_url, concurrency, batch_size,
+            plot_path, shard, merge, base_url, concurrency, batch_size,
             no_cache, device, inputs, output, resume, on_error, rejects, media_root, allow_escape, quiet, verbose):
     """Score interpreter outputs or videos and summarise: per metric n, mean, 95% CI, failures.
 
@@ -173,10 +187,18 @@ def command(metric_values, judge, judge_mode, threshold, judge_temperature, judg
     from vidcli.jsonl import STDIO
     from vidcli.log import setup_logging
     from vidcli.scoring import score_batch
-    from vidcli.scoring.summary import format_summary, plot_summary, summarize, write_summary
+    from vidcli.scoring.summary import summarize
+    from vidcli.shard import check_merge
     from vidcli.stream import Outcome, run_records
 
     setup_logging(verbose, quiet)
+    check_merge(merge, shard, resume)
+    if merge:
+        keys = _summary_keys(parse_metrics(metric_values)) if metric_values else None
+        _report(summarize(_merge(inputs, output), keys=keys, by=by_field), quiet, summary_path, plot_path)
+        return
+    if not metric_values:
+        raise click.UsageError("Missing option '--metric' (only --merge runs without it).")
     metrics = parse_metrics(metric_values)
     _check_judge_flags(click.get_current_context(), judge, threshold)
     _check_video_flags(metrics, vlm, judge)
@@ -210,15 +232,39 @@ def command(metric_values, judge, judge_mode, threshold, judge_temperature, judg
 
     try:
         run_records(inputs or ("-",), output, process, command="score", batch_size=max(16, 4 * concurrency),
-                    resume=resume, on_error=on_error, rejects=rejects, progress=not quiet)
+                    resume=resume, on_error=on_error, rejects=rejects, progress=not quiet, shard=shard,
+                    media_root=media_root)
     finally:
         if setup.reward is not None:
             setup.reward.judge.close()
         if setup.rve_judge is not None:
             setup.rve_judge.close()
 
-    keys = list(dict.fromkeys(key for name in metrics for key in METRICS[name].keys))
-    summary = summarize(_summary_records(output, collected), keys=keys, by=by_field)
+    if shard is not None:
+        log.info("score: the summary covers shard %s only; `vidcli score --merge` summarises all shards", shard)
+    summary = summarize(_summary_records(output, collected), keys=_summary_keys(metrics), by=by_field)
+    _report(summary, quiet, summary_path, plot_path)
+
+
+def _summary_keys(metrics: list[str]) -> list[str]:
+    return list(dict.fromkeys(key for name in metrics for key in METRICS[name].keys))
+
+
+def _merge(inputs: tuple[str, ...], output: str) -> list[dict]:
+    """``--merge``: the scored records of every input, written unchanged to ``output``."""
+    from vidcli.jsonl import RecordWriter
+    from vidcli.shard import read_shard_outputs
+
+    records = read_shard_outputs(inputs or ("-",))
+    with RecordWriter(output) as writer:
+        for record in records:
+            writer.write(record)
+    return records
+
+
+def _report(summary: dict, quiet: bool, summary_path: str | None, plot_path: str | None) -> None:
+    from vidcli.scoring.summary import format_summary, plot_summary, write_summary
+
     if not quiet:
         click.echo(format_summary(summary), err=True)
     if summary_path:

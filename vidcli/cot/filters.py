@@ -15,6 +15,13 @@ output atomically. The filters run in this order:
 Exclusion comes before de-duplication: the other way round, a record that duplicates an
 evaluation-set item could remove its twin and then be removed itself, losing both.
 
+"First" means first in id order (ties keep file order), and balancing samples from
+each group in id order too: the result depends on which records there are, not on the
+order they reach the filters, so ``make-cot --merge`` over the outputs of ``--shard``
+runs, concatenated in any order, keeps what one unsharded run keeps. Kept records are
+written in the order they were read. A ``--shard`` run applies only ``exclude`` (it
+looks at one record at a time) and leaves the other two to ``--merge``.
+
 The embedder measures topical closeness, not meaning (see :mod:`vidcli.backends.embed`):
 at 0.95 it catches rewordings and near copies, not paraphrases in other words.
 """
@@ -116,6 +123,7 @@ class FilterOptions:
     balance_by: str | None = None
     seed: int = 0
     instruction_field: str = "instruction"
+    dedup: bool = True  # off in --shard runs: duplicates may sit in different shards
 
 
 @dataclass
@@ -132,8 +140,10 @@ class FilterReport:
 
 
 def filter_records(records: list[dict], opts: FilterOptions, embedder=None) -> tuple[list[dict], FilterReport]:
-    """Apply the three filters in order; returns the kept records and the counts."""
+    """Apply the filters in order; returns the kept records (in input order) and the counts."""
     report = FilterReport(read=len(records))
+    position = {id(r): i for i, r in enumerate(records)}
+    records = sorted(records, key=lambda r: str(r.get("id", "")))  # stable: ties keep file order
 
     def texts(rs: list[dict]) -> list[str]:
         return [str(r.get(opts.instruction_field) or "") for r in rs]
@@ -142,15 +152,16 @@ def filter_records(records: list[dict], opts: FilterOptions, embedder=None) -> t
         hits = overlapping(texts(records), opts.exclude, embedder, opts.dedup_threshold)
         report.excluded = sum(hits)
         records = [r for r, hit in zip(records, hits) if not hit]
-    kept = deduplicate(texts(records), embedder, opts.dedup_threshold)
-    report.duplicates = len(records) - len(kept)
-    records = [records[i] for i in kept]
+    if opts.dedup:
+        kept = deduplicate(texts(records), embedder, opts.dedup_threshold)
+        report.duplicates = len(records) - len(kept)
+        records = [records[i] for i in kept]
     if opts.balance_by:
         kept = balance([group_of(r, opts.balance_by) for r in records], opts.seed)
         report.unbalanced = len(records) - len(kept)
         records = [records[i] for i in kept]
     report.written = len(records)
-    return records, report
+    return sorted(records, key=lambda r: position[id(r)]), report
 
 
 def filter_file(generated: str, output: str, opts: FilterOptions, embedder=None) -> FilterReport:
@@ -160,6 +171,11 @@ def filter_file(generated: str, output: str, opts: FilterOptions, embedder=None)
         if src.error is not None:
             raise src.error
         records.append(src.record)
+    return write_filtered(records, output, opts, embedder)
+
+
+def write_filtered(records: list[dict], output: str, opts: FilterOptions, embedder=None) -> FilterReport:
+    """Filter ``records`` and write the kept ones to ``output`` (atomically, or stdout)."""
     kept, report = filter_records(records, opts, embedder)
     with RecordWriter(output) as writer:
         for record in kept:

@@ -288,8 +288,7 @@ def finish_triplets(generated: str, output: str, *, mode: str, holdout: float = 
     hold-out). With ``export_dir`` each side gets ``clip``: the path of its cut mp4,
     named by triplet id (a file already there is reused, so a rerun cuts nothing).
     """
-    from vidcli.jsonl import RecordWriter, read_sources
-    from vidcli.mining.pairs import holdout_split
+    from vidcli.jsonl import read_sources
 
     stats = FinishStats()
     triplets: list[dict] = []
@@ -301,6 +300,21 @@ def finish_triplets(generated: str, output: str, *, mode: str, holdout: float = 
             triplets += src.record.get("triplets", [])
         else:
             triplets.append(src.record)
+    return write_triplets(triplets, output, holdout=holdout, seed=seed, export_dir=export_dir, stats=stats)
+
+
+def write_triplets(triplets: list[dict], output: str, *, holdout: float = 0.0, seed: int = 0,
+                   export_dir: str | None = None, stats: FinishStats | None = None) -> FinishStats:
+    """Split, export and write finished triplets (also ``mine-triplets --merge`` over shard outputs).
+
+    The split depends only on the set of triplets (:func:`~vidcli.mining.pairs.holdout_split`
+    sorts the source videos before its seeded shuffle), so shard outputs merged in any
+    order are split as one unsharded run splits them; a ``split`` already there is replaced.
+    """
+    from vidcli.jsonl import RecordWriter
+    from vidcli.mining.pairs import holdout_split
+
+    stats = stats or FinishStats()
     triplets = holdout_split(triplets, holdout, seed=seed)
     # Clips first: a clip that fails to cut must not leave a finished-looking output.
     for t in triplets if export_dir is not None else []:
