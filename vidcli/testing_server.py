@@ -100,8 +100,11 @@ class ScriptedServer:
         *,
         default: Script | ScriptFn | None = None,
         model: str = "scripted",
+        host: str = "127.0.0.1",
+        port: int = 0,
     ) -> None:
         self.model = model
+        self.address = (host, port)  # port 0: the kernel picks a free one
         self._fn: ScriptFn | None = script if callable(script) else None
         self._queue: deque[Script] = deque() if callable(script) or script is None else deque(script)
         self._default = default
@@ -117,7 +120,7 @@ class ScriptedServer:
         # socketserver's default listen backlog is 5: a burst of concurrent clients would
         # overflow it and wait a full SYN-retransmit second, which looks like client slowness.
         server_cls = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 256})
-        self._httpd = server_cls(("127.0.0.1", 0), handler)
+        self._httpd = server_cls(self.address, handler)
         self._httpd.daemon_threads = True  # a sleeping handler must not block shutdown
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-openai", daemon=True)
         self._thread.start()
@@ -139,7 +142,8 @@ class ScriptedServer:
     def base_url(self) -> str:
         """The OpenAI ``base_url`` of this server (ends in ``/v1``)."""
         assert self._httpd is not None, "server not started"
-        return f"http://127.0.0.1:{self._httpd.server_address[1]}/v1"
+        host, port = self._httpd.server_address[:2]
+        return f"http://{host}:{port}/v1"
 
     # -- script and records ---------------------------------------------------
     def push(self, *actions: Script) -> None:
