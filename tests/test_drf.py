@@ -87,7 +87,7 @@ def test_one_step_trains_only_the_dit_on_the_vqa_loss_of_its_frames(drf_kit, tmp
     dit_before = snapshot(dit)
     frozen_before = {k: snapshot(m) for k, m in frozen_parts(recipe).items()}
 
-    result = recipe.optimise()
+    (result,) = recipe.optimise()  # one record per step and process
 
     # The step's loss is L_VQA recomputed by the reward library on the frames the step decoded.
     task = recipe.tasks[0]

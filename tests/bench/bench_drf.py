@@ -151,7 +151,7 @@ def measure(recipe, *, recompute_step: bool) -> dict:
     meter = SavedTensorMeter(parameter_storages(recipe))
     start = time.perf_counter()
     with meter.hooks():
-        result = recipe.optimise()
+        (result,) = recipe.optimise()  # one record per step and process
     if cuda:
         torch.cuda.synchronize()
     seconds = time.perf_counter() - start

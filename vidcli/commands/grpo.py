@@ -7,6 +7,7 @@ from vidcli.commands.common import reports_errors
 from vidcli.commands.training import (
     interpreter_fields, interpreter_options, lora_settings, require_cuda_for_qlora, run_config, run_options,
 )
+from vidcli.interpreter.format import PROMPT_STYLES
 
 EXAMPLES = """\b
 Examples:
@@ -18,7 +19,74 @@ Examples:
   vidcli grpo --model runs/sft --judge embed --resume rl.jsonl -o runs/grpo-embed
   # many GPUs with your accelerate config
   accelerate launch -m vidcli grpo --model runs/sft --finetune full rl.jsonl -o runs/grpo-full
+  # generator in the loop: render each prompt with Wan2.1, ask Qwen2.5-VL whether it fulfils the request
+  vidcli grpo --model runs/sft --reward video-feedback --generator Wan2.1-T2V-1.3B-Diffusers \\
+      --vlm hf:Qwen/Qwen2.5-VL-7B-Instruct --video-weight 0.5 rl.jsonl -o runs/grpo-video
 """
+
+
+def video_feedback_options(func):
+    """The --reward video-feedback options (generator, VLM, weight, render size)."""
+    options = [
+        click.option("--reward", type=click.Choice(["reade", "video-feedback"]), default="reade", show_default=True,
+                     help="reade: the text reward alone; video-feedback: plus w·R_video from a frozen generator "
+                          "and VLM (costly: see above)."),
+        click.option("--generator", type=click.Path(exists=True, file_okay=False), default=None,
+                     metavar="PIPELINE_DIR", help="video-feedback: frozen diffusers Wan / CogVideoX pipeline folder "
+                                                  "or drf-tune output that renders the prompts."),
+        click.option("--vlm", default=None, metavar="hf:PATH",
+                     help="video-feedback: frozen Qwen2-VL / Qwen2.5-VL that scores the renders."),
+        click.option("--video-weight", type=float, default=1.0, show_default=True, help="w: weight of R_video."),
+        click.option("--render-steps", type=click.IntRange(1), default=10, show_default=True,
+                     help="Denoising steps per render."),
+        click.option("--render-frames", type=click.IntRange(1), default=17, show_default=True,
+                     help="Frames per render (4k+1)."),
+        click.option("--render-height", type=click.IntRange(16), default=256, show_default=True,
+                     help="Multiple of 16."),
+        click.option("--render-width", type=click.IntRange(16), default=448, show_default=True,
+                     help="Multiple of 16."),
+        click.option("--render-guidance", type=click.FloatRange(0), default=5.0, show_default=True,
+                     help="Classifier-free guidance of the renders (<= 1: off, half the DiT forwards)."),
+        click.option("--render-prompt-style", type=click.Choice(PROMPT_STYLES), default="dense",
+                     show_default=True, help="Generator prompt from the answer, as in vidcli interpret."),
+        click.option("--render-batch", type=click.IntRange(1), default=8, show_default=True,
+                     help="Renders per pipeline call and questions per VLM forward (lower it to save memory)."),
+        click.option("--vlm-frames", type=click.IntRange(1), default=8, show_default=True,
+                     help="Frames of each render shown to the VLM (uniform, first and last included)."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def video_feedback_config(ctx: click.Context, reward: str, generator: str | None, vlm: str | None, opts: dict):
+    """The VideoFeedbackConfig of --reward video-feedback (None for reade); inconsistent flags are usage errors."""
+    from click.core import ParameterSource
+
+    names = ("generator", "vlm", "video_weight", "render_steps", "render_frames", "render_height", "render_width",
+             "render_guidance", "render_prompt_style", "render_batch", "vlm_frames")
+    if reward == "reade":
+        given = [n for n in names if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
+        if given:
+            raise click.UsageError(f"--{given[0].replace('_', '-')} applies to --reward video-feedback only")
+        return None
+    if generator is None or vlm is None:
+        raise click.UsageError("--reward video-feedback needs --generator PIPELINE_DIR and --vlm hf:PATH")
+    if not vlm.startswith("hf:") or not vlm[3:].strip():
+        raise click.UsageError(f"--vlm {vlm!r}: the scorer reads token probabilities, so give a local model: hf:PATH")
+    frames, height, width = opts["render_frames"], opts["render_height"], opts["render_width"]
+    if frames % 4 != 1:
+        raise click.UsageError(f"--render-frames must be 4k+1 (1, 5, 9, 17, ...), got {frames}")
+    if height % 16 or width % 16:
+        raise click.UsageError(f"--render-height and --render-width must be multiples of 16, got {height}x{width}")
+    if opts["vlm_frames"] > frames:
+        raise click.UsageError(f"--vlm-frames {opts['vlm_frames']} is more than --render-frames {frames}")
+    from vidcli.rewards.video_feedback import VideoFeedbackConfig
+
+    return VideoFeedbackConfig(
+        generator=generator, vlm=vlm, weight=opts["video_weight"], steps=opts["render_steps"], frames=frames,
+        height=height, width=width, guidance=opts["render_guidance"], vlm_frames=opts["vlm_frames"],
+        batch=opts["render_batch"], prompt_style=opts["render_prompt_style"])
 
 
 @click.command("grpo", epilog=EXAMPLES)
@@ -59,11 +127,12 @@ Examples:
              grad_accum=2, lr_help="AdamW learning rate (paper: identity 2.5e-6, depth 1.5e-6, camera 1.5e-6, "
                                    "pose 1e-6).",
              batch_help="Prompts per device per micro-batch (each sampled G times).")
+@video_feedback_options
 @interpreter_options
 @reports_errors
 def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, judge_concurrency, alpha, rho,
             gamma, lam, num_generations, temperature, top_p, max_completion_tokens, epsilon, beta, num_iterations,
-            quiet, verbose, **opts):
+            reward, generator, vlm, quiet, verbose, **opts):
     """GRPO of the interpreter with the ReaDe reward (SPEC §5).
 
     \b
@@ -74,8 +143,18 @@ def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, 
     a per-token KL to the starting policy (β). A judge failure is recorded in
     rollouts.jsonl and that part counts 0; the run goes on.
 
+    \b
+    --reward video-feedback (off by default) adds w·R_video: each completion's prompt
+    is rendered by a frozen --generator from its own seed and a frozen --vlm gives
+    p(Yes) that the clip fulfils the record's 'instruction' and each key-info element
+    of U; R_video is their mean (0 without an answer, no render). Extra cost per
+    completion: --render-steps DiT forwards (x2 with guidance > 1), one VAE decode
+    and 1 + |U| VLM forwards; G completions per prompt, every step. Both models stay
+    loaded beside the policy.
+
     Writes OUTPUT/rollouts.jsonl (every completion: step, prompt id, text, reward parts,
-    advantage), OUTPUT/checkpoint-STEP/ every --save-every steps and the final model in
+    advantage; with video feedback its prompt, seed and p(Yes) per question),
+    OUTPUT/checkpoint-STEP/ every --save-every steps and the final model in
     OUTPUT (vidcli.json, trainer_state/ for --resume). Defaults follow the paper: G 8,
     ε 0.2, β 0.001, constant lr 2.5e-6 after 50 warm-up steps, weight decay 0.01,
     768 completion tokens, batch 1 prompt per device, 2 accumulation steps.
@@ -90,12 +169,14 @@ def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, 
     if judge == "embed" and (judge_mode != "elements" or judge_base_url):
         raise click.UsageError("--judge-mode and --judge-base-url apply to LLM judges (openai:MODEL, hf:PATH)")
     require_cuda_for_qlora(finetune)
+    ctx = click.get_current_context()
+    video = video_feedback_config(ctx, reward, generator, vlm, opts)
     config = GRPOConfig(
         model=model, inputs=list(inputs), run=run_config(output, opts), finetune=finetune, lora=lora_settings(opts),
         num_generations=num_generations, temperature=temperature, top_p=top_p,
         max_completion_tokens=max_completion_tokens, epsilon=epsilon, beta=beta, num_iterations=num_iterations,
         judge=judge, judge_mode=judge_mode, judge_base_url=judge_base_url, judge_concurrency=judge_concurrency,
-        weights=RewardWeights(alpha=alpha, rho=rho, gamma=gamma, lam=lam), log_every=opts["log_every"],
-        arguments=dict(click.get_current_context().params), **interpreter_fields(opts),
+        weights=RewardWeights(alpha=alpha, rho=rho, gamma=gamma, lam=lam), video_feedback=video,
+        log_every=opts["log_every"], arguments=dict(ctx.params), **interpreter_fields(opts),
     )
     run_grpo(config)

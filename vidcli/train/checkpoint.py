@@ -8,8 +8,16 @@ Layout of ``OUTPUT/checkpoint-STEP/`` and of the final model in ``OUTPUT/`` itse
     vidcli.json          command, arguments, package version, input fingerprints, step,
                          metrics (never environment variables or keys)
     trainer_state/       accelerate's ``save_state`` without model weights: optimizer,
-                         RNG states (python, numpy, torch, CUDA), accumulation counter;
-                         plus progress.json: step, data position, scheduler state
+                         RNG states (python, numpy, torch, CUDA) of every process;
+                         plus progress.json: step, data position in global terms
+                         (:meth:`DataOrder.progress`), process count, scheduler state
+
+Under ``accelerate launch`` every process calls :meth:`Checkpointer.save`; the main
+process alone writes weights, progress and ``vidcli.json`` and renames the folder, after
+every process has written its RNG state. A run resumes on another process count: the
+data position converts (:meth:`DataOrder.resume_position`), optimizer state is the
+same on every process, and the per-process RNG streams, which cannot carry over to a
+different number of processes, are reseeded from ``(step, process)``.
 
 A checkpoint is first written to ``OUTPUT/.checkpoint-STEP.partial`` and renamed when
 complete, so a killed run leaves every earlier checkpoint intact. The final model is
@@ -35,6 +43,8 @@ from vidcli.errors import InputError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from accelerate import Accelerator
+
+    from vidcli.train.core import DataOrder
 
 log = logging.getLogger("vidcli.train")
 
@@ -158,10 +168,12 @@ class Checkpointer:
         accelerator.register_load_state_pre_hook(lambda models, inp: models.clear())
 
     def save(self, step: int, *, save_weights: Callable[[Path], None], scheduler, micro_batches: int,
-             metrics: dict, final: bool = False) -> Path:
+             metrics: dict, final: bool = False, order: "DataOrder | None" = None) -> Path:
         """Write a checkpoint for ``step``; ``final`` writes it into the output folder itself.
 
-        ``save_weights(folder)`` runs on the main process only. Returns the folder.
+        ``save_weights(folder)`` runs on the main process only. ``order`` records the
+        data position in global terms, so the run can resume on another process count.
+        Returns the folder.
         """
         acc = self.accelerator
         tmp = self.output_dir / f".checkpoint-{step}.partial"
@@ -172,9 +184,11 @@ class Checkpointer:
         if acc.is_main_process:
             save_weights(tmp)
         acc.save_state(str(tmp / TRAINER_STATE))
+        acc.wait_for_everyone()  # every process's RNG file is in place before the rename
         if acc.is_main_process:
-            state = scheduler.state_dict()
-            progress = {"step": step, "micro_batches": micro_batches, "scheduler": state}
+            data = order.progress(micro_batches) if order is not None else {"micro_batches": micro_batches}
+            progress = {"step": step, **data, "num_processes": acc.num_processes,
+                        "scheduler": scheduler.state_dict()}
             _write_json(tmp / TRAINER_STATE / PROGRESS, progress)
             _write_json(tmp / RUN_INFO, self._run_info(step, metrics, final))
             target = self._publish_final(tmp) if final else self._publish(tmp, step)
@@ -191,8 +205,22 @@ class Checkpointer:
             progress = json.loads((state_dir / PROGRESS).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read trainer state: {exc}", file=str(state_dir / PROGRESS)) from None
-        self.accelerator.load_state(str(state_dir))
+        acc = self.accelerator
+        acc.load_state(str(state_dir))
+        # accelerate restores its micro-batch counter, which decides when accumulate() syncs;
+        # a checkpoint lies between optimiser steps, so the counter starts a step, whatever
+        # --grad-accum the run had (it changes when the process count does).
+        acc.step = 0
         scheduler.load_state_dict(progress["scheduler"])
+        saved = progress.get("num_processes", acc.num_processes)
+        if saved != acc.num_processes:
+            import numpy as np
+            from accelerate.utils import set_seed
+
+            log.warning("resuming a %d-process checkpoint on %d processes: per-process random streams "
+                        "(dropout) are reseeded, data order and sampling seeds continue exactly",
+                        saved, acc.num_processes)
+            set_seed(int(np.random.default_rng([progress["step"], acc.process_index]).integers(2**31)))
         return progress
 
     # ------------------------------------------------------------------ internals

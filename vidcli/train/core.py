@@ -20,7 +20,14 @@ Conventions shared by all recipes:
 - **Schedules** (:func:`lr_factor`): linear warm-up reaching the full rate on the last
   warm-up step, then cosine decay towards zero, or constant.
 - **Distribution** is accelerate's: single device as a plain command, many with
-  ``accelerate launch -m vidcli ...`` and the user's accelerate config.
+  ``accelerate launch -m vidcli ...`` and the user's accelerate config; every recipe
+  trains a module made by ``accelerator.prepare`` (DDP, FSDP, ...), which synchronises
+  the gradients. The global batch is ``batch_size × grad_accum × processes``; runs with
+  the same per-device batch and the same ``grad_accum × processes`` see the same
+  examples in the same micro-batches, with the same seeds (keyed by
+  :meth:`DataOrder.stream_index`), so they train alike up to float summation order.
+  Checkpoints store the data position in global terms and resume on another process
+  count.
 """
 from __future__ import annotations
 
@@ -209,12 +216,20 @@ def make_accelerator(run: RunConfig, *, project: str, hparams: dict,
             gradient_accumulation_steps=run.grad_accum,
             mixed_precision=resolve_mixed_precision(run.mixed_precision),
             log_with=log_with,
-            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters)],
+            # Gradients as views into DDP's all-reduce buckets: no second copy of every gradient.
+            kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters,
+                                                           gradient_as_bucket_view=True)],
             project_config=ProjectConfiguration(project_dir=str(run.output_dir),
                                                 logging_dir=str(run.output_dir / "logs")),
         )
     except ValueError as exc:  # e.g. --mixed-precision fp16 on a machine without a GPU
         raise InputError(f"cannot set up training: {exc}") from None
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if launched > 1 and accelerator.num_processes != launched:
+        # `accelerate launch --multi_gpu` on a machine without GPUs starts N processes that
+        # each set up a single-device run: N runs into one output folder, none in sync.
+        raise InputError(f"started as {launched} processes, but accelerate set up {accelerator.num_processes}; "
+                         "without GPUs, launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu ...")
     if log_with is not None:
         accelerator.init_trackers(project, config=tracker_config(hparams))
     return accelerator
@@ -291,6 +306,53 @@ class DataOrder:
         chunk = np.take(order, range(start, start + share * self.num_processes), mode="wrap")
         mine = chunk[self.process_index * share:(self.process_index + 1) * share]
         return epoch, [int(i) for i in mine]
+
+    @property
+    def global_batch(self) -> int:
+        """Examples per micro-batch over all processes."""
+        return self.batch_size * self.num_processes
+
+    def stream_index(self, position: int) -> int:
+        """The slot number of this process's first example of micro-batch ``position``.
+
+        Slots number the global batches laid end to end (an epoch holds
+        ``batches_per_epoch × global_batch`` of them, a short last batch included), so
+        no two examples share one, and a slot names the same example whatever the
+        process count when the global batch divides the epoch: seeds keyed by it draw
+        alike whether a global batch is split over 1 process or 2.
+        """
+        epoch, k = divmod(position, self.batches_per_epoch)
+        start = k * self.global_batch
+        share = math.ceil(min(self.global_batch, self.num_examples - start) / self.num_processes)
+        return (epoch * self.batches_per_epoch + k) * self.global_batch + self.process_index * share
+
+    def progress(self, position: int) -> dict:
+        """The data position in global terms, for a checkpoint: micro-batches and examples consumed."""
+        epoch, k = divmod(position, self.batches_per_epoch)
+        return {"micro_batches": position, "global_batch": self.global_batch,
+                "samples": epoch * self.num_examples + k * self.global_batch}
+
+    def resume_position(self, progress: dict) -> int:
+        """The micro-batch counter that continues a checkpoint's :meth:`progress` under this order.
+
+        Equal global batches (e.g. 2 processes × batch b and 1 process × batch b with
+        twice the accumulation, or 2 processes × b and 1 × 2b) keep the counter. Another
+        global batch continues from the same example when it divides the examples
+        consumed in the current epoch; otherwise the run cannot continue exactly.
+        """
+        position = progress["micro_batches"]
+        # A progress record without the global batch: the per-device batch is taken as unchanged.
+        saved_batch = progress.get("global_batch") or self.batch_size * progress.get("num_processes",
+                                                                                     self.num_processes)
+        if saved_batch == self.global_batch:
+            return position
+        epoch, k = divmod(position, math.ceil(self.num_examples / saved_batch))
+        offset = k * saved_batch  # examples of the epoch consumed
+        if offset % self.global_batch:
+            raise InputError(f"--resume: the checkpoint stopped {offset} examples into epoch {epoch}, "
+                             f"which the global batch of {self.global_batch} (batch size × processes) does "
+                             f"not divide; resume with a global batch of {saved_batch}")
+        return epoch * self.batches_per_epoch + offset // self.global_batch
 
 
 def seeded_uniform(seed: int, *keys: int) -> float:

@@ -1,10 +1,11 @@
 """Diffusion-DRF (SPEC §6): fine-tune a video DiT on a frozen VLM's answer likelihoods.
 
-One optimiser step, for one caption record per process:
+One optimiser step takes ``grad_accum`` caption records per process, one video each:
 
-1. **Rollout** from noise seeded by ``(seed, step, process)`` with ``steps`` denoising
-   steps; the first T−K run without gradient, the last K with gradient, each under
-   activation checkpointing (:func:`~vidcli.diffusion.rollout.truncated_rollout`).
+1. **Rollout** from noise seeded by ``(seed, the record's place in the data stream)``
+   (:meth:`~vidcli.train.core.DataOrder.stream_index`) with ``steps`` denoising steps;
+   the first T−K run without gradient, the last K with gradient, each under activation
+   checkpointing (:func:`~vidcli.diffusion.rollout.truncated_rollout`).
 2. **Decode** only the N_f frames the reward needs, spread uniformly over the video
    (:func:`~vidcli.diffusion.rollout.uniform_frame_indices`), through the frozen VAE.
 3. **Reward** from the frozen VLM on those frames (differentiable preprocessing):
@@ -18,7 +19,9 @@ One optimiser step, for one caption record per process:
    then the summed frame gradient goes back through the VAE and the last K steps into
    the DiT. The summed frame gradient is also what ``--save-grad-heatmaps`` draws.
 5. **Update** the DiT (all weights, or LoRA adapters on its attention and feed-forward
-   projections) with AdamW; VAE, text encoder and VLM never change.
+   projections) with AdamW on the mean gradient over the step's records; VAE, text
+   encoder and VLM never change. Over processes the mean is taken by the module
+   accelerate prepares (:class:`TrainedDenoiser`), on the step's last backward.
 
 Checkpoints are diffusers pipeline folders: ``transformer/`` is the tuned DiT
 (``full``) and the other components link to the base pipeline, so
@@ -29,6 +32,7 @@ Each step's per-query log-likelihoods go to ``OUTPUT/rewards.jsonl``.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -153,6 +157,35 @@ def load_tasks(config: DRFConfig) -> tuple[list[Task], dict[str, dict]]:
     return read_training_records(config.inputs, lambda source: to_task(source, config))
 
 
+class TrainedDenoiser(torch.nn.Module):
+    """The module accelerate prepares: the DiT, with the recipe's call into it as forward.
+
+    DDP (or FSDP) synchronises the gradients of forward passes made through the wrapper
+    that ``accelerator.prepare`` returns, but the recipes reach the DiT through an
+    adapter call (``adapter.denoise`` in the rollout, the editor's velocity in
+    revise-tune); that call becomes the wrapper's forward.
+    """
+
+    def __init__(self, dit: torch.nn.Module, call) -> None:
+        super().__init__()
+        self.dit = dit
+        self.call = call  # a bound method of the adapter or editor, not a registered module
+
+    def forward(self, *args):
+        return self.call(*args)
+
+
+class _RoutedAdapter:
+    """The generator adapter with ``denoise`` going through the prepared module."""
+
+    def __init__(self, adapter, denoise) -> None:
+        self._adapter = adapter
+        self.denoise = denoise
+
+    def __getattr__(self, name: str):
+        return getattr(self._adapter, name)
+
+
 class DRFRecipe:
     """``setup()`` → ``train()`` → ``cleanup()``; ``save_checkpoint()`` in between."""
 
@@ -185,6 +218,10 @@ class DRFRecipe:
 
     def run_info_extra(self) -> dict:
         return {}
+
+    def dit_call(self):
+        """The call through which the recipe runs the DiT (becomes the prepared module's forward)."""
+        return self.adapter.denoise
 
     def setup(self) -> None:
         from vidcli.diffusion import load_adapter
@@ -221,7 +258,9 @@ class DRFRecipe:
             dit.enable_gradient_checkpointing()
         dit.train()
         self.trainable = [p for p in dit.parameters() if p.requires_grad]
-        self.optimizer = acc.prepare(build_optimizer(dit.named_parameters(), run.optim))
+        self.denoiser, self.optimizer = acc.prepare(TrainedDenoiser(dit, self.dit_call()),
+                                                    build_optimizer(dit.named_parameters(), run.optim))
+        self.rollout_adapter = _RoutedAdapter(self.adapter, self.denoiser)
         self.order = DataOrder(len(self.tasks), self.micro_batch(), run.seed, acc.num_processes, acc.process_index)
         self.total_steps = total_steps(run, self.order.batches_per_epoch)
         self.scheduler = build_scheduler(self.optimizer, run.optim, self.total_steps)
@@ -232,7 +271,7 @@ class DRFRecipe:
         if resume_from is not None:
             self.metrics = saved.get("metrics", {})
             progress = self.checkpointer.load(resume_from, self.scheduler)
-            self.step, self.position = progress["step"], progress["micro_batches"]
+            self.step, self.position = progress["step"], self.order.resume_position(progress)
             log.info("resumed from %s at step %d", resume_from, self.step)
         if acc.is_main_process:
             trim_step_log(run.output_dir / self.step_log, self.step)
@@ -255,9 +294,14 @@ class DRFRecipe:
     # ------------------------------------------------------------------ one step
 
     def noise_seed(self) -> int:
-        """The rollout's seed: a function of (seed, step, process), so a resumed run draws the same noise."""
-        acc = self.accelerator
-        return int(np.random.default_rng([self.config.run.seed, self.step, acc.process_index]).integers(2**63))
+        """The rollout's seed: a function of (seed, the record's place in the data stream), so a
+        resumed run, or a run split over another number of processes, draws the same noise."""
+        return int(np.random.default_rng([self.config.run.seed, self.order.stream_index(self.position)])
+                   .integers(2**63))
+
+    def synced(self, last: bool):
+        """Gradients are averaged over processes on a step's last backward only (no_sync before)."""
+        return contextlib.nullcontext() if last else self.accelerator.no_sync(self.denoiser)
 
     def reference_frames(self, task: Task) -> torch.Tensor | None:
         """N_f frames of the caption-matched real video, (F, 3, H, W) in [0, 1]; None when unused."""
@@ -289,7 +333,7 @@ class DRFRecipe:
 
         cfg = self.config
         latents = truncated_rollout(
-            self.adapter, [task.prompt], steps=cfg.steps, guidance=cfg.guidance, k_grad=cfg.k_grad,
+            self.rollout_adapter, [task.prompt], steps=cfg.steps, guidance=cfg.guidance, k_grad=cfg.k_grad,
             height=cfg.height, width=cfg.width, frames=cfg.frames, seed=self.noise_seed(),
             checkpoint_steps=cfg.checkpoint_steps)
         decoded = self.adapter.decode(latents, uniform_frame_indices(cfg.frames, cfg.frames_vlm))[0]
@@ -306,22 +350,24 @@ class DRFRecipe:
 
     # ------------------------------------------------------------------ loop
 
-    def optimise(self) -> dict:
-        """One optimiser step on the next record: train_step, gradient mean over processes, AdamW, logs."""
+    def optimise(self) -> list[dict]:
+        """One optimiser step: ``grad_accum`` records through train_step, AdamW on the mean gradient, logs.
+
+        ``accelerator.backward`` divides by ``grad_accum``; the prepared module averages
+        over processes.
+        """
         acc, run = self.accelerator, self.config.run
-        _, (index,) = self.order.micro_batch(self.position)
-        result = self.train_step(self.tasks[index])
-        self.position += 1
-        if acc.num_processes > 1:  # data parallel: every process applies the mean gradient
-            for p in self.trainable:
-                if p.grad is None:  # unused by this process's rollout: it still takes part in the mean
-                    p.grad = torch.zeros_like(p)
-                p.grad = acc.reduce(p.grad, reduction="mean")
+        results = []
+        for micro in range(run.grad_accum):
+            _, (index,) = self.order.micro_batch(self.position)
+            with self.synced(micro == run.grad_accum - 1):
+                results.append(self.train_step(self.tasks[index]))
+            self.position += 1
         lr = self.scheduler.get_last_lr()[0]
         grad_norm = clip_and_step(acc, self.trainable, self.optimizer, self.scheduler, run.optim.max_grad_norm)
         self.step += 1
-        self._log_step(result, lr, grad_norm)
-        return result
+        self._log_step(results, lr, grad_norm)
+        return results
 
     def train(self) -> Path:
         """Run until ``total_steps``; return the folder holding the final model."""
@@ -335,14 +381,14 @@ class DRFRecipe:
                 self.save_checkpoint()
         return self.save_checkpoint(final=True)
 
-    def _log_step(self, result: dict, lr: float, grad_norm: float | None) -> None:
+    def _log_step(self, results: list[dict], lr: float, grad_norm: float | None) -> None:
+        from accelerate.utils import gather_object
+
         from vidcli.train.heatmaps import save_heatmap
 
         acc, cfg = self.accelerator, self.config
-        from accelerate.utils import gather_object
-
-        entries = gather_object([{"step": self.step, "id": result["id"], "loss": result["loss"],
-                                      "queries": result["queries"]}])
+        entries = gather_object([{"step": self.step, "id": r["id"], "loss": r["loss"], "queries": r["queries"]}
+                                 for r in results])
         mean_loss = sum(e["loss"] for e in entries) / len(entries)
         self.metrics = {"loss": mean_loss, "reward": -mean_loss, "lr": lr}
         if grad_norm is not None:
@@ -353,10 +399,11 @@ class DRFRecipe:
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a", encoding="utf-8") as handle:
                 handle.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
-            if cfg.heatmaps_dir and self.heatmaps_written < cfg.heatmap_samples:
-                save_heatmap(Path(cfg.heatmaps_dir) / f"step{self.step:06d}-{result['id']}.png",
-                             result["frames"], result["frame_grad"])
-                self.heatmaps_written += 1
+            for result in results:
+                if cfg.heatmaps_dir and self.heatmaps_written < cfg.heatmap_samples:
+                    save_heatmap(Path(cfg.heatmaps_dir) / f"step{self.step:06d}-{result['id']}.png",
+                                 result["frames"], result["frame_grad"])
+                    self.heatmaps_written += 1
         if self.step % cfg.log_every == 0 or self.step == 1:
             log.info("step %d/%d loss %.4f lr %.3g", self.step, self.total_steps, mean_loss, lr)
 
@@ -383,7 +430,8 @@ class DRFRecipe:
     def save_checkpoint(self, final: bool = False) -> Path:
         """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights and trainer state."""
         return self.checkpointer.save(self.step, save_weights=self.save_weights, scheduler=self.scheduler,
-                                      micro_batches=self.position, metrics=self.metrics, final=final)
+                                      micro_batches=self.position, metrics=self.metrics, final=final,
+                                      order=self.order)
 
     def cleanup(self) -> None:
         if hasattr(self, "accelerator"):

@@ -12,7 +12,10 @@ One optimiser step, read top to bottom in :meth:`GRPORecipe.train`:
    :class:`~vidcli.rewards.reade.ReadeReward` over the record's ``key_info``. A judge
    failure is recorded with the completion and scored by the reward's documented
    fallback; a judge backend that gives up on the whole batch leaves the format reward
-   only. Every completion goes to ``OUTPUT/rollouts.jsonl``.
+   only. With ``--reward video-feedback`` a frozen generator renders each completion's
+   prompt and a frozen VLM scores the clip: R += w_video·R_video
+   (:mod:`vidcli.rewards.video_feedback`, which states the extra cost). Every completion
+   goes to ``OUTPUT/rollouts.jsonl``.
 3. **Advantages** within each group of ``G``: A_i = (R_i − mean) / (std + eps)
    (:func:`~vidcli.train.grpo_loss.group_advantages`).
 4. **Loss** (:func:`~vidcli.train.grpo_loss.grpo_loss`): the clipped ratio (ε = 0.2) with
@@ -51,6 +54,8 @@ from torch import nn
 from vidcli.errors import BackendError, InputError
 from vidcli.jsonl import Source
 from vidcli.rewards.reade import PARTS, RewardResult, RewardWeights
+from vidcli.rewards.video_feedback import (VIDEO_PARTS, VideoFeedback, VideoFeedbackConfig, VideoScore,
+                                           add_video_reward, render_seed)
 from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
                                      read_run_info, remove_partials, safe_arguments)
 from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
@@ -95,6 +100,7 @@ class GRPOConfig:
     judge_base_url: str | None = None
     judge_concurrency: int = 8
     weights: RewardWeights = field(default_factory=RewardWeights)
+    video_feedback: VideoFeedbackConfig | None = None  # None: the ReaDe reward alone
     max_prompt_tokens: int = 1024
     max_prompt_tokens_dense: int = 2048
     video_frames: int = 16
@@ -140,6 +146,7 @@ class Rollout:
     advantages: torch.Tensor  # (B,)
     ref_logp: torch.Tensor | None  # (B, C), None when beta == 0
     old_logp: torch.Tensor | None  # (B, C), None when num_iterations == 1
+    video: list[VideoScore] | None = None  # per row, with --reward video-feedback
 
 
 def load_prompts(config: GRPOConfig) -> tuple[list[Prompt], dict[str, dict]]:
@@ -196,6 +203,7 @@ class GRPORecipe(SFTRecipe):
         super().__init__(config)  # type: ignore[arg-type]
         self.reward = reward
         self._judge = None
+        self.video = None  # VideoFeedback with --reward video-feedback
 
     def setup(self) -> None:
         cfg, run = self.config, self.config.run
@@ -230,12 +238,12 @@ class GRPORecipe(SFTRecipe):
         info = RunInfo("grpo", cfg.arguments, fingerprints,
                        {"finetune": cfg.finetune, "base_model": self._base_model(resume_from),
                         "lora": asdict(cfg.lora) if cfg.finetune != "full" else None,
-                        "total_steps": self.total_steps})
+                        "total_steps": self.total_steps, "reward": self._reward_info()})
         self.checkpointer = Checkpointer(acc, run.output_dir, info)
         if resume_from is not None:
             self.metrics = (read_run_info(resume_from) or {}).get("metrics", {})
             progress = self.checkpointer.load(resume_from, self.scheduler)
-            self.step, self.position = progress["step"], progress["micro_batches"]
+            self.step, self.position = progress["step"], self.order.resume_position(progress)
             log.info("resumed from %s at step %d", resume_from, self.step)
         if acc.is_main_process:
             trim_step_log(run.output_dir / ROLLOUTS, self.step)
@@ -249,6 +257,8 @@ class GRPORecipe(SFTRecipe):
             self.reward = ReadeReward(self._judge, cfg.weights)
             if not self._judge.detects_contradiction:
                 log.warning("judge %s cannot detect contradictions: rewards leave out the λ·R_contra term", cfg.judge)
+        if cfg.video_feedback is not None:
+            self.video = VideoFeedback.load(cfg.video_feedback, device=self.device_name)
         log.info("grpo/%s: %d records, %d steps, G=%d, %d trainable parameters", cfg.finetune, len(self.prompts),
                  self.total_steps, cfg.num_generations, sum(p.numel() for p in self.trainable))
 
@@ -257,9 +267,21 @@ class GRPORecipe(SFTRecipe):
         return list(encoder.parameters()) if encoder is not None else []
 
     def _check_same_run(self, folder: Path) -> None:
-        saved = (read_run_info(folder) or {}).get("finetune")
+        info = read_run_info(folder) or {}
+        saved = info.get("finetune")
         if saved != self.config.finetune:
             raise InputError(f"--resume: {folder} was trained with --finetune {saved}, not {self.config.finetune}")
+        reward = (info.get("reward") or {}).get("kind", "reade")
+        if reward != self._reward_info()["kind"]:
+            raise InputError(f"--resume: {folder} was trained with --reward {reward}")
+
+    def _reward_info(self) -> dict:
+        """The reward as vidcli.json records it: kind, ReaDe weights and, with video feedback, its models."""
+        cfg = self.config
+        info = {"kind": "reade", "judge": cfg.judge, "weights": asdict(cfg.weights)}
+        if cfg.video_feedback is not None:
+            info.update(kind="video-feedback", video_feedback=asdict(cfg.video_feedback))
+        return info
 
     def _load_interpreter(self, resume_from: Path | None):
         interpreter = super()._load_interpreter(resume_from)
@@ -355,8 +377,10 @@ class GRPORecipe(SFTRecipe):
 
     def rollout(self, position: int, indices: list[int]) -> Rollout:
         """Sample, score and normalise one micro-batch; reference and old log-probs too."""
-        cfg, acc = self.config, self.accelerator
-        seed = int(np.random.default_rng([cfg.run.seed, position, acc.process_index]).integers(2 ** 31))
+        cfg = self.config
+        # Keyed by the micro-batch's place in the data stream, not by process: 2 processes with
+        # --grad-accum 1 sample what 1 process with --grad-accum 2 samples.
+        seed = int(np.random.default_rng([cfg.run.seed, self.order.stream_index(position)]).integers(2 ** 31))
         prompt_batch, ids, mask = self.sample(indices, seed)
         batch = _append_completions(prompt_batch, ids, mask)
         lengths = mask.sum(dim=1).tolist()
@@ -364,13 +388,24 @@ class GRPORecipe(SFTRecipe):
             [row[:n] for row, n in zip(ids.tolist(), lengths)], skip_special_tokens=True)
         keys = [self.prompts[i].key_info for i in indices for _ in range(cfg.num_generations)]
         rewards = self._score(texts, keys)
+        video = self._video_scores(position, indices, texts, keys) if self.video is not None else None
+        if video is not None:
+            rewards = [add_video_reward(r, v, cfg.video_feedback.weight) for r, v in zip(rewards, video)]
         totals = torch.tensor([r.total for r in rewards], dtype=torch.float32)
         advantages = group_advantages(totals, cfg.num_generations).to(ids.device)
         with torch.no_grad():
             ref_logp = self._reference_logp(batch, mask) if cfg.beta else None
             old_logp = self._logp(batch, mask) if cfg.num_iterations > 1 else None
         prompt_ids = [self.prompts[i].source.id or str(i) for i in indices for _ in range(cfg.num_generations)]
-        return Rollout(batch, mask, prompt_ids, texts, rewards, advantages, ref_logp, old_logp)
+        return Rollout(batch, mask, prompt_ids, texts, rewards, advantages, ref_logp, old_logp, video)
+
+    def _video_scores(self, position: int, indices: list[int], texts: list[str], keys: list[dict]) -> list[VideoScore]:
+        """R_video of each completion; render seeds are functions of (seed, data slot, row), like sampling's."""
+        cfg, stream = self.config, self.order.stream_index(position)
+        instructions = [self.prompts[i].source.record.get("instruction") for i in indices
+                        for _ in range(cfg.num_generations)]
+        seeds = [render_seed(cfg.run.seed, stream, row) for row in range(len(texts))]
+        return self.video.score_many(texts, instructions, keys, seeds)
 
     def _score(self, texts: list[str], key_infos: list[dict]) -> list[RewardResult]:
         """Rewards; a judge backend that fails outright leaves each completion its format reward."""
@@ -453,8 +488,9 @@ class GRPORecipe(SFTRecipe):
         rewards = [r for rollout in rollouts for r in rollout.rewards]
         local = {"reward": [r.total for r in rewards],
                  "completion_length": [float(n) for ro in rollouts for n in ro.completion_mask.sum(1).tolist()]}
+        parts = (*PARTS, *VIDEO_PARTS) if self.video is not None else PARTS
         local.update({f"reward/{part}": [r.parts[part] for r in rewards if r.parts.get(part) is not None]
-                      for part in PARTS})
+                      for part in parts})
         local["judge_errors"] = [float(len(r.errors)) for r in rewards]
         for name, values in local.items():
             pair = torch.tensor([sum(values), len(values)], dtype=torch.float64, device=acc.device)
@@ -477,6 +513,8 @@ class GRPORecipe(SFTRecipe):
                              "completion": text, "reward": reward.total, "parts": reward.parts,
                              "errors": reward.errors, "advantage": float(rollout.advantages[i]),
                              "length": int(rollout.completion_mask[i].sum())})
+                if rollout.video is not None:
+                    rows[-1]["video"] = rollout.video[i].record()
         rows = gather_object(rows) if self.accelerator.num_processes > 1 else rows
         if self.accelerator.is_main_process:
             self.config.run.output_dir.mkdir(parents=True, exist_ok=True)
@@ -487,7 +525,7 @@ class GRPORecipe(SFTRecipe):
         """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights and trainer state."""
         return self.checkpointer.save(self.step, save_weights=self.interpreter.save_pretrained,
                                       scheduler=self.scheduler, micro_batches=self.position,
-                                      metrics=self.metrics, final=final)
+                                      metrics=self.metrics, final=final, order=self.order)
 
     def cleanup(self) -> None:
         super().cleanup()

@@ -14,7 +14,8 @@ One optimiser step: ``--grad-accum`` micro-batches of ``--batch-size`` triplets 
 process, one DiT forward per triplet (batch 8 = 1 × 8 accumulation by default), loss
 averaged over the step's triplets and over processes. For each triplet:
 
-1. draw t and ε from a generator seeded by ``(seed, step, process, micro-batch, slot)``.
+1. draw t and ε from a generator seeded by ``(seed, the triplet's place in the data stream)``
+   (:meth:`~vidcli.train.core.DataOrder.stream_index`), the same on any process count.
    t = s·u / (1 + (s−1)·u) with u ~ U(0, 1) and shift s (``--t-shift``; Wan's 480p value 3 by
    default, 1 = plain uniform). P(t ≤ σ_max) = σ/(s − (s−1)σ): 25% at s = 3, σ = 0.5 —
    the trigger rate the paper reports, which a plain uniform t (50%) does not give;
@@ -60,6 +61,8 @@ log = logging.getLogger("vidcli.train")
 OBJECTIVES = ("sft", "rwr", "uso")
 STEPS_LOG = "steps.jsonl"
 CRITIC_PROMPT = "critic_revise"
+# How the editor's DiT input is laid out (vidcli.json "editor"; `vidcli generate` checks it).
+EDITOR_LAYOUT = "target latent frames then clean source latent frames"
 
 
 def shifted_t(u: float, shift: float) -> float:
@@ -120,6 +123,13 @@ class Clip:
     start: float | None
     end: float | None
 
+    def pixels(self, frames: int, width: int, height: int) -> torch.Tensor:
+        """``frames`` frames spread over the range, resized: (T, 3, H, W) in [0, 1]."""
+        from vidcli.media import load_video
+
+        video = load_video(self.path, num_frames=frames, start=self.start, end=self.end, size=(width, height))
+        return torch.from_numpy(video.frames).permute(0, 3, 1, 2).float() / 255
+
 
 @dataclass
 class Triplet:
@@ -129,14 +139,16 @@ class Triplet:
     target: Clip
 
 
-def _clip(record: dict, key: str, source, config: ReviseConfig) -> Clip:
+def read_clip(record: dict, key: str, base_dir: Path, *, media_root: str | None = None,
+              allow_escape: bool = False) -> Clip:
+    """The clip ``record[key]`` (``{video, start, end}``), its video resolved and checked to exist."""
     from vidcli.media import resolve_media_path
 
     value = record.get(key)
     if not isinstance(value, dict):
         raise InputError(f"missing field '{key}' ({{video, start, end}} in seconds)")
-    root = Path(config.media_root) if config.media_root else None
-    path = resolve_media_path(value.get("video"), source.base_dir, media_root=root, allow_escape=config.allow_escape)
+    root = Path(media_root) if media_root else None
+    path = resolve_media_path(value.get("video"), base_dir, media_root=root, allow_escape=allow_escape)
     if not path.is_file():
         raise InputError(f"{key} video not found: {path}")
     start, end = value.get("start"), value.get("end")
@@ -156,8 +168,9 @@ def load_triplets(config: ReviseConfig) -> tuple[list[Triplet], dict[str, dict]]
         instruction = record.get("instruction")
         if not isinstance(instruction, str) or not instruction.strip():
             raise InputError("missing or empty 'instruction'")
-        return Triplet(str(record.get("id")), instruction, _clip(record, "source", source, config),
-                       _clip(record, "target", source, config))
+        where = dict(media_root=config.media_root, allow_escape=config.allow_escape)
+        return Triplet(str(record.get("id")), instruction, read_clip(record, "source", source.base_dir, **where),
+                       read_clip(record, "target", source.base_dir, **where))
 
     return read_training_records(config.inputs, to_triplet, what="triplets")
 
@@ -253,23 +266,18 @@ class ReviseRecipe(DRFRecipe):
         return self.config.run.batch_size
 
     def run_info_extra(self) -> dict:
-        return {"editor": {"layout": "target latent frames then clean source latent frames",
-                           "source_timestep": 0, "t_shift": self.config.t_shift}}
+        return {"editor": {"layout": EDITOR_LAYOUT, "source_timestep": 0, "t_shift": self.config.t_shift}}
 
     # ------------------------------------------------------------------ data
 
     def clip_data(self, task: Triplet) -> dict:
         """Source and target latents, and the source frames the critic sees (cached per triplet)."""
         from vidcli.diffusion.rollout import uniform_frame_indices
-        from vidcli.media import load_video
 
         if task.id not in self.clips:
             cfg = self.config
-            pixels = {}
-            for name, clip in (("source", task.source), ("target", task.target)):
-                video = load_video(clip.path, num_frames=cfg.frames, start=clip.start, end=clip.end,
-                                   size=(cfg.width, cfg.height))
-                pixels[name] = torch.from_numpy(video.frames).permute(0, 3, 1, 2).float() / 255  # (T, 3, H, W)
+            pixels = {name: clip.pixels(cfg.frames, cfg.width, cfg.height)  # (T, 3, H, W)
+                      for name, clip in (("source", task.source), ("target", task.target))}
             indices = uniform_frame_indices(cfg.frames, cfg.frames_critic)
             self.clips[task.id] = {
                 "source": self.editor.encode(pixels["source"].permute(1, 0, 2, 3)[None]),
@@ -285,9 +293,12 @@ class ReviseRecipe(DRFRecipe):
         eps = torch.randn(shape, generator=gen)
         return t, eps.to(self.adapter.device), drop
 
-    def sample_seed(self, micro: int, slot: int) -> int:
-        acc = self.accelerator
-        key = [self.config.run.seed, self.step, acc.process_index, micro, slot]
+    def dit_call(self):
+        return self.editor.velocity
+
+    def sample_seed(self, slot: int) -> int:
+        """The draws' seed for the ``slot``-th triplet of this process's current micro-batch."""
+        key = [self.config.run.seed, self.order.stream_index(self.position) + slot]
         return int(np.random.default_rng(key).integers(2**63))
 
     # ------------------------------------------------------------------ the loss of one triplet
@@ -300,7 +311,7 @@ class ReviseRecipe(DRFRecipe):
         t, eps, drop = self.draw(seed, tuple(x0.shape))
         text = self.adapter.encode_prompt(["" if drop else task.instruction], None, 1.0).positive
         z_t = (1 - t) * x0 + t * eps
-        v = self.editor.velocity(z_t, source, t, text)
+        v = self.denoiser(z_t, source, t, text)  # editor.velocity, through the prepared module
         l_fm = (v - (eps - x0)).pow(2).mean()
         entry = {"step": self.step + 1, "id": task.id, "t": t, "gated": False, "cfg_drop": drop,
                  "l_fm": l_fm.item(), "delta": None, "delta0": None, "l_reason": None, "p_yes": None}
@@ -328,22 +339,23 @@ class ReviseRecipe(DRFRecipe):
     # ------------------------------------------------------------------ one optimiser step
 
     def optimise(self) -> list[dict]:
-        """grad_accum micro-batches of triplets, mean gradient over triplets and processes, AdamW, logs."""
+        """grad_accum micro-batches of triplets, mean gradient over triplets and processes, AdamW, logs.
+
+        ``accelerator.backward`` divides by ``grad_accum``; the prepared module averages
+        over processes on the step's last backward.
+        """
         acc, run = self.accelerator, self.config.run
         entries = []
         for micro in range(run.grad_accum):
             _, indices = self.order.micro_batch(self.position)
             for slot, index in enumerate(indices):
-                with acc.autocast():  # --mixed-precision (off on CPU)
-                    loss, entry = self.sample_loss(self.tasks[index], self.sample_seed(micro, slot))
-                acc.backward(loss / (run.grad_accum * len(indices)))
+                last = micro == run.grad_accum - 1 and slot == len(indices) - 1
+                with self.synced(last):
+                    with acc.autocast():  # --mixed-precision (off on CPU)
+                        loss, entry = self.sample_loss(self.tasks[index], self.sample_seed(slot))
+                    acc.backward(loss / len(indices))
                 entries.append(entry)
             self.position += 1
-        if acc.num_processes > 1:  # data parallel: every process applies the mean gradient
-            for p in self.trainable:
-                if p.grad is None:
-                    p.grad = torch.zeros_like(p)
-                p.grad = acc.reduce(p.grad, reduction="mean")
         lr = self.scheduler.get_last_lr()[0]
         grad_norm = clip_and_step(acc, self.trainable, self.optimizer, self.scheduler, run.optim.max_grad_norm)
         self.step += 1

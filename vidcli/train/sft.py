@@ -167,7 +167,7 @@ class SFTRecipe:
         if resume_from is not None:
             self.metrics = (read_run_info(resume_from) or {}).get("metrics", {})
             progress = self.checkpointer.load(resume_from, self.scheduler)
-            self.step, self.position = progress["step"], progress["micro_batches"]
+            self.step, self.position = progress["step"], self.order.resume_position(progress)
             log.info("resumed from %s at step %d", resume_from, self.step)
         elif run.resume:
             log.info("--resume: no checkpoint in %s yet, starting from step 0", run.output_dir)
@@ -330,7 +330,7 @@ class SFTRecipe:
         """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights and trainer state."""
         return self.checkpointer.save(self.step, save_weights=self.interpreter.save_pretrained,
                                       scheduler=self.scheduler, micro_batches=self.position,
-                                      metrics=self.metrics, final=final)
+                                      metrics=self.metrics, final=final, order=self.order)
 
     def cleanup(self) -> None:
         if hasattr(self, "accelerator"):
