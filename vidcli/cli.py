@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "revise-tune": ("vidcli.commands.revise_tune", "Train a video editor with flow matching and a frozen VLM critic (ReViSE)."),
     "mine-triplets": ("vidcli.commands.mine_triplets", "Mine reasoning-informed editing triplets from films (icvg) or edit pairs (rave)."),
     "interpret": ("vidcli.commands.interpret", "Interpret a video request: reasoning, six-part caption, generator prompt."),
+    "generate": ("vidcli.commands.generate", "Generate videos from prompts, or edit source clips, with a video checkpoint."),
     "score": ("vidcli.commands.score", "Score records (format, coverage, reward, vqa, rve) and summarise with 95% intervals."),
 }
 

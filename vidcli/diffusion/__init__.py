@@ -12,6 +12,7 @@ at module level, so ``vidcli --help`` stays fast. The adapters live in
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -105,6 +106,10 @@ def load_adapter(path: str | Path, *, device: str = "cpu", dtype: str = "float32
     """The adapter for a diffusers pipeline folder, chosen by its ``model_index.json``."""
     from vidcli.errors import InputError
 
+    if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"):  # set by setup_logging for -q and pipes
+        from diffusers.utils import logging as diffusers_logging
+
+        diffusers_logging.disable_progress_bar()  # diffusers' own loading bar ignores the variable
     index = Path(path) / "model_index.json"
     try:
         kind = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")

@@ -1,0 +1,197 @@
+"""``vidcli generate``: prompts → videos (text-to-video), or source clip + instruction → edited video."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from pathlib import Path
+
+import click
+
+from vidcli.commands.common import input_output_options, reports_errors
+from vidcli.shard import shard_option
+
+log = logging.getLogger("vidcli")
+
+PROMPT_FIELDS = ("output.prompt", "prompt", "caption")  # interpret, plain, decompose --schema drf
+EDIT_FIELD = "instruction"
+
+EXAMPLES = """\b
+Examples:
+  # the ReaDe chain: interpret requests, generate from the prompts, score the videos
+  vidcli interpret --model ckpt/grpo --input requests.jsonl -o interpreted.jsonl
+  vidcli generate --model Wan2.1-T2V-1.3B-Diffusers interpreted.jsonl -o generated.jsonl
+  vidcli score --metric vqa --vlm hf:Qwen/Qwen2.5-VL-7B-Instruct generated.jsonl -o scored.jsonl
+  # a drf-tune output (full or LoRA), the paper's 30 steps at its training size
+  vidcli generate --model runs/drf decomposed.jsonl -o drf.jsonl --batch-size 4
+  # plain {id, prompt} records on stdin, videos into a chosen folder
+  echo '{"id": "cat", "prompt": "a cat on a piano"}' | vidcli generate --model runs/drf --videos-dir vids - > out.jsonl
+  # edit with a revise-tune output: triplet records (source {video, start, end}, instruction)
+  vidcli generate --model runs/revise triplets.jsonl -o edited.jsonl
+  vidcli score --metric rve --judge openai:gpt-4o edited.jsonl -o rve.jsonl
+  # eight GPUs, one shard each; --resume continues a killed job
+  vidcli generate --model runs/drf --shard $I/8 --resume prompts.jsonl -o gen.$I.jsonl
+"""
+
+_SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+def video_name(record_id: str) -> str:
+    """A file name for a record's video: the id itself when it is a safe name, else a slug and a hash."""
+    if _SAFE_NAME.match(record_id):
+        return record_id + ".mp4"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", record_id).strip("-.")[:60] or "record"
+    return f"{slug}-{hashlib.sha256(record_id.encode('utf-8')).hexdigest()[:10]}.mp4"
+
+
+def default_videos_dir(output: str) -> Path:
+    """``<OUT stem>.videos/`` beside the output, or ``./videos`` when writing to stdout."""
+    if output == "-":
+        return Path("videos")
+    out = Path(output)
+    return out.with_name(out.stem + ".videos")
+
+
+def record_path(video: Path, output: str) -> str:
+    """The path a record holds: relative to the output's folder when the video is inside it, else absolute."""
+    folder = (Path.cwd() if output == "-" else Path(output).resolve().parent).resolve()
+    video = video.resolve()
+    return video.relative_to(folder).as_posix() if video.is_relative_to(folder) else str(video)
+
+
+def _text(record: dict, fields: tuple[str, ...]) -> str:
+    from vidcli.errors import InputError
+    from vidcli.scoring.vqa import field_value
+
+    for name in fields:
+        value = field_value(record, name)
+        if value is None:
+            continue
+        if not isinstance(value, str) or not value.strip():
+            raise InputError(f"field '{name}' must be a non-empty string")
+        return value
+    named = " or ".join(f"'{f}'" for f in fields)
+    raise InputError(f"no text to generate from: missing field {named} (choose one with --prompt-field)")
+
+
+def _generate_batch(sources, model, settings, fields, videos_dir: Path, output: str, where: dict) -> list:
+    """Stream stage: validate each record, sample the good ones in one call, write mp4s, then records."""
+    from vidcli.diffusion.edit import edit_videos, source_latents
+    from vidcli.diffusion.generate import generate_videos, generation_record, to_uint8
+    from vidcli.errors import InputError
+    from vidcli.media import write_video
+    from vidcli.stream import Outcome
+
+    outcomes: list = [None] * len(sources)
+    ready, texts, clips = [], [], []
+    for i, src in enumerate(sources):
+        try:
+            if not isinstance(src.record.get("output", {}), dict):
+                raise InputError("field 'output' must be an object (generate adds 'video' to it)")
+            text = _text(src.record, fields)
+            if model.mode == "edit":
+                from vidcli.train.revise import read_clip
+
+                clips.append(source_latents(model, read_clip(src.record, "source", src.base_dir, **where), settings))
+            texts.append(text)
+            ready.append(i)
+        except InputError as exc:
+            outcomes[i] = Outcome.fail("generate", exc.message)
+    if not ready:
+        return outcomes
+    ids = [sources[i].id for i in ready]
+    if model.mode == "edit":
+        videos = edit_videos(model, texts, clips, ids, settings)
+    else:
+        videos = generate_videos(model, texts, ids, settings)
+    videos_dir.mkdir(parents=True, exist_ok=True)
+    generation = generation_record(model, settings)
+    for i, frames in zip(ready, videos):
+        record = sources[i].record
+        path = write_video(videos_dir / video_name(record["id"]), to_uint8(frames), settings.fps)
+        output_field = {**record.get("output", {}), "video": record_path(path, output), "generation": generation}
+        outcomes[i] = Outcome.ok({**record, "output": output_field})
+    return outcomes
+
+
+@click.command("generate", epilog=EXAMPLES)
+@click.option("--model", "model_path", required=True, metavar="CKPT",
+              help="A diffusers WanPipeline/CogVideoXPipeline folder, a drf-tune output (full or LoRA): "
+                   "text-to-video; a revise-tune output: editing.")
+@click.option("--videos-dir", type=click.Path(file_okay=False), default=None,
+              help="Where the mp4 files go, one per record named by its id "
+                   "[default: OUT-stem.videos/ beside OUT; ./videos for stdout].")
+@click.option("--prompt-field", default=None, metavar="FIELD",
+              help="Dotted field holding the text [default: output.prompt, else prompt, else caption; "
+                   "editing: instruction].")
+@click.option("--steps", type=click.IntRange(1), default=30, show_default=True,
+              help="Denoising steps (Diffusion-DRF's inference setting).")
+@click.option("--guidance", type=click.FloatRange(0), default=None,
+              help="Classifier-free guidance scale; <= 1 turns it off "
+                   "[default: the pipeline's: Wan 5.0, CogVideoX 6.0].")
+@click.option("--num-frames", type=click.IntRange(1), default=None,
+              help="Frames per video, 4k+1 [default: what the checkpoint's vidcli.json recorded for training, "
+                   "else the pipeline's: Wan 81, CogVideoX 49].")
+@click.option("--height", type=click.IntRange(16), default=None,
+              help="Multiple of 16 [default: vidcli.json's training size, else the pipeline's: Wan 480].")
+@click.option("--width", type=click.IntRange(16), default=None,
+              help="Multiple of 16 [default: vidcli.json's training size, else the pipeline's: Wan 832].")
+@click.option("--fps", type=click.FloatRange(0, min_open=True), default=None,
+              help="Frame rate written into the mp4 [default: Wan 16, CogVideoX 8].")
+@click.option("--seed", type=int, default=0, show_default=True,
+              help="Each record's noise is seeded by (seed, record id): independent of batching, order, "
+                   "sharding and --resume.")
+@click.option("--negative-prompt", default=None, metavar="TEXT",
+              help="Negative prompt for guidance (editing: the unconditional text) [default: empty text].")
+@click.option("--batch-size", type=click.IntRange(1), default=1, show_default=True,
+              help="Records per pipeline call.")
+@click.option("--device", default="auto", show_default=True, help="auto (CUDA when available), cpu, cuda, cuda:N.")
+@click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
+              show_default=True, help="DiT and text encoder dtype (auto: bfloat16 on CUDA, float32 on CPU); "
+                                      "the Wan VAE stays float32.")
+@shard_option
+@input_output_options
+@reports_errors
+def command(model_path, videos_dir, prompt_field, steps, guidance, num_frames, height, width, fps, seed,
+            negative_prompt, batch_size, device, dtype, shard, inputs, output, resume, on_error, rejects,
+            media_root, allow_escape, quiet, verbose):
+    """Generate a video per record with a text-to-video checkpoint, or edit a source clip with an editor.
+
+    \b
+    Text-to-video: the prompt is 'output.prompt' (vidcli interpret), else 'prompt',
+    else 'caption' (decompose --schema drf), or --prompt-field. Editing (a revise-tune
+    --model): 'instruction' and 'source' {video, start, end} (seconds; start/end may be
+    left out), as mine-triplets writes them; the source clip is sampled to
+    --num-frames frames at the output size.
+    Each video is written as VIDEOS_DIR/<id>.mp4 (to a temporary name, then renamed),
+    then the record, with 'output.video' (relative to OUT's folder when inside it) and
+    'output.generation' {model, mode, seed, steps, guidance, num_frames, height,
+    width, fps, negative_prompt}; other 'output' fields are kept. --resume skips ids
+    already in OUT; a video written before a crash is regenerated and replaced.
+    """
+    if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
+        raise click.BadParameter(f"{device!r}: use auto, cpu, cuda or cuda:N", param_hint="--device")
+    import diffusers  # noqa: F401  (these two first, so setup_logging can turn their loading bars off)
+    import transformers  # noqa: F401
+
+    from vidcli.diffusion.generate import default_settings, load_video_model
+    from vidcli.log import setup_logging
+    from vidcli.stream import run_records
+
+    setup_logging(verbose, quiet)
+    model = load_video_model(model_path, device=device, dtype=dtype)
+    try:
+        settings = default_settings(model, steps=steps, guidance=guidance, num_frames=num_frames, height=height,
+                                    width=width, fps=fps, seed=seed, negative_prompt=negative_prompt)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    fields = (prompt_field,) if prompt_field else (EDIT_FIELD,) if model.mode == "edit" else PROMPT_FIELDS
+    folder = Path(videos_dir) if videos_dir else default_videos_dir(output)
+    log.info("generate: %s mode, %d steps, guidance %g, %d frames of %dx%d at %g fps; videos in %s", model.mode,
+             settings.steps, settings.guidance, settings.num_frames, settings.width, settings.height, settings.fps,
+             folder)
+    where = dict(media_root=media_root, allow_escape=allow_escape)
+    run_records(inputs or ("-",), output,
+                lambda batch: _generate_batch(batch, model, settings, fields, folder, output, where),
+                command="generate", batch_size=batch_size, resume=resume, on_error=on_error, rejects=rejects,
+                progress=not quiet, shard=shard, media_root=media_root)
