@@ -1,4 +1,4 @@
-"""Tiny models of the real architectures, for tests and the quickstart.
+"""Tiny models of the real architectures, for tests and the TINY=1 recipes.
 
 Nothing here downloads anything: configs are written by hand at toy sizes, weights are
 random but seeded (two builds give identical weights), and tokenizers are trained on the

@@ -185,7 +185,9 @@ def command(text, identity, image, video, depth, pose, camera, audio, input_file
     Flags mode: --text and the condition flags make one request; the generator
     prompt goes to stdout (--json: the whole output object). Records mode
     (--input FILE or INPUT...): each record's 'instruction' and 'conditions' are
-    interpreted in batches and written back with an 'output' field.
+    interpreted in batches and written back with an 'output' field: {think,
+    answer: {dense, main_object, background, movement, style, camera}, prompt, raw,
+    format_ok, format_problem}.
     Conditions reach the model in a fixed order: identity, image, video, depth,
     pose, camera, audio. An output that breaks the <think>/<answer> format is kept
     with format_ok false; its prompt is then the raw answer text.
