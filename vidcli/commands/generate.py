@@ -171,9 +171,6 @@ def command(model_path, videos_dir, prompt_field, steps, guidance, num_frames, h
     """
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise click.BadParameter(f"{device!r}: use auto, cpu, cuda or cuda:N", param_hint="--device")
-    import diffusers  # noqa: F401  (these two first, so setup_logging can turn their loading bars off)
-    import transformers  # noqa: F401
-
     from vidcli.diffusion.generate import default_settings, load_video_model
     from vidcli.log import setup_logging
     from vidcli.stream import run_records

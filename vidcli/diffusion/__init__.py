@@ -102,6 +102,25 @@ def freeze(*modules: "torch.nn.Module") -> None:
         module.eval()
 
 
+# Where a LoRA-tuned generator keeps its adapter (``drf-tune --finetune lora``), the file
+# name diffusers' ``load_lora_weights`` looks for.
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+
+
+def load_tuned_adapter(path: str | Path, *, device: str = "cpu", dtype: str = "float32",
+                       fuse: bool = False) -> GeneratorAdapter:
+    """:func:`load_adapter`, with a LoRA adapter in the folder (:data:`LORA_WEIGHTS`) applied on top
+    as a diffusers user would (``pipe.load_lora_weights``); ``fuse`` merges it into the weights
+    and drops the LoRA layers (faster, for a generator that stays frozen)."""
+    adapter = load_adapter(path, device=device, dtype=dtype)
+    if (Path(path) / LORA_WEIGHTS).is_file():
+        adapter.pipe.load_lora_weights(str(path), weight_name=LORA_WEIGHTS)
+        if fuse:
+            adapter.pipe.fuse_lora()
+            adapter.pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers go
+    return adapter
+
+
 def load_adapter(path: str | Path, *, device: str = "cpu", dtype: str = "float32") -> GeneratorAdapter:
     """The adapter for a diffusers pipeline folder, chosen by its ``model_index.json``."""
     from vidcli.errors import InputError

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from vidcli.diffusion import GeneratorAdapter, load_adapter
+from vidcli.diffusion import GeneratorAdapter, load_tuned_adapter
 from vidcli.errors import InputError
 
 DEFAULT_STEPS = 30  # Diffusion-DRF's inference setting (25 in training)
@@ -80,16 +80,13 @@ def resolve_device(device: str = "auto", dtype: str = "auto") -> tuple[str, str]
 def load_video_model(path: str | Path, *, device: str = "auto", dtype: str = "auto") -> VideoModel:
     """Load a checkpoint folder and decide its mode (see the module docstring)."""
     from vidcli.train.checkpoint import read_run_info
-    from vidcli.train.drf import LORA_WEIGHTS
 
     folder = Path(path)
     if not folder.is_dir():
         raise InputError(f"--model {path}: no such folder")
     device, dtype = resolve_device(device, dtype)
     info = read_run_info(folder) or {}
-    adapter = load_adapter(folder, device=device, dtype=dtype)
-    if (folder / LORA_WEIGHTS).is_file():
-        adapter.pipe.load_lora_weights(str(folder), weight_name=LORA_WEIGHTS)
+    adapter = load_tuned_adapter(folder, device=device, dtype=dtype)
     model = VideoModel(str(path), adapter, "t2v", info)
     if info.get("command") == "revise-tune":
         from vidcli.train.revise import EDITOR_LAYOUT, InContextEditor

@@ -140,14 +140,9 @@ def render_prompt(completion: str, style: str = "dense") -> str | None:
 
 def load_generator(path: str | Path, *, device: str = "cpu", dtype: str = "float32") -> GeneratorAdapter:
     """A frozen generator adapter; a drf-tune LoRA output gets its adapter fused into the DiT."""
-    from vidcli.diffusion import freeze, load_adapter
-    from vidcli.train.drf import LORA_WEIGHTS
+    from vidcli.diffusion import freeze, load_tuned_adapter
 
-    adapter = load_adapter(path, device=device, dtype=dtype)
-    if (Path(path) / LORA_WEIGHTS).is_file():
-        adapter.pipe.load_lora_weights(str(path), weight_name=LORA_WEIGHTS)
-        adapter.pipe.fuse_lora()
-        adapter.pipe.unload_lora_weights()  # the fused weights stay; the LoRA layers go
+    adapter = load_tuned_adapter(path, device=device, dtype=dtype, fuse=True)
     freeze(adapter.trainable_module())
     return adapter
 
@@ -158,25 +153,12 @@ def yes_probabilities(scorer: VLMScorer, items: list[tuple[VideoPixels, str]], b
     Rows are left-padded so every row's answer tokens sit at the end and only their
     logits are computed; the values equal :meth:`VLMScorer.yes_logprob` row by row.
     """
-    tokenizer = scorer.processor.tokenizer
-    answer = tokenizer("Yes", add_special_tokens=False)["input_ids"]
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    names, device = scorer.processor.model_input_names, scorer.model.device
+    answer = scorer.processor.tokenizer("Yes", add_special_tokens=False)["input_ids"]
     out: list[float] = []
     for start in range(0, len(items), batch):
         chunk = items[start:start + batch]
-        rows = [scorer.prompt_ids([video], question) + answer for video, question in chunk]
-        width = max(len(row) for row in rows)
-        ids = [[pad] * (width - len(row)) + row for row in rows]
-        inputs = {"input_ids": torch.tensor(ids, device=device),
-                  "attention_mask": torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], device=device),
-                  "pixel_values_videos": torch.cat([video.pixel_values for video, _ in chunk]),
-                  "video_grid_thw": torch.stack([video.grid_thw for video, _ in chunk]).to(device)}
-        if "second_per_grid_ts" in names:
-            tp = scorer.processor.video_processor.temporal_patch_size
-            inputs["second_per_grid_ts"] = torch.tensor([tp / video.fps for video, _ in chunk], device=device)
-        if "mm_token_type_ids" in names:
-            inputs["mm_token_type_ids"] = torch.tensor(scorer.processor.create_mm_token_type_ids(ids), device=device)
+        inputs = scorer.batch_inputs([([video], scorer.prompt_ids([video], question) + answer)
+                                      for video, question in chunk])
         with torch.no_grad():
             logits = scorer.model(**inputs, logits_to_keep=len(answer) + 1).logits[:, :-1]
         logp = torch.log_softmax(logits.float(), dim=-1)
@@ -196,9 +178,10 @@ class VideoFeedback:
     @classmethod
     def load(cls, config: VideoFeedbackConfig, *, device: str = "cpu") -> "VideoFeedback":
         """Generator and VLM on ``device``: bfloat16 on a GPU, float32 on the CPU (the Wan VAE stays float32)."""
+        from vidcli.diffusion.generate import resolve_device
         from vidcli.scoring.vqa import load_vlm
 
-        dtype = "float32" if device == "cpu" else "bfloat16"
+        device, dtype = resolve_device(device)
         return cls(load_generator(config.generator, device=device, dtype=dtype),
                    load_vlm(config.vlm, device=device, dtype=dtype), config)
 

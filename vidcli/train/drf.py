@@ -43,6 +43,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from vidcli.diffusion import LORA_WEIGHTS
 from vidcli.errors import InputError
 from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
                                      read_run_info, remove_partials, safe_arguments)
@@ -57,7 +58,6 @@ FINETUNE = ("full", "lora")
 REWARDS = ("vanilla", "rich", "binary")
 DIMS = ("TA", "Phy", "VQ")
 REWARDS_LOG = "rewards.jsonl"
-LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
 # The DiT blocks' attention and feed-forward projections (Wan and CogVideoX name them alike).
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2", "ff.net.0.proj", "ff.net.2"]
 
