@@ -140,9 +140,20 @@ class VLMScorer:
 
     def model_inputs(self, videos: list[VideoPixels], ids: list[int]) -> dict:
         """Everything the model's forward takes, with our differentiable pixels in it."""
+        return self.batch_inputs([(videos, ids)])
+
+    def batch_inputs(self, rows: list[tuple[list[VideoPixels], list[int]]]) -> dict:
+        """Forward inputs for several (videos, token ids) rows, left-padded to one length so
+        every row ends at the last position (where ``logits_to_keep`` reads)."""
         device = self.model.device
-        input_ids = torch.tensor([ids], device=device)
-        inputs = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids),
+        pad = self.processor.tokenizer.pad_token_id
+        pad = 0 if pad is None else pad
+        width = max(len(ids) for _, ids in rows)
+        padded = [[pad] * (width - len(ids)) + ids for _, ids in rows]
+        videos = [v for row_videos, _ in rows for v in row_videos]
+        inputs = {"input_ids": torch.tensor(padded, device=device),
+                  "attention_mask": torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for _, ids in rows],
+                                                 device=device),
                   "pixel_values_videos": torch.cat([v.pixel_values for v in videos]),
                   "video_grid_thw": torch.stack([v.grid_thw for v in videos]).to(device)}
         names = self.processor.model_input_names
@@ -150,7 +161,7 @@ class VLMScorer:
             tp = self.processor.video_processor.temporal_patch_size
             inputs["second_per_grid_ts"] = torch.tensor([tp / v.fps for v in videos], device=device)
         if "mm_token_type_ids" in names:
-            inputs["mm_token_type_ids"] = torch.tensor(self.processor.create_mm_token_type_ids([ids]), device=device)
+            inputs["mm_token_type_ids"] = torch.tensor(self.processor.create_mm_token_type_ids(padded), device=device)
         return inputs
 
     def answer_logprobs(self, videos: list[VideoPixels], question: str, answer: str,
