@@ -34,9 +34,7 @@ if [ "${TINY:-0}" = 1 ]; then
   tiny_setup
   BASE_MODEL="${BASE_MODEL:-$TINY_WAN}"
   VLM="${VLM:-$TINY_VLM}"
-  LLM="${LLM:-openai:teacher}"
   REFERENCE_VLM="${REFERENCE_VLM:-openai:teacher}"
-  export OPENAI_BASE_URL="$TEACHER_URL" OPENAI_API_KEY="${OPENAI_API_KEY:-unused}"
   K="${K:-1}"; NF="${NF:-3}"; STEPS="${STEPS:-2}"; INFER_STEPS="${INFER_STEPS:-2}"
   HEIGHT="${HEIGHT:-32}"; WIDTH="${WIDTH:-32}"; FRAMES="${FRAMES:-5}"; LR="${LR:-1e-3}"
   VLM_DTYPE="${VLM_DTYPE:-float32}"; DRF_STEPS="${DRF_STEPS:-2}"

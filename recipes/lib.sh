@@ -8,8 +8,9 @@
 #                                  (RUN_DIR/vidcli.json, written last); otherwise start or
 #                                  continue from the newest complete checkpoint (--resume).
 #   tiny_setup                     TINY=1: build the tiny-model kit and start the offline
-#                                  teacher server; sets TINY_LLM, TINY_VLM, TINY_WAN,
-#                                  TINY_SIGLIP, TEACHER_URL.
+#                                  teacher server; sets TINY_LLM, TINY_VLM, TINY_WAN and
+#                                  TEACHER_URL, points openai: backends at the teacher
+#                                  (OPENAI_BASE_URL) and makes it the default LLM.
 #
 # Training commands run through $LAUNCH, "vidcli" by default. For many GPUs:
 #   LAUNCH="accelerate launch --num_processes 8 -m vidcli" bash recipes/NAME.sh
@@ -78,4 +79,6 @@ tiny_setup() {
   done
   TEACHER_URL="$(cat "$url_file")"
   export TINY_LLM TINY_VLM TINY_WAN TEACHER_URL
+  export OPENAI_BASE_URL="$TEACHER_URL" OPENAI_API_KEY="${OPENAI_API_KEY:-unused}"
+  LLM="${LLM:-openai:teacher}"
 }

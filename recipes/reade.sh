@@ -52,10 +52,8 @@ data_tiny=()   # extra flags of the data stages in TINY mode
 if [ "${TINY:-0}" = 1 ]; then
   tiny_setup
   BASE_MODEL="${BASE_MODEL:-$TINY_VLM}"
-  LLM="${LLM:-openai:teacher}"
   JUDGE="${JUDGE:-openai:teacher}"
   JUDGE_MODE="${JUDGE_MODE:-elements}"
-  export OPENAI_BASE_URL="$TEACHER_URL" OPENAI_API_KEY="${OPENAI_API_KEY:-unused}"
   SFT_BATCH="${SFT_BATCH:-2}"; SFT_ACCUM="${SFT_ACCUM:-1}"; SFT_WARMUP="${SFT_WARMUP:-1}"; SFT_LR="${SFT_LR:-1e-4}"
   G="${G:-2}"; GRPO_ACCUM="${GRPO_ACCUM:-1}"; GRPO_WARMUP="${GRPO_WARMUP:-1}"; MAX_COMPLETION="${MAX_COMPLETION:-24}"
   GRPO_STEPS="${GRPO_STEPS:-2}"

@@ -39,9 +39,7 @@ if [ "${TINY:-0}" = 1 ]; then
   tiny_setup
   BASE_MODEL="${BASE_MODEL:-$TINY_WAN}"
   VLM="${VLM:-$TINY_VLM}"
-  LLM="${LLM:-openai:teacher}"
   JUDGE="${JUDGE:-openai:teacher}"
-  export OPENAI_BASE_URL="$TEACHER_URL" OPENAI_API_KEY="${OPENAI_API_KEY:-unused}"
   HOLDOUT="${HOLDOUT:-0}"; EVAL_SPLIT="${EVAL_SPLIT:-train}"
   HEIGHT="${HEIGHT:-32}"; WIDTH="${WIDTH:-32}"; FRAMES="${FRAMES:-5}"; ACCUM="${ACCUM:-1}"
   SIGMA_MAX="${SIGMA_MAX:-0.8}"; LR="${LR:-1e-3}"; INFER_STEPS="${INFER_STEPS:-2}"; REVISE_STEPS="${REVISE_STEPS:-2}"
