@@ -22,6 +22,17 @@ def isolated_cache(tmp_path, monkeypatch):
     return tmp_path / "xdg-cache"
 
 
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one thread, and a busy 2-core machine does not thrash."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="session")
 def tiny_models():
     """Paths of the tiny models of the real architectures, built once and cached."""

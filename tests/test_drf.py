@@ -14,6 +14,8 @@ from vidcli.train.core import OptimConfig, RunConfig
 from vidcli.train.drf import DRFConfig, DRFRecipe, load_tasks
 from vidcli.train.heatmaps import gradient_magnitude, heatmap_grid, save_heatmap
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 BALL = Path(__file__).resolve().parent.parent / "examples" / "media" / "ball.mp4"
 TA = {"dim": "TA", "key": "objects", "question": "Is there a red ball?",
       "reference": {"answer": "Yes", "explanation": "A red ball rolls over the grass."}}
@@ -21,14 +23,6 @@ VQ = {"dim": "VQ", "key": "quality", "question": "Compared with the second video
       "reference": {"answer": "No", "issue": "none", "explanation": "The frames are sharp."}}
 RECORD = {"id": "ball", "caption": "a red ball rolls over green grass", "video": "ball.mp4", "questions": [TA, VQ]}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy 2-core machine does not thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_records(folder: Path, records: list[dict]) -> Path:

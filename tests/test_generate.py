@@ -12,17 +12,11 @@ from tests.test_revise import BALL, SQUARES, write_triplets
 from vidcli.diffusion.generate import (Settings, check_settings, default_settings, generate_videos, load_video_model,
                                        record_generator, to_uint8)
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 SETTINGS = Settings(steps=2, guidance=5.0, num_frames=5, height=32, width=32, fps=8.0, seed=3)
 PROMPTS = {"car": "a red car drives through the street", "dog": "a small dog runs on the beach"}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy 2-core machine does not thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -17,6 +17,8 @@ from vidcli.train.core import OptimConfig, RunConfig
 from vidcli.train.grpo import GRPOConfig, GRPORecipe, completion_mask, run_grpo
 from vidcli.train.grpo_loss import grpo_loss
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 MEDIA = Path(__file__).parents[1] / "examples" / "media"
 KEY_INFO = {"user": {"objects": [{"name": "dog", "attributes": ["brown"]}], "actions": ["runs"]},
             "supplementary": {"objects": [], "camera": ["pans left"]}, "imaginative": {"style": ["cinematic"]}}
@@ -37,13 +39,6 @@ class HashReward:
                                             "contra": None}, False, False))
         return out
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

@@ -13,6 +13,8 @@ from vidcli.errors import InputError
 from vidcli.train.core import OptimConfig, RunConfig
 from vidcli.train.revise import ReviseConfig, ReviseRecipe, load_triplets, shifted_t, trigger_probability
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 MEDIA = Path(__file__).resolve().parent.parent / "examples" / "media"
 BALL = {"id": "ball-later", "instruction": "show where the ball will be a moment later",
         "source": {"video": "ball.mp4", "start": 0.0, "end": 1.5},
@@ -21,14 +23,6 @@ SQUARES = {"id": "squares-calm", "instruction": "make the scene feel calmer",
            "source": {"video": "squares.mp4", "start": 0.0, "end": 1.0},
            "target": {"video": "squares.mp4", "start": 1.0, "end": 2.0}, "subset": "rave"}
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy 2-core machine does not thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_triplets(folder: Path, records: list[dict]) -> Path:

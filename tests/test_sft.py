@@ -13,6 +13,8 @@ from vidcli.train.core import OptimConfig, RunConfig, seeded_uniform
 from vidcli.train.sft import SFTConfig, SFTRecipe, run_sft
 from vidcli.train.sft_data import load_examples
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
+
 ANSWER = ("<answer>1. Dense caption: A {x} runs along the street.\n\n2. Main object caption: a {x}.\n\n"
           "3. Background caption: the street.\n\n4. Movement caption: runs along.\n\n"
           "5. Style caption: cinematic.\n\n6. Camera caption: The camera pans left.</answer>")
@@ -54,14 +56,6 @@ def write_data(folder: Path) -> dict[str, Path]:
     paths["camera"].write_text("".join(json.dumps(r) + "\n" for r in camera), encoding="utf-8")
     return paths
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and a busy 2-core machine does not thrash."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")

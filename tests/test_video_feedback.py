@@ -6,7 +6,9 @@ import json
 import pytest
 import torch
 
-from tests.test_grpo import grpo_kit, make_config, one_thread  # noqa: F401  (fixtures)
+from tests.test_grpo import grpo_kit, make_config  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 from vidcli.interpreter.format import build_target
 from vidcli.rewards.reade import RewardResult
 from vidcli.rewards.video_feedback import (VideoFeedback, VideoFeedbackConfig, render_seed, video_questions,

@@ -9,7 +9,9 @@ import pytest
 import torch
 
 from tests.cli.helpers import invoke, read_jsonl
-from tests.test_drf import RECORD, drf_kit, one_thread, write_records  # noqa: F401  (fixtures)
+from tests.test_drf import RECORD, drf_kit, write_records  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def drf_args(kit, out, *extra) -> list[str]:

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 
 from tests.cli.helpers import invoke, read_jsonl, write_jsonl
-from tests.test_generate import PROMPTS, SETTINGS, gen_kit, one_thread  # noqa: F401  (fixtures)
+from tests.test_generate import PROMPTS, SETTINGS, gen_kit  # noqa: F401  (fixtures)
 from tests.test_revise import BALL, SQUARES
 from vidcli.media import load_video, probe_video
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 FAST = ["--steps", "2", "--num-frames", "5", "--height", "32", "--width", "32", "--seed", "3", "-q"]
 TA = {"dim": "TA", "key": "objects", "question": "Is there a woman waving?",

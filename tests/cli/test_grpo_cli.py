@@ -12,7 +12,9 @@ import pytest
 import torch
 
 from tests.cli.helpers import invoke, read_jsonl
-from tests.test_grpo import grpo_kit, one_thread  # noqa: F401  (fixtures)
+from tests.test_grpo import grpo_kit  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 MARKER = "sk-test-marker-9c2e41"
 

@@ -46,11 +46,13 @@ from safetensors.torch import load_file
 
 from tests.cli.helpers import invoke, read_jsonl
 from tests.cli.test_grpo_cli import grpo_args
-from tests.test_drf import RECORD, drf_kit, one_thread, write_records  # noqa: F401  (fixtures)
+from tests.test_drf import RECORD, drf_kit, write_records  # noqa: F401  (fixtures)
 from tests.test_grpo import grpo_kit  # noqa: F401  (fixture)
 from tests.test_sft import sft_kit  # noqa: F401  (fixture)
 from vidcli.errors import InputError
 from vidcli.train.core import DataOrder
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 WEIGHT_ATOL = 1e-5
 LOSS_REL = 1e-5

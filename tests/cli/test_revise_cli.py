@@ -8,7 +8,9 @@ import pytest
 import torch
 
 from tests.cli.helpers import invoke, read_jsonl
-from tests.test_revise import BALL, SQUARES, one_thread, revise_kit, write_triplets  # noqa: F401  (fixtures)
+from tests.test_revise import BALL, SQUARES, revise_kit, write_triplets  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def revise_args(kit, out, *extra) -> list[str]:

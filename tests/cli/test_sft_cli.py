@@ -13,7 +13,9 @@ import pytest
 import torch
 
 from tests.cli.helpers import invoke
-from tests.test_sft import one_thread, sft_kit  # noqa: F401  (fixtures)
+from tests.test_sft import sft_kit  # noqa: F401  (fixtures)
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 MARKER = "sk-test-marker-5b1d0e"
 
