@@ -133,7 +133,7 @@ def video_feedback_config(ctx: click.Context, reward: str, generator: str | None
 def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, judge_concurrency, alpha, rho,
             gamma, lam, num_generations, temperature, top_p, max_completion_tokens, epsilon, beta, num_iterations,
             reward, generator, vlm, quiet, verbose, **opts):
-    """GRPO of the interpreter with the ReaDe reward (SPEC §5).
+    """GRPO of the interpreter (ReaDe stage 2) with the ReaDe reward, optionally plus video feedback.
 
     \b
     Records need 'key_info' (vidcli decompose --schema reade) and the request fields
