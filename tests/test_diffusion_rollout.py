@@ -88,6 +88,62 @@ def test_wan_decodes_only_the_latent_prefix_it_needs(wan, monkeypatch):
         wan.decode(latents.detach(), frame_indices=[9])
 
 
+@pytest.mark.usefixtures("one_thread")
+@pytest.mark.parametrize("indices", [[3, 3, 0, 6], None])
+def test_checkpointed_decode_equals_the_plain_decode_values_and_gradients(wan, indices):
+    torch.manual_seed(0)
+    latents = torch.randn(1, 16, 3, 4, 4, requires_grad=True)
+    weights = None
+    results = []
+    for checkpointed in (False, True):
+        wan.decode_checkpointing = checkpointed
+        try:
+            frames = wan.decode(latents, indices)
+        finally:
+            wan.decode_checkpointing = False
+        if weights is None:  # an uneven upstream gradient, so every frame and channel counts
+            weights = torch.linspace(-1, 1, frames.numel()).view_as(frames)
+        (grad,) = torch.autograd.grad((frames * weights).sum(), latents)
+        results.append((frames.detach(), grad))
+    (plain, plain_grad), (ckpt, ckpt_grad) = results
+    assert ckpt.shape == plain.shape == (1, len(indices) if indices else 9, 3, 32, 32)
+    assert torch.allclose(ckpt, plain, atol=1e-5) and torch.allclose(ckpt_grad, plain_grad, atol=1e-5)
+    assert plain_grad.abs().sum() > 0
+
+
+@pytest.mark.usefixtures("one_thread")
+def test_checkpointed_decode_holds_memory_for_the_frames_asked_not_the_video_length(wan):
+    from vidcli.plan.meter import LiveTensors
+
+    def held_after_decode(latent_frames: int, count: int, checkpointed: bool) -> tuple[int, int]:
+        from vidcli.diffusion.rollout import uniform_frame_indices
+
+        latents = torch.randn(1, 16, latent_frames, 4, 4, requires_grad=True)
+        wan.decode_checkpointing = checkpointed
+        try:
+            with LiveTensors() as meter:
+                frames = wan.decode(latents, uniform_frame_indices(1 + 4 * (latent_frames - 1), count))
+                held = meter.current
+                frames.sum().backward()
+        finally:
+            wan.decode_checkpointing = False
+        return held, meter.peak
+
+    plain = {(t, n): held_after_decode(t, n, False) for t in (2, 4) for n in (2, 4)}
+    ckpt = {(t, n): held_after_decode(t, n, True) for t in (2, 4) for n in (2, 4)}
+    frame_bytes = 3 * 32 * 32 * 4
+    # Without checkpointing the decode's graph grows with the video (every latent frame decoded).
+    assert plain[4, 2][0] > 1.8 * plain[2, 2][0]
+    # With it, what the decode holds until backward is its output frames and little else...
+    for (t, n), (held, _) in ckpt.items():
+        assert n * frame_bytes <= held < n * frame_bytes + 0.1 * plain[2, 2][0]
+    # ...growing with the frames asked for, not with the video length.
+    assert ckpt[4, 2][0] - ckpt[2, 2][0] < 0.25 * (ckpt[2, 4][0] - ckpt[2, 2][0]) + 16 * 4 * 4 * 4 * 3
+    assert ckpt[2, 4][0] - ckpt[2, 2][0] >= 2 * frame_bytes
+    # Backward recomputes one latent frame at a time: its peak stays under the plain graph's.
+    assert all(ckpt[key][1] < plain[key][1] for key in plain)
+
+
 def test_only_the_last_k_steps_run_with_gradient(wan):
     calls = []
     # A pre-hook: checkpoint recomputation stops as soon as it has what backward needs, so

@@ -31,7 +31,7 @@ def test_help_lists_defaults_and_examples():
     assert result.exit_code == 0
     for text in ("Examples:", "accelerate launch -m vidcli drf-tune", "--reward [vanilla|rich|binary]",
                  "default: rich", "default: TA,Phy,VQ", "default: 1e-05", "--finetune [full|lora]",
-                 "--save-grad-heatmaps", "--vlm-dtype [float32|bf16]", "WanPipeline.from_pretrained"):
+                 "--save-grad-heatmaps", "--vlm-dtype [auto|float32|bf16]", "WanPipeline.from_pretrained"):
         assert text in result.output, text
     assert "drf-tune" in invoke(["--help"]).output
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from vidcli.commands.common import reports_errors
-from vidcli.commands.training import run_config, run_options
+from vidcli.commands.training import dit_fields, dit_options, run_config, run_options
 
 EXAMPLES = """\b
 Examples:
@@ -64,24 +64,22 @@ def parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
               help="Train every DiT weight, or LoRA adapters on its attention and feed-forward layers.")
 @click.option("--lora-rank", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--lora-alpha", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--gradient-checkpointing", is_flag=True, help="Recompute the DiT's block activations in backward.")
+@dit_options
 @click.option("--step-checkpointing/--no-step-checkpointing", default=True, show_default=True,
               help="Keep only each grad-carrying denoising step's input latent between forward and backward.")
-@click.option("--vlm-dtype", type=click.Choice(["float32", "bf16"]), default="float32", show_default=True,
-              help="Precision of the frozen VLM.")
 @click.option("--save-grad-heatmaps", "heatmaps_dir", type=click.Path(file_okay=False), default=None,
               help="Write PNGs of |dR/dframe| beside the sampled frames for the first samples into this folder.")
 @click.option("--heatmap-samples", type=click.IntRange(1), default=4, show_default=True,
               help="How many samples get a heatmap.")
-@run_options(lr=1e-5, schedule="constant", warmup_steps=0, weight_decay=0.0, save_every=200,
+@run_options(lr=1e-5, schedule="constant", warmup_steps=0, weight_decay=0.0, save_every=200, grad_accum=1,
              lr_help="AdamW learning rate.", seed_help="Seeds data order and noise.")
 @click.option("--media-root", type=click.Path(file_okay=False), default=None,
               help="Resolve the records' 'video' paths against this folder instead of each JSONL file's folder.")
 @click.option("--allow-escape", is_flag=True, help="Allow relative media paths that leave the media folder with '..'.")
 @reports_errors
 def command(inputs, model, vlm, output, reward, dims, frames_vlm, k_grad, steps, guidance, height, width, frames,
-            fps, finetune, lora_rank, lora_alpha, gradient_checkpointing, step_checkpointing, vlm_dtype,
-            heatmaps_dir, heatmap_samples, media_root, allow_escape, quiet, verbose, **opts):
+            fps, finetune, lora_rank, lora_alpha, step_checkpointing, heatmaps_dir, heatmap_samples, media_root,
+            allow_escape, quiet, verbose, **opts):
     """Diffusion-DRF: tune the DiT so a frozen VLM gives its videos the reference answers.
 
     \b
@@ -104,14 +102,14 @@ def command(inputs, model, vlm, output, reward, dims, frames_vlm, k_grad, steps,
         raise click.UsageError(f"--k-grad {k_grad} is more than --steps {steps}")
     if frames_vlm > frames:
         raise click.UsageError(f"--frames-vlm {frames_vlm} is more than --frames {frames}")
-    # One video per process and step; precision is set per model (--vlm-dtype), not by autocast.
-    run = run_config(output, opts, batch_size=1, grad_accum=1, mixed_precision="no")
+    # One video per process and micro-batch; --mixed-precision applies to the DiT's forward.
+    run = run_config(output, opts, batch_size=1)
     config = DRFConfig(
         model=model, vlm=vlm, inputs=list(inputs), run=run, reward=reward, dims=dims, frames_vlm=frames_vlm,
         k_grad=k_grad, steps=steps, guidance=guidance, height=height, width=width, frames=frames, fps=fps,
-        finetune=finetune, lora_rank=lora_rank, lora_alpha=lora_alpha, gradient_checkpointing=gradient_checkpointing,
-        checkpoint_steps=step_checkpointing, vlm_dtype="bfloat16" if vlm_dtype == "bf16" else "float32",
+        finetune=finetune, lora_rank=lora_rank, lora_alpha=lora_alpha, checkpoint_steps=step_checkpointing,
         heatmaps_dir=heatmaps_dir, heatmap_samples=heatmap_samples, media_root=media_root,
         allow_escape=allow_escape, log_every=opts["log_every"], arguments=dict(click.get_current_context().params),
+        **dit_fields(opts),
     )
     run_drf(config)

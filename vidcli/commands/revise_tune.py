@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from vidcli.commands.common import reports_errors
-from vidcli.commands.training import run_config, run_options
+from vidcli.commands.training import dit_fields, dit_options, run_config, run_options
 
 EXAMPLES = """\b
 Examples:
@@ -50,9 +50,7 @@ Examples:
               help="Train every DiT weight, or LoRA adapters on its attention and feed-forward layers.")
 @click.option("--lora-rank", type=click.IntRange(1), default=64, show_default=True)
 @click.option("--lora-alpha", type=click.IntRange(1), default=64, show_default=True)
-@click.option("--gradient-checkpointing", is_flag=True, help="Recompute the DiT's block activations in backward.")
-@click.option("--vlm-dtype", type=click.Choice(["float32", "bf16"]), default="float32", show_default=True,
-              help="Precision of the frozen critic.")
+@dit_options
 @run_options(lr=3e-6, schedule="constant", warmup_steps=0, weight_decay=1e-4, save_every=500,
              batch_size=1, grad_accum=8, seed_help="Seeds data order, t, noise and instruction dropout.",
              batch_help="Triplets per device and micro-batch (batch = batch-size x grad-accum x processes; "
@@ -62,8 +60,8 @@ Examples:
 @click.option("--allow-escape", is_flag=True, help="Allow relative media paths that leave the media folder with '..'.")
 @reports_errors
 def command(inputs, model, vlm, output, objective, reason_weight, sigma_max, t_shift, cfg_drop, frames_critic,
-            height, width, frames, fps, finetune, lora_rank, lora_alpha, gradient_checkpointing, vlm_dtype,
-            media_root, allow_escape, quiet, verbose, **opts):
+            height, width, frames, fps, finetune, lora_rank, lora_alpha, media_root, allow_escape, quiet, verbose,
+            **opts):
     """ReViSE: tune a Wan DiT to edit videos, judged by a frozen VLM critic.
 
     \b
@@ -90,9 +88,8 @@ def command(inputs, model, vlm, output, objective, reason_weight, sigma_max, t_s
         model=model, vlm=vlm, inputs=list(inputs), run=run, objective=objective, reason_weight=reason_weight,
         sigma_max=sigma_max, t_shift=t_shift, cfg_drop=cfg_drop, frames_critic=frames_critic, height=height,
         width=width, frames=frames, fps=fps, finetune=finetune, lora_rank=lora_rank, lora_alpha=lora_alpha,
-        gradient_checkpointing=gradient_checkpointing, vlm_dtype="bfloat16" if vlm_dtype == "bf16" else "float32",
         media_root=media_root, allow_escape=allow_escape, log_every=opts["log_every"],
-        arguments=dict(click.get_current_context().params),
+        arguments=dict(click.get_current_context().params), **dit_fields(opts),
     )
     run_revise(config)
 

@@ -22,8 +22,8 @@ def run_options(*, lr: float, schedule: str, warmup_steps: int, weight_decay: fl
                 batch_help: str = "Per device.") -> Callable:
     """--resume, --epochs, --max-steps, --save-every, --seed, the optimiser, batch and tracker options.
 
-    With ``batch_size=None`` the batch is fixed by the method (one sample) and the batch,
-    accumulation and mixed-precision options are left out.
+    With ``batch_size=None`` the per-device batch is fixed by the method (one sample) and
+    ``--batch-size`` is left out; ``grad_accum=None`` leaves ``--grad-accum`` out too.
     """
     options = [
         click.option("--resume", is_flag=True,
@@ -43,17 +43,19 @@ def run_options(*, lr: float, schedule: str, warmup_steps: int, weight_decay: fl
                      help="AdamW decay of weight matrices (not biases or norms)."),
         click.option("--max-grad-norm", type=click.FloatRange(0), default=1.0, show_default=True,
                      help="Gradient clipping norm (0: off)."),
+        click.option("--optimizer", type=click.Choice(["adamw", "adamw8bit"]), default="adamw", show_default=True,
+                     help="adamw (fused on CUDA) or bitsandbytes' 8-bit AdamW (CUDA; optimiser state 2 bytes per "
+                          "trained parameter instead of 8)."),
     ]
     if batch_size is not None:
-        options += [
-            click.option("--batch-size", type=click.IntRange(1), default=batch_size, show_default=True,
-                         help=batch_help),
-            click.option("--grad-accum", type=click.IntRange(1), default=grad_accum, show_default=True,
-                         help="Micro-batches per optimiser step."),
-            click.option("--mixed-precision", type=click.Choice(["auto", "bf16", "fp16", "no"]), default="auto",
-                         show_default=True,
-                         help="auto: bf16 where the GPU has it (or your accelerate config's choice)."),
-        ]
+        options.append(click.option("--batch-size", type=click.IntRange(1), default=batch_size, show_default=True,
+                                    help=batch_help))
+    if grad_accum is not None:
+        options.append(click.option("--grad-accum", type=click.IntRange(1), default=grad_accum, show_default=True,
+                                    help="Micro-batches per optimiser step."))
+    options.append(click.option("--mixed-precision", type=click.Choice(["auto", "bf16", "fp16", "no"]),
+                                default="auto", show_default=True,
+                                help="auto: bf16 where the GPU has it (or your accelerate config's choice)."))
     options += [
         click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none",
                      show_default=True, help="Experiment tracker (through accelerate); logs in OUTPUT/logs."),
@@ -99,7 +101,8 @@ def run_config(output: str, opts: dict[str, Any], *, batch_size: int = 1, grad_a
     from vidcli.train.core import OptimConfig, RunConfig
 
     optim = OptimConfig(lr=opts["lr"], weight_decay=opts["weight_decay"], schedule=opts["schedule"],
-                        warmup_steps=opts["warmup_steps"], max_grad_norm=opts["max_grad_norm"] or None)
+                        warmup_steps=opts["warmup_steps"], max_grad_norm=opts["max_grad_norm"] or None,
+                        optimizer=opts["optimizer"])
     return RunConfig(output_dir=output, seed=opts["seed"], epochs=opts["epochs"], max_steps=opts["max_steps"],
                      batch_size=opts.get("batch_size", batch_size), grad_accum=opts.get("grad_accum", grad_accum),
                      save_every=opts["save_every"], mixed_precision=opts.get("mixed_precision", mixed_precision),
@@ -129,3 +132,30 @@ def require_cuda_for_qlora(finetune: str) -> None:
 
         if not torch.cuda.is_available():
             raise click.UsageError("--finetune qlora needs a CUDA GPU (bitsandbytes 4-bit); use lora or full here")
+
+
+def dit_options(func: Callable) -> Callable:
+    """Precision and memory options of the DiT trainers (drf-tune, revise-tune)."""
+    dtypes = click.Choice(["auto", "float32", "bf16"])
+    return _apply(func, [
+        click.option("--gradient-checkpointing", is_flag=True, help="Recompute the DiT's block activations in backward."),
+        click.option("--decode-checkpointing/--no-decode-checkpointing", default=True, show_default=True,
+                     help="Keep only the latents of the differentiable VAE decode until backward, then decode "
+                          "again frame by frame."),
+        click.option("--vlm-dtype", type=dtypes, default="auto", show_default=True,
+                     help="Precision of the frozen VLM (auto: the compute dtype, bf16 under bf16 mixed precision)."),
+        click.option("--text-encoder-dtype", type=dtypes, default="auto", show_default=True,
+                     help="Precision of the frozen text encoder (auto: as --vlm-dtype)."),
+        click.option("--offload-text-encoder", is_flag=True,
+                     help="Keep the text encoder in CPU memory, on the GPU only while it encodes a step's prompts."),
+    ])
+
+
+def dit_fields(opts: dict[str, Any]) -> dict[str, Any]:
+    """The config fields every DiT trainer takes from ``dit_options``."""
+    named = {"bf16": "bfloat16"}
+    return {"gradient_checkpointing": opts["gradient_checkpointing"],
+            "decode_checkpointing": opts["decode_checkpointing"],
+            "vlm_dtype": named.get(opts["vlm_dtype"], opts["vlm_dtype"]),
+            "text_encoder_dtype": named.get(opts["text_encoder_dtype"], opts["text_encoder_dtype"]),
+            "offload_text_encoder": opts["offload_text_encoder"]}

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 
-from vidcli.diffusion import SchedulerSampler, TextEmbeds, freeze, resolve_dtype
+from vidcli.diffusion import SchedulerSampler, TextEmbeds, freeze, resolve_dtype, text_encoder_placement
 from vidcli.errors import InputError
 
 
@@ -49,23 +49,36 @@ class CogVideoXAdapter:
         self.pipe = pipe
         self.device = pipe.transformer.device
         self.max_sequence_length = max_sequence_length  # the pipeline's default
+        self.offloaded_text_encoder = None  # an OffloadedTextEncoder when the trainer offloads it
         freeze(pipe.vae, pipe.text_encoder)
 
     @classmethod
-    def from_pretrained(cls, path: str | Path, *, device: str = "cpu",
-                        dtype: str | torch.dtype = "float32") -> "CogVideoXAdapter":
+    def from_pretrained(cls, path: str | Path, *, device: str = "cpu", dtype: str | torch.dtype = "float32",
+                        text_encoder_dtype: str | torch.dtype | None = None) -> "CogVideoXAdapter":
+        """Load a ``CogVideoXPipeline`` folder in ``dtype``, the text encoder in ``text_encoder_dtype``
+        (default: ``dtype``)."""
         from diffusers import CogVideoXPipeline
+        from transformers import T5EncoderModel
 
-        pipe = CogVideoXPipeline.from_pretrained(path, dtype=resolve_dtype(dtype))
+        from vidcli import weights
+
+        own = {}
+        if text_encoder_dtype is not None:
+            own["text_encoder"] = weights.load_model(T5EncoderModel, path, subfolder="text_encoder",
+                                                     dtype=resolve_dtype(text_encoder_dtype))
+        if weights.reading_weights():
+            pipe = CogVideoXPipeline.from_pretrained(path, **own, dtype=resolve_dtype(dtype))
+        else:
+            pipe = CogVideoXPipeline(**weights.pipeline_components(path, dtype=resolve_dtype(dtype), overrides=own))
         pipe.set_progress_bar_config(disable=True)
-        return cls(pipe.to(device))
+        return cls(pipe.to(weights.placement(device)))
 
     def trainable_module(self) -> torch.nn.Module:
         return self.pipe.transformer
 
     def encode_prompt(self, prompts: list[str], negative: list[str] | None = None,
                       guidance: float = 6.0) -> TextEmbeds:
-        with torch.no_grad():
+        with torch.no_grad(), text_encoder_placement(self):
             positive, neg = self.pipe.encode_prompt(
                 list(prompts), negative, do_classifier_free_guidance=guidance > 1.0,
                 max_sequence_length=self.max_sequence_length, device=self.device,

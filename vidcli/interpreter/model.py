@@ -85,17 +85,20 @@ def _model_class(config):
 def _load_backbone(path: str, *, dtype: str, load_in_4bit: bool, device: str, trust_remote_code: bool):
     from transformers import AutoConfig
 
+    from vidcli import weights
+
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot load the model config: {exc}") from None
     model_class = _model_class(config)
+    if config.model_type == "qwen2_5_omni" and not weights.reading_weights():
+        config = config.thinker_config  # what the thinker class is built from (loading finds it itself)
     if model_class is None:
         raise InputError(f"{path}: model type {config.model_type!r} is not an image-text-to-text model "
                          "(the interpreter needs one such as Qwen2-VL, Qwen2.5-VL or Qwen2.5-Omni)")
-    kwargs: dict[str, Any] = {"dtype": dtype if dtype == "auto" else getattr(torch, dtype),
-                              "trust_remote_code": trust_remote_code}
-    if load_in_4bit:
+    kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code}
+    if load_in_4bit and weights.reading_weights():
         if not torch.cuda.is_available():
             raise InputError("4-bit loading (QLoRA) needs a CUDA device")
         from transformers import BitsAndBytesConfig
@@ -105,11 +108,15 @@ def _load_backbone(path: str, *, dtype: str, load_in_4bit: bool, device: str, tr
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=compute)
         kwargs["device_map"] = {"": device if device != "cpu" else "cuda"}
+    if dtype == "auto" and not weights.reading_weights():  # the checkpoint's own dtype, from its config
+        dtype = str(getattr(config, "dtype", None) or getattr(config, "torch_dtype", None) or "float32")
+        dtype = dtype.removeprefix("torch.")
     try:
-        model = model_class.from_pretrained(path, **kwargs)
+        model = weights.load_model(model_class, path, config=config,
+                                   dtype=dtype if dtype == "auto" else getattr(torch, dtype), **kwargs)
     except (OSError, ValueError) as exc:
         raise InputError(f"{path}: cannot load the model: {exc}") from None
-    return model if load_in_4bit else model.to(device)
+    return model if "quantization_config" in kwargs else model.to(weights.placement(device))
 
 
 def _add_camera_token(processor, model) -> None:
@@ -140,20 +147,27 @@ def _pad(rows: list[list[int]], value: int) -> torch.Tensor:
 class Interpreter:
     """An image-text-to-text model, its processor and an optional camera encoder."""
 
-    def __init__(self, model: "PreTrainedModel", processor: "ProcessorMixin",
+    def __init__(self, model: "PreTrainedModel", processor: "ProcessorMixin | None",
                  camera_encoder: CameraEncoder | None = None, *, name: str | None = None) -> None:
+        """``processor`` is None only for a model built to be sized (:mod:`vidcli.weights`) from a
+        folder without tokenizer files: it runs batches built elsewhere but cannot encode requests,
+        and its camera placeholder is the embedding table's last row (no tokenizer uses it)."""
         self.model = model
         self.processor = processor
         self.camera_encoder = camera_encoder
         self.name = name or str(getattr(model.config, "_name_or_path", "") or type(model).__name__)
-        _add_camera_token(processor, model)
-        self.camera_token_id = processor.tokenizer.convert_tokens_to_ids(CAMERA_PLACEHOLDER)
+        if processor is not None:
+            _add_camera_token(processor, model)
+            self.camera_token_id = processor.tokenizer.convert_tokens_to_ids(CAMERA_PLACEHOLDER)
+            # User text must not write control or media tokens: the processor would count them as media.
+            decoder = processor.tokenizer.added_tokens_decoder
+            self._special_texts = sorted({t.content for t in decoder.values() if t.special}, key=len, reverse=True)
+        else:
+            self.camera_token_id = model.get_input_embeddings().num_embeddings - 1
+            self._special_texts = []
         self._injection = _CameraInjection(self.camera_token_id)
         self._hook = model.get_input_embeddings().register_forward_hook(self._injection)
         self._end_of_turn: list[int] | None = None
-        # User text must not write control or media tokens: the processor would count them as media.
-        decoder = processor.tokenizer.added_tokens_decoder
-        self._special_texts = sorted({t.content for t in decoder.values() if t.special}, key=len, reverse=True)
         if camera_encoder is not None and camera_encoder.config.out_hidden_size != self.hidden_size:
             raise InputError(f"the camera encoder projects to {camera_encoder.config.out_hidden_size} "
                              f"but {self.name} has hidden size {self.hidden_size}")
@@ -182,6 +196,8 @@ class Interpreter:
         """
         from transformers import AutoProcessor
 
+        from vidcli import weights
+
         if dtype not in _DTYPES:
             raise InputError(f"dtype must be one of {', '.join(_DTYPES)}, got {dtype!r}")
         device = device if device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
@@ -198,23 +214,30 @@ class Interpreter:
         has_processor = any((folder / f).is_file() for f in ("processor_config.json", "preprocessor_config.json",
                                                                "tokenizer_config.json"))
         source = path if base == path or has_processor else base
-        try:
-            processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as exc:
-            raise InputError(f"{source}: cannot load the processor: {exc}") from None
+        if weights.optional_files() and not weights.has_tokenizer(source):
+            processor = None  # a configuration-only folder: sizes need no tokenizer
+        else:
+            try:
+                processor = AutoProcessor.from_pretrained(source, trust_remote_code=trust_remote_code)
+            except (OSError, ValueError) as exc:
+                raise InputError(f"{source}: cannot load the processor: {exc}") from None
         if base != path:
-            from peft import PeftModel
+            from peft import PeftConfig, PeftModel
 
-            _add_camera_token(processor, model)  # before the adapter, so the shapes match training
-            model = PeftModel.from_pretrained(model, path)
+            if processor is not None:
+                _add_camera_token(processor, model)  # before the adapter, so the shapes match training
+            if weights.reading_weights():
+                model = PeftModel.from_pretrained(model, path)
+            else:  # the adapter's shapes from its config
+                model = PeftModel(model, PeftConfig.from_pretrained(path))
         encoder = None
         camera_dir = folder / CAMERA_DIR
         if with_camera is not False and camera_dir.is_dir():
-            encoder = CameraEncoder.from_pretrained(camera_dir, device=device)
+            encoder = CameraEncoder.from_pretrained(camera_dir, device=weights.placement(device))
         elif with_camera:
             hidden = model.get_input_embeddings().embedding_dim
             config = camera_config or CameraEncoderConfig(out_hidden_size=hidden)
-            encoder = CameraEncoder(config).to(device).eval()
+            encoder = CameraEncoder(config).to(weights.placement(device)).eval()
         model.eval()
         return cls(model, processor, encoder, name=str(path))
 

@@ -115,8 +115,14 @@ class VLMScorer:
     def from_pretrained(cls, path: str | Path, *, device: str = "cpu", dtype: str = "float32") -> "VLMScorer":
         from transformers import AutoModelForImageTextToText, AutoProcessor
 
-        model = AutoModelForImageTextToText.from_pretrained(path, dtype=resolve_dtype(dtype))
-        return cls(model.to(device), AutoProcessor.from_pretrained(path))
+        from vidcli import weights
+
+        model = weights.load_model(AutoModelForImageTextToText, path, dtype=resolve_dtype(dtype))
+        if weights.optional_files() and not weights.has_tokenizer(path):
+            processor = None  # a configuration-only folder, built to be sized
+        else:
+            processor = AutoProcessor.from_pretrained(path)
+        return cls(model.to(weights.placement(device)), processor)
 
     def video_pixels(self, frames: torch.Tensor, fps: float = 2.0) -> VideoPixels:
         """Frames (F, 3, H, W) in [0, 1] → model-ready pixels (see :func:`video_pixels`)."""

@@ -85,7 +85,10 @@ class DRFConfig:
     lora_alpha: int = 64
     gradient_checkpointing: bool = False  # inside the DiT
     checkpoint_steps: bool = True  # per denoising step
-    vlm_dtype: str = "float32"
+    decode_checkpointing: bool = True  # the VAE decode keeps only its latents until backward
+    vlm_dtype: str = "auto"  # auto: the compute dtype (bf16 under bf16 mixed precision)
+    text_encoder_dtype: str = "auto"
+    offload_text_encoder: bool = False
     heatmaps_dir: str | None = None
     heatmap_samples: int = 4
     media_root: str | None = None
@@ -211,7 +214,14 @@ class DRFRecipe:
         """The frozen judge of the generated frames (the adapter is loaded already)."""
         from vidcli.rewards.vlm import VLMScorer
 
-        self.scorer = VLMScorer.from_pretrained(self.config.vlm, device=device, dtype=self.config.vlm_dtype)
+        self.scorer = VLMScorer.from_pretrained(self.config.vlm, device=device, dtype=self.frozen_dtype("vlm"))
+
+    def frozen_dtype(self, which: str) -> str:
+        """The dtype a frozen model is held in: its flag's, or under ``auto`` the compute dtype."""
+        from vidcli.train.core import compute_dtype
+
+        chosen = getattr(self.config, f"{which}_dtype")
+        return compute_dtype(self.mixed_precision) if chosen == "auto" else chosen
 
     def micro_batch(self) -> int:
         return 1  # one generated video per process and step
@@ -224,8 +234,6 @@ class DRFRecipe:
         return self.adapter.denoise
 
     def setup(self) -> None:
-        from vidcli.diffusion import load_adapter
-
         cfg, run = self.config, self.config.run
         check_output_dir(run.output_dir, run.resume)
         self.tasks, fingerprints = self.load_records()
@@ -245,19 +253,9 @@ class DRFRecipe:
                                  f"--{self.method_flag} {saved.get(self.method_flag)}")
             check_same_inputs(resume_from, fingerprints)
         set_seed(run.seed)
-        device = "cpu" if acc.device.type == "cpu" else str(acc.device)
         self.base_model = saved.get("base_model", cfg.model)
-        full_resume = resume_from is not None and cfg.finetune == "full"
-        self.adapter = load_adapter(resume_from if full_resume else cfg.model, device=device)
-        self.load_frozen_models(device)
+        self.build_models("cpu" if acc.device.type == "cpu" else str(acc.device), acc.mixed_precision, resume_from)
         dit = self.adapter.trainable_module()
-        dit.requires_grad_(cfg.finetune == "full")
-        if cfg.finetune == "lora":
-            self._add_lora(dit, resume_from)
-        if cfg.gradient_checkpointing:
-            dit.enable_gradient_checkpointing()
-        dit.train()
-        self.trainable = [p for p in dit.parameters() if p.requires_grad]
         self.denoiser, self.optimizer = acc.prepare(TrainedDenoiser(dit, self.dit_call()),
                                                     build_optimizer(dit.named_parameters(), run.optim))
         self.rollout_adapter = _RoutedAdapter(self.adapter, self.denoiser)
@@ -277,6 +275,39 @@ class DRFRecipe:
             trim_step_log(run.output_dir / self.step_log, self.step)
         log.info("%s %s/%s: %d %s, %d steps, %d trainable parameters", self.command, method, cfg.finetune,
                  len(self.tasks), self.record_noun, self.total_steps, sum(p.numel() for p in self.trainable))
+
+    def build_models(self, device: str, mixed_precision: str | None, resume_from: Path | None = None) -> None:
+        """Every model the run holds, placed and frozen or trainable; sets ``trainable``.
+
+        The generator (its DiT in float32 for full fine-tuning — the optimiser's master
+        weights — or, under LoRA, frozen in the compute dtype), its text encoder and VAE,
+        the frozen reward model, LoRA adapters and checkpointing. ``--plan`` builds the same
+        on the meta device (:mod:`vidcli.weights`).
+        """
+        from vidcli.diffusion import OffloadedTextEncoder, load_adapter
+        from vidcli.train.core import compute_dtype
+
+        cfg = self.config
+        self.mixed_precision = mixed_precision
+        full_resume = resume_from is not None and cfg.finetune == "full"
+        self.adapter = load_adapter(resume_from if full_resume else cfg.model, device=device,
+                                    dtype="float32" if cfg.finetune == "full" else compute_dtype(mixed_precision),
+                                    text_encoder_dtype=self.frozen_dtype("text_encoder"))
+        self.adapter.decode_checkpointing = cfg.decode_checkpointing
+        if cfg.offload_text_encoder:
+            self.adapter.offloaded_text_encoder = OffloadedTextEncoder(self.adapter.pipe, self.adapter.device)
+        self.load_frozen_models(device)
+        dit = self.adapter.trainable_module()
+        dit.requires_grad_(cfg.finetune == "full")
+        if cfg.finetune == "lora":
+            self._add_lora(dit, resume_from)
+            for param in dit.parameters():
+                if param.requires_grad:  # adapters take the base's dtype; the optimiser wants float32
+                    param.data = param.data.float()
+        if cfg.gradient_checkpointing:
+            dit.enable_gradient_checkpointing()
+        dit.train()
+        self.trainable = [p for p in dit.parameters() if p.requires_grad]
 
     def _add_lora(self, dit: torch.nn.Module, resume_from: Path | None) -> None:
         from peft import LoraConfig

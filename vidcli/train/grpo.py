@@ -27,9 +27,10 @@ One optimiser step, read top to bottom in :meth:`GRPORecipe.train`:
 **The reference** is the policy the run starts from (``--model``, e.g. the SFT
 checkpoint). With LoRA/QLoRA it is the same weights with the adapters disabled (peft's
 ``disable_adapter()``): no second copy. With full fine-tuning it is a frozen second copy
-of the model, loaded like the policy (float32; mixed precision autocasts): 4 bytes per
-parameter more on every device (about 30 GB for a 7B model), without gradients or
-optimiser state, and not sharded by FSDP/DeepSpeed. With β = 0 there is no reference. The camera
+of the model held in the compute dtype (bf16 under bf16 mixed precision, where the
+policy's products run in bf16 too; float32 without): 2 bytes per parameter more on every
+device (about 17 GB for an 8B model), without gradients or optimiser state, and not
+sharded by FSDP/DeepSpeed. With β = 0 there is no reference. The camera
 encoder, trained in stage 1, stays frozen here, so the reference sees the same camera
 tokens as the policy. An SFT LoRA checkpoint given as ``--model`` is merged into its
 base first; the new adapters train on top of it.
@@ -222,12 +223,8 @@ class GRPORecipe(SFTRecipe):
             self._check_same_run(resume_from)
             check_same_inputs(resume_from, fingerprints)
         set_seed(run.seed)
-        self.interpreter = self._load_interpreter(resume_from)
-        self.trainable = [p for p in self.interpreter.trainable_parameters("cot")
-                          if not any(p is q for q in self._camera_parameters())]
-        for param in self._camera_parameters():
-            param.requires_grad_(False)  # stage 1 trained it; the reference shares it
-        self.reference = self._load_reference() if cfg.beta and cfg.finetune == "full" else None
+        device = acc.device  # multi-CPU runs name it "cpu:0", which loaders refuse
+        self.build_models("cpu" if device.type == "cpu" else str(device), acc.mixed_precision, resume_from)
         self.module = PolicyLogits(self.interpreter)
         self.optimizer = build_optimizer(self.module.named_parameters(), run.optim)
         self.module, self.optimizer = acc.prepare(self.module, self.optimizer,
@@ -262,6 +259,15 @@ class GRPORecipe(SFTRecipe):
         log.info("grpo/%s: %d records, %d steps, G=%d, %d trainable parameters", cfg.finetune, len(self.prompts),
                  self.total_steps, cfg.num_generations, sum(p.numel() for p in self.trainable))
 
+    def build_models(self, device: str, mixed_precision: str | None, resume_from: Path | None = None) -> None:
+        """The policy (SFT's loading: LoRA/QLoRA, checkpointing), its camera encoder frozen, and
+        the frozen reference for full fine-tuning; sets ``trainable``."""
+        super().build_models(device, mixed_precision, resume_from)
+        self.trainable = [p for p in self.trainable if not any(p is q for q in self._camera_parameters())]
+        for param in self._camera_parameters():
+            param.requires_grad_(False)  # stage 1 trained it; the reference shares it
+        self.reference = self._load_reference() if self.config.beta and self.config.finetune == "full" else None
+
     def _camera_parameters(self) -> list:
         encoder = self.interpreter.camera_encoder
         return list(encoder.parameters()) if encoder is not None else []
@@ -295,10 +301,13 @@ class GRPORecipe(SFTRecipe):
         return super()._add_lora(model)
 
     def _load_reference(self):
-        """The frozen starting policy for full fine-tuning: ``--model`` loaded a second time."""
+        """The frozen starting policy for full fine-tuning: ``--model`` loaded a second time, in the
+        compute dtype (the policy's forward runs in it too under mixed precision)."""
         from vidcli.interpreter.model import Interpreter
+        from vidcli.train.core import compute_dtype
 
-        reference = Interpreter.from_pretrained(self.config.model, device=self.device_name, dtype="float32",
+        reference = Interpreter.from_pretrained(self.config.model, device=self.device_name,
+                                                dtype=compute_dtype(self.mixed_precision),
                                                 with_camera=False, trust_remote_code=self.config.trust_remote_code)
         if hasattr(reference.model, "merge_and_unload"):
             reference.model = reference.model.merge_and_unload()

@@ -97,7 +97,10 @@ class ReviseConfig:
     lora_rank: int = 64
     lora_alpha: int = 64
     gradient_checkpointing: bool = False
-    vlm_dtype: str = "float32"
+    decode_checkpointing: bool = True  # the x0-hat decode keeps only its latents until backward
+    vlm_dtype: str = "auto"  # auto: the compute dtype (bf16 under bf16 mixed precision)
+    text_encoder_dtype: str = "auto"
+    offload_text_encoder: bool = False
     media_root: str | None = None
     allow_escape: bool = False
     log_every: int = 10
@@ -214,6 +217,9 @@ class Critic:
     def __init__(self, scorer, fps: float = 2.0) -> None:
         self.scorer = scorer
         self.fps = fps
+        if scorer.processor is None:  # built to be sized (vidcli.weights): it is never asked anything
+            self.yes_id = self.no_id = None
+            return
         tok = scorer.processor.tokenizer
         # The verdict is the reply's first token; each word's first token stands for it.
         self.yes_id = tok("Yes", add_special_tokens=False)["input_ids"][0]
@@ -257,7 +263,7 @@ class ReviseRecipe(DRFRecipe):
         cfg = self.config
         if type(self.adapter).__name__ != "WanAdapter":
             raise InputError(f"{cfg.model}: revise-tune needs a WanPipeline folder (the editor is a Wan DiT)")
-        self.critic = Critic(VLMScorer.from_pretrained(cfg.vlm, device=device, dtype=cfg.vlm_dtype), cfg.fps)
+        self.critic = Critic(VLMScorer.from_pretrained(cfg.vlm, device=device, dtype=self.frozen_dtype("vlm")), cfg.fps)
         self.scorer = self.critic.scorer
         self.editor = InContextEditor(self.adapter)
         self.clips: dict[str, dict] = {}  # per triplet: latents and critic frames (frozen VAE: computed once)
@@ -351,8 +357,9 @@ class ReviseRecipe(DRFRecipe):
             for slot, index in enumerate(indices):
                 last = micro == run.grad_accum - 1 and slot == len(indices) - 1
                 with self.synced(last):
-                    with acc.autocast():  # --mixed-precision (off on CPU)
-                        loss, entry = self.sample_loss(self.tasks[index], self.sample_seed(slot))
+                    # Mixed precision applies to the DiT (the prepared module autocasts its own
+                    # forward); the VAE and the critic compute in the dtypes they are held in.
+                    loss, entry = self.sample_loss(self.tasks[index], self.sample_seed(slot))
                     acc.backward(loss / len(indices))
                 entries.append(entry)
             self.position += 1

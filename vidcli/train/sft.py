@@ -148,11 +148,11 @@ class SFTRecipe:
             self._check_same_run(resume_from)
             check_same_inputs(resume_from, fingerprints)
         set_seed(run.seed)
-        self.interpreter = self._load_interpreter(resume_from)
-        trainable = self.interpreter.trainable_parameters(cfg.stage)  # also sets requires_grad
+        device = acc.device  # multi-CPU runs name it "cpu:0", which loaders refuse
+        self.build_models("cpu" if device.type == "cpu" else str(device), acc.mixed_precision, resume_from)
+        trainable = self.trainable
         self.module = InterpreterLoss(self.interpreter)
         self.optimizer = build_optimizer(self.module.named_parameters(), run.optim)
-        self.trainable = trainable
         placement = [cfg.finetune != "qlora", True]  # a 4-bit model is placed by its loader
         self.module, self.optimizer = acc.prepare(self.module, self.optimizer, device_placement=placement)
         self.order = DataOrder(len(self.examples), run.batch_size, run.seed,
@@ -175,6 +175,14 @@ class SFTRecipe:
         log.info("sft %s/%s: %d records, %d steps, %d trainable parameters", cfg.stage, cfg.finetune,
                  len(self.examples), self.total_steps, count)
 
+    def build_models(self, device: str, mixed_precision: str | None, resume_from: Path | None = None) -> None:
+        """The interpreter as the run trains it (LoRA/QLoRA, checkpointing); sets ``trainable``
+        (and requires_grad). ``--plan`` builds the same on the meta device (:mod:`vidcli.weights`)."""
+        self.device_name = device
+        self.mixed_precision = mixed_precision
+        self.interpreter = self._load_interpreter(resume_from)
+        self.trainable = self.interpreter.trainable_parameters(self.config.stage)
+
     def _check_same_run(self, folder: Path) -> None:
         saved = read_run_info(folder) or {}
         for key in ("stage", "finetune"):
@@ -194,17 +202,20 @@ class SFTRecipe:
         built exactly as in a fresh run (same quantisation and peft preparation), then
         take the checkpoint's adapter and camera encoder weights.
         """
+        from vidcli import weights
         from vidcli.interpreter.model import Interpreter
+        from vidcli.train.core import compute_dtype
 
         cfg = self.config
         qlora, adapters = cfg.finetune == "qlora", cfg.finetune != "full"
-        if qlora and not torch.cuda.is_available():
+        if qlora and not torch.cuda.is_available() and weights.reading_weights():
             raise InputError("--finetune qlora needs a CUDA GPU (bitsandbytes 4-bit); use lora or full on this machine")
         source = str(resume_from) if resume_from is not None and not adapters else cfg.model
-        device = self.accelerator.device  # multi-CPU runs name it "cpu:0", which loaders refuse
-        self.device_name = "cpu" if device.type == "cpu" else str(device)
+        # Full fine-tuning trains float32 master weights; under LoRA the base is frozen and is
+        # held in the compute dtype (autocast casts it to that at every product anyway).
+        dtype = "auto" if qlora else compute_dtype(self.mixed_precision) if adapters else "float32"
         interpreter = Interpreter.from_pretrained(
-            source, device=self.device_name, dtype="auto" if qlora else "float32",
+            source, device=self.device_name, dtype=dtype,
             with_camera=True if cfg.stage == "camera" else None, load_in_4bit=qlora,
             trust_remote_code=cfg.trust_remote_code)
         if adapters:

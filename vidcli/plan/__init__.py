@@ -1,0 +1,1 @@
+"""Memory plans: how much GPU memory a training run will take, before any weight is loaded."""
