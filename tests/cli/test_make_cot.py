@@ -375,6 +375,28 @@ def test_usage_errors_exit_2(tmp_path):
     assert run_cli(["make-cot"]).returncode == 2  # --llm missing
     assert run_cli(["make-cot", "--llm", "openai:m", "--exclude", str(tmp_path / "nope.jsonl")]).returncode == 2
     assert run_cli(["make-cot", "--llm", "openai:m", "--dedup-threshold", "1.5"]).returncode == 2
+    no_balance = invoke(["make-cot", "--merge", "--text-only", "drop", str(tmp_path / "x.jsonl")])
+    assert no_balance.exit_code == 2 and "--balance-groups and --text-only go with --balance-by" in no_balance.stderr
+    other_field = invoke(["make-cot", "--merge", "--balance-by", "meta.source", "--text-only", "drop",
+                          str(tmp_path / "x.jsonl")])
+    assert other_field.exit_code == 2 and "--text-only applies to --balance-by condition_type" in other_field.stderr
+
+
+def test_merge_balances_the_types_asked_for_and_drops_text_only(tmp_path):
+    kinds = ["identity"] * 3 + ["depth"] * 2 + ["camera"] * 3 + ["text"]
+    records = [{"id": f"r{i}", "instruction": f"request {i}", "gold": GOLD,
+                "conditions": [] if kind == "text" else [{"type": kind, "path": "x"}]} for i, kind in enumerate(kinds)]
+    records.append({"id": "mix", "instruction": "mixed", "gold": GOLD,
+                    "conditions": [{"type": "identity", "path": "a"}, {"type": "camera", "path": "c"}]})
+    inp = write_jsonl(tmp_path / "part.jsonl", records)
+    result = invoke(["make-cot", "--merge", "--dedup-embedder", "none", "--balance-by", "condition_type",
+                     "--balance-groups", "identity,camera", "--text-only", "drop", str(inp),
+                     "-o", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0, result.stderr
+    kept = read_jsonl(tmp_path / "out.jsonl")
+    groups = sorted("+".join(sorted({c["type"] for c in r["conditions"]})) or "text" for r in kept)
+    assert groups == ["camera"] * 3 + ["camera+identity"] + ["depth"] * 2 + ["identity"] * 3
+    assert "removed 0 overlapping --exclude, 0 near-duplicate, 1 by --balance-by; 9 written" in result.stderr
 
 
 def test_stdout_output_keeps_the_generated_file_in_the_current_folder(tmp_path, monkeypatch):

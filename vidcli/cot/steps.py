@@ -116,12 +116,16 @@ def conditions_of(record: dict) -> list[dict]:
     return conditions
 
 
-def primary_condition_type(record: dict) -> str:
-    """The type of a record's first condition, or ``text`` when it has none."""
+TEXT_ONLY = "text"
+
+
+def condition_types(record: dict) -> str:
+    """A record's condition types as one label: the set of types, sorted and joined
+    with "+" ("camera+identity"; two identities are "identity"), or ``text`` when it
+    has none."""
     conditions = record.get("conditions") or []
-    if isinstance(conditions, list) and conditions and isinstance(conditions[0], dict):
-        return str(conditions[0].get("type", "text"))
-    return "text"
+    kinds = {str(c.get("type")) for c in conditions if isinstance(c, dict)} if isinstance(conditions, list) else set()
+    return "+".join(sorted(kinds)) or TEXT_ONLY
 
 
 # ---------------------------------------------------------------- text-step prompts
