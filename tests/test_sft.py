@@ -323,10 +323,35 @@ def test_prompt_limits_depend_on_conditions(sft_kit, tmp_path):
     examples, prints = load_examples(config)
     assert [e.prompt_limit for e in examples] == [100, 300]
     assert prints[str(data)]["records"] == 2
-    # A prompt over its limit stops the run, naming the record and both numbers.
-    config = make_config(sft_kit, tmp_path / "run", max_prompt_tokens=50)
-    with pytest.raises(InputError, match=r"cot\.jsonl:\d: id=\w: the prompt is \d+ tokens long, over the limit of 50"):
-        run_sft(config)
+    assert SFTConfig(model="m", inputs=[], run=config.run).max_prompt_tokens_dense == 1024  # the paper's stage 1
+
+
+def test_every_over_long_prompt_is_reported_before_the_first_step(sft_kit, tmp_path, caplog):
+    # Text-only prompts (c) are the shortest; with the limit at c's length every other one is over.
+    probe = SFTRecipe(make_config(sft_kit, tmp_path / "probe"))
+    probe.setup()
+    lengths = [int(probe.interpreter.encode([probe._request(e.source)])["attention_mask"].sum())
+               for e in probe.examples]
+    probe.cleanup()
+    limit = lengths[2]
+    assert all(n > limit for i, n in enumerate(lengths) if i != 2)
+    recipe = SFTRecipe(make_config(sft_kit, tmp_path / "run", max_prompt_tokens=limit, max_prompt_tokens_dense=limit))
+    with caplog.at_level("ERROR", logger="vidcli.train"), \
+            pytest.raises(InputError, match=r"^3 of 4 prompt\(s\) are over their token limit \(listed above\)"):
+        recipe.setup()
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    cot = sft_kit["cot"]
+    assert lines == [f"{cot}:{line}: id={rid}: the prompt is {lengths[line - 1]} tokens long, over the limit of {limit}"
+                     for line, rid in ((1, "a"), (2, "b"), (4, "d"))]
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())  # no step, no checkpoint
+    # --drop-long-prompts: the run goes on with what fits.
+    config = make_config(sft_kit, tmp_path / "dropped", max_prompt_tokens=limit, max_prompt_tokens_dense=limit,
+                         drop_long_prompts=True, max_steps=1)
+    recipe = SFTRecipe(config)
+    recipe.setup()
+    assert [e.source.id for e in recipe.examples] == ["c"]
+    recipe.train()
+    recipe.cleanup()
 
 
 def test_qlora_without_cuda_is_a_clear_error(sft_kit, tmp_path):

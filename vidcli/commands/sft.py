@@ -37,7 +37,7 @@ Examples:
              seed_help="Seeds data order, instruction dropout and new weights.")
 @click.option("--instruction-dropout", type=click.FloatRange(0, 1), default=0.4, show_default=True,
               help="Probability that an example's instruction is replaced by an empty one (stage cot).")
-@interpreter_options
+@interpreter_options(dense_prompt_tokens=1024)
 @reports_errors
 def command(inputs, model, output, stage, finetune, instruction_dropout, quiet, verbose, **opts):
     """Supervised fine-tuning of the interpreter on make-cot records (or camera-to-text pairs).

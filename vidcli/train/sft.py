@@ -31,8 +31,12 @@ attention and MLP projections — :data:`LORA_TARGETS` — with the base frozen;
 the base in 4-bit NF4 through bitsandbytes and needs CUDA). The camera encoder, when
 present, trains in every mode.
 
-Prompt budget: ``max_prompt_tokens`` (1024), or ``max_prompt_tokens_dense`` (2048) for a
-record with a depth or pose condition; a longer prompt stops the run naming the record.
+Prompt budget: ``max_prompt_tokens`` (1024, the paper's stage-1 limit for every
+condition type), or ``max_prompt_tokens_dense`` for a record with a depth or pose
+condition (also 1024 here; GRPO's default is 2048). Every prompt is measured before
+the first step (:meth:`SFTRecipe._check_prompt_lengths`): the over-long ones are all
+reported at once, each naming its file, line and id, and the run stops — or, with
+``drop_long_prompts``, they are left out with a warning.
 """
 from __future__ import annotations
 
@@ -82,7 +86,8 @@ class SFTConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     instruction_dropout: float = 0.4
     max_prompt_tokens: int = 1024
-    max_prompt_tokens_dense: int = 2048
+    max_prompt_tokens_dense: int = 1024  # the paper's stage 1 uses 1024 for every condition type
+    drop_long_prompts: bool = False  # drop over-long records instead of stopping before the first step
     video_frames: int = 16
     gradient_checkpointing: bool = False
     media_root: str | None = None
@@ -149,6 +154,7 @@ class SFTRecipe:
             check_same_inputs(resume_from, fingerprints)
         set_seed(run.seed)
         self.interpreter = self._load_interpreter(resume_from)
+        self.examples = self._check_prompt_lengths(self.examples)
         trainable = self.interpreter.trainable_parameters(cfg.stage)  # also sets requires_grad
         self.module = InterpreterLoss(self.interpreter)
         self.optimizer = build_optimizer(self.module.named_parameters(), run.optim)
@@ -253,36 +259,60 @@ class SFTRecipe:
 
     # ------------------------------------------------------------------ data
 
-    def batch(self, epoch: int, indices: list[int]) -> dict:
-        """The model-ready batch of these examples (instruction dropout applied)."""
+    def _request(self, source, drop: bool = False):
+        """The interpreter request of one record (``drop``: its instruction dropped), errors located."""
         from vidcli.interpreter.messages import request_from_record
 
+        cfg, record = self.config, source.record
+        if cfg.stage == "camera":
+            record = {**record, "instruction": record.get("instruction") or CAMERA_PROMPT}
+        try:
+            return request_from_record(record, source.base_dir, media_root=cfg.media_root,
+                                       allow_escape=cfg.allow_escape, video_frames=cfg.video_frames,
+                                       drop_instruction=drop)
+        except InputError as exc:
+            raise exc.located(file=source.file, line=source.line, record_id=source.id) from None
+
+    def _check_prompt_lengths(self, items: list) -> list:
+        """Measure every record's prompt (with its instruction: the longest form) before the first step.
+
+        ``items`` have ``source`` and ``prompt_limit``. The over-long ones are logged one
+        per line (file:line id, length, limit); then the run stops with one error naming
+        how many — or, with ``drop_long_prompts``, goes on without them.
+        """
+        cfg = self.config
+        over = []
+        for item in items:
+            length = int(self.interpreter.encode([self._request(item.source)])["attention_mask"].sum())
+            if length > item.prompt_limit:
+                over.append(item)
+                src = item.source
+                report = log.warning if cfg.drop_long_prompts else log.error
+                report("%s:%s: id=%s: the prompt is %d tokens long, over the limit of %d", src.file, src.line,
+                       src.id, length, item.prompt_limit)
+        if not over:
+            return items
+        flags = "--max-prompt-tokens / --max-prompt-tokens-dense"
+        if not cfg.drop_long_prompts:
+            raise InputError(f"{len(over)} of {len(items)} prompt(s) are over their token limit (listed above): "
+                             f"raise {flags}, or leave them out with --drop-long-prompts")
+        dropped = {id(item) for item in over}
+        kept = [item for item in items if id(item) not in dropped]
+        log.warning("--drop-long-prompts: left out %d of %d record(s) over %s", len(over), len(items), flags)
+        if not kept:
+            raise InputError(f"every prompt is over its token limit ({flags})")
+        return kept
+
+    def batch(self, epoch: int, indices: list[int]) -> dict:
+        """The model-ready batch of these examples (instruction dropout applied)."""
         cfg = self.config
         requests, targets = [], []
         for index in indices:
             example = self.examples[index]
-            src, record = example.source, example.source.record
-            if cfg.stage == "camera":
-                record = {**record, "instruction": record.get("instruction") or CAMERA_PROMPT}
             drop = cfg.stage == "cot" and seeded_uniform(cfg.run.seed, epoch, index) < cfg.instruction_dropout
-            try:
-                requests.append(request_from_record(
-                    record, src.base_dir, media_root=cfg.media_root, allow_escape=cfg.allow_escape,
-                    video_frames=cfg.video_frames, drop_instruction=drop))
-            except InputError as exc:
-                raise exc.located(file=src.file, line=src.line, record_id=src.id) from None
+            requests.append(self._request(example.source, drop))
             targets.append(example.target)
-        batch = self.interpreter.encode(requests, targets)
-        # The prompt is everything before the first labelled token (right padding).
-        prompt_lengths = (batch["labels"] != -100).int().argmax(dim=1).tolist()
-        for index, length in zip(indices, prompt_lengths):
-            example = self.examples[index]
-            if length > example.prompt_limit:
-                src = example.source
-                raise InputError(f"the prompt is {length} tokens long, over the limit of {example.prompt_limit} "
-                                 "(--max-prompt-tokens / --max-prompt-tokens-dense)",
-                                 file=src.file, line=src.line, record_id=src.id)
-        return batch
+        return self.interpreter.encode(requests, targets)
 
     # ------------------------------------------------------------------ loop
 
