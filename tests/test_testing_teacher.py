@@ -62,6 +62,9 @@ CASES = {
                       lambda r: steps.parse_gold_parts(extract_json(r))["camera"] == "Static wide shot in daylight."),
     "cot_intent": (render("cot_intent", instruction="a ball on grass", inputs="nothing else"),
                    lambda r: "a ball on grass" in value_of("intent")(r)),
+    "cot_intent_inferred": (render("cot_intent_inferred", nontext="- Identity: The image shows a woman in red."),
+                            lambda r: value_of("intent")(r).startswith("No text was given")
+                            and "a woman in red" in value_of("intent")(r)),
     "cot_alignment": (render("cot_alignment", instruction="a ball", intent="The user wants a ball.",
                              nontext=steps.NO_CONDITIONS), lambda r: "text alone" in value_of("alignment")(r)),
     "cot_supplement": (render("cot_supplement", instruction="a ball", alignment="A ball rolls.",

@@ -101,8 +101,20 @@ def _intent(r: Request) -> str:
                         "text names, with nothing it rules out.")
 
 
+def _intent_inferred(r: Request) -> str:
+    first = r.get("nontext").splitlines()[0].lstrip("- ")
+    label, _, shown = first.partition(": ")
+    return _json(intent=f"No text was given; from the inputs I infer the video they suggest. The {label.lower()} "
+                        f"shows {first_words(shown, 20).rstrip('.')}, so the core objective is a video built "
+                        "around it, filmed as the inputs indicate.")
+
+
 def _alignment(r: Request) -> str:
     instruction, nontext = one_line(r.get("instruction")), r.get("nontext")
+    if instruction.startswith("(none:"):  # the chain for a dropped instruction: never quote a request
+        shown = first_words(nontext.splitlines()[0].lstrip("- ").partition(": ")[2], 20)
+        return _json(alignment=f"No text was given, so nothing conflicts and the inputs decide ({shown}). "
+                               "I will make the video the inputs suggest, keeping everything they show.")
     if nontext.startswith("No non-text inputs"):
         return _json(alignment="No non-text inputs were given, so the text alone decides. "
                                f'I will make a video of "{instruction}" exactly as the text asks.')
@@ -262,7 +274,8 @@ def _video_yes(r: Request) -> str:
 
 REPLIES: dict[str, Callable[[Request], str]] = {
     "cot_alignment": _alignment, "cot_camera_video": _camera_video, "cot_depth": _describe_video("depth video"),
-    "cot_identity": _describe_image, "cot_intent": _intent, "cot_pose": _describe_video("pose video"),
+    "cot_identity": _describe_image, "cot_intent": _intent, "cot_intent_inferred": _intent_inferred,
+    "cot_pose": _describe_video("pose video"),
     "cot_structure": _structure, "cot_supplement": _supplement, "cot_video": _describe_video("source video"),
     "critic_revise": _critic, "decompose_drf": _drf, "decompose_reade": _reade,
     "interpreter_system": _interpreter, "judge_contradiction": lambda r: "no",

@@ -12,8 +12,12 @@ averages its micro-batches' losses. **Instruction dropout**: with
 probability ``instruction_dropout`` (0.4) an example's instruction is replaced by the
 empty request line, so the model also learns to interpret from the conditions alone.
 The coin is :func:`~vidcli.train.core.seeded_uniform` of ``(seed, epoch, example
-index)``: the same on every run and on resume, different from epoch to epoch.
-Records without conditions keep their instruction (nothing would be left).
+index)``: the same on every run and on resume, different from epoch to epoch. A
+dropped instruction is not quoted: the assistant turn is then the record's target for
+an empty instruction (:class:`~vidcli.train.sft_data.Example`, ``dropped_target``:
+make-cot's ``cot.no_instruction.target``, else the target without its step 1). Records
+without conditions keep their instruction (nothing would be left), and so do records
+whose target has no make-cot step labels (there is no step 1 to take out).
 
 ``camera`` — pre-trains only the camera encoder (every other parameter frozen) on
 camera-to-text records::
@@ -177,6 +181,11 @@ class SFTRecipe:
             log.info("resumed from %s at step %d", resume_from, self.step)
         elif run.resume:
             log.info("--resume: no checkpoint in %s yet, starting from step 0", run.output_dir)
+        kept = [e.source.id for e in self.examples if e.dropped_target is None and e.source.record.get("conditions")]
+        if cfg.stage == "cot" and cfg.instruction_dropout and kept:
+            log.warning("%d record(s) with conditions have a target without make-cot's labelled steps, so no "
+                        "target for a dropped instruction: their instruction is always kept (first: id=%s)",
+                        len(kept), kept[0])
         count = sum(p.numel() for p in trainable)
         log.info("sft %s/%s: %d records, %d steps, %d trainable parameters", cfg.stage, cfg.finetune,
                  len(self.examples), self.total_steps, count)
@@ -309,9 +318,10 @@ class SFTRecipe:
         requests, targets = [], []
         for index in indices:
             example = self.examples[index]
-            drop = cfg.stage == "cot" and seeded_uniform(cfg.run.seed, epoch, index) < cfg.instruction_dropout
+            drop = example.dropped_target is not None \
+                and seeded_uniform(cfg.run.seed, epoch, index) < cfg.instruction_dropout
             requests.append(self._request(example.source, drop))
-            targets.append(example.target)
+            targets.append(example.dropped_target if drop else example.target)
         return self.interpreter.encode(requests, targets)
 
     # ------------------------------------------------------------------ loop
