@@ -56,20 +56,25 @@ def _reade(r: Request) -> str:
     user_objs = objects(instruction)
     actions = motion_clauses(instruction) or ([] if user_objs else [one_line(instruction)])
     user = _group(user_objs, actions, camera_clauses(instruction), [])
-    supp_objs, supp_camera = [], []
-    for line in r.get("conditions").splitlines():
-        label, _, caption = line.lstrip("- ").partition(": ")
-        if caption:
-            supp_objs += described_object(caption)
-        elif "camera" in label:
-            supp_camera.append("the camera follows the given trajectory")
-    taken = {o["name"] for o in user_objs + supp_objs}
+    supp_objs, supp_actions, supp_camera = [], [], []
+    for line in r.get("conditions").splitlines():  # "- Label: description", as step 2 writes them
+        label, _, description = line.lstrip("- ").partition(": ")
+        if not description:
+            continue
+        if label.lower().startswith("camera"):
+            supp_camera.append(one_line(description.split(";")[0]))  # the trajectory's own words
+        else:  # what the caption keeps of it (the camera words are kept: the caption follows the path)
+            for obj in described_object(description):
+                obj["attributes"] = [a for a in obj["attributes"] if supports(gold, f"{obj['name']} {a}")]
+                supp_objs.append(obj)
+            supp_actions += [c for c in motion_clauses(description) if supports(gold, c)]
     parts = _gold_lines(gold)
-    imaginative_objs = [o for o in objects(parts.get("background") or gold) if o["name"] not in taken]
+    # Z is the caption's element list as a whole: what it adds and what it repeats.
+    imaginative_objs = objects(" ".join(parts.get(k, "") for k in ("main_object", "background")) or gold)
     actions = motion_clauses(parts.get("movement") or gold)
     camera = [one_line(parts["camera"])] if parts.get("camera") else camera_clauses(gold)
     style = [one_line(parts["style"])] if parts.get("style") else [c for c in clauses(gold) if has_word(c, STYLE_WORDS)]
-    return json.dumps({"user": user, "supplementary": _group(supp_objs, [], supp_camera, []),
+    return json.dumps({"user": user, "supplementary": _group(supp_objs, supp_actions, supp_camera, []),
                        "imaginative": _group(imaginative_objs, actions, camera, style)})
 
 

@@ -222,7 +222,8 @@ def nontext_text(works: list[ConditionWork]) -> str:
     return "\n".join(f"- {w.label}: {w.description}" for w in works)
 
 
-def _labels(conditions: list[dict]) -> list[str]:
+def condition_labels(conditions: list[dict]) -> list[str]:
+    """How step 2 names each condition: its kind, numbered when the kind repeats ("Identity 2")."""
     counts = Counter(c["type"] for c in conditions)
     seen: Counter = Counter()
     labels = []
@@ -273,7 +274,8 @@ def plan_conditions(conditions: list[dict], ctx: MediaContext) -> list[Condition
     Raises :class:`MediaError` for a missing or unreadable file (it names the file) and
     :class:`InputError` for a condition that cannot be described with the models given.
     """
-    return [_plan(i, cond, label, conditions, ctx) for i, (cond, label) in enumerate(zip(conditions, _labels(conditions)))]
+    labels = condition_labels(conditions)
+    return [_plan(i, cond, label, conditions, ctx) for i, (cond, label) in enumerate(zip(conditions, labels))]
 
 
 def _plan(i: int, cond: dict, label: str, conditions: list[dict], ctx: MediaContext) -> ConditionWork:
