@@ -195,8 +195,9 @@ KNOWN_MOTIONS = {
                                              for a in np.linspace(0, 50, 6)],
     "strong dolly in, moderate pan left": [pose(yawed(-a), centre=(0, 0, z))
                                            for a, z in zip(np.linspace(0, 20, 5), np.linspace(0, 3, 5))],
-    "strong dolly in, moderate pedestal down, slight tilt up": [pose((0, -math.sin(math.radians(a)), math.cos(math.radians(a))),
-                                                     centre=(0, 0.5 * a / 8, 1.0 * a / 8)) for a in (0, 4, 8)],
+    "strong dolly in, moderate pedestal down, slight tilt up": [
+        pose((0, -math.sin(math.radians(a)), math.cos(math.radians(a))), centre=(0, 0.5 * a / 8, 1.0 * a / 8))
+        for a in (0, 4, 8)],
     "fixed camera": [pose(yawed(0.5 * (-1) ** i), centre=(0.01 * (i % 2), 0, 0)) for i in range(9)],
 }
 

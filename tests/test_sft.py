@@ -144,7 +144,8 @@ def test_instruction_dropout_is_seeded_per_epoch_and_example(sft_kit, tmp_path, 
                     3: "the robot waits"}
     # What the model learns to write when the instruction is dropped: make-cot's target for
     # an empty instruction (a), or the target without its step 1 (b, an older record).
-    dropped_targets = {0: BLIND_DOG, 1: cot_target("cat").replace("Step 1 - Textual intent: The user wants a cat.\n\n", "")}
+    dropped_targets = {0: BLIND_DOG,
+                       1: cot_target("cat").replace("Step 1 - Textual intent: The user wants a cat.\n\n", "")}
     seen = set()
     for epoch in range(6):
         batch = recipe.batch(epoch, [0, 1, 2, 3])

@@ -156,7 +156,8 @@ class _Frames:
         if times[0] is None:
             return np.arange(len(times)) / fps
         if len(times) > 1 and len(set(times)) == 1:
-            _assume(self.file, f"every timestamp is the same ({times[0]:g} s, a placeholder): frames taken in file order, "
+            _assume(self.file, f"every timestamp is the same ({times[0]:g} s, a placeholder): "
+                               "frames taken in file order, "
                                f"evenly spaced at {fps:g} fps")
             return np.arange(len(times)) / fps
         for i in range(1, len(times)):

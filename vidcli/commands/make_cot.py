@@ -76,7 +76,8 @@ def generated_path_for(output: str, shard=None) -> str:
 @input_output_options
 @reports_errors
 def command(llm_spec, vlm_spec, frames, camera_from_video, generated, dedup_threshold, dedup_embedder,
-            exclude_files, balance_by, balance_groups, text_only, seed, attempts, temperature, max_tokens, shard, merge, base_url,
+            exclude_files, balance_by, balance_groups, text_only, seed, attempts, temperature, max_tokens, shard,
+            merge, base_url,
             concurrency, batch_size, no_cache, device, inputs, output, resume, on_error, rejects, media_root,
             allow_escape, quiet, verbose):
     """Build chain-of-thought training records for the instruction interpreter.

@@ -23,9 +23,9 @@ One optimiser step, read top to bottom in :meth:`GRPORecipe.train`:
    :func:`~vidcli.train.grpo_loss.group_advantages`).
 4. **Loss** (:func:`~vidcli.train.grpo_loss.grpo_loss`): the clipped ratio (ε = 0.2) with
    a per-token k3 KL to the frozen reference (β = 0.001), averaged over each
-   completion's tokens, then over the completions that take part. ``num_iterations`` (μ) optimiser steps
-   reuse one rollout; the first uses π_old = the current policy (detached), later ones
-   the log-probs taken right after sampling.
+   completion's tokens, then over the completions that take part. ``num_iterations``
+   (μ) optimiser steps reuse one rollout; the first uses π_old = the current policy
+   (detached), later ones the log-probs taken right after sampling.
 
 **Prompts** are built as in stage 1, with instruction dropout (0.4, as the paper lists
 for stage 2): the coin is :func:`~vidcli.train.core.seeded_uniform` of ``(seed, epoch,
