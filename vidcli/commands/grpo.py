@@ -100,7 +100,7 @@ def video_feedback_config(ctx: click.Context, reward: str, generator: str | None
 @click.option("--finetune", type=click.Choice(["full", "lora", "qlora"]), default="full", show_default=True,
               help="full (the paper's): a frozen second copy of the model is kept as reference. lora/qlora: the "
                    "reference is the base with adapters disabled (no copy), but at the full-model rate the "
-                   "adapters barely move: raise --lr (e.g. 10-100x).")
+                   "adapters barely move: raise --lr.")
 @click.option("--judge", default=None, metavar="SPEC",
               help="Coverage judge (required): openai:MODEL (the paper's: an LLM, with --judge-mode number), "
                    "hf:PATH, or embed (offline matcher for smoke runs: no contradiction term, and close wording "
