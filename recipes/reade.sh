@@ -19,12 +19,12 @@
 #                 [examples/camera_captions.jsonl]
 #   BASE_MODEL    interpreter to start from [Qwen/Qwen2.5-Omni-7B]
 #   LLM           teacher for key-info and CoT steps 1, 3, 4 [openai:gpt-4o]
-#   VLM           teacher for CoT step 2 (condition descriptions) [$LLM]
+#   VLM           describes the image and video conditions (CoT step 2, and the key-info's S) [$LLM]
 #   JUDGE         coverage judge of the GRPO reward and of scoring: openai:MODEL, hf:PATH, or
 #                 embed (offline matcher) [openai:Qwen3-30B-A3B-Instruct]
 #   JUDGE_MODE    number (the paper's: one coverage number per element set) | elements [number]
 #   JUDGE_BASE_URL endpoint of an openai: judge [$OPENAI_BASE_URL]
-#   FINETUNE      sft and grpo weights: full | lora | qlora [full for sft, lora for grpo]
+#   FINETUNE      sft and grpo weights: full | lora | qlora [full; with lora, raise GRPO_LR]
 #   GENERATOR     optional text-to-video checkpoint: interpreted prompts are rendered with
 #                 `vidcli generate` into $OUT/generated.videos/ [none]
 #   FEEDBACK_GENERATOR  optional text-to-video checkpoint for GRPO's generator-in-the-loop
@@ -48,7 +48,8 @@ EVAL="${EVAL:-$REQUESTS}"
 CAMERA_DATA="${CAMERA_DATA:-$EXAMPLES_DIR/camera_captions.jsonl}"
 
 tiny=()        # extra flags of the training and inference stages in TINY mode
-data_tiny=()   # extra flags of the data stages in TINY mode
+data_tiny=()   # extra flags of make-cot in TINY mode
+dec_tiny=()    # extra flags of decompose in TINY mode
 if [ "${TINY:-0}" = 1 ]; then
   tiny_setup
   BASE_MODEL="${BASE_MODEL:-$TINY_VLM}"
@@ -59,6 +60,7 @@ if [ "${TINY:-0}" = 1 ]; then
   GRPO_STEPS="${GRPO_STEPS:-2}"
   tiny=(--video-frames 4 --save-every 0)
   data_tiny=(--frames 4 --dedup-embedder none)
+  dec_tiny=(--frames 4)
 fi
 BASE_MODEL="${BASE_MODEL:-Qwen/Qwen2.5-Omni-7B}"
 LLM="${LLM:-openai:gpt-4o}"
@@ -83,10 +85,11 @@ grpo_steps=()
 [ -n "${GRPO_STEPS:-}" ] && grpo_steps=(--max-steps "$GRPO_STEPS")
 
 # 1. Key-info (U/S/Z) of the RL and test requests: what the GRPO reward and the score check.
+#    S is extracted from descriptions of the conditions (the VLM's, and the trajectories' own words).
 stage "decompose (reade, RL requests)" "$OUT/data/rl.jsonl" \
-  vidcli decompose --schema reade --llm "$LLM" -q "$RL_REQUESTS"
+  vidcli decompose --schema reade --llm "$LLM" --vlm "$VLM" "${dec_tiny[@]}" -q "$RL_REQUESTS"
 stage "decompose (reade, test requests)" "$OUT/data/eval.jsonl" \
-  vidcli decompose --schema reade --llm "$LLM" -q "$EVAL"
+  vidcli decompose --schema reade --llm "$LLM" --vlm "$VLM" "${dec_tiny[@]}" -q "$EVAL"
 
 # 2. Four-step CoT training data.
 stage "make-cot" "$OUT/data/cot.jsonl" \
@@ -105,7 +108,7 @@ train "sft --stage cot" "$OUT/sft" \
 
 # 5. Stage 2: GRPO with the multi-dimensional reward.
 train "grpo" "$OUT/grpo" \
-  grpo --model "$OUT/sft" --finetune "${FINETUNE:-lora}" "${judge[@]}" -G "${G:-8}" \
+  grpo --model "$OUT/sft" --finetune "${FINETUNE:-full}" "${judge[@]}" -G "${G:-8}" \
   --lr "${GRPO_LR:-2.5e-6}" --batch-size "${GRPO_BATCH:-1}" --grad-accum "${GRPO_ACCUM:-2}" \
   --warmup-steps "${GRPO_WARMUP:-50}" --beta "${BETA:-0.001}" --epsilon "${EPSILON:-0.2}" \
   --max-completion-tokens "${MAX_COMPLETION:-768}" "${feedback[@]}" "${grpo_steps[@]}" "${tiny[@]}" -q \

@@ -15,6 +15,7 @@ from vidcli.camera import (
     motion_components,
     plucker_rays,
     plucker_stack,
+    relative_poses,
     resample_trajectory,
 )
 from vidcli.errors import MediaError
@@ -59,16 +60,31 @@ def test_pose_helper_is_a_proper_rotation():
 def test_dolly_in_and_out():
     fwd = traj([pose(centre=(0, 0, z)) for z in np.linspace(0, 0.5, 6)])
     assert describe_motion(fwd) == "strong dolly in"
-    assert motion_components(fwd)["forward"] == pytest.approx(0.5)
+    c = motion_components(fwd)
+    assert c["forward"] == pytest.approx(1.0) and c["extent"] == pytest.approx(0.5)
+    assert c["coherence"] == pytest.approx(1.0)
     back = traj([pose(centre=(0, 0, -z)) for z in np.linspace(0, 0.1, 6)])
-    assert describe_motion(back) == "slight dolly out"
+    assert describe_motion(back) == "strong dolly out"
+
+
+def test_translation_levels_are_shares_of_the_travel():
+    # 0.3 forward with 0.1 sideways: the sideways part is 0.32 of the extent (slight).
+    t = traj([pose(), pose(centre=(0.1, 0, 0.3))])
+    c = motion_components(t)
+    assert c["forward"] == pytest.approx(0.3 / math.hypot(0.1, 0.3))
+    assert c["right"] == pytest.approx(0.1 / math.hypot(0.1, 0.3))
+    assert describe_motion(t) == "strong dolly in, slight truck right"
+    # 45 degrees between forward and right: both halves of the travel are strong.
+    assert describe_motion(traj([pose(), pose(centre=(-1, 0, 1))])) == "strong dolly in, strong truck left"
+    # A small drift (0.1 of the travel) is no word at all.
+    assert describe_motion(traj([pose(), pose(centre=(0, 0.1, 1))])) == "strong dolly in"
 
 
 def test_pan_left_30_degrees():
     t = traj([pose(yawed(-a)) for a in np.linspace(0, 30, 7)])
     c = motion_components(t)
     assert c["yaw_deg"] == pytest.approx(-30.0)
-    assert c["yaw_path_deg"] == pytest.approx(30.0)
+    assert c["yaw_out_deg"] == pytest.approx(-30.0)
     assert describe_motion(t) == "moderate pan left"
 
 
@@ -85,10 +101,10 @@ def test_tilt_up_and_down():
 
 
 def test_truck_and_pedestal():
-    assert describe_motion(traj([pose(), pose(centre=(0.3, 0, 0))])) == "moderate truck right"
-    assert describe_motion(traj([pose(), pose(centre=(-0.1, 0, 0))])) == "slight truck left"
+    assert describe_motion(traj([pose(), pose(centre=(0.3, 0, 0))])) == "strong truck right"
+    assert describe_motion(traj([pose(), pose(centre=(-0.1, 0, 0))])) == "strong truck left"
     # y points down, so a negative y translation lifts the camera.
-    assert describe_motion(traj([pose(), pose(centre=(0, -0.2, 0))])) == "moderate pedestal up"
+    assert describe_motion(traj([pose(), pose(centre=(0, -0.2, 0))])) == "strong pedestal up"
 
 
 def test_roll_direction():
@@ -109,19 +125,36 @@ def test_zoom_in_by_one_and_a_half():
 
 def test_static_and_jitter_are_fixed():
     assert describe_motion(traj([pose()] * 5)) == "fixed camera"
-    jitter = traj([pose(yawed(0.5), centre=(0.01, 0, 0.01)), pose(yawed(-0.5))])
+    # Shaken around one spot: the path is long, the camera gets nowhere (coherence 1/8).
+    jitter = traj([pose(yawed(0.5 * (-1) ** i), centre=(0.01 * (i % 2), 0, 0)) for i in range(9)])
+    assert motion_components(jitter)["coherence"] == pytest.approx(1 / 8)
     assert describe_motion(jitter) == "fixed camera"
+    rng = np.random.default_rng(3)
+    noisy = traj([pose(centre=tuple(rng.normal(scale=1e-3, size=3))) for _ in range(16)])
+    assert motion_components(noisy)["coherence"] < 0.3
+    assert describe_motion(noisy) == "fixed camera"
+
+
+def test_out_and_back_is_not_fixed():
+    zs = [0, 0.1, 0.2, 0.3, 0.2, 0.1, 0.0]
+    there_and_back = traj([pose(centre=(0, 0, z)) for z in zs])
+    c = motion_components(there_and_back)
+    assert c["forward"] == pytest.approx(0.0) and c["forward_out"] == pytest.approx(1.0)
+    assert c["coherence"] == pytest.approx(0.5)
+    assert describe_motion(there_and_back) == "strong dolly in and back"
+    sideways = traj([pose(centre=(-x, 0, 0)) for x in (0, 1, 2, 1, 0.1)])
+    assert describe_motion(sideways) == "strong truck left and back"
 
 
 def test_combined_dolly_and_pan():
     poses = [pose(yawed(-a), centre=(0, 0, z)) for a, z in zip(np.linspace(0, 20, 5), np.linspace(0, 0.3, 5))]
-    assert describe_motion(traj(poses)) == "moderate dolly in, moderate pan left"
+    assert describe_motion(traj(poses)) == "strong dolly in, moderate pan left"
 
 
 def test_translation_is_measured_in_the_first_cameras_axes():
     # The first camera already looks right (+x world); moving along +x is a dolly in.
     t = traj([pose((1, 0, 0), centre=(0, 0, 0)), pose((1, 0, 0), centre=(0.3, 0, 0))])
-    assert describe_motion(t) == "moderate dolly in"
+    assert describe_motion(t) == "strong dolly in"
 
 
 def test_pan_back_and_forth():
@@ -129,23 +162,75 @@ def test_pan_back_and_forth():
     assert describe_motion(traj([pose(yawed(a)) for a in angles])) == "moderate pan back and forth"
 
 
-def test_scene_scale_from_distance_to_origin():
-    # Cameras 4 and 3 units from a scene centred at the origin: scale 3.5.
-    t = traj([pose(centre=(0, 0, -4)), pose(centre=(0, 0, -3))])
-    c = motion_components(t)
-    assert c["scene_scale"] == pytest.approx(3.5)
-    assert c["forward"] == pytest.approx(1 / 3.5)
-    assert describe_motion(t) == "moderate dolly in"
-    assert describe_motion(t, scene_scale=1.0) == "strong dolly in"
-    assert motion_components(t, scene_scale=10.0)["forward"] == pytest.approx(0.1)
+def rotation(axis: str, deg: float) -> np.ndarray:
+    from scipy.spatial.transform import Rotation
+
+    m = np.eye(4)
+    m[:3, :3] = Rotation.from_euler(axis, deg, degrees=True).as_matrix()
+    return m
 
 
-def test_rotation_words_do_not_depend_on_world_frame():
-    t = traj([pose(yawed(-a)) for a in np.linspace(0, 30, 4)])
-    g = pose((0.3, -0.2, 1.0), centre=(5, 1, 2))
-    moved = Trajectory(t.timestamps, t.intrinsics, g[None] @ t.c2w)
-    assert motion_components(moved)["yaw_deg"] == pytest.approx(-30.0)
-    assert describe_motion(moved) == "moderate pan left"
+def similarity(seed: int) -> tuple[np.ndarray, float]:
+    """A random rigid change of world coordinates and a random global scale."""
+    from scipy.spatial.transform import Rotation
+
+    rng = np.random.default_rng(seed)
+    g = np.eye(4)
+    g[:3, :3] = Rotation.random(random_state=seed).as_matrix()
+    g[:3, 3] = rng.normal(scale=10.0 ** rng.uniform(-1, 4), size=3)
+    return g, float(10.0 ** rng.uniform(-3, 3))
+
+
+def moved(t: Trajectory, g: np.ndarray, scale: float) -> Trajectory:
+    c2w = g[None] @ t.c2w
+    c2w[:, :3, 3] *= scale
+    return Trajectory(t.timestamps, t.intrinsics, c2w)
+
+
+KNOWN_MOTIONS = {
+    "strong dolly in": [pose(centre=(0, 0, z)) for z in np.linspace(0, 1, 6)],
+    "strong dolly in and back": [pose(centre=(0, 0, z)) for z in (0, 0.5, 1, 0.5, 0)],
+    "moderate dolly in, strong truck right, strong pan left": [pose(yawed(-a), centre=(4 * math.sin(math.radians(a)), 0,
+                                                                     4 - 4 * math.cos(math.radians(a))))
+                                             for a in np.linspace(0, 50, 6)],
+    "strong dolly in, moderate pan left": [pose(yawed(-a), centre=(0, 0, z))
+                                           for a, z in zip(np.linspace(0, 20, 5), np.linspace(0, 3, 5))],
+    "strong dolly in, moderate pedestal down, slight tilt up": [
+        pose((0, -math.sin(math.radians(a)), math.cos(math.radians(a))), centre=(0, 0.5 * a / 8, 1.0 * a / 8))
+        for a in (0, 4, 8)],
+    "fixed camera": [pose(yawed(0.5 * (-1) ** i), centre=(0.01 * (i % 2), 0, 0)) for i in range(9)],
+}
+
+
+@pytest.mark.parametrize("words", list(KNOWN_MOTIONS))
+@pytest.mark.parametrize("seed", range(8))
+def test_words_do_not_depend_on_the_world_frame_or_scale(words, seed):
+    t = traj(KNOWN_MOTIONS[words])
+    assert describe_motion(t) == words
+    g, scale = similarity(seed)
+    assert describe_motion(moved(t, g, scale)) == words
+
+
+def test_same_move_reads_the_same_wherever_the_origin_is():
+    # One unit forward, with the origin at the camera, 3.5 units in front, or far away:
+    # the distance to the world origin says nothing about the scene.
+    for z0 in (0.0, -3.5, -4.0, 1e4):
+        t = traj([pose(centre=(0, 0, z0)), pose(centre=(0, 0, z0 + 1))])
+        assert describe_motion(t) == "strong dolly in"
+
+
+def test_tilt_up_to_vertical_has_no_pan():
+    tilt = traj([rotation("x", a) for a in np.linspace(0, 90, 7)])
+    assert describe_motion(tilt) == "strong tilt up"
+    for seed in range(8):  # float noise of a world rotation must not read as yaw
+        c = motion_components(moved(tilt, *similarity(seed)))
+        assert c["yaw_deg"] == 0.0 and abs(c["roll_deg"]) < 1e-6 and c["pitch_deg"] == pytest.approx(90.0)
+        assert describe_motion(moved(tilt, *similarity(seed))) == "strong tilt up"
+    down = traj([rotation("x", -a) for a in np.linspace(0, 90, 4)])
+    assert describe_motion(down) == "strong tilt down"
+    # Straight up, then a turn about the view axis: a roll, not a pan.
+    rolled = traj([np.eye(4), rotation("x", 90) @ rotation("z", 20)])
+    assert describe_motion(rolled) == "strong tilt up, moderate roll clockwise"
 
 
 # ------------------------------------------------------------------------ Plücker maps
@@ -262,7 +347,10 @@ BAD_TEXT = [
     (f"{HEAD} {W2C_ROWS}\n1 0.5 0.5 0.5 0.5 0 0 1 0 0\n", ":2: expected 19 numbers per frame, got 10"),
     (f"{HEAD} {W2C_ROWS.replace('0.2', 'abc')}\n", ":1: not a number: 'abc'"),
     (f"{HEAD} {W2C_ROWS.replace('1 0 0 0.1', '2 0 0 0.1')}\n", ":1: rotation part is not a rotation"),
-    (f"{HEAD} {W2C_ROWS}\n{HEAD} {W2C_ROWS}\n", ":2: timestamps must be"),
+    (f"{HEAD.replace('0', '9', 1)} {W2C_ROWS}\n{HEAD} {W2C_ROWS}\n", ":2: timestamps must be strictly increasing"),
+    (f"{HEAD} {W2C_ROWS}\n1 {HEAD[2:]} {W2C_ROWS.replace('0 0 1 0.3', '0 0 -1 0.3')}\n",
+     ":2: a mirrored rotation (det -1), but the first frame has a proper rotation (det +1): mixed determinants"),
+    (f"{HEAD} {W2C_ROWS.replace('1 0 0 0.1', '0 0 0 0.1')}\n", ":1: rotation part is not a rotation"),
     (f"0 0 0.5 0.5 0.5 0 0 {W2C_ROWS}\n", ":1: focal lengths must be positive"),
     (f"{HEAD} {W2C_ROWS.replace('0.3', 'nan')}\n", ":1: matrix has non-finite values"),
     (f"https://x\n{HEAD} {W2C_ROWS}\nhttps://y\n", ":3: expected 19 numbers per frame, got 1"),
@@ -299,8 +387,12 @@ BAD_JSON = [
     (frames_json(OK_FRAME, {"intrinsics": K, "w2c": (np.eye(4) * 2).tolist()}), "frame 1: 'w2c' last row"),
     (
         frames_json(OK_FRAME, {"intrinsics": K, "c2w": np.diag([1, 1, -1, 1]).tolist()}),
-        "frame 1: 'c2w' rotation part is not a rotation",
+        "frame 1: a mirrored rotation (det -1), but the first frame has a proper rotation (det +1)",
     ),
+    ("[" + json.dumps(np.eye(4)[:3].reshape(-1).tolist()) + ", [1, 0, 0]]",
+     "frame 1: expected 12 numbers (a 3x4 world-to-camera matrix, row-major), got 3"),
+    ("[" + json.dumps(np.eye(4)[:3].reshape(-1).tolist()) + ', {"c2w": 1}]', "frame 1: expected a row of 12 numbers"),
+    ('[[1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, NaN]]', "frame 0: matrix has non-finite values"),
     (frames_json({"timestamp": 0, **OK_FRAME}, OK_FRAME), "frame 1: 'timestamp' given for some"),
     (frames_json({"timestamp": "x", **OK_FRAME}), "frame 0: 'timestamp' must be a number"),
     (frames_json({"timestamp": 1.0, **OK_FRAME}, {"timestamp": 0.5, **OK_FRAME}), "frame 1: timestamps must be"),
@@ -330,6 +422,97 @@ def test_example_camera_files():
     assert describe_motion(dolly_pan) == "strong dolly in, moderate pan left"
     orbit = load_trajectory(media / "camera_orbit.json")
     c = motion_components(orbit)
-    assert c["scene_scale"] == pytest.approx(4.0) and c["yaw_deg"] == pytest.approx(-40.0, abs=1e-3)
+    assert c["yaw_deg"] == pytest.approx(-40.0, abs=1e-3)
     # Circling to the right of a subject: the camera slides right and turns left.
     assert "strong truck right" in describe_motion(orbit) and "pan left" in describe_motion(orbit)
+
+
+# ------------------------------------------------------------ published variants
+
+
+def re10k_text(c2ws, times=None, first_line="https://www.youtube.com/watch?v=abc", k=(0.5, 0.9, 0.5, 0.5)) -> str:
+    """A RealEstate10K file of these camera-to-world poses (times in microseconds)."""
+    times = times if times is not None else [i * 33366 for i in range(len(c2ws))]
+    rows = []
+    for t, c2w in zip(times, c2ws):
+        w2c = np.linalg.inv(c2w)[:3].reshape(-1)
+        rows.append(" ".join([str(t), *map(str, k), "0", "0", *(repr(float(x)) for x in w2c)]))
+    return first_line + "\n" + "\n".join(rows) + "\n"
+
+
+DOLLY_PAN = [pose(yawed(-a), centre=(0, 0, z)) for a, z in zip(np.linspace(0, 20, 5), np.linspace(0, 1, 5))]
+
+
+@pytest.mark.parametrize("times", [[0] * 5, [1234567] * 5])
+def test_re10k_placeholder_timestamps_are_frame_order(tmp_path, caplog, times):
+    p = tmp_path / "cam.txt"
+    p.write_text(re10k_text(DOLLY_PAN, times=times))
+    with caplog.at_level("WARNING", logger="vidcli"):
+        t = load_trajectory(p)
+    assert np.allclose(t.timestamps, np.arange(5) / 30.0)
+    assert describe_motion(t) == "strong dolly in, moderate pan left"
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 1 and warned[0].startswith(str(p))
+    assert f"every timestamp is the same ({times[0] / 1e6:g} s, a placeholder): frames taken in file order, " \
+        "evenly spaced at 30 fps" in warned[0]
+    assert "\n" not in warned[0]
+
+
+def test_re10k_empty_first_line(tmp_path, caplog):
+    p = tmp_path / "cam.txt"
+    p.write_text(re10k_text(DOLLY_PAN, first_line=""))
+    with caplog.at_level("WARNING", logger="vidcli"):
+        t = load_trajectory(p)
+    assert len(t) == 5 and np.allclose(t.c2w, np.stack(DOLLY_PAN))
+    assert not caplog.records  # nothing had to be assumed
+
+
+def test_mirrored_world_is_read_relative_to_frame_0(tmp_path, caplog):
+    mirror = np.diag([1.0, 1.0, -1.0, 1.0])  # the world's z flipped: every c2w rotation has det -1
+    p = tmp_path / "cam.txt"
+    p.write_text(re10k_text([mirror @ m for m in DOLLY_PAN]))
+    with caplog.at_level("WARNING", logger="vidcli"):
+        t = load_trajectory(p)
+    assert np.allclose(np.linalg.det(t.c2w[:, :3, :3]), 1.0)
+    assert np.allclose(t.c2w, relative_poses(np.stack(DOLLY_PAN)))
+    assert describe_motion(t) == "strong dolly in, moderate pan left"
+    assert "determinant -1 (a mirrored world): poses re-expressed relative to frame 0" in caplog.records[0].getMessage()
+
+
+def test_far_from_origin_in_centimetres_reads_like_metres(tmp_path, caplog):
+    g, _ = similarity(5)
+    cm = []
+    for m in DOLLY_PAN:
+        m = g @ m
+        m[:3, 3] = m[:3, 3] * 100 + np.array([2.5e5, -1.2e5, 8e4])
+        cm.append(m)
+    p = tmp_path / "cam.txt"
+    p.write_text(re10k_text(cm))
+    with caplog.at_level("WARNING", logger="vidcli"):
+        t = load_trajectory(p)
+    assert describe_motion(t) == "strong dolly in, moderate pan left"
+    assert motion_components(t)["extent"] == pytest.approx(100.0, rel=1e-6)
+
+
+def test_json_bare_rows_of_12_numbers(tmp_path, caplog):
+    rows = [np.linalg.inv(m)[:3].reshape(-1).tolist() for m in DOLLY_PAN]
+    p = tmp_path / "cam.json"
+    p.write_text(json.dumps(rows))
+    with caplog.at_level("WARNING", logger="vidcli"):
+        t = load_trajectory(p)
+    assert np.allclose(t.c2w, np.stack(DOLLY_PAN))
+    assert np.allclose(t.intrinsics, [[1.0, 1.0, 0.5, 0.5]] * 5)
+    assert np.allclose(t.timestamps, np.arange(5) / 30.0)
+    assert describe_motion(t) == "strong dolly in, moderate pan left"
+    (message,) = [r.getMessage() for r in caplog.records]
+    assert message == (f"{p}: frames are bare 3x4 world-to-camera rows: assumed intrinsics fx=1 fy=1 cx=0.5 "
+                       "cy=0.5 and frames evenly spaced at 30 fps")
+
+
+def test_each_assumption_is_reported_once_per_file(tmp_path, caplog):
+    p = tmp_path / "cam.txt"
+    p.write_text(re10k_text(DOLLY_PAN, times=[0] * 5))
+    with caplog.at_level("WARNING", logger="vidcli"):
+        for _ in range(3):  # a training run reads the same file every epoch
+            load_trajectory(p)
+    assert len(caplog.records) == 1

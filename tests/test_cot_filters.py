@@ -52,9 +52,11 @@ def test_overlapping_by_text_or_embedding(embedder):
     assert overlapping(WAVE, [], embedder) == [False] * 4
 
 
-def test_group_of_fields_and_primary_condition_type():
+def test_group_of_fields_and_condition_types():
     identity = {"conditions": [{"type": "identity", "path": "a.png"}, {"type": "camera", "path": "c.txt"}]}
-    assert group_of(identity, "condition_type") == "identity"
+    assert group_of(identity, "condition_type") == "camera+identity"  # the full set, not the first
+    twice = {"conditions": [{"type": "identity", "path": "a.png"}, {"type": "identity", "path": "b.png"}]}
+    assert group_of(twice, "condition_type") == "identity"
     assert group_of({"conditions": []}, "condition_type") == "text"
     assert group_of({"instruction": "x"}, "condition_type") == "text"
     assert group_of({"condition_type": "pose", **identity}, "condition_type") == "pose"  # a real field wins
@@ -74,6 +76,46 @@ def test_balance_downsamples_every_group_to_the_smallest_with_a_seed():
     expected = sorted(rng.sample(range(0, 5), 2) + rng.sample(range(5, 7), 2) + rng.sample(range(7, 10), 2))
     assert kept == expected
     assert balance([], seed=0) == []
+
+
+def test_balance_only_the_groups_asked_for():
+    groups = ["a"] * 5 + ["b"] * 2 + ["c"] * 3
+    kept = balance(groups, seed=7, only={"a", "c"})
+    assert Counter(groups[i] for i in kept) == {"a": 3, "b": 2, "c": 3}  # b passes untouched
+
+
+def four_types(text_only: int = 1, combos: int = 0) -> list[dict]:
+    rows = [{"id": f"{kind}{i}", "instruction": f"{kind} request {i}", "conditions": [{"type": kind, "path": "x"}]}
+            for kind in ("identity", "depth", "camera", "pose") for i in range(3)]
+    rows += [{"id": f"t{i}", "instruction": f"text request {i}"} for i in range(text_only)]
+    rows += [{"id": f"m{i}", "instruction": f"mixed request {i}",
+              "conditions": [{"type": "identity", "path": "a"}, {"type": "camera", "path": "c"}]}
+             for i in range(combos)]
+    return rows
+
+
+def test_a_single_text_only_record_does_not_cut_the_condition_types():
+    kept, report = filter_records(four_types(text_only=1), FilterOptions(balance_by="condition_type", dedup=False))
+    assert Counter(group_of(r, "condition_type") for r in kept) == {"identity": 3, "depth": 3, "camera": 3,
+                                                                     "pose": 3, "text": 1}
+    assert report.unbalanced == 0
+    dropped, report = filter_records(four_types(text_only=2), FilterOptions(balance_by="condition_type",
+                                                                             text_only="drop", dedup=False))
+    assert {r["id"] for r in dropped} == {r["id"] for r in four_types(text_only=0)}
+    assert report.unbalanced == 2 and report.written == 12
+
+
+def test_multi_condition_records_form_their_own_group():
+    records = four_types(text_only=0, combos=2)
+    kept, _ = filter_records(records, FilterOptions(balance_by="condition_type", dedup=False))
+    assert Counter(group_of(r, "condition_type") for r in kept) == {"identity": 2, "depth": 2, "camera": 2,
+                                                                     "pose": 2, "camera+identity": 2}
+    # Asked for the four single types only, the two mixed records pass through.
+    opts = FilterOptions(balance_by="condition_type", balance_groups=["identity", "depth", "camera", "pose"],
+                         dedup=False)
+    kept, _ = filter_records(records, opts)
+    assert Counter(group_of(r, "condition_type") for r in kept) == {"identity": 3, "depth": 3, "camera": 3,
+                                                                     "pose": 3, "camera+identity": 2}
 
 
 def test_filter_records_order_and_counts(embedder):

@@ -180,6 +180,13 @@ def test_problems_are_explained_and_blocks_extracted_anyway():
     assert parsed.think == "late" and parsed.caption.parts == PARTS
     assert parsed.think_problem == "the think block does not come before the answer"
     assert parsed.answer_ok
+    swapped = CANONICAL.replace("3. Background", "X").replace("4. Movement", "3. Background")
+    swapped = parse_output(f"<think>r</think><answer>{swapped.replace('X', '4. Movement')}</answer>")
+    assert swapped.caption.complete and swapped.caption.order[2:4] == ["movement", "background"]
+    assert swapped.answer_problem == ("caption parts out of order: movement comes before background "
+                                      "(the order is dense, main_object, background, movement, style, camera)")
+    twice = parse_output(f"<think>r</think><answer>{CANONICAL}\n\nCamera: again</answer>")
+    assert twice.answer_problem == "caption part given twice: camera"
     missing = parse_output("<think>r</think><answer>1. Dense caption: x</answer>")
     assert missing.answer_problem == ("caption parts missing: main_object, background, "
                                       "movement, style, camera")
@@ -218,6 +225,13 @@ CASES = [
      True, False, 0.2),  # one part empty
     (T + A.replace("6. Camera caption", "6. Lens caption"), True, False, 0.2),  # part missing
     (T + A + A, True, False, 0.2),  # two answers
+    (T + A.replace("1. Dense caption: A red fox trots across a snowy clearing at dawn.\n\n", "")
+     .replace("6. Camera caption", "1. Dense caption: A red fox trots at dawn.\n\n6. Camera caption"),
+     True, False, 0.2),  # dense moved to the fifth place: out of order
+    (f"{T}<answer>6. Camera caption: F. 5. Style caption: E. 4. Movement caption: D. 3. Background caption: C. "
+     f"2. Main object caption: B. 1. Dense caption: A.</answer>", True, False, 0.2),  # reversed
+    (T + A.replace("6. Camera caption", "5. Style caption: colder\n\n6. Camera caption"),
+     True, False, 0.2),  # a part given twice
     (T + "<answer>" + CANONICAL, True, False, 0.2),  # unclosed answer
     (T + f"<answer><answer>{CANONICAL}</answer></answer>", True, False, 0.2),  # nested answer
     (f"<think>r<answer>{CANONICAL}</answer></think>", False, False, 0.0),  # answer inside think

@@ -13,7 +13,7 @@ import torch
 
 from vidcli.errors import BackendError, InputError
 from vidcli.rewards.reade import RewardResult
-from vidcli.train.core import OptimConfig, RunConfig
+from vidcli.train.core import OptimConfig, RunConfig, seeded_uniform
 from vidcli.train.grpo import GRPOConfig, GRPORecipe, completion_mask, run_grpo
 from vidcli.train.grpo_loss import grpo_loss
 
@@ -85,8 +85,10 @@ def make_config(kit, out: Path, **overrides) -> GRPOConfig:
     run_args = {"seed": 0, "max_steps": 1, "batch_size": 1, "grad_accum": 1, "save_every": 0, "mixed_precision": "no"}
     run_args.update({k: overrides.pop(k) for k in list(overrides) if k in run_keys})
     optim = overrides.pop("optim", OptimConfig(lr=1e-3, warmup_steps=0, schedule="constant", weight_decay=0.0))
-    args = {"model": str(kit["base"]), "inputs": [str(overrides.pop("data", kit["data"]))],
-            "num_generations": 4, "max_completion_tokens": 8, "video_frames": 4, **overrides}
+    # LoRA and no instruction dropout unless a test asks: each test checks one thing.
+    args = {"model": str(kit["base"]), "inputs": [str(overrides.pop("data", kit["data"]))], "finetune": "lora",
+            "instruction_dropout": 0.0, "num_generations": 4, "max_completion_tokens": 8, "video_frames": 4,
+            **overrides}
     return GRPOConfig(run=RunConfig(output_dir=out, optim=optim, **run_args), **args)
 
 
@@ -350,12 +352,64 @@ def test_a_failing_judge_is_recorded_not_fatal(grpo_kit, tmp_path):
 
     from vidcli.rewards.reade import ReadeReward
 
-    run_grpo(make_config(grpo_kit, tmp_path / "run", data=grpo_kit["video_only"]), ReadeReward(DownJudge()))
+    recipe = GRPORecipe(make_config(grpo_kit, tmp_path / "run", data=grpo_kit["video_only"]), ReadeReward(DownJudge()))
+    recipe.setup()
+    before = {n: p.detach().clone() for n, p in recipe.interpreter.model.named_parameters() if p.requires_grad}
+    recipe.train()
     rows = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
     assert len(rows) == 4
     for row in rows:
         assert row["errors"] == {"judge": "judge endpoint unreachable"}
-        assert row["reward"] == row["parts"]["format"] and row["parts"]["user"] is None
+        assert row["parts"]["user"] is None and row["masked"] and row["advantage"] == 0.0
+    # Nothing was scored, so nothing was learnt (no loss, not even the KL term).
+    assert recipe.metrics["masked"] == 4 and recipe.metrics["loss"] == 0.0 and "reward" not in recipe.metrics
+    for name, param in recipe.interpreter.model.named_parameters():
+        if param.requires_grad:
+            assert torch.equal(param, before[name]), name
+    recipe.cleanup()
+
+
+class FlakyReward(HashReward):
+    """HashReward, except that the judge "fails" on chosen rows of every batch."""
+
+    def __init__(self, failing: set[int]) -> None:
+        super().__init__()
+        self.failing = failing
+
+    def score_many(self, completions, key_infos):
+        results = super().score_many(completions, key_infos)
+        for i in self.failing:
+            results[i] = RewardResult(0.3, {**results[i].parts, "user": None}, False, False,
+                                      {"user": "element 'dog': judge call failed: HTTP 500"})
+        return results
+
+
+def test_failed_judgements_are_masked_not_scored(grpo_kit, tmp_path):
+    from vidcli.train.grpo_loss import group_advantages
+
+    # Two prompts of G = 4: group 0 loses row 1; group 1 keeps only row 4, too few to compare.
+    failing = {1, 5, 6, 7}
+    recipe = GRPORecipe(make_config(grpo_kit, tmp_path / "run", batch_size=2, beta=0.1,
+                                    optim=OptimConfig(lr=5e-2, warmup_steps=0, schedule="constant")),
+                        FlakyReward(failing))
+    recipe.setup()
+    rollout = recipe.rollout(0, [0, 2])
+    assert rollout.scored.tolist() == [True, False, True, True, False, False, False, False]
+    totals = torch.tensor([r.total for r in rollout.rewards])
+    expected = group_advantages(totals[[0, 2, 3]], 3)
+    assert rollout.advantages[[0, 2, 3]].tolist() == pytest.approx(expected.tolist(), abs=1e-6)
+    assert rollout.advantages[[1, 4, 5, 6, 7]].tolist() == [0.0] * 5
+    loss, _ = recipe.policy_loss(rollout)
+    logp = recipe._logp(rollout.batch, rollout.completion_mask)
+    alone, _ = grpo_loss(logp[[0, 2, 3]], None, rollout.ref_logp[[0, 2, 3]], rollout.advantages[[0, 2, 3]],
+                         rollout.completion_mask[[0, 2, 3]], beta=0.1)
+    assert loss.item() == pytest.approx(alone.item(), rel=1e-5)  # as if the masked rows were not there
+    recipe.train()
+    assert recipe.metrics["masked"] == 5 and recipe.metrics["judge_errors"] == 4
+    rows = [json.loads(line) for line in (tmp_path / "run" / "rollouts.jsonl").read_text().splitlines()]
+    assert [r["masked"] for r in rows] == [i not in (0, 2, 3) for i in range(8)]
+    assert rows[1]["errors"] == {"user": "element 'dog': judge call failed: HTTP 500"}
+    recipe.cleanup()
 
 
 # ----------------------------------------------------------------------------- resume and input
@@ -391,6 +445,66 @@ def test_records_need_key_info(grpo_kit, tmp_path):
     data.write_text(json.dumps({"id": "k", "instruction": "a dog", "key_info": {"user": {}}}) + "\n")
     with pytest.raises(InputError, match=r"id=k: field 'key_info': missing group"):
         run_grpo(make_config(grpo_kit, tmp_path / "run", data=data), HashReward())
+
+
+def test_defaults_are_the_papers_stage_2():
+    config = GRPOConfig(model="m", inputs=["d"], run=RunConfig(output_dir=Path("x")))
+    assert (config.finetune, config.instruction_dropout, config.judge) == ("full", 0.4, None)
+    assert (config.max_prompt_tokens, config.max_prompt_tokens_dense) == (1024, 2048)
+    with pytest.raises(ValueError, match="choose a judge with --judge"):
+        GRPORecipe(config).setup()  # no reward model and no judge: refused before anything loads
+
+
+def test_instruction_dropout_in_stage_2(grpo_kit, tmp_path, monkeypatch):
+    from vidcli.interpreter.messages import NO_INSTRUCTION
+
+    recipe = GRPORecipe(make_config(grpo_kit, tmp_path / "run", instruction_dropout=0.4, seed=3), HashReward())
+    recipe.setup()
+    seen = set()
+    for epoch in range(6):
+        requests = recipe.requests([1, 2], epoch)  # identity + camera; text only
+        assert len(requests) == 8  # G samples of each prompt, alike
+        dropped = seeded_uniform(3, epoch, 1) < 0.4
+        assert all(r.instruction == ("" if dropped else "a dog in a park") for r in requests[:4])
+        assert all(r.instruction == "a brown dog runs" for r in requests[4:])  # nothing else to go on
+        text = requests[0].conversation[-1]["content"][-1]["text"]
+        assert (NO_INSTRUCTION in text) == dropped
+        seen.add(dropped)
+    assert seen == {True, False}
+    # A rollout takes the epoch from its data position.
+    asked = []
+    original = recipe.requests
+    monkeypatch.setattr(recipe, "requests", lambda indices, epoch=0: asked.append(epoch) or original(indices, epoch))
+    per_epoch = recipe.order.batches_per_epoch
+    recipe.rollout(per_epoch * 2 + 1, [1])
+    assert asked == [2]
+    recipe.cleanup()
+
+
+def test_prompt_lengths_are_checked_before_the_first_step(grpo_kit, tmp_path, caplog):
+    reward = HashReward()
+    probe = GRPORecipe(make_config(grpo_kit, tmp_path / "probe"), reward)
+    probe.setup()
+    lengths = {p.source.id: int(probe.interpreter.encode([probe._request(p.source)])["attention_mask"].sum())
+               for p in probe.prompts}
+    probe.cleanup()
+    limit = lengths["txt"]  # text only: the shortest; the depth record has a limit of its own
+    over = [rid for rid in ("vid", "cam") if lengths[rid] > limit]
+    assert over == ["vid", "cam"]
+    config = make_config(grpo_kit, tmp_path / "run", max_prompt_tokens=limit, max_prompt_tokens_dense=4096)
+    with caplog.at_level("ERROR", logger="vidcli.train"), \
+            pytest.raises(InputError, match=r"^2 of 4 prompt\(s\) are over their token limit"):
+        GRPORecipe(config, reward).setup()
+    data = grpo_kit["data"]
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [
+        f"{data}:{line}: id={rid}: the prompt is {lengths[rid]} tokens long, over the limit of {limit}"
+        for line, rid in ((1, "vid"), (2, "cam"))]
+    assert reward.calls == 0  # nothing was sampled
+    recipe = GRPORecipe(make_config(grpo_kit, tmp_path / "dropped", max_prompt_tokens=limit,
+                                    max_prompt_tokens_dense=4096, drop_long_prompts=True), reward)
+    recipe.setup()
+    assert [p.source.id for p in recipe.prompts] == ["txt", "dep"]
+    recipe.cleanup()
 
 
 def test_config_checks():

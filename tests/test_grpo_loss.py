@@ -11,7 +11,7 @@ import math
 import pytest
 import torch
 
-from vidcli.train.grpo_loss import group_advantages, grpo_loss, per_token_kl, token_logprobs
+from vidcli.train.grpo_loss import group_advantages, grpo_loss, per_token_kl, scored_rows, token_logprobs
 
 A = 1 / math.sqrt(2)  # the advantage magnitude of any untied group of two (sample std)
 LN2 = math.log(2)
@@ -40,6 +40,20 @@ def test_group_advantages_centre_only_eps_and_errors():
         group_advantages(rewards, 3)
     with pytest.raises(ValueError, match="finite"):
         group_advantages(torch.tensor([1.0, float("nan")]), 2)
+
+
+def test_unscored_completions_leave_their_group_normalised_over_the_rest():
+    # Group 1: the fourth reward could not be computed; the other three (mean 2, sample std
+    # 1) make the advantages. Group 2: one scored completion is no comparison at all.
+    rewards = torch.tensor([1.0, 2.0, 3.0, float("nan"), 5.0, 0.0, 0.0, 0.0])
+    judged = torch.tensor([True, True, True, False, True, False, False, False])
+    rows = scored_rows(judged, 4)
+    assert rows.tolist() == [True, True, True, False] + [False] * 4
+    got = group_advantages(rewards, 4, valid=rows)
+    assert got.tolist() == pytest.approx([-1 / (1 + 1e-4), 0.0, 1 / (1 + 1e-4)] + [0.0] * 5, abs=1e-7)
+    assert scored_rows(torch.ones(4, dtype=torch.bool), 2).all()
+    with pytest.raises(ValueError, match="finite"):
+        group_advantages(rewards, 4, valid=torch.ones(8, dtype=torch.bool))  # a NaN among the rows that count
 
 
 # ----------------------------------------------------------------------------- the loss by hand
@@ -90,6 +104,24 @@ def test_hand_computed_loss_metrics_and_normalisations():
     # Ratio-weighted KL: c0 t2 has r = 0.5, so its KL counts half; c3's ratios are 1.
     weighted, _ = grpo_loss(logp, old, ref, adv, mask, beta=0.1, ratio_weighted_kl=True)
     assert weighted.item() == pytest.approx((0.35 * A + 0.1 * (0.5 * (1 - LN2) + 0.5) / 3) / 4, abs=1e-12)
+
+
+def test_masked_rows_have_no_loss_and_no_weight():
+    logp, old, ref, adv, mask = _hand_batch()
+    rows = torch.tensor([True, True, False, False])
+    loss, metrics = grpo_loss(logp, old, ref, adv, mask, epsilon_low=0.2, beta=0.1, row_mask=rows)
+    # Only c0 (policy mean 0.9a, KL mean (1 - ln 2)/3) and c1 (-1.15a, 0), averaged over two rows.
+    assert loss.item() == pytest.approx((0.25 * A + 0.1 * (1 - LN2) / 3) / 2, abs=1e-12)
+    assert metrics["kl"].item() == pytest.approx((1 - LN2) / 5)  # over the 5 tokens of c0 and c1
+    loss.backward()
+    assert logp.grad[2:].abs().sum() == 0 and logp.grad[:2].abs().sum() > 0
+    bnpo, _ = grpo_loss(logp, old, ref, adv, mask, beta=0.1, loss_type="bnpo", row_mask=rows)
+    assert bnpo.item() == pytest.approx(-(0.9 * 3 - 1.15 * 2) * A / 5 + 0.1 * (1 - LN2) / 5, abs=1e-12)
+    nothing = torch.zeros(4, dtype=torch.bool)
+    fresh = logp.detach().clone().requires_grad_(True)
+    empty, _ = grpo_loss(fresh, old, ref, adv, mask, beta=0.1, row_mask=nothing)
+    empty.backward()
+    assert empty.item() == 0.0 and torch.count_nonzero(fresh.grad) == 0
 
 
 def test_gradient_flows_only_through_unclipped_tokens():

@@ -68,12 +68,16 @@ def test_custom_weights():
     assert result.total == pytest.approx(0.2 + 2.0 * 1.0 + 0.5 * 0.75 + 0.0 * 0.5 - 1.5 * 1.0, abs=1e-9)
 
 
-def test_empty_element_set_counts_as_fully_covered():
+def test_empty_element_set_is_not_applicable_and_a_constant_for_training():
     info = {**KEY_INFO, "supplementary": {"objects": [], "actions": [], "camera": [], "style": []}}
     with ScriptedServer(script) as server:
-        result = reward_for(server).score(GOOD, info)
+        result, none = reward_for(server).score_many([GOOD, NO_ANSWER], [info, info])
+    # Training keeps the reward on one scale: an empty S counts as covered (1.0) ...
     assert result.parts["detail"] == 1.0
     assert result.total == pytest.approx(1.0 + 1.0 + 1.0 + 0.8 * 0.5, abs=1e-9)
+    # ... and the result says that the part did not apply, with or without an answer.
+    assert result.not_applicable == {"detail": "no supplementary (S) elements: nothing in key_info to check"}
+    assert none.not_applicable == result.not_applicable and result.ok
 
 
 def test_contradiction_judge_failure_is_recorded_and_the_penalty_falls_back_to_zero():

@@ -20,8 +20,15 @@ ANSWER = ("<answer>1. Dense caption: A {x} runs along the street.\n\n2. Main obj
           "5. Style caption: cinematic.\n\n6. Camera caption: The camera pans left.</answer>")
 
 
-def cot_target(thing: str) -> str:
-    return f"<think>The user wants a {thing}. The camera pans left.</think>" + ANSWER.format(x=thing)
+def cot_target(thing: str, intent: str | None = None) -> str:
+    """A target as make-cot writes it: four labelled steps, then the answer."""
+    steps = [f"Step 1 - Textual intent: {intent or f'The user wants a {thing}.'}",
+             "Step 2 - Non-textual understanding: The camera pans left.",
+             "Step 3 - Multimodal alignment: Nothing conflicts.", "Step 4 - Supplementary completion: A street."]
+    return "<think>\n" + "\n\n".join(steps) + "\n</think>\n" + ANSWER.format(x=thing)
+
+
+BLIND_DOG = cot_target("dog", "No text was given; the image suggests a dog.")
 
 
 def write_data(folder: Path) -> dict[str, Path]:
@@ -35,13 +42,13 @@ def write_data(folder: Path) -> dict[str, Path]:
     shutil.copy(Path(__file__).parents[1] / "examples" / "media" / "camera_dolly_pan.txt", media / "cam.txt")
     cot = [
         {"id": "a", "instruction": "make the dog run", "conditions": [{"type": "identity", "path": "media/img0.png"}],
-         "cot": {"target": cot_target("dog")}},
+         "cot": {"target": cot_target("dog"), "no_instruction": {"target": BLIND_DOG}}},
         {"id": "b", "instruction": "a cat in the room", "conditions": [{"type": "camera", "path": "media/cam.txt"}],
          "cot": {"target": cot_target("cat")}},
         {"id": "c", "instruction": "a red car drives through the city", "cot": {"target": cot_target("red car")}},
         {"id": "d", "instruction": "the robot waits",
          "conditions": [{"type": "image", "path": "media/img1.png"}, {"type": "camera", "path": "media/cam.txt"}],
-         "cot": {"target": cot_target("robot")}},
+         "cot": {"target": "<think>The user wants a robot.</think>" + ANSWER.format(x="robot")}},  # hand-made
     ]
     camera = [
         {"id": "c1", "conditions": [{"type": "camera", "path": "media/cam.txt"}],
@@ -126,22 +133,35 @@ def test_loss_is_mean_nll_over_assistant_tokens(sft_kit, tmp_path):
     recipe.cleanup()
 
 
-def test_instruction_dropout_is_seeded_per_epoch_and_example(sft_kit, tmp_path):
-    recipe = SFTRecipe(make_config(sft_kit, tmp_path / "run", instruction_dropout=0.4, seed=5))
-    recipe.setup()
+def test_instruction_dropout_is_seeded_per_epoch_and_example(sft_kit, tmp_path, caplog):
+    with caplog.at_level("WARNING", logger="vidcli.train"):
+        recipe = SFTRecipe(make_config(sft_kit, tmp_path / "run", instruction_dropout=0.4, seed=5))
+        recipe.setup()
+    assert any("1 record(s) with conditions have a target without make-cot's labelled steps" in r.getMessage()
+               and "id=d" in r.getMessage() for r in caplog.records)
     tok = recipe.interpreter.processor.tokenizer
-    instructions = {0: "make the dog run", 1: "a cat in the room", 2: "a red car drives through the city"}
-    seen_drop = seen_keep = False
-    for epoch in range(4):
-        batch = recipe.batch(epoch, [0, 1, 2])
+    instructions = {0: "make the dog run", 1: "a cat in the room", 2: "a red car drives through the city",
+                    3: "the robot waits"}
+    # What the model learns to write when the instruction is dropped: make-cot's target for
+    # an empty instruction (a), or the target without its step 1 (b, an older record).
+    dropped_targets = {0: BLIND_DOG,
+                       1: cot_target("cat").replace("Step 1 - Textual intent: The user wants a cat.\n\n", "")}
+    seen = set()
+    for epoch in range(6):
+        batch = recipe.batch(epoch, [0, 1, 2, 3])
         for row, (index, text) in enumerate(instructions.items()):
             prompt = tok.decode(batch["input_ids"][row])
-            dropped = seeded_uniform(5, epoch, index) < 0.4 and index != 2  # record c has no conditions
+            # c has no conditions (nothing would be left), d no target for a dropped instruction.
+            dropped = seeded_uniform(5, epoch, index) < 0.4 and index in (0, 1)
             assert (text not in prompt) == dropped, (epoch, index)
             assert ("no text; infer" in prompt) == dropped
-            seen_drop |= dropped
-            seen_keep |= not dropped and index != 2
-    assert seen_drop and seen_keep  # both branches exercised with this seed
+            labels = batch["labels"][row]
+            learnt = tok.decode(labels[labels != -100]).split("<|im_end|>")[0]
+            assert learnt == (dropped_targets[index] if dropped else recipe.examples[index].target), (epoch, index)
+            if dropped:
+                assert "The user wants" not in learnt  # the request is never quoted
+            seen.add((index, dropped))
+    assert {(0, True), (1, True), (0, False), (1, False)} <= seen  # every branch exercised with this seed
     recipe.cleanup()
 
 
@@ -323,10 +343,35 @@ def test_prompt_limits_depend_on_conditions(sft_kit, tmp_path):
     examples, prints = load_examples(config)
     assert [e.prompt_limit for e in examples] == [100, 300]
     assert prints[str(data)]["records"] == 2
-    # A prompt over its limit stops the run, naming the record and both numbers.
-    config = make_config(sft_kit, tmp_path / "run", max_prompt_tokens=50)
-    with pytest.raises(InputError, match=r"cot\.jsonl:\d: id=\w: the prompt is \d+ tokens long, over the limit of 50"):
-        run_sft(config)
+    assert SFTConfig(model="m", inputs=[], run=config.run).max_prompt_tokens_dense == 1024  # the paper's stage 1
+
+
+def test_every_over_long_prompt_is_reported_before_the_first_step(sft_kit, tmp_path, caplog):
+    # Text-only prompts (c) are the shortest; with the limit at c's length every other one is over.
+    probe = SFTRecipe(make_config(sft_kit, tmp_path / "probe"))
+    probe.setup()
+    lengths = [int(probe.interpreter.encode([probe._request(e.source)])["attention_mask"].sum())
+               for e in probe.examples]
+    probe.cleanup()
+    limit = lengths[2]
+    assert all(n > limit for i, n in enumerate(lengths) if i != 2)
+    recipe = SFTRecipe(make_config(sft_kit, tmp_path / "run", max_prompt_tokens=limit, max_prompt_tokens_dense=limit))
+    with caplog.at_level("ERROR", logger="vidcli.train"), \
+            pytest.raises(InputError, match=r"^3 of 4 prompt\(s\) are over their token limit \(listed above\)"):
+        recipe.setup()
+    lines = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    cot = sft_kit["cot"]
+    assert lines == [f"{cot}:{line}: id={rid}: the prompt is {lengths[line - 1]} tokens long, over the limit of {limit}"
+                     for line, rid in ((1, "a"), (2, "b"), (4, "d"))]
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())  # no step, no checkpoint
+    # --drop-long-prompts: the run goes on with what fits.
+    config = make_config(sft_kit, tmp_path / "dropped", max_prompt_tokens=limit, max_prompt_tokens_dense=limit,
+                         drop_long_prompts=True, max_steps=1)
+    recipe = SFTRecipe(config)
+    recipe.setup()
+    assert [e.source.id for e in recipe.examples] == ["c"]
+    recipe.train()
+    recipe.cleanup()
 
 
 def test_qlora_without_cuda_is_a_clear_error(sft_kit, tmp_path):

@@ -62,6 +62,9 @@ CASES = {
                       lambda r: steps.parse_gold_parts(extract_json(r))["camera"] == "Static wide shot in daylight."),
     "cot_intent": (render("cot_intent", instruction="a ball on grass", inputs="nothing else"),
                    lambda r: "a ball on grass" in value_of("intent")(r)),
+    "cot_intent_inferred": (render("cot_intent_inferred", nontext="- Identity: The image shows a woman in red."),
+                            lambda r: value_of("intent")(r).startswith("No text was given")
+                            and "a woman in red" in value_of("intent")(r)),
     "cot_alignment": (render("cot_alignment", instruction="a ball", intent="The user wants a ball.",
                              nontext=steps.NO_CONDITIONS), lambda r: "text alone" in value_of("alignment")(r)),
     "cot_supplement": (render("cot_supplement", instruction="a ball", alignment="A ball rolls.",
@@ -198,13 +201,15 @@ def test_decompose_drf_with_vlm_references(teacher, tmp_path):
 def test_decompose_reade_make_cot_and_coverage(teacher, tmp_path):
     keyinfo, cot, scored = tmp_path / "keyinfo.jsonl", tmp_path / "cot.jsonl", tmp_path / "scored.jsonl"
     requests = str(EXAMPLES / "requests.jsonl")
-    run(teacher, "decompose", "--schema", "reade", "--llm", "openai:teacher", requests, "-o", str(keyinfo))
+    run(teacher, "decompose", "--schema", "reade", "--llm", "openai:teacher", "--vlm", "openai:teacher", requests,
+        "-o", str(keyinfo))
     run(teacher, "make-cot", "--llm", "openai:teacher", "--vlm", "openai:teacher", "--dedup-embedder", "none",
         requests, "-o", str(cot))
     for out in (keyinfo, cot):
         no_rejects(out)
     infos = {r["id"]: r["key_info"] for r in read_jsonl(keyinfo)}
-    assert infos["req-identity"]["supplementary"]["objects"][0]["name"] == "woman"
+    assert infos["req-identity"]["supplementary"]["objects"][0]["name"] == "woman"  # from the image's description
+    assert infos["req-camera"]["supplementary"]["camera"] == ["strong dolly in, moderate pan left"]  # the trajectory
     cots = read_jsonl(cot)
     assert [r["id"] for r in cots] == ["req-identity", "req-camera"]
     assert cots[1]["gold_text"].startswith("A quiet street") and set(cots[1]["gold"]) >= {"dense", "camera"}

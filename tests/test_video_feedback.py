@@ -118,7 +118,7 @@ def test_grpo_total_is_reade_plus_weighted_r_video(grpo_kit, tiny_models, tmp_pa
     recipe.setup()
     tokenizer = recipe.interpreter.processor.tokenizer
 
-    def fixed_sample(indices, seed):  # the policy's own samples would never hold an answer block
+    def fixed_sample(indices, seed, epoch=0):  # the policy's own samples would never hold an answer block
         batch = recipe.interpreter.encode(recipe.requests(indices))
         stop = recipe.stop_ids()[0]
         rows = [tokenizer(text, add_special_tokens=False)["input_ids"] + [stop] for text in (DOG, "plain text")]

@@ -15,6 +15,7 @@ The heavy ``torch`` import happens only inside :func:`plucker_rays`.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,8 +28,10 @@ from vidcli.errors import MediaError
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
 
+log = logging.getLogger("vidcli")
+
 _RE10K_COLUMNS = 19  # timestamp, fx fy cx cy, two zeros, 3x4 world-to-camera
-_ROTATION_TOL = 1e-3  # how far R^T R may be from I (and det R from 1) before we refuse it
+_ROTATION_TOL = 1e-3  # how far R^T R may be from I before we refuse it
 
 
 @dataclass
@@ -49,31 +52,54 @@ class Trajectory:
 
 # ----------------------------------------------------------------------------- loading
 
+DEFAULT_FPS = 30.0  # frame rate assumed where a file gives no usable times
+# Intrinsics assumed for a file that gives none: a 53-degree field of view both ways
+# (normalised focal length 1), principal point at the centre.
+DEFAULT_INTRINSICS = (1.0, 1.0, 0.5, 0.5)
+_BARE_ROW = 12  # a 3x4 world-to-camera matrix, row-major
+_warned: set[tuple[str, str]] = set()  # (file, assumption) already reported by this process
+
+
+def _assume(file: str, what: str) -> None:
+    """Say once per process and file what was assumed to read it (trajectories are re-read every epoch)."""
+    if (file, what) not in _warned:
+        _warned.add((file, what))
+        log.warning("%s: %s", file, what)
+
 
 def load_trajectory(path: str | Path) -> Trajectory:
     """Read a camera trajectory from a RealEstate10K text file or a JSON file.
 
     **RealEstate10K text** (any suffix other than ``.json``): an optional first line with
-    the source URL, then one line per frame with 19 numbers::
+    the source URL (or an empty one), then one line per frame with 19 numbers::
 
         timestamp_us fx fy cx cy 0 0 r11 r12 r13 t1 r21 r22 r23 t2 r31 r32 r33 t3
 
     where the 3x4 matrix is world-to-camera, row-major, and the timestamp is in
     microseconds (converted to seconds here).
 
-    **JSON** (suffix ``.json``): either ``{"frames": [...], "fps"?: float,
-    "intrinsics"?: default}`` or a bare list of frames. Each frame is::
+    **JSON** (suffix ``.json``): ``{"frames": [...], "fps"?: float, "intrinsics"?:
+    default}`` or a bare list of frames. Each frame is::
 
         {"timestamp"?: seconds,
          "intrinsics": {"fx", "fy", "cx", "cy"} | [fx, fy, cx, cy],   # normalised
          "c2w": 4x4 | 3x4   or   "w2c": 4x4 | 3x4}
 
-    ``intrinsics`` may be left out of a frame when the top level gives a default.
-    When no frame has a timestamp, frames are evenly spaced at the top-level ``fps``
-    (default 30). Timestamps must be strictly increasing.
+    or, in a bare list, a row of 12 numbers (a 3x4 world-to-camera matrix, row-major)
+    with no intrinsics. ``intrinsics`` may be left out of a frame when the top level
+    gives a default. When no frame has a timestamp, frames are evenly spaced at the
+    top-level ``fps`` (default 30).
 
-    Raises :class:`MediaError` naming the file, the line (text) or frame index (JSON),
-    and what is wrong.
+    Variants that published camera files use are read with a one-line warning on
+    stderr saying what was assumed: timestamps that are all the same placeholder
+    (frames taken in file order, evenly spaced at :data:`DEFAULT_FPS` — their rate
+    changes nothing, since trajectories are resampled over their own span); bare
+    12-number rows (:data:`DEFAULT_INTRINSICS`); a mirrored world, where every rotation
+    has determinant −1 (poses are re-expressed relative to frame 0, whose relative
+    rotations are proper). A broken file is a :class:`MediaError` naming the file, the
+    line (text) or frame index (JSON), and what is wrong: non-finite or non-numeric
+    values, a matrix that is not a rotation and translation, determinants that differ
+    between frames, a wrong number of columns, times that go backwards.
     """
     p = Path(path)
     if not p.is_file():
@@ -86,16 +112,68 @@ def load_trajectory(path: str | Path) -> Trajectory:
     return parse(text, str(p))
 
 
+class _Frames:
+    """Frames as they are read, then checked together (times, determinants) by :meth:`finish`.
+
+    ``fails`` holds, per frame, how to report an error at that frame (its line or index).
+    """
+
+    def __init__(self, file: str) -> None:
+        self.file = file
+        self.times: list[float | None] = []
+        self.intr: list[list[float]] = []
+        self.c2w: list[np.ndarray] = []
+        self.fails: list = []
+
+    def add(self, t: float | None, k: list[float], c2w: np.ndarray, fail) -> None:
+        if not all(math.isfinite(v) for v in k) or k[0] <= 0 or k[1] <= 0:
+            raise fail(f"focal lengths must be positive and finite, got {k}")
+        if t is not None and not math.isfinite(t):
+            raise fail(f"timestamps must be finite, got {t}")
+        self.times.append(t)
+        self.intr.append(k)
+        self.c2w.append(c2w)
+        self.fails.append(fail)
+
+    def finish(self, fps: float = DEFAULT_FPS) -> Trajectory:
+        if not self.c2w:
+            raise MediaError("camera file has no frames", file=self.file)
+        c2w = np.stack(self.c2w)
+        mirrored = np.linalg.det(c2w[:, :3, :3]) < 0
+        if mirrored.any() and not mirrored.all():
+            i = int(np.argmax(mirrored != mirrored[0]))
+            kinds = ("a mirrored rotation (det -1)", "a proper rotation (det +1)")
+            raise self.fails[i](f"{kinds[0] if mirrored[i] else kinds[1]}, but the first frame has "
+                                f"{kinds[0] if mirrored[0] else kinds[1]}: mixed determinants")
+        if mirrored.all():
+            _assume(self.file, "every rotation has determinant -1 (a mirrored world): "
+                               "poses re-expressed relative to frame 0")
+            c2w = relative_poses(c2w)
+        return Trajectory(self._timestamps(fps), np.asarray(self.intr, dtype=np.float64), c2w)
+
+    def _timestamps(self, fps: float) -> np.ndarray:
+        times = self.times
+        if times[0] is None:
+            return np.arange(len(times)) / fps
+        if len(times) > 1 and len(set(times)) == 1:
+            _assume(self.file, f"every timestamp is the same ({times[0]:g} s, a placeholder): "
+                               "frames taken in file order, "
+                               f"evenly spaced at {fps:g} fps")
+            return np.arange(len(times)) / fps
+        for i in range(1, len(times)):
+            if times[i] <= times[i - 1]:
+                raise self.fails[i](f"timestamps must be strictly increasing, got {times[i]} after {times[i - 1]}")
+        return np.asarray(times, dtype=np.float64)
+
+
 def _parse_re10k(text: str, file: str) -> Trajectory:
-    times: list[float] = []
-    intr: list[list[float]] = []
-    c2w: list[np.ndarray] = []
+    frames = _Frames(file)
     for lineno, raw in enumerate(text.splitlines(), start=1):
         fields = raw.split()
         if not fields:
             continue
         # The dataset's files start with the YouTube URL of the clip.
-        if not times and len(fields) == 1 and not _is_float(fields[0]):
+        if not frames.c2w and len(fields) == 1 and not _is_float(fields[0]):
             continue
 
         def fail(msg: str, lineno: int = lineno) -> MediaError:
@@ -109,11 +187,8 @@ def _parse_re10k(text: str, file: str) -> Trajectory:
         values = [float(f) for f in fields]
         w2c = np.eye(4)
         w2c[:3, :4] = np.asarray(values[7:], dtype=np.float64).reshape(3, 4)
-        c2w.append(_invert_pose(w2c, fail))
-        _append_frame(times, intr, values[0] / 1e6, values[1:5], fail)
-    if not times:
-        raise MediaError("camera file has no frames", file=file)
-    return Trajectory(np.asarray(times), np.asarray(intr, dtype=np.float64), np.stack(c2w))
+        frames.add(values[0] / 1e6, values[1:5], _invert_pose(w2c, fail), fail)
+    return frames.finish()
 
 
 def _parse_json(text: str, file: str) -> Trajectory:
@@ -127,9 +202,11 @@ def _parse_json(text: str, file: str) -> Trajectory:
         raise MediaError('expected a list of frames or {"frames": [...]}', file=file)
     if not frames:
         raise MediaError("camera file has no frames", file=file)
-    fps = top.get("fps", 30.0)
+    fps = top.get("fps", DEFAULT_FPS)
     if not _is_number(fps) or fps <= 0:
         raise MediaError(f"'fps' must be a positive number, got {fps!r}", file=file)
+    if isinstance(doc, list) and isinstance(frames[0], list):
+        return _parse_bare_rows(frames, file)
     for i, frame in enumerate(frames):
         if not isinstance(frame, dict):
             raise MediaError(f"frame {i}: expected an object", file=file)
@@ -137,9 +214,7 @@ def _parse_json(text: str, file: str) -> Trajectory:
     if any(has_time) and not all(has_time):
         missing = has_time.index(False)
         raise MediaError(f"frame {missing}: 'timestamp' given for some frames but not this one", file=file)
-    times: list[float] = []
-    intr: list[list[float]] = []
-    c2w: list[np.ndarray] = []
+    out = _Frames(file)
     for i, frame in enumerate(frames):
 
         def fail(msg: str, i: int = i) -> MediaError:
@@ -152,22 +227,35 @@ def _parse_json(text: str, file: str) -> Trajectory:
             raise fail("give exactly one of 'c2w' or 'w2c'")
         key = "c2w" if "c2w" in frame else "w2c"
         m = _parse_matrix(frame[key], lambda msg: fail(f"'{key}' {msg}"))
-        c2w.append(m if key == "c2w" else _invert_pose(m, fail))
-        t = frame["timestamp"] if all(has_time) else i / float(fps)
-        if not _is_number(t):
+        t = frame["timestamp"] if all(has_time) else None
+        if all(has_time) and not _is_number(t):
             raise fail(f"'timestamp' must be a number, got {t!r}")
-        _append_frame(times, intr, float(t), _parse_intrinsics(k, fail), fail)
-    return Trajectory(np.asarray(times), np.asarray(intr, dtype=np.float64), np.stack(c2w))
+        c2w = m if key == "c2w" else _invert_pose(m, fail)
+        out.add(None if t is None else float(t), _parse_intrinsics(k, fail), c2w, fail)
+    return out.finish(float(fps))
 
 
-def _append_frame(times: list, intr: list, t: float, k: list[float], fail) -> None:
-    """Checks shared by both formats, then append."""
-    if not all(math.isfinite(v) for v in k) or k[0] <= 0 or k[1] <= 0:
-        raise fail(f"focal lengths must be positive and finite, got {k}")
-    if not math.isfinite(t) or (times and t <= times[-1]):
-        raise fail(f"timestamps must be finite and strictly increasing, got {t}")
-    times.append(t)
-    intr.append(k)
+def _parse_bare_rows(rows: list, file: str) -> Trajectory:
+    """A bare list of 12-number rows: 3x4 world-to-camera matrices, nothing else."""
+    out = _Frames(file)
+    for i, row in enumerate(rows):
+
+        def fail(msg: str, i: int = i) -> MediaError:
+            return MediaError(f"frame {i}: {msg}", file=file)
+
+        if not isinstance(row, list):
+            raise fail(f"expected a row of {_BARE_ROW} numbers like the frames before it")
+        if len(row) != _BARE_ROW:
+            raise fail(f"expected {_BARE_ROW} numbers (a 3x4 world-to-camera matrix, row-major), got {len(row)}")
+        if not all(_is_number(v) for v in row):
+            raise fail(f"not a number: {next(v for v in row if not _is_number(v))!r}")
+        w2c = np.eye(4)
+        w2c[:3] = np.asarray(row, dtype=np.float64).reshape(3, 4)
+        out.add(None, list(DEFAULT_INTRINSICS), _invert_pose(w2c, fail), fail)
+    fx, fy, cx, cy = DEFAULT_INTRINSICS
+    _assume(file, f"frames are bare 3x4 world-to-camera rows: assumed intrinsics fx={fx:g} fy={fy:g} cx={cx:g} "
+                  f"cy={cy:g} and frames evenly spaced at {DEFAULT_FPS:g} fps")
+    return out.finish()
 
 
 def _is_float(s: str) -> bool:
@@ -204,28 +292,25 @@ def _parse_matrix(m: Any, fail) -> np.ndarray:
         raise fail(f"must be 4x4 or 3x4, got shape {arr.shape}")
     out = np.eye(4)
     out[: arr.shape[0]] = arr
+    if not np.all(np.isfinite(out)):
+        raise fail("has non-finite values")
     if not np.allclose(out[3], [0, 0, 0, 1]):
         raise fail("last row must be [0, 0, 0, 1]")
     _check_rotation(out[:3, :3], fail)
-    if not np.all(np.isfinite(out)):
-        raise fail("has non-finite values")
     return out
 
 
 def _check_rotation(r: np.ndarray, fail) -> None:
-    if (
-        not np.all(np.isfinite(r))
-        or np.abs(r.T @ r - np.eye(3)).max() > _ROTATION_TOL
-        or abs(np.linalg.det(r) - 1.0) > _ROTATION_TOL
-    ):
-        raise fail("rotation part is not a rotation (must be orthonormal with det +1)")
+    """Orthonormal, so invertible; the sign of the determinant is checked across frames."""
+    if not np.all(np.isfinite(r)) or np.abs(r.T @ r - np.eye(3)).max() > _ROTATION_TOL:
+        raise fail("rotation part is not a rotation (must be orthonormal: not invertible, scaled or sheared)")
 
 
 def _invert_pose(m: np.ndarray, fail) -> np.ndarray:
-    """Invert a rigid transform exactly (R^T, -R^T t) after checking R is a rotation."""
-    _check_rotation(m[:3, :3], fail)
+    """Invert a rigid transform exactly (R^T, -R^T t) after checking R is orthonormal."""
     if not np.all(np.isfinite(m)):
         raise fail("matrix has non-finite values")
+    _check_rotation(m[:3, :3], fail)
     out = np.eye(4)
     out[:3, :3] = m[:3, :3].T
     out[:3, 3] = -m[:3, :3].T @ m[:3, 3]
@@ -306,11 +391,28 @@ def plucker_stack(
 # -------------------------------------------------------------------- motion description
 
 # Thresholds: below the first value a component is ignored; then slight / moderate /
-# strong. Translation is a fraction of the scene scale, rotation is in degrees, zoom is
-# the focal-length ratio (in either direction).
-TRANSLATION_BUCKETS = (0.05, 0.15, 0.4)
+# strong. Rotation is in degrees and zoom is the focal-length ratio (in either
+# direction): both are fixed by the trajectory. Translation is not: poses from SLAM
+# (RealEstate10K and most camera-control data) have an arbitrary origin and scale, so a
+# distance in world units means nothing. Translation is therefore a fraction of the
+# trajectory's own extent — the farthest the camera gets from where it started — and
+# its level says how much of the camera's travel goes along that axis: a straight
+# dolly is a "strong dolly in" whatever its length in world units, a dolly that drifts
+# a little sideways adds a "slight truck".
+TRANSLATION_BUCKETS = (0.2, 0.4, 0.7)
 ROTATION_BUCKETS_DEG = (3.0, 10.0, 35.0)
 ZOOM_BUCKETS = (1.05, 1.2, 1.6)
+# Translation counts only when the camera gets somewhere: its extent must be at least
+# this fraction of the length of its path. A camera shaken around one spot (SLAM jitter
+# on a tripod shot) travels a long path without getting away (about 2/N of it for N
+# frames); a move out and back has 0.5, a straight move 1.
+MIN_COHERENCE = 0.3
+# A centre closer than this fraction of the coordinates' size to the first one is the
+# same point in floating point.
+_SAME_POINT = 1e-9
+# Within this much of looking straight up or down (cos of the pitch), yaw and roll turn
+# about the same axis and yaw is numerically undefined: the turn is reported as roll.
+_GIMBAL_COS = 1e-3
 
 
 def _yaw_pitch_roll(r: np.ndarray) -> tuple[float, float, float]:
@@ -318,54 +420,64 @@ def _yaw_pitch_roll(r: np.ndarray) -> tuple[float, float, float]:
 
     Signs are chosen to read naturally: yaw > 0 turns the view right, pitch > 0 turns
     it up (y points down), roll > 0 turns the camera clockwise as seen from behind it.
+    Looking straight up or down, yaw is set to 0 and the whole turn about the view
+    axis is roll, so float noise cannot invent a pan.
     """
-    yaw = math.atan2(r[0, 2], r[2, 2])
     pitch = math.asin(float(np.clip(-r[1, 2], -1.0, 1.0)))  # forward's y is -sin(pitch)
+    if math.hypot(r[0, 2], r[2, 2]) < _GIMBAL_COS:
+        return 0.0, math.degrees(pitch), math.degrees(math.atan2(-r[0, 1], r[0, 0]))
+    yaw = math.atan2(r[0, 2], r[2, 2])
     roll = math.atan2(r[1, 0], r[1, 1])
     return math.degrees(yaw), math.degrees(pitch), math.degrees(roll)
 
 
-def _scene_scale(c2w: np.ndarray) -> float:
-    """Mean camera-to-world-origin distance when the origin looks like a scene centre.
+def motion_components(traj: Trajectory) -> dict[str, float]:
+    """The raw numbers behind :func:`describe_motion`, all relative to the first camera.
 
-    Orbit-style trajectories put the subject at the world origin, so the distance from
-    the cameras to it is the size that matters. We take the origin to be such a centre
-    when no camera comes closer to it than half the mean distance. Otherwise (poses
-    anchored on a camera, which then sits at the origin, or paths passing through it)
-    that distance says nothing about the scene, and translation is judged in world
-    units. Callers who know better pass ``scene_scale``.
-    """
-    dist = np.linalg.norm(c2w[:, :3, 3], axis=1)
-    mean = float(dist.mean())
-    return mean if mean > 0 and dist.min() >= 0.5 * mean else 1.0
+    Camera centres are taken in the first camera's axes (forward = its view axis,
+    right, up) and divided by ``extent``, the largest distance of any centre from the
+    first one (world units; 0 when the camera never moves). ``forward``/``right``/``up``
+    are the last centre's coordinates, ``forward_out``/``right_out``/``up_out`` the
+    coordinate of largest size reached on the way (a move out and back ends near 0 but
+    went out to ±1). ``coherence`` is the extent over the path length (1 for a straight
+    move, 0.5 out and back, small for jitter). ``yaw_deg`` (> 0 right), ``pitch_deg``
+    (> 0 up) and ``roll_deg`` (> 0 clockwise) decompose the last camera's rotation;
+    ``yaw_out_deg`` and ``pitch_out_deg`` are the angles of largest size reached on the
+    way (a pan that returns has a small net yaw but went out); ``zoom`` is the mean
+    focal-length ratio last/first.
 
-
-def motion_components(traj: Trajectory, *, scene_scale: float | None = None) -> dict[str, float]:
-    """The raw numbers behind :func:`describe_motion` (last frame relative to the first).
-
-    ``forward``/``right``/``up`` are the last camera centre in the first camera's axes
-    divided by ``scene_scale``; ``yaw_deg`` (> 0 right), ``pitch_deg`` (> 0 up) and
-    ``roll_deg`` (> 0 clockwise) decompose the relative rotation; ``*_path_deg`` add up
-    the absolute frame-to-frame changes (a pan that returns has a small net yaw but a
-    long path); ``zoom`` is the mean focal-length ratio last/first.
+    Every value is unchanged by a rotation, translation or uniform scaling of the world.
     """
     rel = relative_poses(traj.c2w)
-    scale = float(scene_scale) if scene_scale is not None else _scene_scale(traj.c2w)
-    t = rel[-1, :3, 3] / scale
-    yaw, pitch, roll = _yaw_pitch_roll(rel[-1, :3, :3])
-    steps = [_yaw_pitch_roll(a[:3, :3].T @ b[:3, :3]) for a, b in zip(rel[:-1], rel[1:])]
+    centres = rel[:, :3, 3] * np.array([1.0, -1.0, 1.0])  # right, up, forward (y points down)
+    distances = np.linalg.norm(centres, axis=1)
+    extent = float(distances.max())
+    size = float(np.linalg.norm(traj.c2w[:, :3, 3], axis=1).max())
+    if extent <= _SAME_POINT * size:
+        extent, scaled = 0.0, np.zeros_like(centres)
+    else:
+        scaled = centres / extent
+    path = float(np.linalg.norm(np.diff(centres, axis=0), axis=1).sum())
+    out = scaled[np.abs(scaled).argmax(axis=0), [0, 1, 2]]
+    angles = np.array([_yaw_pitch_roll(r) for r in rel[:, :3, :3]])  # (N, 3): yaw, pitch, roll
+    yaw, pitch, roll = angles[-1]
+    yaw_out, pitch_out = angles[np.abs(angles[:, :2]).argmax(axis=0), [0, 1]]
     k0, k1 = traj.intrinsics[0], traj.intrinsics[-1]
     return {
-        "forward": float(t[2]),
-        "right": float(t[0]),
-        "up": float(-t[1]),
-        "yaw_deg": yaw,
-        "pitch_deg": pitch,
-        "roll_deg": roll,
-        "yaw_path_deg": float(sum(abs(s[0]) for s in steps)),
-        "pitch_path_deg": float(sum(abs(s[1]) for s in steps)),
+        "forward": float(scaled[-1, 2]),
+        "right": float(scaled[-1, 0]),
+        "up": float(scaled[-1, 1]),
+        "forward_out": float(out[2]),
+        "right_out": float(out[0]),
+        "up_out": float(out[1]),
+        "extent": extent,
+        "coherence": extent / path if extent > 0 and path > 0 else 0.0,
+        "yaw_deg": float(yaw),
+        "pitch_deg": float(pitch),
+        "roll_deg": float(roll),
+        "yaw_out_deg": float(yaw_out),
+        "pitch_out_deg": float(pitch_out),
         "zoom": float((k1[0] / k0[0] + k1[1] / k0[1]) / 2),
-        "scene_scale": scale,
     }
 
 
@@ -376,19 +488,22 @@ def _bucket(value: float, buckets: tuple[float, float, float]) -> str | None:
     return "slight" if value < slight else "moderate" if value < moderate else "strong"
 
 
-def describe_motion(traj: Trajectory, *, scene_scale: float | None = None) -> str:
+def describe_motion(traj: Trajectory) -> str:
     """A short, deterministic description of the camera motion, e.g.
-    ``"moderate dolly in, slight pan left"``, or ``"fixed camera"``.
+    ``"strong dolly in, moderate pan left"``, or ``"fixed camera"``.
 
     Words: dolly in/out (along the first view axis), truck left/right, pedestal
     up/down, pan left/right (yaw), tilt up/down (pitch), roll clockwise/
-    counter-clockwise, zoom in/out (focal length). A pan whose net yaw is below
-    the threshold but whose accumulated path is not becomes "pan back and forth"
-    (likewise tilt). Thresholds are :data:`TRANSLATION_BUCKETS`,
-    :data:`ROTATION_BUCKETS_DEG` and :data:`ZOOM_BUCKETS`; see
-    :func:`motion_components` for the numbers.
+    counter-clockwise, zoom in/out (focal length). A translation that goes out and
+    comes back becomes "dolly in and back" (likewise truck, pedestal); a pan whose net
+    yaw is below the threshold but that turned farther on the way becomes "pan back
+    and forth" (likewise tilt). Thresholds are :data:`TRANSLATION_BUCKETS` (fractions of
+    the trajectory's extent, see the comment above it), :data:`ROTATION_BUCKETS_DEG`,
+    :data:`ZOOM_BUCKETS` and :data:`MIN_COHERENCE`; :func:`motion_components` gives
+    the numbers. The words depend only on the relative motion: the same under any
+    rotation, translation or scaling of the world.
     """
-    c = motion_components(traj, scene_scale=scene_scale)
+    c = motion_components(traj)
     parts: list[str] = []
 
     def add(value: float, buckets: tuple[float, float, float], pos: str, neg: str) -> None:
@@ -396,20 +511,23 @@ def describe_motion(traj: Trajectory, *, scene_scale: float | None = None) -> st
         if level:
             parts.append(f"{level} {pos if value > 0 else neg}")
 
-    def add_rotation(net: float, path: float, pos: str, neg: str, sweep: str) -> None:
-        if _bucket(abs(net), ROTATION_BUCKETS_DEG):
-            add(net, ROTATION_BUCKETS_DEG, pos, neg)
-        else:
-            # Out and back: judge by the one-way extent.
-            level = _bucket(path / 2, ROTATION_BUCKETS_DEG)
+    def add_out_and_back(net: float, out: float, buckets: tuple[float, float, float], pos: str, neg: str,
+                         back: str) -> None:
+        if _bucket(abs(net), buckets):
+            add(net, buckets, pos, neg)
+        else:  # out and back: judged by how far it went
+            level = _bucket(abs(out), buckets)
             if level:
-                parts.append(f"{level} {sweep}")
+                parts.append(f"{level} {back.format(pos if out > 0 else neg)}")
 
-    add(c["forward"], TRANSLATION_BUCKETS, "dolly in", "dolly out")
-    add(c["right"], TRANSLATION_BUCKETS, "truck right", "truck left")
-    add(c["up"], TRANSLATION_BUCKETS, "pedestal up", "pedestal down")
-    add_rotation(c["yaw_deg"], c["yaw_path_deg"], "pan right", "pan left", "pan back and forth")
-    add_rotation(c["pitch_deg"], c["pitch_path_deg"], "tilt up", "tilt down", "tilt up and down")
+    if c["extent"] > 0 and c["coherence"] >= MIN_COHERENCE:
+        for axis, pos, neg in (("forward", "dolly in", "dolly out"), ("right", "truck right", "truck left"),
+                               ("up", "pedestal up", "pedestal down")):
+            add_out_and_back(c[axis], c[f"{axis}_out"], TRANSLATION_BUCKETS, pos, neg, "{} and back")
+    add_out_and_back(c["yaw_deg"], c["yaw_out_deg"], ROTATION_BUCKETS_DEG, "pan right", "pan left",
+                     "pan back and forth")
+    add_out_and_back(c["pitch_deg"], c["pitch_out_deg"], ROTATION_BUCKETS_DEG, "tilt up", "tilt down",
+                     "tilt up and down")
     add(c["roll_deg"], ROTATION_BUCKETS_DEG, "roll clockwise", "roll counter-clockwise")
     zoom = c["zoom"]
     level = _bucket(max(zoom, 1.0 / zoom), ZOOM_BUCKETS)

@@ -22,8 +22,11 @@ every other field through untouched, so stages chain. The fields used across vid
                   each ``{objects: [{name, attributes}], actions, camera, style}``
 ``gold_text``     ``make-cot``: the original plain-text gold caption after it was structured
 ``cot``           ``make-cot``: ``{steps: {intent, nontext, alignment, supplement}, target,
-                  descriptions}`` — ``target`` is the ``<think>…</think><answer>…</answer>``
-                  training text; ``descriptions`` holds step 2's text per condition
+                  descriptions, no_instruction}`` — ``target`` is the
+                  ``<think>…</think><answer>…</answer>`` training text; ``descriptions`` holds
+                  step 2's text per condition; ``no_instruction`` (records with conditions)
+                  is ``{steps: {intent, alignment, supplement}, target}``, the chain written
+                  for an empty instruction, which ``sft`` learns when it drops the instruction
 ``output``        ``interpret``: ``{think, answer: {six parts}, prompt, raw, format_ok,
                   format_problem}`` — an output that fails the format is kept, flagged
                   ``format_ok: false`` with the failed check in ``format_problem``

@@ -43,7 +43,8 @@ STYLE_WORDS = frozenset(
     "style realistic cinematic cartoon animated painterly vintage mood cheerful calm dramatic natural "
     "colours colors tone".split())
 # Nouns that never name a thing in the picture.
-NOT_OBJECTS = CAMERA_WORDS | SPATIAL_WORDS | frozenset("clip video frame frames picture footage view".split())
+NOT_OBJECTS = CAMERA_WORDS | SPATIAL_WORDS | frozenset(
+    "clip video frame frames picture footage view image identity user".split())
 COLOURS = {
     "red": (200, 40, 40), "orange": (230, 140, 40), "yellow": (230, 210, 60), "green": (60, 150, 70),
     "blue": (60, 100, 210), "sky-blue": (140, 190, 240), "purple": (110, 60, 150), "pink": (230, 150, 180),

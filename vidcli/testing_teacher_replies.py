@@ -56,20 +56,25 @@ def _reade(r: Request) -> str:
     user_objs = objects(instruction)
     actions = motion_clauses(instruction) or ([] if user_objs else [one_line(instruction)])
     user = _group(user_objs, actions, camera_clauses(instruction), [])
-    supp_objs, supp_camera = [], []
-    for line in r.get("conditions").splitlines():
-        label, _, caption = line.lstrip("- ").partition(": ")
-        if caption:
-            supp_objs += described_object(caption)
-        elif "camera" in label:
-            supp_camera.append("the camera follows the given trajectory")
-    taken = {o["name"] for o in user_objs + supp_objs}
+    supp_objs, supp_actions, supp_camera = [], [], []
+    for line in r.get("conditions").splitlines():  # "- Label: description", as step 2 writes them
+        label, _, description = line.lstrip("- ").partition(": ")
+        if not description:
+            continue
+        if label.lower().startswith("camera"):
+            supp_camera.append(one_line(description.split(";")[0]))  # the trajectory's own words
+        else:  # what the caption keeps of it (the camera words are kept: the caption follows the path)
+            for obj in described_object(description):
+                obj["attributes"] = [a for a in obj["attributes"] if supports(gold, f"{obj['name']} {a}")]
+                supp_objs.append(obj)
+            supp_actions += [c for c in motion_clauses(description) if supports(gold, c)]
     parts = _gold_lines(gold)
-    imaginative_objs = [o for o in objects(parts.get("background") or gold) if o["name"] not in taken]
+    # Z is the caption's element list as a whole: what it adds and what it repeats.
+    imaginative_objs = objects(" ".join(parts.get(k, "") for k in ("main_object", "background")) or gold)
     actions = motion_clauses(parts.get("movement") or gold)
     camera = [one_line(parts["camera"])] if parts.get("camera") else camera_clauses(gold)
     style = [one_line(parts["style"])] if parts.get("style") else [c for c in clauses(gold) if has_word(c, STYLE_WORDS)]
-    return json.dumps({"user": user, "supplementary": _group(supp_objs, [], supp_camera, []),
+    return json.dumps({"user": user, "supplementary": _group(supp_objs, supp_actions, supp_camera, []),
                        "imaginative": _group(imaginative_objs, actions, camera, style)})
 
 
@@ -101,8 +106,20 @@ def _intent(r: Request) -> str:
                         "text names, with nothing it rules out.")
 
 
+def _intent_inferred(r: Request) -> str:
+    first = r.get("nontext").splitlines()[0].lstrip("- ")
+    label, _, shown = first.partition(": ")
+    return _json(intent=f"No text was given; from the inputs I infer the video they suggest. The {label.lower()} "
+                        f"shows {first_words(shown, 20).rstrip('.')}, so the core objective is a video built "
+                        "around it, filmed as the inputs indicate.")
+
+
 def _alignment(r: Request) -> str:
     instruction, nontext = one_line(r.get("instruction")), r.get("nontext")
+    if instruction.startswith("(none:"):  # the chain for a dropped instruction: never quote a request
+        shown = first_words(nontext.splitlines()[0].lstrip("- ").partition(": ")[2], 20)
+        return _json(alignment=f"No text was given, so nothing conflicts and the inputs decide ({shown}). "
+                               "I will make the video the inputs suggest, keeping everything they show.")
     if nontext.startswith("No non-text inputs"):
         return _json(alignment="No non-text inputs were given, so the text alone decides. "
                                f'I will make a video of "{instruction}" exactly as the text asks.')
@@ -262,7 +279,8 @@ def _video_yes(r: Request) -> str:
 
 REPLIES: dict[str, Callable[[Request], str]] = {
     "cot_alignment": _alignment, "cot_camera_video": _camera_video, "cot_depth": _describe_video("depth video"),
-    "cot_identity": _describe_image, "cot_intent": _intent, "cot_pose": _describe_video("pose video"),
+    "cot_identity": _describe_image, "cot_intent": _intent, "cot_intent_inferred": _intent_inferred,
+    "cot_pose": _describe_video("pose video"),
     "cot_structure": _structure, "cot_supplement": _supplement, "cot_video": _describe_video("source video"),
     "critic_revise": _critic, "decompose_drf": _drf, "decompose_reade": _reade,
     "interpreter_system": _interpreter, "judge_contradiction": lambda r: "no",

@@ -59,7 +59,7 @@ def make_server(phy_answer_for=lambda body: "No"):
             phy = phy_answer_for(body) if "physical errors" in last_user_text(body) else "No"
             return verdict_for(body, phy)
         text = last_user_text(body)
-        if "Sort the facts" in text:
+        if "List the facts in three sets" in text:
             return "Here you go:\n```json\n" + json.dumps(KEY_INFO) + "\n```"
         return "Sure! " + json.dumps(BALL_ELEMENTS) + " Hope this helps."
     return ScriptedServer(script)
@@ -123,16 +123,76 @@ def test_vlm_references_and_keep_consistent(examples):
     assert vlm_requests and all(has_images(r.body) == 4 for r in vlm_requests)  # --frames 4
 
 
-def test_reade_schema_adds_key_info(examples):
-    with make_server() as server:
-        result = invoke(["decompose", "--schema", "reade", "--llm", "openai:m", "--base-url", server.base_url,
-                         "-q", str(examples / "requests.jsonl")])
-        prompt = last_user_text(server.requests[0].body)
+IDENTITY_SEEN = "a woman with short black hair and round glasses, seen from the front"
+
+
+def reade_server() -> ScriptedServer:
+    """Key-info for the LLM; for the VLM (a request with pictures) a description of what it shows."""
+    def script(body):
+        if has_images(body):
+            assert body["model"] == "v" and "This image is a reference" in last_user_text(body)
+            return json.dumps({"description": IDENTITY_SEEN})
+        assert body["model"] == "m" and "List the facts in three sets" in last_user_text(body)
+        return json.dumps(KEY_INFO)
+    return ScriptedServer(script)
+
+
+def llm_prompts(server) -> list[str]:
+    return [last_user_text(r.body) for r in server.requests if r.body["model"] == "m"]
+
+
+def test_reade_schema_grounds_s_in_the_conditions(examples):
+    from vidcli.camera import describe_motion, load_trajectory
+
+    with reade_server() as server:
+        result = invoke(["decompose", "--schema", "reade", "--llm", "openai:m", "--vlm", "openai:v", "--frames", "4",
+                         "--concurrency", "1", "--base-url", server.base_url, "-q", str(examples / "requests.jsonl")])
+        identity, camera = llm_prompts(server)
+        vlm = [last_user_text(r.body) for r in server.requests if r.body["model"] == "v"]
     assert result.exit_code == 0, result.stderr
     records = [json.loads(x) for x in result.stdout.splitlines()]
-    assert records[0]["key_info"] == KEY_INFO
+    assert [r["key_info"] for r in records] == [KEY_INFO, KEY_INFO]
     assert records[0]["gold"]["dense"].startswith("A woman")  # input untouched
-    assert "yellow raincoat" in prompt and "make her wave" in prompt
+    # The LLM sees what the conditions show: the VLM's description of the identity image
+    # (asked as make-cot's step 2 asks, the user's caption as a hint) and the trajectory's words.
+    assert f"- Identity: {IDENTITY_SEEN}" in identity and "make her wave" in identity
+    assert len(vlm) == 1 and 'The user described it as: "a woman with short black hair' in vlm[0]
+    motion = describe_motion(load_trajectory(examples / "media" / "camera_dolly_pan.txt"))
+    assert f"- Camera trajectory: {motion}" in camera and "(no description given)" not in camera
+    assert "a quiet street at dusk" in camera
+
+
+def test_reade_schema_takes_make_cots_descriptions(examples):
+    record = {"id": "c", "instruction": "make her wave", "gold": "A woman waves.",
+              "conditions": [{"type": "identity", "path": "media/identity_a.png"},
+                             {"type": "camera", "path": "media/camera_dolly_pan.txt"}],
+              "cot": {"descriptions": ["a woman in a yellow raincoat", "strong dolly in, moderate pan left"]}}
+    inp = write_jsonl(examples / "cot.jsonl", [record])
+    with reade_server() as server:  # no --vlm: the step-2 text is there already
+        result = invoke(["decompose", "--schema", "reade", "--llm", "openai:m", "--base-url", server.base_url,
+                         "-q", str(inp)])
+        (prompt,) = llm_prompts(server)
+        assert server.count == 1
+    assert result.exit_code == 0, result.stderr
+    assert ("- Identity: a woman in a yellow raincoat\n- Camera trajectory: strong dolly in, moderate pan left"
+            in prompt)
+
+
+def test_reade_condition_without_a_description_is_a_located_error(examples):
+    inp = examples / "requests.jsonl"
+    with reade_server() as server:
+        failed = invoke(["decompose", "--schema", "reade", "--llm", "openai:m", "--base-url", server.base_url,
+                         "-q", str(inp), "-o", str(examples / "out.jsonl")])
+        skipped = invoke(["decompose", "--schema", "reade", "--llm", "openai:m", "--base-url", server.base_url,
+                          "-q", "--on-error", "skip", str(inp), "-o", str(examples / "skipped.jsonl")])
+    assert failed.exit_code == 1
+    first = failed.stderr.splitlines()[0]
+    assert first == (f"vidcli decompose: error: {inp}:1: id=req-identity: nontext: conditions[0] (identity "
+                     "media/identity_a.png) needs a vision-language model to describe it: give --vlm")
+    assert skipped.exit_code == 0, skipped.stderr
+    assert [r["id"] for r in read_jsonl(examples / "skipped.jsonl")] == ["req-camera"]  # its camera needs no model
+    (reject,) = read_jsonl(examples / "skipped.jsonl.rejects.jsonl")
+    assert reject["id"] == "req-identity" and reject["errors"][0]["stage"] == "nontext"
 
 
 def test_invalid_json_is_retried_with_a_correction_then_rejected(tmp_path):

@@ -20,9 +20,9 @@ MARKER = "sk-test-marker-9c2e41"
 
 
 def grpo_args(kit, out, *extra) -> list[str]:
-    return ["grpo", "--model", str(kit["base"]), str(kit["data"]), "-o", str(out), "-G", "3",
-            "--max-completion-tokens", "6", "--video-frames", "4", "--lr", "1e-3", "--warmup-steps", "1",
-            "--beta", "0.05", "--seed", "2", "-q", *extra]
+    return ["grpo", "--model", str(kit["base"]), str(kit["data"]), "-o", str(out), "-G", "3", "--judge", "embed",
+            "--finetune", "lora", "--max-completion-tokens", "6", "--video-frames", "4", "--lr", "1e-3",
+            "--warmup-steps", "1", "--beta", "0.05", "--seed", "2", "-q", *extra]
 
 
 def adapter(folder) -> dict[str, torch.Tensor]:
@@ -36,7 +36,9 @@ def test_help_lists_defaults_and_examples():
     assert result.exit_code == 0
     for text in ("Examples:", "accelerate launch -m vidcli grpo", "default: 2.5e-06", "default: 0.001",
                  "default: 768", "--judge-mode [elements|number]", "--num-iterations", "default: 8",
-                 "default: constant", "default: 50"):
+                 "default: constant", "default: 50", "--finetune [full|lora|qlora]", "default: full",
+                 "raise --lr", "--instruction-dropout", "default: 0.4", "--drop-long-prompts", "default: 2048",
+                 "--judge SPEC"):
         assert text in result.output, text
     assert "grpo" in invoke(["--help"]).output
 
@@ -91,7 +93,8 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(grp
 def test_bad_record_is_one_line_and_exit_1(grpo_kit, tmp_path):
     data = tmp_path / "bad.jsonl"
     data.write_text('{"id": "nokey", "instruction": "a dog"}\n')
-    result = invoke(["grpo", "--model", str(grpo_kit["base"]), str(data), "-o", str(tmp_path / "run")])
+    result = invoke(["grpo", "--model", str(grpo_kit["base"]), "--judge", "embed", str(data),
+                     "-o", str(tmp_path / "run")])
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"vidcli grpo: error: {data}:1: id=nokey: missing field 'key_info'")
@@ -104,6 +107,16 @@ def test_usage_errors_exit_2(grpo_kit, tmp_path):
     assert result.exit_code == 2 and "apply to LLM judges" in result.stderr
     assert invoke(grpo_args(grpo_kit, tmp_path / "run", "-G", "1")).exit_code == 2
     assert invoke(["grpo", "--model", "m", "-o", str(tmp_path)]).exit_code == 2  # no INPUT
+
+
+def test_the_judge_is_an_explicit_choice(grpo_kit, tmp_path):
+    result = invoke(["grpo", "--model", str(grpo_kit["base"]), str(grpo_kit["data"]), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 2
+    message = result.stderr.strip().splitlines()[-1]
+    for text in ("choose a judge with --judge", "openai:MODEL", "--judge-mode number", "temperature 0.3",
+                 "50 tokens", "hf:PATH", "embed", "cannot detect contradictions"):
+        assert text in message, text
+    assert not (tmp_path / "run").exists()
 
 
 def video_args(models, *extra) -> list[str]:

@@ -58,9 +58,28 @@ def test_scores_summary_groups_and_plot(tmp_path):
     assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_an_empty_element_set_is_null_with_a_reason_and_left_out_of_the_mean(tmp_path):
+    empty = {"objects": [], "actions": [], "camera": [], "style": []}
+    text_only = {"id": "text", "key_info": {**KEY_INFO, "supplementary": empty}, "completion": GOOD}
+    inp = write_jsonl(tmp_path / "in.jsonl", [RECORDS[0], text_only])
+    with ScriptedServer(script) as server:
+        result = invoke(["score", "--metric", "coverage,reward", *llm_args(server), "--summary",
+                         str(tmp_path / "summary.json"), str(inp), "-o", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 0, result.stderr
+    good, text = read_jsonl(tmp_path / "out.jsonl")
+    assert text["scores"]["detail"] is None and "errors" not in text
+    assert text["scores"]["not_applicable"] == {"detail": "no supplementary (S) elements: nothing in key_info to check"}
+    assert text["scores"]["user"] == 1.0 and text["scores"]["reward"] == pytest.approx(1.0 + 1.0 + 1.0 + 0.8 * 0.5)
+    assert "not_applicable" not in good["scores"]
+    detail = json.loads((tmp_path / "summary.json").read_text())["metrics"]["detail"]
+    assert (detail["n"], detail["mean"], detail["unavailable"], detail["failures"]) == (1, 0.75, 1, 0)
+    header = next(line for line in result.stderr.splitlines() if line.strip().startswith("metric"))
+    assert header.split()[-1] == "n/a"
+
+
 def test_embed_judge_on_a_pipe_reports_contradiction_unavailable():
     lines = "".join(json.dumps(r) + "\n" for r in RECORDS)
-    result = invoke(["score", "--metric", "coverage,reward", "-"], input=lines)
+    result = invoke(["score", "--metric", "coverage,reward", "--judge", "embed", "-"], input=lines)
     assert result.exit_code == 0, result.stderr
     records = [json.loads(line) for line in result.stdout.splitlines()]
     for record in records:
@@ -161,8 +180,11 @@ def test_number_mode_through_the_cli(tmp_path):
 @pytest.mark.parametrize("args,message", [
     (["--metric", "format,bleu"], "unknown metric(s) bleu"),
     (["--metric", "coverage", "--judge", "openai:m", "--threshold", "0.4"], "--threshold applies to the embed"),
-    (["--metric", "coverage", "--judge-mode", "number"], "--judge-mode applies to LLM judges"),
+    (["--metric", "coverage", "--judge", "embed", "--judge-mode", "number"], "--judge-mode applies to LLM judges"),
     ([], "Missing option '--metric'"),
+    (["--metric", "format,coverage"], "choose a judge with --judge"),
+    (["--metric", "reward"], "embed: the offline MiniLM matcher"),
+    (["--metric", "rve"], "--metric rve needs a VLM judge"),
 ])
 def test_usage_errors_exit_2(args, message):
     result = invoke(["score", *args, "-"], input="")

@@ -80,7 +80,8 @@ def test_make_cot_shards_then_merge_equal_the_whole(tmp_path):
     inp = write_jsonl(tmp_path / "requests.jsonl", cot_rows())
     evaluation = write_jsonl(tmp_path / "eval.jsonl", [{"id": "e1", "instruction": "A sunny beach, with waves!"}])
     filters = ["--dedup-embedder", "none", "--exclude", str(evaluation)]
-    balance = ["--balance-by", "condition_type", "--seed", "4"]
+    # Text-only records are balanced here only because they are asked for (the default leaves them be).
+    balance = ["--balance-by", "condition_type", "--balance-groups", "camera,text", "--seed", "4"]
     with ScriptedServer(answer) as server:
         args = ["make-cot", "--llm", "openai:m", "--base-url", server.base_url, "--no-cache", *filters]
         whole = invoke([*args, *balance, str(inp), "-o", str(tmp_path / "cot.jsonl")])
@@ -88,7 +89,8 @@ def test_make_cot_shards_then_merge_equal_the_whole(tmp_path):
         asked = server.count
         parts, per_shard = run_shards([*args, str(inp)], tmp_path / "part", server, total=10)
     assert "removed 1 overlapping --exclude, 2 near-duplicate, 1 by --balance-by; 6 written" in whole.stderr
-    assert sum(per_shard) == asked == 3 * 10  # intent, alignment, supplement per record
+    # intent, alignment, supplement per record, and again without the instruction for the 6 with a camera
+    assert sum(per_shard) == asked == 3 * 10 + 3 * 6
     # Shards drop the evaluation overlap but keep duplicates and groups for the merge.
     shard_ids = sorted(r["id"] for r in concatenated(parts))
     assert shard_ids == ["c1", "c2", "c4", "c5", "c6", "t1", "t2", "t3", "t4"]

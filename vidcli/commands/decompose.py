@@ -16,7 +16,8 @@ Examples:
   vidcli decompose --llm openai:gpt-4o captions.jsonl -o decomposed.jsonl
   vidcli decompose --llm hf:Qwen/Qwen2.5-7B-Instruct --vlm hf:Qwen/Qwen2.5-VL-7B-Instruct \\
       --keep-consistent openvid.jsonl -o drf-train.jsonl
-  cat requests.jsonl | vidcli decompose --schema reade --llm openai:gpt-4o - > keyinfo.jsonl
+  cat requests.jsonl | vidcli decompose --schema reade --llm openai:gpt-4o --vlm openai:gpt-4o - > keyinfo.jsonl
+  vidcli decompose --schema reade --llm openai:gpt-4o cot.jsonl -o keyinfo.jsonl   # make-cot output: no --vlm
   # each job of `sbatch --array=0-7` (I=$SLURM_ARRAY_TASK_ID); `cat part*.dec.jsonl` is the whole output:
   vidcli decompose --llm openai:gpt-4o --shard $I/8 captions.jsonl -o part$I.dec.jsonl
 """
@@ -28,12 +29,13 @@ Examples:
 @click.option("--llm", "llm_spec", required=True, metavar="SPEC",
               help="Text model that decomposes: openai:MODEL or hf:PATH.")
 @click.option("--vlm", "vlm_spec", default=None, metavar="SPEC",
-              help="drf: vision model that answers Phy/VQ questions on the record's real video "
-                   "(hf:PATH or openai:MODEL).")
+              help="Vision model (hf:PATH or openai:MODEL). drf: answers Phy/VQ questions on the record's real "
+                   "video. reade: describes each image, depth, pose or video condition for S, with make-cot's "
+                   "step-2 prompts (not needed when the record has make-cot's cot.descriptions).")
 @click.option("--keep-consistent", is_flag=True,
               help="drf: keep only records whose real video gets the desired answer to every question.")
 @click.option("--frames", type=click.IntRange(1, 64), default=10, show_default=True,
-              help="Frames sampled uniformly from the real video for the VLM.")
+              help="Frames sampled uniformly from each video (the real one, or a condition) for the VLM.")
 @click.option("--caption-field", default="caption", show_default=True,
               help="drf: field holding the caption ('prompt' is tried next).")
 @click.option("--video-field", default="video", show_default=True, help="drf: field holding the real video path.")
@@ -55,8 +57,13 @@ def command(schema, llm_spec, vlm_spec, keep_consistent, frames, caption_field, 
                    motion, spatial, color, lighting, text, camera) and 'questions' (TA per
                    non-empty key with a "Yes" reference; Phy and VQ with references from
                    --vlm on the real video in 'video', null without one).
-    --schema reade needs 'instruction' and 'gold' (conditions may carry a 'caption');
-                   adds 'key_info' {user, supplementary, imaginative}.
+    --schema reade needs 'instruction' and 'gold'; adds 'key_info' {user,
+                   supplementary, imaginative}. S is extracted from a description of
+                   each condition: make-cot's cot.descriptions when the record has
+                   them; else a camera trajectory's motion words, an audio's or a
+                   path-less condition's 'caption', and a --vlm description of each
+                   image, depth, pose or video condition (make-cot's step-2 prompts).
+                   A condition that cannot be described is the record's error.
     """
     from vidcli.backends import load_chat_model
     from vidcli.backends.base import Sampling
@@ -70,7 +77,7 @@ def command(schema, llm_spec, vlm_spec, keep_consistent, frames, caption_field, 
     common = dict(base_url=base_url, concurrency=concurrency, use_cache=not no_cache,
                   batch_size=batch_size, device=device)
     llm = load_chat_model(llm_spec, **common)
-    vlm = load_chat_model(vlm_spec, **common) if vlm_spec and schema == "drf" else None
+    vlm = load_chat_model(vlm_spec, **common) if vlm_spec else None
     opts = DecomposeOptions(
         schema=schema, caption_fields=(caption_field, "prompt"), video_field=video_field, frames=frames,
         keep_consistent=keep_consistent, attempts=attempts,

@@ -8,6 +8,7 @@ from vidcli.commands.training import (
     interpreter_fields, interpreter_options, lora_settings, require_cuda_for_qlora, run_config, run_options,
 )
 from vidcli.interpreter.format import PROMPT_STYLES
+from vidcli.rewards.coverage import CHOOSE_A_JUDGE
 
 EXAMPLES = """\b
 Examples:
@@ -96,11 +97,14 @@ def video_feedback_config(ctx: click.Context, reward: str, generator: str | None
                    "image-text-to-text model.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Run folder: checkpoint-STEP/, rollouts.jsonl, and the final model in the folder itself.")
-@click.option("--finetune", type=click.Choice(["full", "lora", "qlora"]), default="lora", show_default=True,
-              help="lora/qlora: the reference is the base with adapters disabled (no copy); "
-                   "full: a frozen second copy of the model is kept as reference.")
-@click.option("--judge", default="embed", show_default=True, metavar="SPEC",
-              help="Coverage judge: openai:MODEL, hf:PATH, or embed (offline matcher; no contradiction term).")
+@click.option("--finetune", type=click.Choice(["full", "lora", "qlora"]), default="full", show_default=True,
+              help="full (the paper's): a frozen second copy of the model is kept as reference. lora/qlora: the "
+                   "reference is the base with adapters disabled (no copy), but at the full-model rate the "
+                   "adapters barely move: raise --lr.")
+@click.option("--judge", default=None, metavar="SPEC",
+              help="Coverage judge (required): openai:MODEL (the paper's: an LLM, with --judge-mode number), "
+                   "hf:PATH, or embed (offline matcher for smoke runs: no contradiction term, and close wording "
+                   "passes even when it contradicts).")
 @click.option("--judge-mode", type=click.Choice(["elements", "number"]), default="elements", show_default=True,
               help="LLM judges: one yes/no per element, or one coverage number per element set (the paper's).")
 @click.option("--judge-base-url", default=None, metavar="URL",
@@ -128,11 +132,14 @@ def video_feedback_config(ctx: click.Context, reward: str, generator: str | None
                                    "pose 1e-6).",
              batch_help="Prompts per device per micro-batch (each sampled G times).")
 @video_feedback_options
-@interpreter_options
+@click.option("--instruction-dropout", type=click.FloatRange(0, 1), default=0.4, show_default=True,
+              help="Probability that a prompt's instruction is replaced by an empty one (all G samples alike; "
+                   "decided per seed, epoch and record, as in sft).")
+@interpreter_options(dense_prompt_tokens=2048)
 @reports_errors
 def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, judge_concurrency, alpha, rho,
             gamma, lam, num_generations, temperature, top_p, max_completion_tokens, epsilon, beta, num_iterations,
-            reward, generator, vlm, quiet, verbose, **opts):
+            instruction_dropout, reward, generator, vlm, quiet, verbose, **opts):
     """GRPO of the interpreter (ReaDe stage 2) with the ReaDe reward, optionally plus video feedback.
 
     \b
@@ -140,8 +147,10 @@ def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, 
     'instruction' / 'conditions'. Per prompt, G completions are sampled; each gets
     R = R_format + α·R_user + ρ·R_detail + γ·R_supp − λ·R_contra from the judge; the
     advantages are normalised within the group; the loss is the clipped ratio (ε) with
-    a per-token KL to the starting policy (β). A judge failure is recorded in
-    rollouts.jsonl and that part counts 0; the run goes on.
+    a per-token KL to the starting policy (β). A completion whose reward the judge
+    could not give (after its retries) is masked: recorded in rollouts.jsonl with its
+    errors and "masked": true, no advantage, no loss; its group is normalised over the
+    others (fewer than 2 left: the group sits the step out); each step logs how many.
 
     \b
     --reward video-feedback (off by default) adds w·R_video: each completion's prompt
@@ -155,15 +164,19 @@ def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, 
     Writes OUTPUT/rollouts.jsonl (every completion: step, prompt id, text, reward parts,
     advantage; with video feedback its prompt, seed and p(Yes) per question),
     OUTPUT/checkpoint-STEP/ every --save-every steps and the final model in
-    OUTPUT (vidcli.json, trainer_state/ for --resume). Defaults follow the paper: G 8,
-    ε 0.2, β 0.001, constant lr 2.5e-6 after 50 warm-up steps, weight decay 0.01,
-    768 completion tokens, batch 1 prompt per device, 2 accumulation steps.
+    OUTPUT (vidcli.json, trainer_state/ for --resume). Defaults follow the paper: full
+    fine-tuning, G 8, ε 0.2, β 0.001, constant lr 2.5e-6 after 50 warm-up steps,
+    weight decay 0.01, 768 completion tokens, batch 1 prompt per device, 2 accumulation
+    steps, instruction dropout 0.4, prompts up to 1024 tokens (2048 with depth or pose).
+    There is no default judge: --judge is required.
     """
     from vidcli.log import setup_logging
     from vidcli.rewards.reade import RewardWeights
     from vidcli.train.grpo import GRPOConfig, run_grpo
 
     setup_logging(verbose, quiet)
+    if judge is None:
+        raise click.UsageError(CHOOSE_A_JUDGE)
     if opts["save_every"] % num_iterations:
         raise click.UsageError("--num-iterations must divide --save-every (checkpoints fall between rollouts)")
     if judge == "embed" and (judge_mode != "elements" or judge_base_url):
@@ -176,6 +189,7 @@ def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, 
         num_generations=num_generations, temperature=temperature, top_p=top_p,
         max_completion_tokens=max_completion_tokens, epsilon=epsilon, beta=beta, num_iterations=num_iterations,
         judge=judge, judge_mode=judge_mode, judge_base_url=judge_base_url, judge_concurrency=judge_concurrency,
+        instruction_dropout=instruction_dropout,
         weights=RewardWeights(alpha=alpha, rho=rho, gamma=gamma, lam=lam), video_feedback=video,
         log_every=opts["log_every"], arguments=dict(ctx.params), **interpreter_fields(opts),
     )

@@ -56,8 +56,14 @@ def generated_path_for(output: str, shard=None) -> str:
 @click.option("--exclude", "exclude_files", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="Evaluation-set JSONL ('instruction' field); overlapping instructions are dropped. Repeatable.")
 @click.option("--balance-by", default=None, metavar="FIELD",
-              help="Down-sample every group of FIELD (dots reach into objects) to the smallest group's "
-                   "size. condition_type: the first condition's type, or 'text' when there is none.")
+              help="Down-sample the groups of FIELD (dots reach into objects) to the smallest one's size. "
+                   "condition_type: a record's full set of condition types ('depth', 'camera+identity'); "
+                   "records without conditions are not balanced (see --text-only).")
+@click.option("--balance-groups", default=None, metavar="G1,G2,...",
+              help="The groups --balance-by balances; records of other groups pass untouched "
+                   "[default: every group, but text-only ones for condition_type].")
+@click.option("--text-only", type=click.Choice(["keep", "drop"]), default="keep", show_default=True,
+              help="With --balance-by condition_type: keep records without conditions as they are, or drop them.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --balance-by sampling.")
 @click.option("--attempts", type=click.IntRange(1, 10), default=3, show_default=True,
               help="Tries per request when a model reply is not the JSON asked for.")
@@ -70,7 +76,8 @@ def generated_path_for(output: str, shard=None) -> str:
 @input_output_options
 @reports_errors
 def command(llm_spec, vlm_spec, frames, camera_from_video, generated, dedup_threshold, dedup_embedder,
-            exclude_files, balance_by, seed, attempts, temperature, max_tokens, shard, merge, base_url,
+            exclude_files, balance_by, balance_groups, text_only, seed, attempts, temperature, max_tokens, shard,
+            merge, base_url,
             concurrency, batch_size, no_cache, device, inputs, output, resume, on_error, rejects, media_root,
             allow_escape, quiet, verbose):
     """Build chain-of-thought training records for the instruction interpreter.
@@ -114,10 +121,15 @@ def command(llm_spec, vlm_spec, frames, camera_from_video, generated, dedup_thre
         raise click.UsageError("Missing option '--llm' (only --merge runs without a model).")
     if shard is not None and balance_by:
         raise click.UsageError("--balance-by needs the whole set: give it to the --merge run, not to --shard runs")
+    if (balance_groups or text_only != "keep") and not balance_by:
+        raise click.UsageError("--balance-groups and --text-only go with --balance-by")
+    if text_only != "keep" and balance_by != "condition_type":
+        raise click.UsageError("--text-only applies to --balance-by condition_type")
+    groups = [g.strip() for g in balance_groups.split(",") if g.strip()] if balance_groups else None
     # Read the evaluation sets first: a bad one should stop the run before any model call.
     excluded = [text for path in exclude_files for text in read_instructions(path)]
-    filters = FilterOptions(dedup_threshold=dedup_threshold, exclude=excluded, balance_by=balance_by, seed=seed,
-                            dedup=shard is None)
+    filters = FilterOptions(dedup_threshold=dedup_threshold, exclude=excluded, balance_by=balance_by,
+                            balance_groups=groups, text_only=text_only, seed=seed, dedup=shard is None)
     if merge:
         records = read_shard_outputs(inputs or ("-",))
         embedder = load_embedder(dedup_embedder, device=device) if dedup_embedder != "none" else None

@@ -13,6 +13,7 @@ from dataclasses import replace
 import click
 
 from vidcli.commands.common import backend_options, input_output_options, reports_errors
+from vidcli.rewards.coverage import CHOOSE_A_JUDGE
 from vidcli.scoring import METRICS
 from vidcli.shard import merge_option, shard_option
 
@@ -45,9 +46,11 @@ def parse_metrics(values: tuple[str, ...]) -> list[str]:
     return names
 
 
-def _check_judge_flags(ctx: click.Context, judge: str, threshold: float | None) -> None:
+def _check_judge_flags(ctx: click.Context, metrics: list[str], judge: str | None, threshold: float | None) -> None:
     from click.core import ParameterSource
 
+    if judge is None and any(METRICS[name].needs_judge for name in metrics):
+        raise click.UsageError(CHOOSE_A_JUDGE)
     if judge == "embed":
         for name, flag in (("judge_mode", "--judge-mode"), ("judge_temperature", "--judge-temperature"),
                            ("judge_max_tokens", "--judge-max-tokens")):
@@ -76,10 +79,10 @@ def _build_setup(metrics, judge, judge_mode, threshold, temperature, max_tokens,
     return ScoreSetup(reward=ReadeReward(coverage_judge, RewardWeights(*weights)))
 
 
-def _check_video_flags(metrics: list[str], vlm: str | None, judge: str) -> None:
+def _check_video_flags(metrics: list[str], vlm: str | None, judge: str | None) -> None:
     if "vqa" in metrics and not vlm:
         raise click.UsageError("--metric vqa needs --vlm hf:PATH (a local vision-language model)")
-    if "rve" in metrics and judge == "embed":
+    if "rve" in metrics and judge in (None, "embed"):
         raise click.UsageError("--metric rve needs a VLM judge: --judge openai:MODEL or hf:PATH")
 
 
@@ -123,8 +126,9 @@ def _summary_records(output: str, collected: list[dict]) -> list[dict]:
               help="Metrics to compute (comma list or repeated; required, except with --merge, where they "
                    "only pick what is summarised [default there: every score in the records]). "
                    + "; ".join(f"{m.name}: {m.description}" for m in METRICS.values()) + ".")
-@click.option("--judge", default="embed", show_default=True, metavar="SPEC",
-              help="Coverage judge: openai:MODEL, hf:PATH, or embed (offline matcher; no contradiction check). "
+@click.option("--judge", default=None, metavar="SPEC",
+              help="coverage, reward (required there): openai:MODEL, hf:PATH, or embed (offline matcher for "
+                   "smoke runs: no contradiction check, and close wording passes even when it contradicts). "
                    "rve: the VLM judge (openai:MODEL gets frames as images, or hf:PATH).")
 @click.option("--judge-mode", type=click.Choice(["elements", "number"]), default="elements", show_default=True,
               help="LLM judges: elements = one yes/no per element; number = one coverage number per element set "
@@ -200,7 +204,7 @@ def command(metric_values, judge, judge_mode, threshold, judge_temperature, judg
     if not metric_values:
         raise click.UsageError("Missing option '--metric' (only --merge runs without it).")
     metrics = parse_metrics(metric_values)
-    _check_judge_flags(click.get_current_context(), judge, threshold)
+    _check_judge_flags(click.get_current_context(), metrics, judge, threshold)
     _check_video_flags(metrics, vlm, judge)
     backend = dict(base_url=base_url, concurrency=concurrency, use_cache=not no_cache, batch_size=batch_size,
                    device=device)

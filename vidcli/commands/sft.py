@@ -36,8 +36,12 @@ Examples:
              grad_accum=2, lr_help="Peak AdamW learning rate.",
              seed_help="Seeds data order, instruction dropout and new weights.")
 @click.option("--instruction-dropout", type=click.FloatRange(0, 1), default=0.4, show_default=True,
-              help="Probability that an example's instruction is replaced by an empty one (stage cot).")
-@interpreter_options
+              help="Probability that an example's instruction is replaced by an empty one (stage cot; records "
+                   "with conditions). The target is then make-cot's cot.no_instruction.target, which never "
+                   "quotes the request; older records without it drop their step 1 (the intent, which quotes "
+                   "it) rather than keep it, though steps 3-4 may still mention the text; a target without "
+                   "make-cot's step labels keeps its instruction.")
+@interpreter_options(dense_prompt_tokens=1024)
 @reports_errors
 def command(inputs, model, output, stage, finetune, instruction_dropout, quiet, verbose, **opts):
     """Supervised fine-tuning of the interpreter on make-cot records (or camera-to-text pairs).
@@ -52,7 +56,8 @@ def command(inputs, model, output, stage, finetune, instruction_dropout, quiet, 
     OUTPUT itself: weights loadable with transformers' or peft's from_pretrained,
     vidcli.json (arguments, input sha256, step, metrics) and trainer_state/ for --resume.
     Defaults follow the paper: AdamW lr 1e-5, cosine, 200 warm-up steps, weight decay
-    0.01, batch 6 per device, 2 accumulation steps, bf16 where available.
+    0.01, batch 6 per device, 2 accumulation steps, bf16 where available, prompts up
+    to 1024 tokens for every condition type (measured before the first step).
     """
     from vidcli.log import setup_logging
     from vidcli.train.sft import SFTConfig, run_sft

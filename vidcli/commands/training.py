@@ -67,13 +67,21 @@ def run_options(*, lr: float, schedule: str, warmup_steps: int, weight_decay: fl
     return lambda func: _apply(func, options)
 
 
-def interpreter_options(func: Callable) -> Callable:
-    """Prompt limits, media, LoRA and checkpointing options of the interpreter trainers."""
-    return _apply(func, [
+def interpreter_options(*, dense_prompt_tokens: int) -> Callable:
+    """Prompt limits, media, LoRA and checkpointing options of the interpreter trainers.
+
+    ``dense_prompt_tokens`` is the command's prompt limit for depth and pose records
+    (the paper: 1024 in stage 1, 2048 in stage 2).
+    """
+    options = [
         click.option("--max-prompt-tokens", type=click.IntRange(1), default=1024, show_default=True,
-                     help="A longer prompt stops the run, naming the record."),
-        click.option("--max-prompt-tokens-dense", type=click.IntRange(1), default=2048, show_default=True,
-                     help="Prompt limit for records with a depth or pose condition."),
+                     help="Prompt limit in tokens. Every prompt is measured before the first step; the longer "
+                          "ones are all listed and the run stops (or see --drop-long-prompts)."),
+        click.option("--max-prompt-tokens-dense", type=click.IntRange(1), default=dense_prompt_tokens,
+                     show_default=True, help="Prompt limit for records with a depth or pose condition."),
+        click.option("--drop-long-prompts", is_flag=True,
+                     help="Leave out the records whose prompt is over its limit (each is named on stderr) "
+                          "instead of stopping."),
         click.option("--video-frames", type=click.IntRange(1), default=16, show_default=True,
                      help="Frames sampled from each video condition."),
         click.option("--gradient-checkpointing", is_flag=True,
@@ -89,7 +97,8 @@ def interpreter_options(func: Callable) -> Callable:
         click.option("--allow-escape", is_flag=True,
                      help="Allow relative media paths that leave the media folder with '..'."),
         click.option("--trust-remote-code", is_flag=True, help="Run model code shipped with the checkpoint."),
-    ])
+    ]
+    return lambda func: _apply(func, options)
 
 
 def run_config(output: str, opts: dict[str, Any], *, batch_size: int = 1, grad_accum: int = 1,
@@ -121,8 +130,8 @@ def lora_settings(opts: dict[str, Any]):
 
 def interpreter_fields(opts: dict[str, Any]) -> dict[str, Any]:
     """The config fields every interpreter trainer takes from ``interpreter_options``."""
-    keys = ("max_prompt_tokens", "max_prompt_tokens_dense", "video_frames", "gradient_checkpointing",
-            "media_root", "allow_escape", "trust_remote_code")
+    keys = ("max_prompt_tokens", "max_prompt_tokens_dense", "drop_long_prompts", "video_frames",
+            "gradient_checkpointing", "media_root", "allow_escape", "trust_remote_code")
     return {key: opts[key] for key in keys}
 
 

@@ -6,13 +6,20 @@ Each model role makes one ``generate_json`` call per batch (so an OpenAI-compati
 backend answers the whole batch concurrently and a local one batched), in this order:
 gold structuring (LLM, only for plain-text gold), condition descriptions (VLM),
 camera-only captions (VLM, ``camera_from_video``), intent (LLM), alignment (LLM),
-supplement (LLM). A record that fails a stage skips the later ones.
+supplement (LLM); then, for records with conditions, the same three text steps once
+more without the instruction (the intent inferred from the conditions alone). A
+record that fails a stage skips the later ones.
 
 make-cot owns ``gold`` structuring: a plain-text ``gold`` is split into the six parts
 by the LLM and replaced by them; the original string is kept in ``gold_text``. The
 record also gets ``cot``: ``{steps: {intent, nontext, alignment, supplement}, target,
-descriptions}``, where ``descriptions`` holds step 2's text for each condition, in
-the order of ``conditions``.
+descriptions, no_instruction}``, where ``descriptions`` holds step 2's text for each
+condition, in the order of ``conditions``, and ``no_instruction`` (records with
+conditions only) is ``{steps: {intent, alignment, supplement}, target}``: the chain
+the teacher writes when the user gave no text (step 1 inferred from the conditions
+alone, steps 3 and 4 built on it; step 2 and the answer are the record's), and its
+target — what SFT trains on when instruction dropout hides the text, so the model is
+never taught to state a request it did not see.
 """
 from __future__ import annotations
 
@@ -48,6 +55,7 @@ class _Record:
     gold: dict[str, str] | str
     works: list[steps.ConditionWork]
     steps: dict[str, str] = field(default_factory=dict)
+    blind: dict[str, str] = field(default_factory=dict)  # steps 1, 3, 4 without the text (records with conditions)
 
 
 def make_cot_batch(sources: list[Source], llm: ChatModel, vlm: ChatModel | None,
@@ -100,6 +108,18 @@ class _Batch:
             replies = self._ask("llm", key, steps.text_field(key), {i: prompt(r) for i, r in live.items()})
             for i, value in replies.items():
                 live[i].steps[key] = value[key].strip()
+
+        no_text = steps.NO_INSTRUCTION_TEXT
+        blind_prompts = {
+            "intent": lambda r: steps.inferred_intent_prompt(r.steps["nontext"]),
+            "alignment": lambda r: steps.alignment_prompt(no_text, r.blind["intent"], r.steps["nontext"]),
+            "supplement": lambda r: steps.supplement_prompt(no_text, r.blind["alignment"], _render_gold(r.gold)),
+        }
+        for key, prompt in blind_prompts.items():
+            replies = self._ask("llm", f"{key} (no instruction)", steps.text_field(key),
+                                {i: prompt(r) for i, r in live.items() if r.conditions})
+            for i, value in replies.items():
+                live[i].blind[key] = value[key].strip()
 
         for i, r in live.items():
             self.outcomes[i] = _finish(r)
@@ -161,20 +181,28 @@ def _prepare(src: Source, vlm: ChatModel | None, opts: CotOptions) -> _Record:
 
 
 def _finish(r: _Record) -> Outcome:
-    """The target built and checked against the answer format; a failure is a rejection."""
-    from vidcli.interpreter.format import build_target, parse_output
-
+    """The targets built and checked against the answer format; a failure is a rejection."""
     chain = {k: r.steps[k] for k in steps.STEP_KEYS}
     try:
-        target = build_target(steps.think_text(chain), r.gold)
+        target = _checked_target(chain, r.gold)
+        cot = {"steps": chain, "target": target, "descriptions": [w.description for w in r.works]}
+        if r.blind:
+            cot["no_instruction"] = {"steps": dict(r.blind), "target": _checked_target({**chain, **r.blind}, r.gold)}
     except ValueError as exc:
         return Outcome.fail("format", str(exc))
+    return Outcome.ok({**r.record, "gold": r.gold, "cot": cot})
+
+
+def _checked_target(chain: dict[str, str], gold: dict[str, str]) -> str:
+    """The target of these steps, checked against the answer format; ValueError says why not."""
+    from vidcli.interpreter.format import build_target, parse_output
+
+    target = build_target(steps.think_text(chain), gold)
     parsed = parse_output(target)
     problem = parsed.think_problem or parsed.answer_problem
-    if problem is None and parsed.caption.parts != r.gold:
-        changed = [k for k in r.gold if parsed.caption.parts.get(k) != r.gold[k]]
+    if problem is None and parsed.caption.parts != gold:
+        changed = [k for k in gold if parsed.caption.parts.get(k) != gold[k]]
         problem = "the gold caption does not read back as its six parts (" + ", ".join(changed) + ")"
     if problem is not None:
-        return Outcome.fail("format", problem)
-    cot = {"steps": chain, "target": target, "descriptions": [w.description for w in r.works]}
-    return Outcome.ok({**r.record, "gold": r.gold, "cot": cot})
+        raise ValueError(problem)
+    return target

@@ -9,8 +9,13 @@ output atomically. The filters run in this order:
    above the threshold with any evaluation instruction;
 2. **dedup** — among near-identical instructions (same normalised text, or cosine at or
    above the threshold) keep the first;
-3. **balance** — down-sample every group of ``balance_by`` to the size of the smallest
-   group, with a seeded RNG.
+3. **balance** — down-sample the groups of ``balance_by`` that are balanced to the size
+   of the smallest of them, with a seeded RNG. For ``condition_type`` a record's group
+   is its full set of condition types ("depth", "camera+identity"), and text-only
+   records are not a group to balance: they are kept, or all dropped
+   (``text_only="drop"``), so one text-only record cannot cut every condition type to
+   one record. ``balance_groups`` names the groups to balance (default: every group
+   but text-only); records of other groups pass untouched.
 
 Exclusion comes before de-duplication: the other way round, a record that duplicates an
 evaluation-set item could remove its twin and then be removed itself, losing both.
@@ -33,7 +38,7 @@ import random
 import re
 from dataclasses import dataclass, field
 
-from vidcli.cot.steps import primary_condition_type
+from vidcli.cot.steps import TEXT_ONLY, condition_types
 from vidcli.errors import InputError
 from vidcli.jsonl import RecordWriter, read_sources
 
@@ -90,10 +95,10 @@ def deduplicate(texts: list[str], embedder=None, threshold: float = 0.95) -> lis
 
 def group_of(record: dict, field_name: str) -> str:
     """The balancing group of a record: the value at ``field_name`` (dots reach into
-    objects), or, for ``condition_type`` when the record has no such field, its primary
-    condition type (:func:`~vidcli.cot.steps.primary_condition_type`)."""
+    objects), or, for ``condition_type`` when the record has no such field, its set of
+    condition types (:func:`~vidcli.cot.steps.condition_types`)."""
     if field_name == CONDITION_TYPE and CONDITION_TYPE not in record:
-        return primary_condition_type(record)
+        return condition_types(record)
     value: object = record
     for key in field_name.split("."):
         if not isinstance(value, dict) or key not in value:
@@ -102,17 +107,21 @@ def group_of(record: dict, field_name: str) -> str:
     return value if isinstance(value, str) else json.dumps(value, sort_keys=True)
 
 
-def balance(groups: list[str], seed: int = 0) -> list[int]:
-    """Indices to keep (in input order) so every group has the smallest group's size."""
+def balance(groups: list[str], seed: int = 0, only: set[str] | None = None) -> list[int]:
+    """Indices to keep (in input order) so every balanced group has the smallest one's
+    size. ``only`` names the balanced groups (default: all); the others are kept whole."""
     members: dict[str, list[int]] = {}
     for i, group in enumerate(groups):
         members.setdefault(group, []).append(i)
-    if not members:
-        return []
-    size = min(len(m) for m in members.values())
-    rng = random.Random(seed)
-    # Sorted group names: the same seed picks the same records whatever order groups appear in.
-    kept = [i for name in sorted(members) for i in rng.sample(members[name], size)]
+    balanced = [name for name in sorted(members) if only is None or name in only]
+    kept = [i for name in members if name not in balanced for i in members[name]]
+    if balanced:
+        size = min(len(members[name]) for name in balanced)
+        rng = random.Random(seed)
+        # Sorted group names: the same seed picks the same records whatever order groups appear in.
+        kept += [i for name in balanced for i in rng.sample(members[name], size)]
+        log.info("--balance-by: %s to %d record(s) each (smallest: %s)", ", ".join(balanced), size,
+                 min(balanced, key=lambda name: len(members[name])))
     return sorted(kept)
 
 
@@ -121,9 +130,15 @@ class FilterOptions:
     dedup_threshold: float = 0.95
     exclude: list[str] = field(default_factory=list)  # instructions of the evaluation sets
     balance_by: str | None = None
+    balance_groups: list[str] | None = None  # None: every group (but text-only for condition_type)
+    text_only: str = "keep"  # with balance_by condition_type: keep | drop records without conditions
     seed: int = 0
     instruction_field: str = "instruction"
     dedup: bool = True  # off in --shard runs: duplicates may sit in different shards
+
+    def __post_init__(self) -> None:
+        if self.text_only not in ("keep", "drop"):
+            raise ValueError(f"text_only must be keep or drop, got {self.text_only!r}")
 
 
 @dataclass
@@ -157,9 +172,18 @@ def filter_records(records: list[dict], opts: FilterOptions, embedder=None) -> t
         report.duplicates = len(records) - len(kept)
         records = [records[i] for i in kept]
     if opts.balance_by:
-        kept = balance([group_of(r, opts.balance_by) for r in records], opts.seed)
-        report.unbalanced = len(records) - len(kept)
+        before = len(records)
+        groups = [group_of(r, opts.balance_by) for r in records]
+        only = set(opts.balance_groups) if opts.balance_groups is not None else None
+        if opts.balance_by == CONDITION_TYPE:
+            if opts.text_only == "drop":
+                records = [r for r, g in zip(records, groups) if g != TEXT_ONLY]
+                groups = [g for g in groups if g != TEXT_ONLY]
+            if only is None:
+                only = set(groups) - {TEXT_ONLY}
+        kept = balance(groups, opts.seed, only)
         records = [records[i] for i in kept]
+        report.unbalanced = before - len(records)
     report.written = len(records)
     return sorted(records, key=lambda r: position[id(r)]), report
 

@@ -1,6 +1,9 @@
 """The four steps of ReaDe's chain-of-thought data: prompts, reply checks, condition descriptions.
 
-1. **intent** (LLM): what the text asks for, reasoned out when it only hints.
+1. **intent** (LLM): what the text asks for, reasoned out when it only hints. For a
+   record with conditions also the intent inferred from the conditions alone
+   (:func:`inferred_intent_prompt`), which starts the chain SFT trains on when it drops
+   the instruction (steps 3 and 4 then see :data:`NO_INSTRUCTION_TEXT` as the text).
 2. **nontext** (VLM per condition, camera without a model): each condition in words —
    identity/reference images: who or what they show; depth and pose videos: layout and
    motion over time; camera trajectory: :func:`vidcli.camera.describe_motion`, optionally
@@ -37,6 +40,7 @@ STEP_LABELS = {
     "supplement": "Step 4 - Supplementary completion",
 }
 NO_CONDITIONS = "No non-text inputs were given; the request is text only."
+NO_INSTRUCTION_TEXT = "(none: the user gave no text, only the non-text inputs)"
 
 # How each condition type is named in step 2 and in the intent prompt.
 _LABEL = {"identity": "Identity", "image": "Reference image", "depth": "Depth video", "pose": "Pose video",
@@ -116,12 +120,16 @@ def conditions_of(record: dict) -> list[dict]:
     return conditions
 
 
-def primary_condition_type(record: dict) -> str:
-    """The type of a record's first condition, or ``text`` when it has none."""
+TEXT_ONLY = "text"
+
+
+def condition_types(record: dict) -> str:
+    """A record's condition types as one label: the set of types, sorted and joined
+    with "+" ("camera+identity"; two identities are "identity"), or ``text`` when it
+    has none."""
     conditions = record.get("conditions") or []
-    if isinstance(conditions, list) and conditions and isinstance(conditions[0], dict):
-        return str(conditions[0].get("type", "text"))
-    return "text"
+    kinds = {str(c.get("type")) for c in conditions if isinstance(c, dict)} if isinstance(conditions, list) else set()
+    return "+".join(sorted(kinds)) or TEXT_ONLY
 
 
 # ---------------------------------------------------------------- text-step prompts
@@ -140,6 +148,11 @@ def intent_prompt(instruction: str, conditions: list[dict]) -> Conversation:
     return render("cot_intent", instruction=instruction, inputs=inputs)
 
 
+def inferred_intent_prompt(nontext: str) -> Conversation:
+    """Step 1 for an empty instruction: the intent inferred from the conditions (step 2's text) alone."""
+    return render("cot_intent_inferred", nontext=nontext)
+
+
 def alignment_prompt(instruction: str, intent: str, nontext: str) -> Conversation:
     """Step 3: reconcile step 1 with step 2, the text winning on conflict."""
     return render("cot_alignment", instruction=instruction, intent=intent, nontext=nontext)
@@ -153,6 +166,20 @@ def supplement_prompt(instruction: str, alignment: str, gold_rendered: str) -> C
 def think_text(steps: dict[str, str]) -> str:
     """The reasoning of the target: the four steps, each on its own labelled paragraph."""
     return "\n\n".join(f"{STEP_LABELS[k]}: {steps[k].strip()}" for k in STEP_KEYS)
+
+
+_INTENT_PARAGRAPH = re.compile(re.escape(STEP_LABELS["intent"]) + r": .*?\n\n(?=" + re.escape(STEP_LABELS["nontext"])
+                               + ": )", re.DOTALL)
+
+
+def target_without_intent(target: str) -> str | None:
+    """A make-cot target with its step-1 paragraph (which quotes the request) left out,
+    for records made before make-cot wrote ``cot.no_instruction``; None when the target
+    does not have make-cot's labelled steps."""
+    found = _INTENT_PARAGRAPH.search(target)
+    if found is None:
+        return None
+    return target[:found.start()] + target[found.end():]
 
 
 # ---------------------------------------------------------------- step 2: conditions
@@ -195,7 +222,8 @@ def nontext_text(works: list[ConditionWork]) -> str:
     return "\n".join(f"- {w.label}: {w.description}" for w in works)
 
 
-def _labels(conditions: list[dict]) -> list[str]:
+def condition_labels(conditions: list[dict]) -> list[str]:
+    """How step 2 names each condition: its kind, numbered when the kind repeats ("Identity 2")."""
     counts = Counter(c["type"] for c in conditions)
     seen: Counter = Counter()
     labels = []
@@ -246,7 +274,8 @@ def plan_conditions(conditions: list[dict], ctx: MediaContext) -> list[Condition
     Raises :class:`MediaError` for a missing or unreadable file (it names the file) and
     :class:`InputError` for a condition that cannot be described with the models given.
     """
-    return [_plan(i, cond, label, conditions, ctx) for i, (cond, label) in enumerate(zip(conditions, _labels(conditions)))]
+    labels = condition_labels(conditions)
+    return [_plan(i, cond, label, conditions, ctx) for i, (cond, label) in enumerate(zip(conditions, labels))]
 
 
 def _plan(i: int, cond: dict, label: str, conditions: list[dict], ctx: MediaContext) -> ConditionWork:

@@ -1,48 +1,28 @@
-"""The ``reade`` schema: (instruction, gold caption, condition captions) → key-info.
+"""The ``reade`` schema: (instruction, gold caption, condition descriptions) → key-info.
 
-Key-info holds three element sets used by the ReaDe content reward: U (what the
-user's text asks for), S (what the non-text conditions contribute) and Z (plausible
-details the gold caption adds). Each set is
-``{objects: [{name, attributes}], actions, camera, style}``.
+Key-info holds three element sets used by the ReaDe content reward (SPEC §3): U (what
+the user's text asks for), S (what the non-text conditions show) and Z (the gold
+caption's facts as a whole: the details it adds with the facts they complete). Each
+set is ``{objects: [{name, attributes}], actions, camera, style}``. The sets may
+overlap, as in the paper's own example.
+
+S is grounded in the conditions themselves: the prompt carries a description of each
+one (:mod:`vidcli.decompose.run` gets them: make-cot's step-2 text when the record has
+it, else the camera trajectory's motion words and a ``--vlm`` description of each
+image or video, as make-cot's step 2 would write them).
 """
 from __future__ import annotations
 
 from vidcli.errors import InputError
-from vidcli.records import CONDITION_TYPES, gold_text
+from vidcli.records import gold_text
 
 GROUPS = ("user", "supplementary", "imaginative")
 LISTS = ("actions", "camera", "style")
 
-_CONDITION_WORDS = {
-    "identity": "reference image of an identity",
-    "image": "reference image",
-    "depth": "depth video",
-    "pose": "human-pose video",
-    "camera": "camera trajectory",
-    "audio": "audio clip",
-    "video": "source video",
-}
 
-
-def describe_conditions(record: dict) -> str:
-    """The record's conditions as lines for the prompt; checks their shape."""
-    conditions = record.get("conditions") or []
-    if not isinstance(conditions, list):
-        raise InputError("field 'conditions' must be a list")
-    lines = []
-    for i, cond in enumerate(conditions):
-        if not isinstance(cond, dict) or cond.get("type") not in CONDITION_TYPES:
-            raise InputError(f"conditions[{i}] must be an object whose 'type' is one of "
-                             + ", ".join(CONDITION_TYPES))
-        caption = cond.get("caption")
-        label = _CONDITION_WORDS[cond["type"]]
-        lines.append(f"- {label}: {caption}" if isinstance(caption, str) and caption.strip()
-                     else f"- {label} (no description given)")
-    return "\n".join(lines) if lines else "(none)"
-
-
-def prompt_fields(record: dict) -> dict[str, str]:
-    """The values the reade prompt template needs, with input checks."""
+def prompt_fields(record: dict, conditions: str) -> dict[str, str]:
+    """The values the reade prompt template needs, with input checks; ``conditions`` is
+    the described conditions as text (:func:`vidcli.cot.steps.nontext_text`)."""
     instruction = record.get("instruction", "")
     if not isinstance(instruction, str):
         raise InputError("field 'instruction' must be a string")
@@ -50,9 +30,21 @@ def prompt_fields(record: dict) -> dict[str, str]:
         raise InputError("missing field 'gold'")
     return {
         "instruction": instruction.strip() or "(empty: the user gave only non-text inputs)",
-        "conditions": describe_conditions(record),
+        "conditions": conditions,
         "gold": gold_text(record["gold"]),
     }
+
+
+def cot_descriptions(record: dict, conditions: list[dict]) -> list[str] | None:
+    """make-cot's step-2 text per condition (``cot.descriptions``), when the record has it
+    for every condition; None otherwise."""
+    cot = record.get("cot")
+    found = cot.get("descriptions") if isinstance(cot, dict) else None
+    if not isinstance(found, list) or len(found) != len(conditions) or not conditions:
+        return None
+    if not all(isinstance(text, str) and text.strip() for text in found):
+        return None
+    return [text.strip() for text in found]
 
 
 def _string_list(value: object, where: str) -> list[str]:

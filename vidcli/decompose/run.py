@@ -1,4 +1,5 @@
-"""Decompose a batch of records with an LLM (and a VLM for DRF reference answers).
+"""Decompose a batch of records with an LLM (and a VLM for DRF reference answers and
+for describing ReaDe conditions).
 
 Each batch makes one call to ``generate_json`` per model role, so an OpenAI-compatible
 backend runs the whole batch concurrently and a local model runs it batched.
@@ -11,7 +12,7 @@ from dataclasses import dataclass
 from vidcli.backends.base import ChatModel, Sampling
 from vidcli.backends.jsonreply import generate_json
 from vidcli.decompose import drf, reade
-from vidcli.errors import InputError
+from vidcli.errors import InputError, MediaError
 from vidcli.jsonl import Source
 from vidcli.prompts import render
 from vidcli.records import first_present
@@ -38,16 +39,18 @@ def decompose_batch(sources: list[Source], llm: ChatModel, vlm: ChatModel | None
                     opts: DecomposeOptions) -> list[Outcome]:
     """One Outcome per source, in order."""
     if opts.schema == "reade":
-        return _reade_batch(sources, llm, opts)
+        return _reade_batch(sources, llm, vlm, opts)
     return _drf_batch(sources, llm, vlm, opts)
 
 
-def _reade_batch(sources: list[Source], llm: ChatModel, opts: DecomposeOptions) -> list[Outcome]:
+def _reade_batch(sources: list[Source], llm: ChatModel, vlm: ChatModel | None,
+                 opts: DecomposeOptions) -> list[Outcome]:
     outcomes: list[Outcome | None] = [None] * len(sources)
+    described = _describe_conditions(sources, vlm, opts, outcomes)
     convs, where = [], []
-    for i, src in enumerate(sources):
+    for i, text in described.items():
         try:
-            convs.append(render("decompose_reade", **reade.prompt_fields(src.record)))
+            convs.append(render("decompose_reade", **reade.prompt_fields(sources[i].record, text)))
             where.append(i)
         except InputError as exc:
             outcomes[i] = Outcome.fail("input", exc.message)
@@ -58,6 +61,46 @@ def _reade_batch(sources: list[Source], llm: ChatModel, opts: DecomposeOptions) 
         else:
             outcomes[i] = Outcome.ok({**sources[i].record, "key_info": reade.parse_key_info(res.value)})
     return outcomes
+
+
+def _describe_conditions(sources: list[Source], vlm: ChatModel | None, opts: DecomposeOptions,
+                         outcomes: list[Outcome | None]) -> dict[int, str]:
+    """Each record's conditions described, as the text of make-cot's step 2, by record index.
+
+    A record with make-cot's ``cot.descriptions`` uses them; otherwise every condition
+    is planned as make-cot plans it (camera: the trajectory's motion words; audio or a
+    condition given in words only: its caption; images and videos: the VLM, with the
+    same prompts), and the VLM descriptions of the whole batch go out in one call. A
+    condition that cannot be described fails its record (``outcomes``), never silently.
+    """
+    from vidcli.cot import steps
+
+    works: dict[int, list[steps.ConditionWork]] = {}
+    for i, src in enumerate(sources):
+        try:
+            conditions = steps.conditions_of(src.record)
+            given = reade.cot_descriptions(src.record, conditions)
+            if given is not None:
+                works[i] = [steps.ConditionWork(label, text=text)
+                            for label, text in zip(steps.condition_labels(conditions), given)]
+                continue
+            ctx = steps.MediaContext(src.base_dir, media_root=opts.media_root, allow_escape=opts.allow_escape,
+                                     vlm_spec=vlm.spec if vlm is not None else None, frames=opts.frames)
+            works[i] = steps.plan_conditions(conditions, ctx)
+        except MediaError as exc:
+            outcomes[i] = Outcome.fail("media", str(exc))
+        except InputError as exc:
+            outcomes[i] = Outcome.fail("nontext", exc.message)
+    asked = [(i, k) for i, found in works.items() for k, work in enumerate(found) if work.request is not None]
+    if asked:
+        replies = generate_json(vlm, [works[i][k].request for i, k in asked], opts.llm_sampling,
+                                validate=steps.text_field("description"), attempts=opts.attempts)
+        for (i, k), reply in zip(asked, replies):
+            if reply.error and outcomes[i] is None:
+                outcomes[i] = Outcome.fail("nontext", f"conditions[{k}]: {reply.error}")
+            elif not reply.error:
+                works[i][k].text = reply.value["description"].strip()
+    return {i: steps.nontext_text(found) for i, found in works.items() if outcomes[i] is None}
 
 
 def _drf_batch(sources: list[Source], llm: ChatModel, vlm: ChatModel | None,

@@ -66,7 +66,8 @@ class ParsedCaption:
     ``parts`` maps each part found to its text (stripped; possibly empty). ``missing``
     lists the parts not found and ``empty`` those found with no text, both in caption
     order. When a label occurs twice the first occurrence wins and the part is listed
-    in ``duplicates``. ``preamble`` is any text before the first label.
+    in ``duplicates``. ``order`` lists the parts found in the order they appear (first
+    occurrences). ``preamble`` is any text before the first label.
     """
 
     parts: dict[str, str]
@@ -74,6 +75,7 @@ class ParsedCaption:
     empty: list[str] = field(default_factory=list)
     duplicates: list[str] = field(default_factory=list)
     preamble: str = ""
+    order: list[str] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
@@ -139,6 +141,7 @@ def parse_caption(text: str) -> ParsedCaption:
         empty=[p for p in CAPTION_PARTS if p in parts and not parts[p]],
         duplicates=duplicates,
         preamble=preamble.strip(),
+        order=list(parts),
     )
 
 
@@ -255,6 +258,13 @@ def _answer_problem(text: str) -> str | None:
         return f"caption parts missing: {', '.join(caption.missing)}"
     if caption.empty:
         return f"caption parts empty: {', '.join(caption.empty)}"
+    if caption.duplicates:
+        return f"caption part given twice: {', '.join(dict.fromkeys(caption.duplicates))}"
+    misplaced = next(((a, b) for a, b in zip(caption.order, caption.order[1:])
+                      if CAPTION_PARTS.index(a) > CAPTION_PARTS.index(b)), None)
+    if misplaced:
+        return (f"caption parts out of order: {misplaced[0]} comes before {misplaced[1]} "
+                f"(the order is {', '.join(CAPTION_PARTS)})")
     return None
 
 
@@ -265,7 +275,8 @@ def parse_output(text: str) -> ParsedOutput:
     non-blank text between them, no answer tag inside, and every answer tag after it.
     Answer format: exactly one ``<answer>`` and one ``</answer>`` tag, in that order,
     no think tag inside and not inside a think block, and a caption with all six parts
-    present and non-empty. Tags are matched exactly (lower case, no spaces). Text
+    present, non-empty, each given once and in SPEC §1's order (a reordered or repeated
+    part is still parsed, but fails the check). Tags are matched exactly (lower case, no spaces). Text
     outside the two blocks is not constrained by either check.
     """
     answer = _first_block(text, ANSWER_OPEN, ANSWER_CLOSE)

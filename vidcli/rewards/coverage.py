@@ -44,6 +44,14 @@ from vidcli.prompts import render
 
 EMPTY_COVERAGE = 1.0
 JUDGE_MODES = ("elements", "number")
+# What a user who gave no --judge is told: there is no silent default, since the only
+# judge that needs nothing (embed) is a weak one.
+CHOOSE_A_JUDGE = (
+    "choose a judge with --judge: openai:MODEL, an LLM behind an OpenAI-compatible endpoint (the paper's setting, "
+    "with --judge-mode number: one coverage number per element set at temperature 0.3, at most 50 tokens); "
+    "hf:PATH, a local Hugging Face model; or embed: the offline MiniLM matcher, for smoke runs only - it cannot "
+    "detect contradictions, and it counts a contradicting fact as supported when the words are close "
+    "(against 'a woman in a blue coat', 'woman: red coat' passes)")
 # The paper's judge settings for one coverage number; a yes/no needs only a word or two.
 NUMBER_SAMPLING = Sampling(temperature=0.3, max_tokens=50)
 ELEMENT_SAMPLING = Sampling(temperature=0.0, max_tokens=16)
@@ -298,7 +306,7 @@ class EmbedJudge:
         """Nothing to release: the embedder lives as long as this object."""
 
 
-def load_judge(spec: str = "embed", *, mode: str = "elements", threshold: float | None = None,
+def load_judge(spec: str, *, mode: str = "elements", threshold: float | None = None,
                sampling: Sampling | None = None, attempts: int = 2, device: str = "cpu",
                **backend_options) -> CoverageJudge:
     """The judge named by ``spec``: ``embed``, ``openai:MODEL`` or ``hf:PATH``.

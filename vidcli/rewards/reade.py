@@ -20,6 +20,11 @@ so a training step never stops on a judge hiccup:
 - a judge that cannot detect contradictions (the offline ``embed`` matcher) gives
   ``contra = None`` and ``contra_available = False``: the total is computed without the
   λ term, which is stated, not hidden as a 0.
+
+A part whose key-info group is empty (S of a text-only request) does not apply: it is
+listed in ``not_applicable`` with the reason, and for the total it counts as covered
+(:data:`~vidcli.rewards.coverage.EMPTY_COVERAGE`), which keeps every record's reward on
+one scale. ``score`` reports such a part as ``null`` instead (not a number it measured).
 """
 from __future__ import annotations
 
@@ -33,6 +38,7 @@ from vidcli.rewards.format import format_reward
 PARTS = ("format", "user", "detail", "supp", "contra")
 # Reward part → key-info group, in SPEC §5's order (U, S, Z).
 GROUP_OF_PART = {"user": "user", "detail": "supplementary", "supp": "imaginative"}
+_LETTER = {"user": "U", "supplementary": "S", "imaginative": "Z"}
 
 
 @dataclass(frozen=True)
@@ -51,7 +57,8 @@ class RewardResult:
 
     ``parts`` holds ``format``, ``user``, ``detail``, ``supp`` (fractions) and ``contra``
     (1.0 / 0.0), each ``None`` when unavailable or failed; ``errors`` maps a failed part
-    to its one-line reason; ``total`` applies the fallbacks of the module docstring.
+    to its one-line reason; ``not_applicable`` maps a coverage part whose element set is
+    empty to the reason; ``total`` applies the fallbacks of the module docstring.
     """
 
     total: float
@@ -59,6 +66,7 @@ class RewardResult:
     contra_available: bool
     answer_found: bool
     errors: dict[str, str] = field(default_factory=dict)
+    not_applicable: dict[str, str] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -127,6 +135,8 @@ class ReadeReward:
 
         results = []
         for i, completion in enumerate(completions):
+            empty = {part: f"no {group} ({_LETTER[group]}) elements: nothing in key_info to check"
+                     for part, group in GROUP_OF_PART.items() if not group_elements(infos[i][group])}
             parts: dict[str, float | None] = {"format": format_reward(completion)}
             errors: dict[str, str] = {}
             if i not in coverage:
@@ -143,7 +153,7 @@ class ReadeReward:
                         errors["contra"] = answer.error
                     else:
                         parts["contra"] = 1.0 if answer.value else 0.0
-            results.append(RewardResult(self._total(parts), parts, available, i in coverage, errors))
+            results.append(RewardResult(self._total(parts), parts, available, i in coverage, errors, empty))
         return results
 
     def _total(self, parts: dict[str, float | None]) -> float:

@@ -233,4 +233,4 @@ def add_video_reward(result: RewardResult, score: VideoScore, weight: float) -> 
     """The ReaDe result with w·R_video added to its total and the video parts beside the others."""
     total = result.total + (weight * score.value if score.value is not None else 0.0)
     return RewardResult(total, {**result.parts, **score.parts()}, result.contra_available, result.answer_found,
-                        dict(result.errors))
+                        dict(result.errors), dict(result.not_applicable))

@@ -12,7 +12,10 @@ read ``key_info`` (from ``decompose --schema reade``):
 
 - ``format``: R_format (1.0 / 0.2 / 0.0);
 - ``coverage``: ``user``, ``detail``, ``supp`` (fractions of U, S, Z), ``contra``
-  (1.0 / 0.0; ``null`` with ``contra_available: false`` under the embed judge);
+  (1.0 / 0.0; ``null`` with ``contra_available: false`` under the embed judge). A
+  fraction of an empty element set (S of a text-only request) is ``null``, not 1.0,
+  with the reason in ``not_applicable`` ``{part: reason}``; the summary counts it
+  under n/a and leaves it out of the mean and interval;
 - ``reward``: the full ReaDe reward; ``null`` when any judged part failed, because an
   evaluation reports failures rather than the training fallback.
 
@@ -51,7 +54,7 @@ class ScoreSetup:
 class MetricOutput:
     """One record's values from one metric, and the keys that failed (key → reason)."""
 
-    values: dict[str, float | bool | None]
+    values: dict[str, float | bool | dict | None]  # a dict: a note such as not_applicable
     failures: dict[str, str] = field(default_factory=dict)
 
 
@@ -136,9 +139,12 @@ def _coverage(records: list[dict], setup: ScoreSetup, memo: dict) -> list[Metric
         if isinstance(result, InputError):
             outputs.append(result)
             continue
-        values = {part: result.parts[part] for part in ("user", "detail", "supp", "contra")}
-        outputs.append(MetricOutput({**values, "contra_available": result.contra_available},
-                                    dict(result.errors)))
+        values = {part: None if part in result.not_applicable else result.parts[part]
+                  for part in ("user", "detail", "supp", "contra")}
+        notes = {"contra_available": result.contra_available}
+        if result.not_applicable:
+            notes["not_applicable"] = dict(result.not_applicable)
+        outputs.append(MetricOutput({**values, **notes}, dict(result.errors)))
     return outputs
 
 
@@ -172,7 +178,7 @@ METRICS: dict[str, Metric] = {
     "format": Metric("format", ("format",), "R_format of the <think>/<answer> text (1.0, 0.2, 0.0)", _format),
     "coverage": Metric("coverage", ("user", "detail", "supp", "contra"),
                        "coverage of key-info U/S/Z and self-contradiction, by --judge", _coverage,
-                       notes=("contra_available",), needs_judge=True),
+                       notes=("contra_available", "not_applicable"), needs_judge=True),
     "reward": Metric("reward", ("reward",), "the full ReaDe reward R_format + R_content", _reward,
                      notes=("contra_available",), needs_judge=True),
     # vqa and rve build their own models (--vlm; --judge as a VLM judge), not the coverage judge.
@@ -186,8 +192,9 @@ METRICS: dict[str, Metric] = {
 def score_batch(records: list[dict], metrics: list[str], setup: ScoreSetup) -> list[dict | InputError]:
     """Each record with ``scores`` (and score ``errors``) added, or the InputError that stops it.
 
-    Keys a metric rewrites replace earlier values and earlier score errors for them;
-    all other scores and errors are kept.
+    Keys a metric rewrites replace earlier values and earlier score errors for them (a
+    note it writes only sometimes, such as ``not_applicable``, is removed when it does
+    not write it); all other scores and errors are kept.
     """
     memo: dict = {}
     per_metric = [METRICS[name].compute(records, setup, memo) for name in metrics]
@@ -199,7 +206,7 @@ def score_batch(records: list[dict], metrics: list[str], setup: ScoreSetup) -> l
         if problem is not None:
             out.append(problem)
             continue
-        scores = dict(record.get("scores") or {})
+        scores = {k: v for k, v in (record.get("scores") or {}).items() if k not in rewritten}
         errors = [e for e in record.get("errors") or []
                   if not (isinstance(e, dict) and e.get("stage") == STAGE and e.get("metric") in rewritten)]
         for output in outputs:

@@ -2,7 +2,8 @@
 
 A record's ``scores`` maps metric keys to numbers or ``null``. A ``null`` is a
 *failure* when the record's ``errors`` hold ``{stage: "score", metric: KEY, ...}`` for
-that key, and *unavailable* otherwise (R_contra under the embedding judge). Per key:
+that key, and *unavailable* — not applicable, "n/a" in the table — otherwise (R_contra
+under the embedding judge, the coverage of an empty element set). Per key:
 
 - ``n``: records with a number; ``mean``; ``std`` (sample standard deviation, n−1);
 - ``ci95``: ``[mean − h, mean + h]`` with h = t_{0.975, n−1}·std/√n (Student's t; the
@@ -140,7 +141,7 @@ def _number(value: float | None) -> str:
 
 
 def _table(metrics: dict, indent: str) -> list[str]:
-    rows = [("metric", "n", "mean", "95% CI", "failures", "unavailable")]
+    rows = [("metric", "n", "mean", "95% CI", "failures", "n/a")]
     for key, s in metrics.items():
         ci = f"[{_number(s['ci95'][0])}, {_number(s['ci95'][1])}]" if s["ci95"] else "-"
         rows.append((key, str(s["n"]), _number(s["mean"]), ci, str(s["failures"]), str(s["unavailable"])))

@@ -9,20 +9,29 @@ One optimiser step, read top to bottom in :meth:`GRPORecipe.train`:
    including the first end token (end of turn or end of text); everything after it is
    padding.
 2. **Reward**: R = R_format + α·R_user + ρ·R_detail + γ·R_supp − λ·R_contra from
-   :class:`~vidcli.rewards.reade.ReadeReward` over the record's ``key_info``. A judge
-   failure is recorded with the completion and scored by the reward's documented
-   fallback; a judge backend that gives up on the whole batch leaves the format reward
-   only. With ``--reward video-feedback`` a frozen generator renders each completion's
-   prompt and a frozen VLM scores the clip: R += w_video·R_video
-   (:mod:`vidcli.rewards.video_feedback`, which states the extra cost). Every completion
-   goes to ``OUTPUT/rollouts.jsonl``.
-3. **Advantages** within each group of ``G``: A_i = (R_i − mean) / (std + eps)
-   (:func:`~vidcli.train.grpo_loss.group_advantages`).
+   :class:`~vidcli.rewards.reade.ReadeReward` over the record's ``key_info``. A
+   completion whose reward could not be computed (a judge failure after its retries,
+   for any part, or a judge backend that gave up on the whole batch) is *masked*: it
+   is recorded with its errors but gets no advantage and no loss, and is counted in
+   the step's ``masked`` metric. With ``--reward video-feedback`` a frozen generator
+   renders each completion's prompt and a frozen VLM scores the clip: R +=
+   w_video·R_video (:mod:`vidcli.rewards.video_feedback`, which states the extra
+   cost). Every completion goes to ``OUTPUT/rollouts.jsonl``.
+3. **Advantages** within each group of ``G``: A_i = (R_i − mean) / (std + eps) over the
+   group's scored completions; a group left with fewer than two scored completions
+   contributes nothing (:func:`~vidcli.train.grpo_loss.scored_rows`,
+   :func:`~vidcli.train.grpo_loss.group_advantages`).
 4. **Loss** (:func:`~vidcli.train.grpo_loss.grpo_loss`): the clipped ratio (ε = 0.2) with
    a per-token k3 KL to the frozen reference (β = 0.001), averaged over each
-   completion's tokens, then over completions. ``num_iterations`` (μ) optimiser steps
-   reuse one rollout; the first uses π_old = the current policy (detached), later ones
-   the log-probs taken right after sampling.
+   completion's tokens, then over the completions that take part. ``num_iterations``
+   (μ) optimiser steps reuse one rollout; the first uses π_old = the current policy
+   (detached), later ones the log-probs taken right after sampling.
+
+**Prompts** are built as in stage 1, with instruction dropout (0.4, as the paper lists
+for stage 2): the coin is :func:`~vidcli.train.core.seeded_uniform` of ``(seed, epoch,
+example index)`` and a dropped instruction is dropped for all ``G`` samples of the
+prompt; the key-info (U included) is the record's either way. Every prompt's length is
+checked against its limit before the first step (:meth:`SFTRecipe._check_prompt_lengths`).
 
 **The reference** is the policy the run starts from (``--model``, e.g. the SFT
 checkpoint). With LoRA/QLoRA it is the same weights with the adapters disabled (peft's
@@ -60,10 +69,10 @@ from vidcli.rewards.video_feedback import (VIDEO_PARTS, VideoFeedback, VideoFeed
 from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
                                      read_run_info, remove_partials, safe_arguments)
 from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
-                               make_accelerator, read_training_records, set_seed, total_steps)
+                               make_accelerator, read_training_records, seeded_uniform, set_seed, total_steps)
 from vidcli.train.core import run_recipe
 from vidcli.train.checkpoint import trim_step_log
-from vidcli.train.grpo_loss import group_advantages, grpo_loss, token_logprobs
+from vidcli.train.grpo_loss import group_advantages, grpo_loss, scored_rows, token_logprobs
 from vidcli.train.sft import LoraSettings, SFTRecipe
 from vidcli.train.sft_data import DENSE_CONDITIONS, _check_conditions
 
@@ -86,8 +95,9 @@ class GRPOConfig:
     model: str
     inputs: list[str]
     run: RunConfig
-    finetune: str = "lora"
+    finetune: str = "full"  # the paper's; LoRA at its learning rate barely moves
     lora: LoraSettings = field(default_factory=LoraSettings)
+    instruction_dropout: float = 0.4
     num_generations: int = 8
     temperature: float = 1.0
     top_p: float = 1.0
@@ -96,14 +106,15 @@ class GRPOConfig:
     epsilon: float = 0.2
     beta: float = 0.001
     num_iterations: int = 1
-    judge: str = "embed"
+    judge: str | None = None  # required unless a reward model is passed to the recipe
     judge_mode: str = "elements"
     judge_base_url: str | None = None
     judge_concurrency: int = 8
     weights: RewardWeights = field(default_factory=RewardWeights)
     video_feedback: VideoFeedbackConfig | None = None  # None: the ReaDe reward alone
     max_prompt_tokens: int = 1024
-    max_prompt_tokens_dense: int = 2048
+    max_prompt_tokens_dense: int = 2048  # the paper's stage-2 limit for depth and pose
+    drop_long_prompts: bool = False  # drop over-long records instead of stopping before the first step
     video_frames: int = 16
     gradient_checkpointing: bool = False
     media_root: str | None = None
@@ -124,6 +135,8 @@ class GRPOConfig:
             raise ValueError("num_iterations must be >= 1 and divide save_every (checkpoints fall between rollouts)")
         if not 0 <= self.min_completion_tokens <= self.max_completion_tokens:
             raise ValueError("min_completion_tokens must be between 0 and max_completion_tokens")
+        if not 0.0 <= self.instruction_dropout <= 1.0:
+            raise ValueError("instruction_dropout must be in [0, 1]")
 
 
 @dataclass
@@ -145,6 +158,7 @@ class Rollout:
     texts: list[str]
     rewards: list[RewardResult]
     advantages: torch.Tensor  # (B,)
+    scored: torch.Tensor  # (B,) bool: False for masked completions (reward not computed, or group too thin)
     ref_logp: torch.Tensor | None  # (B, C), None when beta == 0
     old_logp: torch.Tensor | None  # (B, C), None when num_iterations == 1
     video: list[VideoScore] | None = None  # per row, with --reward video-feedback
@@ -208,6 +222,10 @@ class GRPORecipe(SFTRecipe):
 
     def setup(self) -> None:
         cfg, run = self.config, self.config.run
+        if self.reward is None and cfg.judge is None:
+            from vidcli.rewards.coverage import CHOOSE_A_JUDGE
+
+            raise ValueError(CHOOSE_A_JUDGE)
         check_output_dir(run.output_dir, run.resume)
         self.prompts, fingerprints = load_prompts(cfg)
         self.accelerator = acc = make_accelerator(run, project="vidcli-grpo",
@@ -225,6 +243,7 @@ class GRPORecipe(SFTRecipe):
         set_seed(run.seed)
         device = acc.device  # multi-CPU runs name it "cpu:0", which loaders refuse
         self.build_models("cpu" if device.type == "cpu" else str(device), acc.mixed_precision, resume_from)
+        self.prompts = self._check_prompt_lengths(self.prompts)
         self.module = PolicyLogits(self.interpreter)
         self.optimizer = build_optimizer(self.module.named_parameters(), run.optim)
         self.module, self.optimizer = acc.prepare(self.module, self.optimizer,
@@ -317,19 +336,12 @@ class GRPORecipe(SFTRecipe):
 
     # ------------------------------------------------------------------ rollout
 
-    def requests(self, indices: list[int]) -> list:
-        """The interpreter requests of these records, each repeated G times."""
-        from vidcli.interpreter.messages import request_from_record
-
+    def requests(self, indices: list[int], epoch: int = 0) -> list:
+        """The interpreter requests of these records (instruction dropout applied), each repeated G times."""
         cfg, out = self.config, []
         for index in indices:
-            src = self.prompts[index].source
-            try:
-                request = request_from_record(src.record, src.base_dir, media_root=cfg.media_root,
-                                              allow_escape=cfg.allow_escape, video_frames=cfg.video_frames)
-            except InputError as exc:
-                raise exc.located(file=src.file, line=src.line, record_id=src.id) from None
-            out += [request] * cfg.num_generations
+            drop = seeded_uniform(cfg.run.seed, epoch, index) < cfg.instruction_dropout
+            out += [self._request(self.prompts[index].source, drop)] * cfg.num_generations
         return out
 
     def stop_ids(self) -> list[int]:
@@ -352,17 +364,10 @@ class GRPORecipe(SFTRecipe):
         found = {getattr(config, name, None) for name in names} | {self.interpreter.camera_token_id}
         return sorted(i for i in found if isinstance(i, int))
 
-    def sample(self, indices: list[int], seed: int) -> tuple[dict, torch.Tensor, torch.Tensor]:
+    def sample(self, indices: list[int], seed: int, epoch: int = 0) -> tuple[dict, torch.Tensor, torch.Tensor]:
         """``(prompt batch, completion ids, completion mask)`` for G samples of each record."""
         cfg, interp = self.config, self.interpreter
-        batch = interp.encode(self.requests(indices))
-        for row, length in enumerate(batch["attention_mask"].sum(dim=1).tolist()):
-            prompt = self.prompts[indices[row // cfg.num_generations]]
-            if length > prompt.prompt_limit:
-                src = prompt.source
-                raise InputError(f"the prompt is {length} tokens long, over the limit of {prompt.prompt_limit} "
-                                 "(--max-prompt-tokens / --max-prompt-tokens-dense)",
-                                 file=src.file, line=src.line, record_id=src.id)
+        batch = interp.encode(self.requests(indices, epoch))
         tokenizer = interp.processor.tokenizer
         stops = self.stop_ids()
         inputs = {k: v for k, v in batch.items() if k != "camera_maps"}
@@ -390,7 +395,8 @@ class GRPORecipe(SFTRecipe):
         # Keyed by the micro-batch's place in the data stream, not by process: 2 processes with
         # --grad-accum 1 sample what 1 process with --grad-accum 2 samples.
         seed = int(np.random.default_rng([cfg.run.seed, self.order.stream_index(position)]).integers(2 ** 31))
-        prompt_batch, ids, mask = self.sample(indices, seed)
+        epoch = position // self.order.batches_per_epoch
+        prompt_batch, ids, mask = self.sample(indices, seed, epoch)
         batch = _append_completions(prompt_batch, ids, mask)
         lengths = mask.sum(dim=1).tolist()
         texts = self.interpreter.processor.tokenizer.batch_decode(
@@ -400,13 +406,16 @@ class GRPORecipe(SFTRecipe):
         video = self._video_scores(position, indices, texts, keys) if self.video is not None else None
         if video is not None:
             rewards = [add_video_reward(r, v, cfg.video_feedback.weight) for r, v in zip(rewards, video)]
+        # A reward the judge could not give is no signal: masked, and its group normalised over the rest.
+        scored = scored_rows(torch.tensor([not r.errors for r in rewards]), cfg.num_generations)
         totals = torch.tensor([r.total for r in rewards], dtype=torch.float32)
-        advantages = group_advantages(totals, cfg.num_generations).to(ids.device)
+        advantages = group_advantages(totals, cfg.num_generations, valid=scored).to(ids.device)
         with torch.no_grad():
             ref_logp = self._reference_logp(batch, mask) if cfg.beta else None
             old_logp = self._logp(batch, mask) if cfg.num_iterations > 1 else None
         prompt_ids = [self.prompts[i].source.id or str(i) for i in indices for _ in range(cfg.num_generations)]
-        return Rollout(batch, mask, prompt_ids, texts, rewards, advantages, ref_logp, old_logp, video)
+        return Rollout(batch, mask, prompt_ids, texts, rewards, advantages, scored.to(ids.device), ref_logp,
+                       old_logp, video)
 
     def _video_scores(self, position: int, indices: list[int], texts: list[str], keys: list[dict]) -> list[VideoScore]:
         """R_video of each completion; render seeds are functions of (seed, data slot, row), like sampling's."""
@@ -417,7 +426,7 @@ class GRPORecipe(SFTRecipe):
         return self.video.score_many(texts, instructions, keys, seeds)
 
     def _score(self, texts: list[str], key_infos: list[dict]) -> list[RewardResult]:
-        """Rewards; a judge backend that fails outright leaves each completion its format reward."""
+        """Rewards; a judge backend that fails outright fails every completion (all are masked)."""
         from vidcli.rewards.format import format_reward
 
         try:
@@ -447,7 +456,7 @@ class GRPORecipe(SFTRecipe):
         cfg = self.config
         logp = self._logp(rollout.batch, rollout.completion_mask)
         return grpo_loss(logp, rollout.old_logp, rollout.ref_logp, rollout.advantages, rollout.completion_mask,
-                         epsilon_low=cfg.epsilon, beta=cfg.beta)
+                         epsilon_low=cfg.epsilon, beta=cfg.beta, row_mask=rollout.scored)
 
     # ------------------------------------------------------------------ loop
 
@@ -483,29 +492,34 @@ class GRPORecipe(SFTRecipe):
                 self.metrics = self._step_metrics(stats, rollouts, lr, grad_norm)
                 acc.log(self.metrics, step=self.step)
                 if self.step % cfg.log_every == 0 or self.step == 1:
-                    log.info("step %d/%d loss %.4f reward %.3f kl %.4g", self.step, self.total_steps,
-                             self.metrics["loss"], self.metrics["reward"], self.metrics.get("kl", 0.0))
+                    log.info("step %d/%d loss %.4f reward %.3f kl %.4g masked %d", self.step, self.total_steps,
+                             self.metrics["loss"], self.metrics.get("reward", float("nan")),
+                             self.metrics.get("kl", 0.0), self.metrics["masked"])
                 if run.save_every and self.step % run.save_every == 0 and self.step < self.total_steps:
                     self.save_checkpoint()
         return self.save_checkpoint(final=True)
 
     def _step_metrics(self, stats: list[dict], rollouts: list[Rollout], lr: float, grad_norm: float | None) -> dict:
-        """Step means over micro-batches and processes: loss, KL, clip fractions, rewards, lengths."""
+        """Step means over micro-batches and processes: loss, KL, clip fractions, rewards (of the
+        completions the judge scored), lengths; counts of judge errors and masked completions."""
         acc = self.accelerator
         out = {name: acc.reduce(torch.stack([s[name] for s in stats]).mean(), reduction="mean").item()
                for name in stats[0]}
+        judged = [r for rollout in rollouts for r in rollout.rewards if not r.errors]
         rewards = [r for rollout in rollouts for r in rollout.rewards]
-        local = {"reward": [r.total for r in rewards],
+        local = {"reward": [r.total for r in judged],
                  "completion_length": [float(n) for ro in rollouts for n in ro.completion_mask.sum(1).tolist()]}
         parts = (*PARTS, *VIDEO_PARTS) if self.video is not None else PARTS
         local.update({f"reward/{part}": [r.parts[part] for r in rewards if r.parts.get(part) is not None]
                       for part in parts})
         local["judge_errors"] = [float(len(r.errors)) for r in rewards]
+        local["masked"] = [float(not s) for rollout in rollouts for s in rollout.scored.tolist()]
+        counts = ("judge_errors", "masked")
         for name, values in local.items():
             pair = torch.tensor([sum(values), len(values)], dtype=torch.float64, device=acc.device)
             total, count = acc.reduce(pair, reduction="sum").tolist()
             if count:
-                out[name] = total / count if name != "judge_errors" else total
+                out[name] = total / count if name not in counts else total
         out["lr"] = lr
         if grad_norm is not None:
             out["grad_norm"] = grad_norm
@@ -520,7 +534,8 @@ class GRPORecipe(SFTRecipe):
             for i, (pid, text, reward) in enumerate(zip(rollout.prompt_ids, rollout.texts, rollout.rewards)):
                 rows.append({"step": self.step + 1, "prompt_id": pid, "sample": i % self.config.num_generations,
                              "completion": text, "reward": reward.total, "parts": reward.parts,
-                             "errors": reward.errors, "advantage": float(rollout.advantages[i]),
+                             "errors": reward.errors, "masked": not bool(rollout.scored[i]),
+                             "advantage": float(rollout.advantages[i]),
                              "length": int(rollout.completion_mask[i].sum())})
                 if rollout.video is not None:
                     rows[-1]["video"] = rollout.video[i].record()

@@ -21,8 +21,20 @@ import torch
 LOSS_TYPES = ("grpo", "bnpo", "dr_grpo")
 
 
+def scored_rows(judged: torch.Tensor, group_size: int) -> torch.Tensor:
+    """The completions that take part in a step: judged ones in a group with at least two judged.
+
+    ``judged`` is ``(B,)`` bool, False where the reward could not be computed (the judge
+    failed after its retries). Such a completion is no evidence either way; a group left
+    with fewer than two has nothing to compare and takes no part at all.
+    """
+    groups = judged.view(-1, group_size)
+    enough = groups.sum(dim=1, keepdim=True) >= 2
+    return (groups & enough).reshape(-1)
+
+
 def group_advantages(rewards: torch.Tensor, group_size: int, *, eps: float = 1e-4,
-                     scale: bool = True) -> torch.Tensor:
+                     scale: bool = True, valid: torch.Tensor | None = None) -> torch.Tensor:
     """Group-relative advantages ``A_i = (R_i - mean_j R_j) / (std_j R_j + eps)``.
 
     ``rewards`` is ``(B,)`` with each prompt's ``group_size`` completions consecutive.
@@ -33,18 +45,30 @@ def group_advantages(rewards: torch.Tensor, group_size: int, *, eps: float = 1e-
     zero advantages (``0 / eps``): it carries no preference between its completions.
     With ``scale=False`` the advantages are only centred (Dr. GRPO's choice; TRL's
     ``scale_rewards="none"``). A group of one has no spread and gets zero advantages.
+
+    ``valid`` (``(B,)`` bool, see :func:`scored_rows`) leaves rows out: their rewards
+    may be anything (NaN included), the mean and deviation are taken over the valid
+    rows of each group, and the others get advantage 0. A group with fewer than two
+    valid rows gets zeros.
     """
     if rewards.dim() != 1:
         raise ValueError(f"rewards must be one-dimensional, got shape {tuple(rewards.shape)}")
     if group_size < 1 or rewards.numel() % group_size:
         raise ValueError(f"{rewards.numel()} rewards do not split into groups of {group_size}")
-    if not torch.isfinite(rewards).all():
+    if valid is None:
+        valid = torch.ones_like(rewards, dtype=torch.bool)
+    if not torch.isfinite(rewards[valid]).all():
         raise ValueError("rewards must be finite")
-    groups = rewards.view(-1, group_size)
-    centred = groups - groups.mean(dim=1, keepdim=True)
-    if scale and group_size > 1:
-        centred = centred / (groups.std(dim=1, unbiased=True, keepdim=True) + eps)
-    return centred.reshape(-1)
+    keep = valid.view(-1, group_size).to(rewards.dtype)
+    groups = torch.where(valid, rewards, torch.zeros_like(rewards)).view(-1, group_size)
+    count = keep.sum(dim=1, keepdim=True)
+    mean = groups.sum(dim=1, keepdim=True) / count.clamp(min=1)
+    centred = (groups - mean) * keep
+    if scale:
+        # Sample standard deviation over the valid rows (Bessel: divisor count - 1).
+        std = ((centred ** 2).sum(dim=1, keepdim=True) / (count - 1).clamp(min=1)).sqrt()
+        centred = centred / (std + eps)
+    return (centred * (count >= 2)).reshape(-1)
 
 
 def per_token_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
@@ -60,8 +84,8 @@ def per_token_kl(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
 def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch.Tensor | None,
               advantages: torch.Tensor, mask: torch.Tensor, *, epsilon_low: float = 0.2,
               epsilon_high: float | None = None, beta: float = 0.001, loss_type: str = "grpo",
-              max_completion_length: int | None = None,
-              ratio_weighted_kl: bool = False) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+              max_completion_length: int | None = None, ratio_weighted_kl: bool = False,
+              row_mask: torch.Tensor | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The clipped GRPO surrogate with a KL penalty, and its diagnostics.
 
     Per token: ``ℓ_t = min(r·A, clip(r, 1-ε_low, 1+ε_high)·A) - β·KL_t`` with
@@ -91,6 +115,10 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch
             ``r`` re-weights tokens drawn from π_old. Off by default, as SPEC §5 writes
             the objective; note that even at ``r = 1`` it changes the gradient, since
             ``r`` carries ``∂logp``.
+        row_mask: ``(B,)`` bool, False for completions that take no part (their reward
+            could not be computed, :func:`scored_rows`): they get no loss and do not
+            count in any average, as if they were not in the batch. With no row left
+            the loss is 0 (still connected to ``logp``, so backward works).
 
     Returns:
         ``(loss, metrics)``. ``metrics`` holds detached scalar tensors, each a mean over
@@ -106,6 +134,9 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch
         raise ValueError("a KL penalty (beta != 0) needs reference log-probabilities")
     epsilon_high = epsilon_low if epsilon_high is None else epsilon_high
     mask = mask.to(logp.dtype)
+    rows = torch.ones(mask.size(0), dtype=mask.dtype, device=mask.device) if row_mask is None \
+        else row_mask.to(mask.dtype)
+    mask = mask * rows.unsqueeze(1)
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)  # one advantage per completion, broadcast over tokens
     if old_logp is None:
@@ -122,12 +153,12 @@ def grpo_loss(logp: torch.Tensor, old_logp: torch.Tensor | None, ref_logp: torch
     per_token_loss = -per_token * mask
 
     if loss_type == "grpo":
-        loss = (per_token_loss.sum(-1) / mask.sum(-1).clamp(min=1.0)).mean()
+        loss = (per_token_loss.sum(-1) / mask.sum(-1).clamp(min=1.0)).sum() / rows.sum().clamp(min=1.0)
     elif loss_type == "bnpo":
         loss = per_token_loss.sum() / mask.sum().clamp(min=1.0)
     else:
         width = max_completion_length if max_completion_length is not None else mask.size(1)
-        loss = per_token_loss.sum() / (mask.size(0) * width)
+        loss = per_token_loss.sum() / (rows.sum().clamp(min=1.0) * width)
 
     with torch.no_grad():
         tokens = mask.sum().clamp(min=1.0)

@@ -12,8 +12,12 @@ averages its micro-batches' losses. **Instruction dropout**: with
 probability ``instruction_dropout`` (0.4) an example's instruction is replaced by the
 empty request line, so the model also learns to interpret from the conditions alone.
 The coin is :func:`~vidcli.train.core.seeded_uniform` of ``(seed, epoch, example
-index)``: the same on every run and on resume, different from epoch to epoch.
-Records without conditions keep their instruction (nothing would be left).
+index)``: the same on every run and on resume, different from epoch to epoch. A
+dropped instruction is not quoted: the assistant turn is then the record's target for
+an empty instruction (:class:`~vidcli.train.sft_data.Example`, ``dropped_target``:
+make-cot's ``cot.no_instruction.target``, else the target without its step 1). Records
+without conditions keep their instruction (nothing would be left), and so do records
+whose target has no make-cot step labels (there is no step 1 to take out).
 
 ``camera`` — pre-trains only the camera encoder (every other parameter frozen) on
 camera-to-text records::
@@ -31,8 +35,12 @@ attention and MLP projections — :data:`LORA_TARGETS` — with the base frozen;
 the base in 4-bit NF4 through bitsandbytes and needs CUDA). The camera encoder, when
 present, trains in every mode.
 
-Prompt budget: ``max_prompt_tokens`` (1024), or ``max_prompt_tokens_dense`` (2048) for a
-record with a depth or pose condition; a longer prompt stops the run naming the record.
+Prompt budget: ``max_prompt_tokens`` (1024, the paper's stage-1 limit for every
+condition type), or ``max_prompt_tokens_dense`` for a record with a depth or pose
+condition (also 1024 here; GRPO's default is 2048). Every prompt is measured before
+the first step (:meth:`SFTRecipe._check_prompt_lengths`): the over-long ones are all
+reported at once, each naming its file, line and id, and the run stops — or, with
+``drop_long_prompts``, they are left out with a warning.
 """
 from __future__ import annotations
 
@@ -82,7 +90,8 @@ class SFTConfig:
     lora: LoraSettings = field(default_factory=LoraSettings)
     instruction_dropout: float = 0.4
     max_prompt_tokens: int = 1024
-    max_prompt_tokens_dense: int = 2048
+    max_prompt_tokens_dense: int = 1024  # the paper's stage 1 uses 1024 for every condition type
+    drop_long_prompts: bool = False  # drop over-long records instead of stopping before the first step
     video_frames: int = 16
     gradient_checkpointing: bool = False
     media_root: str | None = None
@@ -150,6 +159,7 @@ class SFTRecipe:
         set_seed(run.seed)
         device = acc.device  # multi-CPU runs name it "cpu:0", which loaders refuse
         self.build_models("cpu" if device.type == "cpu" else str(device), acc.mixed_precision, resume_from)
+        self.examples = self._check_prompt_lengths(self.examples)
         trainable = self.trainable
         self.module = InterpreterLoss(self.interpreter)
         self.optimizer = build_optimizer(self.module.named_parameters(), run.optim)
@@ -171,6 +181,11 @@ class SFTRecipe:
             log.info("resumed from %s at step %d", resume_from, self.step)
         elif run.resume:
             log.info("--resume: no checkpoint in %s yet, starting from step 0", run.output_dir)
+        kept = [e.source.id for e in self.examples if e.dropped_target is None and e.source.record.get("conditions")]
+        if cfg.stage == "cot" and cfg.instruction_dropout and kept:
+            log.warning("%d record(s) with conditions have a target without make-cot's labelled steps, so no "
+                        "target for a dropped instruction: their instruction is always kept (first: id=%s)",
+                        len(kept), kept[0])
         count = sum(p.numel() for p in trainable)
         log.info("sft %s/%s: %d records, %d steps, %d trainable parameters", cfg.stage, cfg.finetune,
                  len(self.examples), self.total_steps, count)
@@ -264,36 +279,61 @@ class SFTRecipe:
 
     # ------------------------------------------------------------------ data
 
-    def batch(self, epoch: int, indices: list[int]) -> dict:
-        """The model-ready batch of these examples (instruction dropout applied)."""
+    def _request(self, source, drop: bool = False):
+        """The interpreter request of one record (``drop``: its instruction dropped), errors located."""
         from vidcli.interpreter.messages import request_from_record
 
+        cfg, record = self.config, source.record
+        if cfg.stage == "camera":
+            record = {**record, "instruction": record.get("instruction") or CAMERA_PROMPT}
+        try:
+            return request_from_record(record, source.base_dir, media_root=cfg.media_root,
+                                       allow_escape=cfg.allow_escape, video_frames=cfg.video_frames,
+                                       drop_instruction=drop)
+        except InputError as exc:
+            raise exc.located(file=source.file, line=source.line, record_id=source.id) from None
+
+    def _check_prompt_lengths(self, items: list) -> list:
+        """Measure every record's prompt (with its instruction: the longest form) before the first step.
+
+        ``items`` have ``source`` and ``prompt_limit``. The over-long ones are logged one
+        per line (file:line id, length, limit); then the run stops with one error naming
+        how many — or, with ``drop_long_prompts``, goes on without them.
+        """
+        cfg = self.config
+        over = []
+        for item in items:
+            length = int(self.interpreter.encode([self._request(item.source)])["attention_mask"].sum())
+            if length > item.prompt_limit:
+                over.append(item)
+                src = item.source
+                report = log.warning if cfg.drop_long_prompts else log.error
+                report("%s:%s: id=%s: the prompt is %d tokens long, over the limit of %d", src.file, src.line,
+                       src.id, length, item.prompt_limit)
+        if not over:
+            return items
+        flags = "--max-prompt-tokens / --max-prompt-tokens-dense"
+        if not cfg.drop_long_prompts:
+            raise InputError(f"{len(over)} of {len(items)} prompt(s) are over their token limit (listed above): "
+                             f"raise {flags}, or leave them out with --drop-long-prompts")
+        dropped = {id(item) for item in over}
+        kept = [item for item in items if id(item) not in dropped]
+        log.warning("--drop-long-prompts: left out %d of %d record(s) over %s", len(over), len(items), flags)
+        if not kept:
+            raise InputError(f"every prompt is over its token limit ({flags})")
+        return kept
+
+    def batch(self, epoch: int, indices: list[int]) -> dict:
+        """The model-ready batch of these examples (instruction dropout applied)."""
         cfg = self.config
         requests, targets = [], []
         for index in indices:
             example = self.examples[index]
-            src, record = example.source, example.source.record
-            if cfg.stage == "camera":
-                record = {**record, "instruction": record.get("instruction") or CAMERA_PROMPT}
-            drop = cfg.stage == "cot" and seeded_uniform(cfg.run.seed, epoch, index) < cfg.instruction_dropout
-            try:
-                requests.append(request_from_record(
-                    record, src.base_dir, media_root=cfg.media_root, allow_escape=cfg.allow_escape,
-                    video_frames=cfg.video_frames, drop_instruction=drop))
-            except InputError as exc:
-                raise exc.located(file=src.file, line=src.line, record_id=src.id) from None
-            targets.append(example.target)
-        batch = self.interpreter.encode(requests, targets)
-        # The prompt is everything before the first labelled token (right padding).
-        prompt_lengths = (batch["labels"] != -100).int().argmax(dim=1).tolist()
-        for index, length in zip(indices, prompt_lengths):
-            example = self.examples[index]
-            if length > example.prompt_limit:
-                src = example.source
-                raise InputError(f"the prompt is {length} tokens long, over the limit of {example.prompt_limit} "
-                                 "(--max-prompt-tokens / --max-prompt-tokens-dense)",
-                                 file=src.file, line=src.line, record_id=src.id)
-        return batch
+            drop = example.dropped_target is not None \
+                and seeded_uniform(cfg.run.seed, epoch, index) < cfg.instruction_dropout
+            requests.append(self._request(example.source, drop))
+            targets.append(example.dropped_target if drop else example.target)
+        return self.interpreter.encode(requests, targets)
 
     # ------------------------------------------------------------------ loop
 

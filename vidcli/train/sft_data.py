@@ -24,11 +24,20 @@ DENSE_CONDITIONS = ("depth", "pose")
 
 @dataclass
 class Example:
-    """One training record: where it came from, its assistant text and its prompt budget."""
+    """One training record: where it came from, its assistant text and its prompt budget.
+
+    ``dropped_target`` is the assistant text to learn when instruction dropout hides the
+    instruction (records with conditions, stage cot): make-cot's
+    ``cot.no_instruction.target``, or, for records made before make-cot wrote it, the
+    target with its step-1 paragraph (which quotes the request) left out. None when the
+    record cannot have its instruction dropped: no conditions, or a target without
+    make-cot's labelled steps (its instruction is then always kept).
+    """
 
     source: Source
     target: str
     prompt_limit: int
+    dropped_target: str | None = None
 
 
 def _text_field(record: dict, names: tuple[str, ...]) -> str:
@@ -76,11 +85,24 @@ def to_example(source: Source, config: SFTConfig) -> Example:
             if not isinstance(cot, dict):
                 raise InputError("missing field 'cot' (records from vidcli make-cot)")
             target = _text_field(cot, ("target",))
+            dropped = _dropped_target(cot, target) if conditions else None
         dense = any(c["type"] in DENSE_CONDITIONS for c in conditions)
         limit = config.max_prompt_tokens_dense if dense else config.max_prompt_tokens
     except InputError as exc:
         raise exc.located(file=source.file, line=source.line, record_id=source.id) from None
-    return Example(source, target, limit)
+    return Example(source, target, limit, dropped if config.stage == "cot" else None)
+
+
+def _dropped_target(cot: dict, target: str) -> str | None:
+    """The target for a dropped instruction (see :class:`Example`)."""
+    from vidcli.cot.steps import target_without_intent
+
+    blind = cot.get("no_instruction")
+    if blind is not None:
+        if not isinstance(blind, dict) or not isinstance(blind.get("target"), str) or not blind["target"].strip():
+            raise InputError("field 'cot.no_instruction' must be an object with a non-empty 'target'")
+        return blind["target"]
+    return target_without_intent(target)
 
 
 def load_examples(config: SFTConfig) -> tuple[list[Example], dict[str, dict]]:
