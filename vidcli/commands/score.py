@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import click
 
-from vidcli.commands.common import backend_options, input_output_options, reports_errors
+from vidcli.commands.common import backend_options, input_output_options, reports_errors, result_settings
 from vidcli.scoring import METRICS
 from vidcli.shard import merge_option, shard_option
 
@@ -233,7 +233,7 @@ def command(metric_values, judge, judge_mode, threshold, judge_temperature, judg
     try:
         run_records(inputs or ("-",), output, process, command="score", batch_size=max(16, 4 * concurrency),
                     resume=resume, on_error=on_error, rejects=rejects, progress=not quiet, shard=shard,
-                    media_root=media_root)
+                    media_root=media_root, settings=result_settings(exclude=("summary_path", "plot_path", "by_field")))
     finally:
         if setup.reward is not None:
             setup.reward.judge.close()

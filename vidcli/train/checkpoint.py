@@ -40,6 +40,7 @@ from typing import TYPE_CHECKING, Callable
 
 from vidcli import __version__
 from vidcli.errors import InputError
+from vidcli.redact import safe_settings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from accelerate import Accelerator
@@ -52,9 +53,6 @@ RUN_INFO = "vidcli.json"
 TRAINER_STATE = "trainer_state"
 PROGRESS = "progress.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# Argument names that could hold a credential are never written, whatever their value.
-# Matched against the name's words ("api_key", "hf_token"), so "max_prompt_tokens" stays.
-_SECRET_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "credential", "credentials", "auth"}
 
 
 @dataclass
@@ -68,17 +66,8 @@ class RunInfo:
 
 
 def safe_arguments(arguments: dict) -> dict:
-    """Arguments as JSON values, without any whose name suggests a credential."""
-    out = {}
-    for name, value in arguments.items():
-        if _SECRET_WORDS & set(re.split(r"[_\W]+", name.lower())):
-            continue
-        if isinstance(value, Path):
-            value = str(value)
-        elif isinstance(value, tuple):
-            value = [str(v) if isinstance(v, Path) else v for v in value]
-        out[name] = value
-    return out
+    """Arguments as JSON values: none whose name suggests a credential, no secret in a URL."""
+    return safe_settings(arguments)
 
 
 def read_run_info(folder: Path) -> dict | None:

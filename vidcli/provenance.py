@@ -1,0 +1,164 @@
+"""Which run made a record file: the sidecar ``FILE.vidcli.json`` (DESIGN.md §2).
+
+A data command writing ``OUT`` keeps beside ``OUT.partial`` a small JSON file,
+``OUT.partial.vidcli.json``: the command, the settings that change its records, and the
+input files with their sha256. It is renamed to ``OUT.vidcli.json`` together with the
+data when the run completes, with ``"complete": true`` and the counts. Two things read it:
+
+- ``--resume`` refuses output made by another command, with other settings or from
+  other input files, naming what differs (:func:`check_resumable`);
+- the recipes treat a stage as done only when ``OUT`` exists with a complete sidecar
+  whose input fingerprints still match the files (``python -m vidcli.provenance done
+  OUT``, exit 0 when done): a changed input is not "done".
+
+Nothing secret is written: settings go through :func:`vidcli.redact.safe_settings`.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from vidcli import __version__
+from vidcli.errors import InputError
+
+SIDECAR_SUFFIX = ".vidcli.json"
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """``FILE.vidcli.json`` beside ``FILE``."""
+    path = Path(path)
+    return path.with_name(path.name + SIDECAR_SUFFIX)
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file's bytes (the input fingerprints of sidecars and ``vidcli.json``)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def input_fingerprints(paths) -> dict[str, str | None]:
+    """``{absolute path: sha256}`` of input files; stdin (``-``) has none (``None``)."""
+    out: dict[str, str | None] = {}
+    for path in paths:
+        if path == "-":
+            out["-"] = None
+        else:
+            out[str(Path(path).resolve())] = file_sha256(path)
+    return out
+
+
+@dataclass
+class Provenance:
+    """The identity of a run that writes a record file."""
+
+    command: str
+    settings: dict = field(default_factory=dict)
+    inputs: dict[str, str | None] = field(default_factory=dict)
+
+    def to_json(self, *, complete: bool, counts: dict | None = None) -> dict:
+        return {"command": self.command, "version": __version__, "complete": complete,
+                "settings": self.settings, "inputs": self.inputs, **({"counts": counts} if counts else {})}
+
+    def write(self, path: Path, *, complete: bool = False, counts: dict | None = None) -> None:
+        """Write the sidecar ``path`` atomically (temporary name, then rename)."""
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(self.to_json(complete=complete, counts=counts), indent=1,
+                                  ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(tmp, path)
+
+    def differences(self, saved: dict) -> list[str]:
+        """What differs between this run and a saved sidecar, in words (empty: the same)."""
+        found = []
+        if saved.get("command") != self.command:
+            found.append(f"it was written by `vidcli {saved.get('command')}`, not `vidcli {self.command}`")
+            return found
+        before = saved.get("settings") or {}
+        changed = sorted(k for k in set(before) | set(self.settings) if before.get(k) != self.settings.get(k))
+        if changed:
+            found.append("settings differ: " + ", ".join(
+                f"{_flag(k)} {json.dumps(before.get(k))} then, {json.dumps(self.settings.get(k))} now"
+                for k in changed))
+        old_inputs = saved.get("inputs") or {}
+        # An input counts as the same file when its path or its content matches (a moved file
+        # is the same input; an edited one is warned about, see check_resumable).
+        old_hashes = {h for h in old_inputs.values() if h}
+        for path, digest in self.inputs.items():
+            if path not in old_inputs and (digest is None or digest not in old_hashes):
+                found.append(f"input {path} was not an input of that run "
+                             f"(it read {', '.join(old_inputs) or 'nothing'})")
+        return found
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def read_sidecar(path: Path) -> dict | None:
+    """A parsed sidecar, or None when absent or unreadable."""
+    try:
+        value = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def check_resumable(data: Path, sidecar: Path, expected: Provenance) -> list[str]:
+    """Refuse (InputError) to resume ``data`` unless ``sidecar`` says this run made it.
+
+    Returns warnings: inputs edited in place since (the records already written were made
+    from the earlier version; their ids are kept as done).
+    """
+    saved = read_sidecar(sidecar)
+    if saved is None:
+        raise InputError(f"--resume: cannot tell which run wrote it: {sidecar.name} is missing or unreadable; "
+                         "remove the file to start afresh", file=str(data))
+    problems = expected.differences(saved)
+    if problems:
+        raise InputError("--resume: refusing to continue another run's output: " + "; ".join(problems)
+                         + "; use another -o, or remove the file to start afresh", file=str(data))
+    old_inputs = saved.get("inputs") or {}
+    return [f"input {path} changed since {data.name} was started; the records already written "
+            "were made from its earlier version" for path, digest in expected.inputs.items()
+            if digest is not None and path in old_inputs and old_inputs[path] not in (None, digest)]
+
+
+def is_done(output: str | Path) -> tuple[bool, str]:
+    """Whether ``output`` is a finished record file whose inputs are unchanged, and why not."""
+    output = Path(output)
+    if not output.exists():
+        return False, f"{output} does not exist"
+    saved = read_sidecar(sidecar_path(output))
+    if saved is None or saved.get("complete") is not True:
+        return False, f"{output} has no completion record ({sidecar_path(output).name})"
+    for path, digest in (saved.get("inputs") or {}).items():
+        if digest is None:
+            continue
+        try:
+            now = file_sha256(path)
+        except OSError:
+            return False, f"its input {path} is gone"
+        if now != digest:
+            return False, f"its input {path} changed since it was written"
+    return True, "complete"
+
+
+def main(argv: list[str]) -> int:
+    """``python -m vidcli.provenance done OUT``: exit 0 when OUT is finished, 1 (with why) if not."""
+    if len(argv) != 2 or argv[0] != "done":
+        print("usage: python -m vidcli.provenance done OUTPUT", file=sys.stderr)
+        return 2
+    done, why = is_done(argv[1])
+    if not done:
+        print(why, file=sys.stderr)
+    return 0 if done else 1
+
+
+if __name__ == "__main__":  # pragma: no cover - exercised by the recipes' tests
+    sys.exit(main(sys.argv[1:]))
