@@ -1,12 +1,15 @@
 # Shared helpers of the recipes (sourced, not run). Each recipe sets `set -euo pipefail` first.
 #
-#   stage NAME OUTPUT COMMAND...   run a data stage unless OUTPUT is complete; a data stage
-#                                  writes OUTPUT.partial and renames it when done, so an
-#                                  existing OUTPUT is complete; an interrupted one resumes
-#                                  from OUTPUT.partial (the COMMAND gets --resume).
+#   stage NAME OUTPUT COMMAND...   run a data stage unless OUTPUT is done: a data stage writes
+#                                  OUTPUT.partial and publishes OUTPUT with OUTPUT.vidcli.json
+#                                  (command, settings, input sha256) only when every record is
+#                                  accounted for. Done = both there and the inputs unchanged;
+#                                  an interrupted or failed run resumes from OUTPUT.partial
+#                                  (the COMMAND gets --resume); a changed input starts afresh.
 #   train NAME RUN_DIR COMMAND...  run a training stage unless RUN_DIR holds its final model
-#                                  (RUN_DIR/vidcli.json, written last); otherwise start or
-#                                  continue from the newest complete checkpoint (--resume).
+#                                  (RUN_DIR/vidcli.json, written last) made from unchanged
+#                                  inputs; otherwise start or continue from the newest
+#                                  complete checkpoint (--resume).
 #   tiny_setup                     TINY=1: build the tiny-model kit and start the offline
 #                                  teacher server; sets TINY_LLM, TINY_VLM, TINY_WAN and
 #                                  TEACHER_URL, points openai: backends at the teacher
@@ -24,20 +27,28 @@ LAUNCH="${LAUNCH:-vidcli}"
 
 say() { echo "[$RECIPE] $*" >&2; }
 
+# done, resume or fresh (see vidcli/provenance.py); the reason goes to stderr.
+stage_state() { "$PYTHON" -m vidcli.provenance state "$1" 2>/dev/null; }
+
 stage() {
-  local name="$1" output="$2"; shift 2
-  if [ -e "$output" ]; then
+  local name="$1" output="$2" state; shift 2
+  state="$(stage_state "$output")"
+  if [ "$state" = done ]; then
     say "$name: done already ($output)"
     return 0
   fi
   say "$name -> $output"
   mkdir -p "$(dirname "$output")"
-  "$@" --resume -o "$output"
+  if [ "$state" = resume ]; then
+    "$@" --resume -o "$output"
+  else
+    "$@" -o "$output"
+  fi
 }
 
 train() {  # COMMAND without "vidcli": it runs as $LAUNCH COMMAND...
   local name="$1" run_dir="$2"; shift 2
-  if [ -e "$run_dir/vidcli.json" ]; then
+  if [ "$(stage_state "$run_dir")" = done ]; then
     say "$name: done already ($run_dir)"
     return 0
   fi

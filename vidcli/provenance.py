@@ -8,8 +8,8 @@ data when the run completes, with ``"complete": true`` and the counts. Two thing
 - ``--resume`` refuses output made by another command, with other settings or from
   other input files, naming what differs (:func:`check_resumable`);
 - the recipes treat a stage as done only when ``OUT`` exists with a complete sidecar
-  whose input fingerprints still match the files (``python -m vidcli.provenance done
-  OUT``, exit 0 when done): a changed input is not "done".
+  whose input fingerprints still match the files (``python -m vidcli.provenance state
+  OUT`` prints done, resume or fresh): a changed input is not "done".
 
 Nothing secret is written: settings go through :func:`vidcli.redact.safe_settings`.
 """
@@ -129,35 +129,63 @@ def check_resumable(data: Path, sidecar: Path, expected: Provenance) -> list[str
             if digest is not None and path in old_inputs and old_inputs[path] not in (None, digest)]
 
 
-def is_done(output: str | Path) -> tuple[bool, str]:
-    """Whether ``output`` is a finished record file whose inputs are unchanged, and why not."""
-    output = Path(output)
-    if not output.exists():
-        return False, f"{output} does not exist"
-    saved = read_sidecar(sidecar_path(output))
-    if saved is None or saved.get("complete") is not True:
-        return False, f"{output} has no completion record ({sidecar_path(output).name})"
-    for path, digest in (saved.get("inputs") or {}).items():
-        if digest is None:
+def _changed_input(inputs: dict) -> str | None:
+    """Why recorded inputs no longer match their files (None: all the same)."""
+    for path, digest in inputs.items():
+        digest = digest.get("sha256") if isinstance(digest, dict) else digest
+        if digest is None or path == "-":
             continue
         try:
             now = file_sha256(path)
         except OSError:
-            return False, f"its input {path} is gone"
+            return f"its input {path} is gone"
         if now != digest:
-            return False, f"its input {path} changed since it was written"
-    return True, "complete"
+            return f"its input {path} changed since it was written"
+    return None
+
+
+def stage_state(output: str | Path) -> tuple[str, str]:
+    """What a recipe should do about a stage's output: ``done``, ``resume`` or ``fresh``, and why.
+
+    A record file is done when it exists with a complete sidecar whose inputs are unchanged;
+    a training folder when its final ``vidcli.json`` is there with unchanged inputs. An
+    unfinished record file resumes from ``OUT.partial`` when that has a sidecar; anything
+    else (nothing yet, an output whose inputs changed) starts afresh, and the earlier
+    output stays until the new run completes. Training folders always resume (the
+    trainer picks the newest complete checkpoint, or starts).
+    """
+    output = Path(output)
+    if output.is_dir() or not output.suffix:
+        info = read_sidecar(output / "vidcli.json")
+        if info is None or not info.get("final"):
+            return "resume", f"{output} holds no final model yet"
+        changed = _changed_input(info.get("inputs") or {})
+        return ("resume", changed) if changed else ("done", "complete")
+    partial = output.with_name(output.name + ".partial")
+    saved = read_sidecar(sidecar_path(output))
+    if output.exists() and saved is not None and saved.get("complete") is True:
+        changed = _changed_input(saved.get("inputs") or {})
+        if changed is None:
+            return "done", "complete"
+        why = changed
+    elif output.exists():
+        why = f"{output} has no completion record ({sidecar_path(output).name})"
+    else:
+        why = f"{output} does not exist"
+    if partial.exists() and sidecar_path(partial).exists():
+        return "resume", f"{why}; continuing {partial.name}"
+    return "fresh", why
 
 
 def main(argv: list[str]) -> int:
-    """``python -m vidcli.provenance done OUT``: exit 0 when OUT is finished, 1 (with why) if not."""
-    if len(argv) != 2 or argv[0] != "done":
-        print("usage: python -m vidcli.provenance done OUTPUT", file=sys.stderr)
+    """``python -m vidcli.provenance state OUT``: print done, resume or fresh (the reason on stderr)."""
+    if len(argv) != 2 or argv[0] != "state":
+        print("usage: python -m vidcli.provenance state OUTPUT", file=sys.stderr)
         return 2
-    done, why = is_done(argv[1])
-    if not done:
-        print(why, file=sys.stderr)
-    return 0 if done else 1
+    state, why = stage_state(argv[1])
+    print(state)
+    print(why, file=sys.stderr)
+    return 0
 
 
 if __name__ == "__main__":  # pragma: no cover - exercised by the recipes' tests
