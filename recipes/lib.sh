@@ -13,7 +13,8 @@
 #   tiny_setup                     TINY=1: build the tiny-model kit and start the offline
 #                                  teacher server; sets TINY_LLM, TINY_VLM, TINY_WAN and
 #                                  TEACHER_URL, points openai: backends at the teacher
-#                                  (OPENAI_BASE_URL) and makes it the default LLM.
+#                                  (OPENAI_BASE_URL) and makes it the default LLM; its
+#                                  replies are cached under one name (VIDCLI_CACHE_ENDPOINT).
 #
 # Training commands run through $LAUNCH, "vidcli" by default. For many GPUs:
 #   LAUNCH="accelerate launch --num_processes 8 -m vidcli" bash recipes/NAME.sh
@@ -91,5 +92,7 @@ tiny_setup() {
   TEACHER_URL="$(cat "$url_file")"
   export TINY_LLM TINY_VLM TINY_WAN TEACHER_URL
   export OPENAI_BASE_URL="$TEACHER_URL" OPENAI_API_KEY="${OPENAI_API_KEY:-unused}"
+  # The teacher gets a new port every run but answers alike: its replies share cache entries.
+  export VIDCLI_CACHE_ENDPOINT="vidcli-testing-teacher"
   LLM="${LLM:-openai:teacher}"
 }

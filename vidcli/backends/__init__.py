@@ -5,7 +5,12 @@
 - ``hf:PATH_OR_ID`` — a local transformers model;
 - ``embed`` — the offline MiniLM matcher (not a chat model: :func:`load_embedder`).
 
-Chat models come wrapped in the on-disk reply cache unless ``use_cache=False``.
+Chat models come wrapped in the on-disk reply cache unless ``use_cache=False``. An
+``openai:`` model's replies are keyed by its endpoint too (user info and secrets
+removed), so another server, or a server behind the same name that is gone, never
+answers from the cache. Servers that are known to answer alike (replicas of one
+deployment, a test server on a new port) can share entries on purpose: set
+``VIDCLI_CACHE_ENDPOINT=NAME`` and every endpoint is keyed as NAME.
 Nothing heavy is imported here; each backend imports its libraries when built.
 """
 from __future__ import annotations
@@ -18,6 +23,20 @@ from vidcli.backends.base import ChatModel
 from vidcli.errors import InputError
 
 VALID_FORMS = "openai:MODEL, hf:PATH_OR_ID (or embed, for the offline matcher)"
+
+
+CACHE_ENDPOINT_ENV = "VIDCLI_CACHE_ENDPOINT"
+
+
+def cache_endpoint(url: str) -> str:
+    """An endpoint as the reply cache keys it: credentials removed, scheme and host in
+    lower case, no trailing slash (``HTTP://Host:8000/v1/`` and ``http://host:8000/v1`` agree)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from vidcli.redact import public_url
+
+    parts = urlsplit(public_url(url))
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, ""))
 
 
 def _bad_spec(spec: str, why: str) -> InputError:
@@ -83,6 +102,7 @@ def load_chat_model(
             timeout=timeout,
             max_retries=max_retries,
         )
+        key_spec = f"{spec}@{os.environ.get(CACHE_ENDPOINT_ENV) or cache_endpoint(model.endpoint)}"
     else:
         from vidcli.backends.hf import HFChatModel
 
