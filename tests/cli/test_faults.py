@@ -145,3 +145,70 @@ def test_ctrl_c_leaves_the_partial_file_and_the_earlier_output(tmp_path):
     assert proc.returncode != 0 and "Traceback" not in err
     assert resumed.returncode == 0, resumed.stderr
     assert sorted(r["id"] for r in read_jsonl(out)) == sorted(f"r{i}" for i in range(40))
+
+
+# --- damaged or missing models: one line naming the file, before any work ---------------------
+
+def _copy_with_truncated(src: Path, dst: Path, damaged: str) -> Path:
+    """A copy of a model folder (linked, not copied, where untouched) with one file cut in half."""
+    import shutil
+
+    shutil.copytree(src, dst, copy_function=os.symlink)
+    target = dst / damaged
+    data = Path(os.readlink(target)).read_bytes() if target.is_symlink() else target.read_bytes()
+    target.unlink()
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(data[: len(data) // 2])
+    return dst
+
+
+def _adapter(tmp_path: Path, tiny_models) -> Path:
+    folder = tmp_path / "adapter"
+    folder.mkdir()
+    (folder / "adapter_config.json").write_text(json.dumps({"base_model_name_or_path": str(tiny_models["vlm"]),
+                                                            "peft_type": "LORA"}))
+    (folder / "adapter_model.safetensors").write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{\"a\":")
+    return folder
+
+
+MODEL_CASES = {
+    "interpret, truncated weights": (lambda t, m: ["interpret", "--model", str(_copy_with_truncated(
+        Path(m["vlm"]), t / "vlm", "model.safetensors")), "--text", "hi"], "model.safetensors: weights file is truncated"),
+    "interpret, damaged LoRA adapter": (lambda t, m: ["interpret", "--model", str(_adapter(t, m)), "--text", "hi"],
+                                        "adapter_model.safetensors: weights file is"),
+    "sft --model, truncated weights": (lambda t, m: ["sft", "--stage", "camera", "--model", str(_copy_with_truncated(
+        Path(m["vlm"]), t / "vlm", "model.safetensors")), str(_captions(t)), "-o", str(t / "run")],
+        "weights file is truncated"),
+    "generate, truncated transformer": (lambda t, m: ["generate", "--model", str(_copy_with_truncated(
+        Path(m["wan"]), t / "wan", "transformer/diffusion_pytorch_model.safetensors")), str(_captions(t)),
+        "-o", str(t / "out.jsonl")], "diffusion_pytorch_model.safetensors: weights file is truncated"),
+    "a missing local folder": (lambda t, m: ["interpret", "--model", str(t / "runs" / "grpo"), "--text", "hi"],
+                               "grpo: model folder not found"),
+}
+
+
+@pytest.mark.parametrize("case", list(MODEL_CASES))
+def test_a_model_problem_is_one_line(case, tmp_path, tiny_models):
+    build, expected = MODEL_CASES[case]
+    result = invoke(build(tmp_path, tiny_models))
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.stderr and expected in result.stderr.splitlines()[0], result.stderr
+
+
+def test_frames_beyond_the_positions_of_the_model_are_refused_before_sampling(tmp_path, tiny_models):
+    result = invoke(["generate", "--model", str(tiny_models["wan"]), "--num-frames", "4097", "--height", "32",
+                     "--width", "32", str(_captions(tmp_path)), "-o", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 2 and "--num-frames 4097 is beyond this model's positions" in result.stderr
+    assert "at most 253" in result.stderr and not list(tmp_path.glob("out*"))
+
+
+@pytest.mark.parametrize("value, seen", [("hf:models/vlm", "hf:models/vlm"), ("models/vlm", "hf:models/vlm")])
+def test_local_model_options_take_the_backend_spec_or_a_path(value, seen):
+    import click
+
+    from vidcli.commands.common import LocalModel
+
+    assert LocalModel(spec=True).convert(value, None, None) == seen
+    assert LocalModel(spec=False).convert(value, None, None) == "models/vlm"
+    with pytest.raises(click.BadParameter, match="needs a local model"):
+        LocalModel(spec=False).convert("openai:gpt-4o", None, None)

@@ -59,6 +59,24 @@ def _local_fingerprint(path: str) -> str | None:
     return h.hexdigest()[:16]
 
 
+def check_local_model(name: str) -> None:
+    """Before loading: a model that names a local folder must exist and have whole weights.
+
+    ``name`` is a path or hub id (no ``hf:``). A name that can only be a path (absolute,
+    ``./``, ``~``, more than one ``/``, or under an existing folder) and is missing is
+    reported as a missing folder, not left to the hub client to call a bad repo id.
+    """
+    from vidcli.weights import check_weights
+
+    path = Path(name).expanduser()
+    if path.exists():
+        check_weights(path)
+        return
+    first = name.split("/", 1)[0]
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or ("/" in name and Path(first).is_dir()):
+        raise InputError("model folder not found", file=name)
+
+
 def load_chat_model(
     spec: str,
     *,

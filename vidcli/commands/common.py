@@ -34,6 +34,33 @@ def output_provenance(output: str, inputs):
     return Provenance(click.get_current_context().info_name, result_settings(), input_fingerprints(inputs))
 
 
+# Options that name models: checked (folder there, weights whole) before any work.
+MODEL_PARAMS = ("model", "model_path", "vlm", "vlm_spec", "llm_spec", "judge", "embedder_spec", "generator")
+
+
+class LocalModel(click.ParamType):
+    """A local model where only one makes sense (token probabilities, gradients): ``hf:PATH``
+    or a bare ``PATH`` / hub id, the same as everywhere else; ``openai:`` is a usage error.
+    The value reaches the command as ``hf:NAME`` (``spec=True``) or ``NAME``."""
+
+    name = "hf:PATH"
+
+    def __init__(self, *, spec: bool) -> None:
+        self.spec = spec
+
+    def convert(self, value, param, ctx):
+        if not isinstance(value, str):
+            return value
+        kind, sep, rest = value.partition(":")
+        if sep and kind == "openai":
+            self.fail(f"{value!r}: this needs a local model whose probabilities or gradients can be read "
+                      "(hf:PATH or a folder), not a server", param, ctx)
+        name = rest if sep and kind == "hf" else value
+        if not name.strip():
+            self.fail(f"{value!r}: missing the model after 'hf:'", param, ctx)
+        return f"hf:{name}" if self.spec else name
+
+
 def result_settings(*, exclude: tuple[str, ...] = ()) -> dict:
     """The current command's options that change its records, for the output's sidecar."""
     from vidcli.redact import safe_settings
@@ -132,8 +159,16 @@ def reports_errors(func: Callable) -> Callable:
 def _check_paths(ctx: click.Context, kwargs: dict) -> None:
     from vidcli.jsonl import check_inputs, check_output
 
+    from vidcli.backends import check_local_model
+
     if kwargs.get("inputs"):
         check_inputs(kwargs["inputs"])
+    for name in MODEL_PARAMS:
+        value = kwargs.get(name)
+        if isinstance(value, str) and value:
+            kind, sep, rest = value.partition(":")
+            if not sep or kind == "hf":
+                check_local_model(rest if sep else value)
     output = kwargs.get("output")
     if output:
         param = next((p for p in ctx.command.params if p.name == "output"), None)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vidcli.commands.common import reports_errors
+from vidcli.commands.common import LocalModel, reports_errors
 from vidcli.commands.training import run_config, run_options
 
 EXAMPLES = """\b
@@ -39,8 +39,8 @@ def parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path(allow_dash=True))
 @click.option("--model", required=True, metavar="PIPELINE_DIR",
               help="diffusers pipeline folder: WanPipeline (Wan2.1 T2V) or CogVideoXPipeline.")
-@click.option("--vlm", required=True, metavar="PATH",
-              help="Frozen Qwen2-VL / Qwen2.5-VL folder that scores the videos.")
+@click.option("--vlm", required=True, type=LocalModel(spec=False), metavar="[hf:]PATH",
+              help="Frozen Qwen2-VL / Qwen2.5-VL (folder or hub id) that scores the videos.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Run folder: checkpoint-STEP/, rewards.jsonl, and the final pipeline in the folder itself.")
 @click.option("--reward", type=click.Choice(["vanilla", "rich", "binary"]), default="rich", show_default=True,

@@ -148,6 +148,19 @@ def check_settings(model: VideoModel, settings: Settings) -> None:
             raise ValueError(f"{flag} {value} must be a positive multiple of {multiple} for this model")
     if settings.num_frames < 1 or (settings.num_frames - 1) % temporal:
         raise ValueError(f"--num-frames {settings.num_frames} must be {temporal}k+1 for this model")
+    # Wan's rotary table has rope_max_seq_len positions per axis; past it sampling fails deep
+    # inside the transformer, after the text encoder and the first steps have run.
+    limit = getattr(pipe.transformer.config, "rope_max_seq_len", None)
+    if limit:
+        p_t = patch[0] if isinstance(patch, (list, tuple)) else 1
+        positions = {"--num-frames": (settings.num_frames - 1) // temporal // p_t + 1,
+                     "--height": settings.height // multiple, "--width": settings.width // multiple}
+        largest = {"--num-frames": (limit * p_t - 1) * temporal + 1, "--height": limit * multiple,
+                   "--width": limit * multiple}
+        for flag, count in positions.items():
+            if count > limit:
+                raise ValueError(f"{flag} {getattr(settings, flag[2:].replace('-', '_'))} is beyond this model's "
+                                 f"positions ({limit} per axis): at most {largest[flag]}")
 
 
 def generation_record(model: VideoModel, settings: Settings) -> dict:
