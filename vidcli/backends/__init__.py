@@ -77,6 +77,18 @@ def check_local_model(name: str) -> None:
         raise InputError("model folder not found", file=name)
 
 
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``(kind, name)`` of a chat backend spec (``openai:MODEL`` or ``hf:PATH_OR_ID``); InputError otherwise."""
+    kind, sep, name = spec.partition(":")
+    if spec == "embed":
+        raise _bad_spec(spec, "the embedder is not a chat model")
+    if not sep or kind not in ("openai", "hf"):
+        raise _bad_spec(spec, "unknown backend")
+    if not name.strip():
+        raise _bad_spec(spec, f"missing the model after '{kind}:'")
+    return kind, name
+
+
 def load_chat_model(
     spec: str,
     *,
@@ -93,13 +105,7 @@ def load_chat_model(
     trust_remote_code: bool = False,
 ) -> ChatModel:
     """Build the chat model named by ``spec`` (see module docstring)."""
-    kind, sep, name = spec.partition(":")
-    if spec == "embed":
-        raise _bad_spec(spec, "the embedder is not a chat model")
-    if not sep or kind not in ("openai", "hf"):
-        raise _bad_spec(spec, "unknown backend")
-    if not name.strip():
-        raise _bad_spec(spec, f"missing the model after '{kind}:'")
+    kind, name = parse_spec(spec)
 
     key_spec = None
     if kind == "openai":

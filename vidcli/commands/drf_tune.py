@@ -9,7 +9,7 @@ from vidcli.commands.training import run_config, run_options
 EXAMPLES = """\b
 Examples:
   # questions and reference answers first, then tune Wan2.1 with the rich reward
-  vidcli decompose --schema drf --llm openai:gpt-4o --vlm Qwen/Qwen2.5-VL-7B-Instruct \\
+  vidcli decompose --schema drf --llm openai:gpt-4o --vlm hf:Qwen/Qwen2.5-VL-7B-Instruct \\
       --keep-consistent captions.jsonl > drf.jsonl
   vidcli drf-tune --model Wan2.1-T2V-1.3B-Diffusers --vlm Qwen/Qwen2.5-VL-7B-Instruct \\
       --vlm-dtype bf16 --gradient-checkpointing drf.jsonl -o runs/drf

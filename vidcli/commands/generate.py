@@ -18,10 +18,13 @@ EDIT_FIELD = "instruction"
 
 EXAMPLES = """\b
 Examples:
-  # the ReaDe chain: interpret requests, generate from the prompts, score the videos
-  vidcli interpret --model ckpt/grpo --input requests.jsonl -o interpreted.jsonl
-  vidcli generate --model Wan2.1-T2V-1.3B-Diffusers interpreted.jsonl -o generated.jsonl
+  # the DRF chain: questions for the captions, a video per caption, the videos' VQA scores
+  vidcli decompose --schema drf --llm openai:gpt-4o captions.jsonl -o decomposed.jsonl
+  vidcli generate --model Wan2.1-T2V-1.3B-Diffusers decomposed.jsonl -o generated.jsonl
   vidcli score --metric vqa --vlm hf:Qwen/Qwen2.5-VL-7B-Instruct generated.jsonl -o scored.jsonl
+  # the ReaDe chain: the interpreter's prompts (output.prompt) are what gets rendered
+  vidcli interpret --model ckpt/grpo --input requests.jsonl -o interpreted.jsonl
+  vidcli generate --model Wan2.1-T2V-1.3B-Diffusers interpreted.jsonl -o videos.jsonl
   # a drf-tune output (full or LoRA), the paper's 30 steps at its training size
   vidcli generate --model runs/drf decomposed.jsonl -o drf.jsonl --batch-size 4
   # plain {id, prompt} records on stdin, videos into a chosen folder
