@@ -4,6 +4,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sys
 from pathlib import Path
 
 import click
@@ -78,7 +79,7 @@ def _text(record: dict, fields: tuple[str, ...]) -> str:
 
 
 def _generate_batch(sources, model, settings, fields, videos_dir: Path, output: str, where: dict,
-                    write_dir: Path | None = None) -> list:
+                    write_dir: Path | None = None, progress: bool = False) -> list:
     """Stream stage: validate each record, sample the good ones in one call, write mp4s, then records.
 
     Videos are written into ``write_dir`` (``VIDEOS.partial`` until the run completes) and
@@ -86,6 +87,8 @@ def _generate_batch(sources, model, settings, fields, videos_dir: Path, output: 
     from vidcli.diffusion.edit import edit_videos, source_latents
     from vidcli.diffusion.generate import generate_videos, generation_record, to_uint8
     from vidcli.errors import InputError
+    from tqdm import tqdm
+
     from vidcli.media import write_video
     from vidcli.stream import Outcome
 
@@ -107,10 +110,14 @@ def _generate_batch(sources, model, settings, fields, videos_dir: Path, output: 
     if not ready:
         return outcomes
     ids = [sources[i].id for i in ready]
-    if model.mode == "edit":
-        videos = edit_videos(model, texts, clips, ids, settings)
-    else:
-        videos = generate_videos(model, texts, ids, settings)
+    # Denoising steps of this batch on a terminal: a video takes minutes at real sizes.
+    label = ids[0] if len(ids) == 1 else f"{ids[0]} +{len(ids) - 1}"
+    with tqdm(total=settings.steps, desc=label, unit="step", file=sys.stderr, leave=False,
+              disable=None if progress else True, dynamic_ncols=True) as bar:
+        if model.mode == "edit":
+            videos = edit_videos(model, texts, clips, ids, settings, on_step=bar.update)
+        else:
+            videos = generate_videos(model, texts, ids, settings, on_step=bar.update)
     write_dir = write_dir or videos_dir
     write_dir.mkdir(parents=True, exist_ok=True)
     generation = generation_record(model, settings)
@@ -204,7 +211,8 @@ def command(model_path, videos_dir, prompt_field, steps, guidance, num_frames, h
     # With -o FILE the videos go into FOLDER.partial, published with OUT when every record is done.
     write_dir = folder if output == "-" else partial_name(folder)
     run_records(inputs or ("-",), output,
-                lambda batch: _generate_batch(batch, model, settings, fields, folder, output, where, write_dir),
+                lambda batch: _generate_batch(batch, model, settings, fields, folder, output, where, write_dir,
+                                              progress=not quiet),
                 command="generate", batch_size=batch_size, resume=resume, on_error=on_error, rejects=rejects,
                 progress=not quiet, shard=shard, media_root=media_root, settings=result_settings(),
                 folder=None if output == "-" else str(folder))

@@ -24,7 +24,7 @@ import inspect
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -185,8 +185,10 @@ def negatives(settings: Settings, count: int) -> list[str] | None:
     return None if settings.negative_prompt is None else [settings.negative_prompt] * count
 
 
-def generate_videos(model: VideoModel, prompts: list[str], ids: list[str], settings: Settings) -> torch.Tensor:
-    """Text-to-video for a batch: frames (B, F, 3, H, W) in [0, 1], one seeded noise per id."""
+def generate_videos(model: VideoModel, prompts: list[str], ids: list[str], settings: Settings,
+                    on_step: Callable[[], None] | None = None) -> torch.Tensor:
+    """Text-to-video for a batch: frames (B, F, 3, H, W) in [0, 1], one seeded noise per id;
+    ``on_step`` is called after every denoising step."""
     from vidcli.diffusion.rollout import truncated_rollout
 
     if model.mode != "t2v":
@@ -197,7 +199,7 @@ def generate_videos(model: VideoModel, prompts: list[str], ids: list[str], setti
         latents = truncated_rollout(
             model.adapter, list(prompts), steps=settings.steps, guidance=settings.guidance, k_grad=0,
             height=settings.height, width=settings.width, frames=settings.num_frames,
-            generator=record_generators(settings, ids), negative=negatives(settings, len(prompts)))
+            generator=record_generators(settings, ids), negative=negatives(settings, len(prompts)), on_step=on_step)
         return model.adapter.decode(latents).float()
 
 
