@@ -9,7 +9,8 @@
 #   train NAME RUN_DIR COMMAND...  run a training stage unless RUN_DIR holds its final model
 #                                  (RUN_DIR/vidcli.json, written last) made from unchanged
 #                                  inputs; otherwise start or continue from the newest
-#                                  complete checkpoint (--resume).
+#                                  complete checkpoint (--resume). A final model whose
+#                                  inputs changed stops the recipe (move it aside to retrain).
 #   tiny_setup                     TINY=1: build the tiny-model kit and start the offline
 #                                  teacher server; sets TINY_LLM, TINY_VLM, TINY_WAN and
 #                                  TEACHER_URL, points openai: backends at the teacher
@@ -28,7 +29,7 @@ LAUNCH="${LAUNCH:-vidcli}"
 
 say() { echo "[$RECIPE] $*" >&2; }
 
-# done, resume or fresh (see vidcli/provenance.py); the reason goes to stderr.
+# done, resume, fresh or stale (see vidcli/provenance.py); the reason goes to stderr.
 stage_state() { "$PYTHON" -m vidcli.provenance state "$1" 2>/dev/null; }
 
 stage() {
@@ -48,10 +49,15 @@ stage() {
 }
 
 train() {  # COMMAND without "vidcli": it runs as $LAUNCH COMMAND...
-  local name="$1" run_dir="$2"; shift 2
-  if [ "$(stage_state "$run_dir")" = done ]; then
+  local name="$1" run_dir="$2" state; shift 2
+  state="$(stage_state "$run_dir")"
+  if [ "$state" = done ]; then
     say "$name: done already ($run_dir)"
     return 0
+  fi
+  if [ "$state" = stale ]; then
+    say "$name: $("$PYTHON" -m vidcli.provenance state "$run_dir" 2>&1 >/dev/null)"
+    exit 1
   fi
   say "$name -> $run_dir"
   # shellcheck disable=SC2086 # LAUNCH is a command line on purpose

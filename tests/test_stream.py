@@ -257,3 +257,24 @@ def test_companion_folder_is_published_with_the_records(tmp_path):
     run_records([inp], str(out), upper, command="t", resume=True, progress=False, folder=str(folder))
     assert sorted(p.name for p in folder.iterdir()) == ["0.mp4", "1.mp4"]
     assert not (tmp_path / "out.videos.partial").exists()
+
+
+def test_stage_state_says_what_a_recipe_should_do(tmp_path):
+    from vidcli.provenance import stage_state
+
+    inp = _good_input(tmp_path)
+    out = tmp_path / "out.jsonl"
+    assert stage_state(out)[0] == "fresh"
+    with pytest.raises(StreamFailed):
+        run_records([inp], str(out), lambda b: [Outcome.fail("t", "no")], command="t", progress=False)
+    assert stage_state(out)[0] == "resume"
+    run_records([inp], str(out), upper, command="t", resume=True, progress=False)
+    assert stage_state(out) == ("done", "complete")
+    with open(inp, "a") as handle:
+        handle.write('{"id":"new","text":"x"}\n')
+    assert stage_state(out) == ("fresh", f"its input {inp} changed since it was written")
+    run = tmp_path / "run"
+    run.mkdir()
+    assert stage_state(run)[0] == "resume"  # no final model yet
+    (run / "vidcli.json").write_text(json.dumps({"final": True, "inputs": {inp: {"sha256": "0" * 64}}}))
+    assert stage_state(run)[0] == "stale"

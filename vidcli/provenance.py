@@ -145,14 +145,16 @@ def _changed_input(inputs: dict) -> str | None:
 
 
 def stage_state(output: str | Path) -> tuple[str, str]:
-    """What a recipe should do about a stage's output: ``done``, ``resume`` or ``fresh``, and why.
+    """What a recipe should do about a stage's output: ``done``, ``resume``, ``fresh`` or
+    ``stale``, and why.
 
     A record file is done when it exists with a complete sidecar whose inputs are unchanged;
     a training folder when its final ``vidcli.json`` is there with unchanged inputs. An
     unfinished record file resumes from ``OUT.partial`` when that has a sidecar; anything
     else (nothing yet, an output whose inputs changed) starts afresh, and the earlier
     output stays until the new run completes. Training folders always resume (the
-    trainer picks the newest complete checkpoint, or starts).
+    trainer picks the newest complete checkpoint, or starts), except a final model whose
+    inputs changed since: ``stale`` (retraining would replace it, so that is the user's call).
     """
     output = Path(output)
     if output.is_dir() or not output.suffix:
@@ -160,7 +162,7 @@ def stage_state(output: str | Path) -> tuple[str, str]:
         if info is None or not info.get("final"):
             return "resume", f"{output} holds no final model yet"
         changed = _changed_input(info.get("inputs") or {})
-        return ("resume", changed) if changed else ("done", "complete")
+        return ("stale", f"{changed}; move {output} aside to train again") if changed else ("done", "complete")
     partial = output.with_name(output.name + ".partial")
     saved = read_sidecar(sidecar_path(output))
     if output.exists() and saved is not None and saved.get("complete") is True:
@@ -178,7 +180,7 @@ def stage_state(output: str | Path) -> tuple[str, str]:
 
 
 def main(argv: list[str]) -> int:
-    """``python -m vidcli.provenance state OUT``: print done, resume or fresh (the reason on stderr)."""
+    """``python -m vidcli.provenance state OUT``: print done, resume, fresh or stale (the reason on stderr)."""
     if len(argv) != 2 or argv[0] != "state":
         print("usage: python -m vidcli.provenance state OUTPUT", file=sys.stderr)
         return 2
