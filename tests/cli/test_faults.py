@@ -212,3 +212,9 @@ def test_local_model_options_take_the_backend_spec_or_a_path(value, seen):
     assert LocalModel(spec=False).convert(value, None, None) == "models/vlm"
     with pytest.raises(click.BadParameter, match="needs a local model"):
         LocalModel(spec=False).convert("openai:gpt-4o", None, None)
+
+
+def test_interpret_input_typo_is_found_before_the_model_loads(tmp_path):
+    result = invoke(["interpret", "--model", str(tmp_path / "never-loaded"), "--input", str(tmp_path / "typo.jsonl"),
+                     "-o", str(tmp_path / "out.jsonl")])
+    assert result.exit_code == 1 and result.stderr == f"vidcli interpret: error: {tmp_path / 'typo.jsonl'}: input file not found\n"

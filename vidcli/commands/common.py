@@ -75,9 +75,11 @@ def input_output_options(func: Callable) -> Callable:
     decorators = [
         click.argument("inputs", nargs=-1, metavar="[INPUT]...", type=click.Path(allow_dash=True)),
         click.option("-o", "--output", default="-", show_default=True, type=click.Path(allow_dash=True),
-                     help="Output JSONL file ('-' = stdout). Files are written to OUT.partial and renamed when done."),
+                     help="Output JSONL file ('-' = stdout). Written to OUT.partial and renamed to OUT only when "
+                          "every record is accounted for; OUT.vidcli.json says which run made it."),
         click.option("--resume", is_flag=True,
-                     help="Continue an earlier run into the same -o file: skip ids already written."),
+                     help="Continue an earlier run into the same -o file: skip ids already written. Refused when "
+                          "another command, other settings or other inputs made it."),
         click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
                      help="fail: stop with status 1 at the first bad record; skip: write it to the rejects file and go on."),
         click.option("--rejects", type=click.Path(), default=None,
@@ -161,8 +163,9 @@ def _check_paths(ctx: click.Context, kwargs: dict) -> None:
 
     from vidcli.backends import check_local_model
 
-    if kwargs.get("inputs"):
-        check_inputs(kwargs["inputs"])
+    for name in ("inputs", "input_files"):  # interpret takes its records with --input
+        if kwargs.get(name):
+            check_inputs(kwargs[name])
     for name in MODEL_PARAMS:
         value = kwargs.get(name)
         if isinstance(value, str) and value:
