@@ -1,16 +1,21 @@
 # Shared helpers of the recipes (sourced, not run). Each recipe sets `set -euo pipefail` first.
 #
-#   stage NAME OUTPUT COMMAND...   run a data stage unless OUTPUT is complete; a data stage
-#                                  writes OUTPUT.partial and renames it when done, so an
-#                                  existing OUTPUT is complete; an interrupted one resumes
-#                                  from OUTPUT.partial (the COMMAND gets --resume).
+#   stage NAME OUTPUT COMMAND...   run a data stage unless OUTPUT is done: a data stage writes
+#                                  OUTPUT.partial and publishes OUTPUT with OUTPUT.vidcli.json
+#                                  (command, settings, input sha256) only when every record is
+#                                  accounted for. Done = both there and the inputs unchanged;
+#                                  an interrupted or failed run resumes from OUTPUT.partial
+#                                  (the COMMAND gets --resume); a changed input starts afresh.
 #   train NAME RUN_DIR COMMAND...  run a training stage unless RUN_DIR holds its final model
-#                                  (RUN_DIR/vidcli.json, written last); otherwise start or
-#                                  continue from the newest complete checkpoint (--resume).
+#                                  (RUN_DIR/vidcli.json, written last) made from unchanged
+#                                  inputs; otherwise start or continue from the newest
+#                                  complete checkpoint (--resume). A final model whose
+#                                  inputs changed stops the recipe (move it aside to retrain).
 #   tiny_setup                     TINY=1: build the tiny-model kit and start the offline
 #                                  teacher server; sets TINY_LLM, TINY_VLM, TINY_WAN and
 #                                  TEACHER_URL, points openai: backends at the teacher
-#                                  (OPENAI_BASE_URL) and makes it the default LLM.
+#                                  (OPENAI_BASE_URL) and makes it the default LLM; its
+#                                  replies are cached under one name (VIDCLI_CACHE_ENDPOINT).
 #
 # Training commands run through $LAUNCH, "vidcli" by default. For many GPUs:
 #   LAUNCH="accelerate launch --num_processes 8 -m vidcli" bash recipes/NAME.sh
@@ -24,22 +29,35 @@ LAUNCH="${LAUNCH:-vidcli}"
 
 say() { echo "[$RECIPE] $*" >&2; }
 
+# done, resume, fresh or stale (see vidcli/provenance.py); the reason goes to stderr.
+stage_state() { "$PYTHON" -m vidcli.provenance state "$1" 2>/dev/null; }
+
 stage() {
-  local name="$1" output="$2"; shift 2
-  if [ -e "$output" ]; then
+  local name="$1" output="$2" state; shift 2
+  state="$(stage_state "$output")"
+  if [ "$state" = done ]; then
     say "$name: done already ($output)"
     return 0
   fi
   say "$name -> $output"
   mkdir -p "$(dirname "$output")"
-  "$@" --resume -o "$output"
+  if [ "$state" = resume ]; then
+    "$@" --resume -o "$output"
+  else
+    "$@" -o "$output"
+  fi
 }
 
 train() {  # COMMAND without "vidcli": it runs as $LAUNCH COMMAND...
-  local name="$1" run_dir="$2"; shift 2
-  if [ -e "$run_dir/vidcli.json" ]; then
+  local name="$1" run_dir="$2" state; shift 2
+  state="$(stage_state "$run_dir")"
+  if [ "$state" = done ]; then
     say "$name: done already ($run_dir)"
     return 0
+  fi
+  if [ "$state" = stale ]; then
+    say "$name: $("$PYTHON" -m vidcli.provenance state "$run_dir" 2>&1 >/dev/null)"
+    exit 1
   fi
   say "$name -> $run_dir"
   # shellcheck disable=SC2086 # LAUNCH is a command line on purpose
@@ -80,5 +98,7 @@ tiny_setup() {
   TEACHER_URL="$(cat "$url_file")"
   export TINY_LLM TINY_VLM TINY_WAN TEACHER_URL
   export OPENAI_BASE_URL="$TEACHER_URL" OPENAI_API_KEY="${OPENAI_API_KEY:-unused}"
+  # The teacher gets a new port every run but answers alike: its replies share cache entries.
+  export VIDCLI_CACHE_ENDPOINT="vidcli-testing-teacher"
   LLM="${LLM:-openai:teacher}"
 }

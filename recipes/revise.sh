@@ -65,7 +65,9 @@ if [ -n "${FILMS:-}" ]; then
     --report "$OUT/data/icvg.report.json" -q "$FILMS"
   parts+=("$OUT/data/icvg.jsonl")
 fi
-if [ ! -e "$OUT/data/test.jsonl" ]; then
+split_done=1
+for part in "${parts[@]}"; do [ "$part" -nt "$OUT/data/test.jsonl" ] && split_done=0; done
+if [ ! -e "$OUT/data/test.jsonl" ] || [ "$split_done" = 0 ]; then  # (re)split when a part is new
   cat "${parts[@]}" > "$OUT/data/triplets.jsonl"
   select_records split train "$OUT/data/triplets.jsonl" > "$OUT/data/train.jsonl.tmp"
   select_records split "${EVAL_SPLIT:-test}" "$OUT/data/triplets.jsonl" > "$OUT/data/test.jsonl.tmp"

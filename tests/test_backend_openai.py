@@ -19,7 +19,7 @@ from vidcli.backends import load_chat_model
 from vidcli.backends.base import Sampling
 from vidcli.backends.cache import CachedChatModel
 from vidcli.backends.openai_chat import PLACEHOLDER_API_KEY, OpenAIChatModel, _retry_after_seconds
-from vidcli.errors import InputError
+from vidcli.errors import BackendUnavailable, InputError
 from vidcli.testing_server import Action, ScriptedServer, disconnect, error, garbage, reply
 
 GREEDY = Sampling()
@@ -121,7 +121,7 @@ def test_retries_are_bounded():
     assert answer.error == "HTTP 500: upstream down (gave up after 4 attempts)"
 
 
-@pytest.mark.parametrize("status", [400, 401, 403, 404, 422])
+@pytest.mark.parametrize("status", [400, 404, 422])
 def test_client_errors_are_not_retried(status):
     with ScriptedServer([error(status, "nope")], default="should not be reached") as server:
         [answer] = make_model(server).generate([ask("q")], GREEDY)
@@ -219,17 +219,54 @@ def test_api_key_never_leaks(tmp_path, caplog, capfd):
             "openai:scripted-model", base_url=server.base_url, api_key=secret, cache_dir=tmp_path, max_retries=2
         )
         model.inner.backoff_base = 0.001
-        answers = model.generate([ask("auth"), ask("flaky"), ask("ok")], GREEDY)
+        answers = model.generate([ask("flaky"), ask("ok")], GREEDY)
+        with pytest.raises(BackendUnavailable) as refused:
+            model.generate([ask("auth")], GREEDY)
         sent_auth = {r.headers["authorization"] for r in server.requests}
     assert sent_auth == {f"Bearer {secret}"}  # the key was really in play
-    assert answers[0].error.startswith("HTTP 401") and answers[1].error.startswith("HTTP 503")
-    assert answers[2].text == "fine"
+    assert answers[0].error.startswith("HTTP 503") and answers[1].text == "fine"
     out, err = capfd.readouterr()
     stored = [p.read_text() for p in tmp_path.rglob("*") if p.is_file()]
     assert stored, "the successful reply should have been cached"
-    for text in [a.error or "" for a in answers] + [caplog.text, out, err, repr(model.inner), *stored]:
+    for text in [a.error or "" for a in answers] + [str(refused.value), caplog.text, out, err, repr(model.inner),
+                                                     *stored]:
         assert secret not in text
-    assert "***" in answers[0].error
+    assert "HTTP 401" in str(refused.value) and "***" in str(refused.value)
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_refused_credentials_stop_the_run_naming_the_endpoint(status):
+    with ScriptedServer(default=error(status, "invalid key")) as server:
+        plain = server.base_url
+        url = plain.replace("http://", "http://user:hunter2@")
+        model = OpenAIChatModel("m", base_url=url, api_key="k", backoff_base=0.01)
+        with pytest.raises(BackendUnavailable) as info:
+            model.generate([ask("a"), ask("b")], GREEDY)
+        assert server.count <= 2  # not retried
+    message = str(info.value)
+    assert message.startswith(f"{plain}: HTTP {status}: invalid key")
+    assert "hunter2" not in message and "--on-error" not in message and "OPENAI_API_KEY" in message
+
+
+def test_an_unreachable_server_stops_the_run_after_the_retries():
+    with ScriptedServer() as server:
+        url = server.base_url  # the server is gone once the block ends: nothing listens there
+    model = OpenAIChatModel("m", base_url=url, max_retries=2, backoff_base=0.01)
+    with pytest.raises(BackendUnavailable, match=f"^cannot reach {url}: connection error.*gave up after 3 attempts"):
+        model.generate([ask("q")], GREEDY)
+
+
+def test_the_same_failure_over_and_over_stops_the_run():
+    with ScriptedServer(default=error(404, "no such model")) as server:
+        model = OpenAIChatModel("m", base_url=server.base_url, max_identical_failures=3)
+        first = model.generate([ask("a"), ask("b")], GREEDY)  # two in a row: still per record
+        assert [a.error for a in first] == ["HTTP 404: no such model"] * 2
+        with pytest.raises(BackendUnavailable, match="the last 3 requests to openai:m all failed with: HTTP 404"):
+            model.generate([ask("c")], GREEDY)
+    with ScriptedServer([error(404, "x"), error(404, "x"), "ok", error(404, "x"), error(404, "x")]) as server:
+        model = OpenAIChatModel("m", base_url=server.base_url, max_identical_failures=3, concurrency=1)
+        answers = model.generate([ask(str(i)) for i in range(5)], GREEDY)  # a success breaks the run of failures
+    assert [a.ok for a in answers] == [False, False, True, False, False]
 
 
 def test_load_chat_model_openai_resolution(monkeypatch):

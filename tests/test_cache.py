@@ -199,3 +199,24 @@ def test_hf_spec_goes_through_the_cache_keyed_by_checkpoint_content(tmp_path):
     assert first[0].ok and not first[0].cached
     assert (again[0].text, again[0].cached) == (first[0].text, True)
     assert isinstance(load_chat_model(f"hf:{path}", use_cache=False), HFChatModel)
+
+
+def test_the_cache_knows_which_server_answered(tmp_path, monkeypatch):
+    monkeypatch.delenv("VIDCLI_CACHE_ENDPOINT", raising=False)
+    with ScriptedServer(default="from A") as a, ScriptedServer(default="from B") as b:
+        secret_a = a.base_url.replace("http://", "http://user:s3cret@")
+        [first] = load_chat_model("openai:m", base_url=secret_a, cache_dir=tmp_path).generate([ask("q")], GREEDY)
+        [other] = load_chat_model("openai:m", base_url=b.base_url, cache_dir=tmp_path).generate([ask("q")], GREEDY)
+        # The same server spelled differently (case, trailing slash, credentials) hits.
+        spelled = a.base_url.replace("127.0.0.1", "127.0.0.1".upper()) + "/"
+        [again] = load_chat_model("openai:m", base_url=spelled, cache_dir=tmp_path).generate([ask("q")], GREEDY)
+        assert (a.count, b.count) == (1, 1)
+        # Sharing on purpose: every endpoint keyed under one name.
+        monkeypatch.setenv("VIDCLI_CACHE_ENDPOINT", "replicas")
+        load_chat_model("openai:m", base_url=a.base_url, cache_dir=tmp_path).generate([ask("q")], GREEDY)
+        [shared] = load_chat_model("openai:m", base_url=b.base_url, cache_dir=tmp_path).generate([ask("q")], GREEDY)
+        assert (a.count, b.count) == (2, 1)
+    assert (first.text, other.text, again.text, again.cached) == ("from A", "from B", "from A", True)
+    assert (shared.text, shared.cached) == ("from A", True)
+    stored = [p.read_text() for p in tmp_path.rglob("*.json")]
+    assert stored and not any("s3cret" in text for text in stored)

@@ -228,3 +228,12 @@ def test_load_errors_name_the_problem(tmp_path):
     (folder / WEIGHTS_NAME).unlink()
     with pytest.raises(InputError, match="camera_encoder.safetensors is missing"):
         CameraEncoder.from_pretrained(folder)
+
+
+@pytest.mark.parametrize("hidden, width, depth", [(64, 16, 2), (1536, 128, 2), (3584, 512, 8)])
+def test_a_fresh_encoder_is_sized_with_its_language_model(hidden, width, depth):
+    config = CameraEncoderConfig.for_language_model(hidden)
+    assert (config.hidden_size, config.depth, config.out_hidden_size) == (width, depth, hidden)
+    params = sum(p.numel() for p in CameraEncoder(config).parameters())
+    if hidden == 64:  # the tiny kit's LLM: the encoder stays about a megabyte or two in float32
+        assert params < 500_000

@@ -187,6 +187,7 @@ def test_lora_trains_only_adapters_and_loads_with_diffusers(drf_kit, tmp_path):
     assert {n for n, p in dit.named_parameters() if p.requires_grad} == {n for n in before if "lora_" in n}
     for label, module in frozen_parts(recipe).items():
         assert_unchanged(frozen_before[label], module, label)
+    recipe.save_checkpoint()  # checkpoint-1: what --resume starts from (the final folder has no trainer state)
     final = recipe.save_checkpoint(final=True)
     recipe.cleanup()
 

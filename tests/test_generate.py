@@ -188,3 +188,9 @@ def test_an_editor_of_another_layout_is_refused(gen_kit, tmp_path):
     (folder / "vidcli.json").write_text(json.dumps({**info, "editor": {**info["editor"], "source_timestep": 1}}))
     with pytest.raises(InputError, match="editor layout this version cannot sample"):
         load_video_model(folder, device="cpu")
+
+
+def test_on_step_counts_every_denoising_step(base):
+    ticks = []
+    generate_videos(base, ["a cat"], ["x"], replace(SETTINGS, steps=3), on_step=lambda: ticks.append(1))
+    assert len(ticks) == 3

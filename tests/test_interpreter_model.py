@@ -286,7 +286,7 @@ def test_checkpoints_round_trip(vlm, tiny, tmp_path):
         assert torch.equal(loaded.forward(loaded.encode(requests_of(CAMERA_RECORDS[1:]))).logits, expected)
     assert Interpreter.from_pretrained(str(tmp_path / "full"), device="cpu", with_camera=False).camera_encoder is None
     fresh = Interpreter.from_pretrained(str(tiny["vlm"]), device="cpu", with_camera=True)
-    assert fresh.camera_encoder.config.out_hidden_size == 64 and fresh.camera_encoder.config.depth == 8
+    assert fresh.camera_encoder.config == CameraEncoderConfig.for_language_model(64)  # sized with the tiny LLM
 
     # A LoRA adapter checkpoint: adapter weights + processor + camera encoder, base named in adapter_config.json.
     base = Interpreter.from_pretrained(str(tiny["vlm"]), device="cpu")

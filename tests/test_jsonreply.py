@@ -7,6 +7,7 @@ from vidcli.backends.base import Sampling
 from vidcli.backends.cache import CachedChatModel, ReplyCache
 from vidcli.backends.jsonreply import extract_json, generate_json
 from vidcli.backends.openai_chat import OpenAIChatModel
+from vidcli.errors import BackendUnavailable
 from vidcli.testing_server import ScriptedServer, error
 
 GREEDY = Sampling()
@@ -123,10 +124,17 @@ def test_only_failures_are_asked_again():
 
 
 def test_transport_failure_ends_at_once():
-    with ScriptedServer([error(401, "bad key")]) as server:
+    with ScriptedServer([error(404, "no such model")]) as server:
         [result] = generate_json(_model(server), [[{"role": "user", "content": "q"}]], GREEDY)
         assert server.count == 1
-    assert (result.value, result.error, result.attempts) == (None, "HTTP 401: bad key", 1)
+    assert (result.value, result.error, result.attempts) == (None, "HTTP 404: no such model", 1)
+
+
+def test_a_refused_key_is_not_a_reply_problem():
+    with ScriptedServer([error(401, "bad key")]) as server:
+        with pytest.raises(BackendUnavailable, match="HTTP 401: bad key"):
+            generate_json(_model(server), [[{"role": "user", "content": "q"}]], GREEDY)
+        assert server.count == 1  # neither retried nor asked again with a follow-up
 
 
 def test_cache_does_not_replay_the_bad_answer(tmp_path):

@@ -81,3 +81,43 @@ def test_recipe_runs_tiny_end_to_end_and_skips_finished_stages(name, tmp_path, k
     assert "->" not in "".join(line for line in again.stderr.splitlines(True) if line.startswith(f"[{name}]")), \
         again.stderr  # every stage reported "done already"
     assert _snapshot(out) == before
+
+
+def test_stage_is_done_only_on_proof_of_completion(tmp_path):
+    """A stage stopped by a bad line is not "done": fixed and rerun, it resumes and
+    completes; rerun again, it is skipped; with a changed input, it runs afresh."""
+    from tests.cli.helpers import read_jsonl, write_jsonl
+    from tests.cli.test_decompose import BALL_ELEMENTS
+    from vidcli.testing_server import ScriptedServer, reply
+
+    good = [{"id": f"r{i}", "caption": f"caption {i}"} for i in range(6)]
+    data = write_jsonl(tmp_path / "in.jsonl", [*good[:3], "{not json", *good[3:]])
+    out = tmp_path / "out" / "dec.jsonl"
+    script = f"""
+set -euo pipefail
+RECIPE=test; source "{REPO}/recipes/lib.sh"
+stage decompose "{out}" vidcli decompose --llm openai:m --concurrency 1 -q "{data}"
+"""
+    env = {**os.environ, "PYTHON": sys.executable,
+           "PATH": str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"]}
+    with ScriptedServer(default=reply(json.dumps(BALL_ELEMENTS))) as server:
+        env["OPENAI_BASE_URL"], env["XDG_CACHE_HOME"] = server.base_url, str(tmp_path / "cache")
+
+        def run():
+            return subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True, timeout=300)
+
+        first = run()
+        assert first.returncode == 1 and "in.jsonl:4" in first.stderr
+        assert not out.exists() and len(read_jsonl(str(out) + ".partial")) == 6  # the batch's good ones
+        fixed = {"id": "r9", "caption": "caption 9"}
+        write_jsonl(data, [*good[:3], fixed, *good[3:]])  # the user fixes the line and reruns, as the README says
+        second = run()
+        assert second.returncode == 0, second.stderr
+        assert sorted(r["id"] for r in read_jsonl(out)) == [r["id"] for r in [*good, fixed]]
+        asked = server.count
+        third = run()
+        assert "done already" in third.stderr and server.count == asked
+        write_jsonl(data, [*good, {"id": "r6", "caption": "caption 6"}])  # a changed input is not done
+        fourth = run()
+        assert fourth.returncode == 0 and "done already" not in fourth.stderr, fourth.stderr
+        assert sorted(r["id"] for r in read_jsonl(out)) == [f"r{i}" for i in range(7)]  # afresh: r9 is gone

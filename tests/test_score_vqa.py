@@ -142,7 +142,8 @@ def test_cli_scores_summarises_by_group_and_locates_a_missing_video(vlm_path, sc
     assert next(line for line in failed.stderr.splitlines() if line.startswith("vidcli score:")) == (
         f"vidcli score: error: {inp}:3: id=gone: input: field 'output.video': "
         f"{tmp_path / 'media' / 'none.mp4'}: file not found")
-    assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl")] == ["a", "b"]  # what was done is kept
+    assert [r["id"] for r in read_jsonl(tmp_path / "out.jsonl.partial")] == ["a", "b"]  # what was done is kept
+    assert not (tmp_path / "out.jsonl").exists()
 
     summary_file = tmp_path / "s.json"
     skipped = invoke([*args, "--on-error", "skip", "--by", "group", "--summary", str(summary_file), str(inp),
@@ -163,7 +164,7 @@ def test_cli_scores_summarises_by_group_and_locates_a_missing_video(vlm_path, sc
 
 @pytest.mark.parametrize("args,code,message", [
     ([], 2, "--metric vqa needs --vlm hf:PATH"),
-    (["--vlm", "openai:gpt-4o"], 1, "bad VLM spec 'openai:gpt-4o'"),
+    (["--vlm", "openai:gpt-4o"], 2, "needs a local model"),
 ])
 def test_vlm_flag_errors(args, code, message):
     result = invoke(["score", "--metric", "vqa", *args, "-"], input="")

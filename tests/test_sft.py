@@ -195,7 +195,10 @@ def test_camera_stage_creates_an_encoder_for_a_model_without_one(sft_kit, tmp_pa
     recipe.setup()
     encoder = recipe.interpreter.camera_encoder
     assert encoder is not None and encoder.config.out_hidden_size == recipe.interpreter.hidden_size
-    assert encoder.config.in_channels == 96 and encoder.config.depth == 8  # the paper's encoder
+    from vidcli.interpreter.camera_encoder import CameraEncoderConfig
+
+    # the paper's input layout, sized down with the tiny LLM (CameraEncoderConfig.for_language_model)
+    assert encoder.config.in_channels == 96 and encoder.config == CameraEncoderConfig.for_language_model(64)
     assert recipe.optimizer.param_groups[0]["params"][0] is encoder.patch_embed.weight
     assert sum(len(g["params"]) for g in recipe.optimizer.param_groups) == len(list(encoder.parameters()))
     recipe.cleanup()

@@ -2,7 +2,9 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -153,7 +155,7 @@ DATA_Y = DATA_X.sum(dim=1, keepdim=True).sin()
 
 
 def _train(out: Path, steps: int, *, resume: bool = False, crash_after: int | None = None,
-           secret_arg: str = "") -> nn.Module:
+           secret_arg: str = "", keep_last: int | None = None) -> nn.Module:
     """A minimal recipe loop on the core; ``crash_after`` stops without any final save."""
     from safetensors.torch import load_file, save_file
 
@@ -169,7 +171,8 @@ def _train(out: Path, steps: int, *, resume: bool = False, crash_after: int | No
     opt = build_optimizer(model.named_parameters(), run.optim)
     model, opt = acc.prepare(model, opt)
     sched = build_scheduler(opt, run.optim, steps)
-    info = RunInfo("core-test", {"steps": steps, "api_key": secret_arg}, {"data": {"sha256": "abc"}})
+    arguments = {"steps": steps, "api_key": secret_arg, **({"save_total_limit": keep_last} if keep_last else {})}
+    info = RunInfo("core-test", arguments, {"data": {"sha256": "abc"}})
     saver = Checkpointer(acc, out, info)
     order = DataOrder(len(DATA_X), run.batch_size, run.seed)
     step, position = 0, 0
@@ -214,9 +217,11 @@ def test_resume_from_a_checkpoint_continues_exactly(tmp_path):
     resumed = _train(tmp_path / "run", 6, resume=True)
     for (name, a), b in zip(reference.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
-    assert latest_checkpoint(tmp_path / "run") == tmp_path / "run"  # the final model, step 6
     final = json.loads((tmp_path / "run" / "vidcli.json").read_text())
     assert final["step"] == 6 and final["final"] is True
+    # Optimizer state stays in the resumable checkpoints only, not beside the final model.
+    assert not (tmp_path / "run" / "trainer_state").exists()
+    assert latest_checkpoint(tmp_path / "run").name == "checkpoint-4"
 
 
 def test_resume_restores_rng_state(tmp_path):
@@ -261,6 +266,69 @@ def test_run_info_has_no_secrets_and_records_fingerprints(tmp_path, monkeypatch)
     assert info["command"] == "core-test" and info["inputs"] == {"data": {"sha256": "abc"}}
     assert info["arguments"] == {"steps": 2} and info["step"] == 2 and "loss" in info["metrics"]
     assert safe_arguments({"hf_token": "x", "lr": 1.0, "out": Path("/a")}) == {"lr": 1.0, "out": "/a"}
+    # A key inside a URL is no better: user info and secret query values are removed.
+    assert safe_arguments({"base_url": "http://me:sk-1@host:8000/v1?api_key=sk-1"}) == \
+        {"base_url": "http://host:8000/v1?api_key=***"}
+
+
+def _truncate(path: Path) -> None:
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+
+@pytest.mark.parametrize("damage", ["model.safetensors", "trainer_state/optimizer.bin"])
+def test_a_damaged_checkpoint_is_skipped_for_the_one_before(tmp_path, damage, caplog):
+    reference = _train(tmp_path / "ref", 6)
+    _train(tmp_path / "run", 6, crash_after=4)
+    _truncate(tmp_path / "run" / "checkpoint-4" / damage)
+    with caplog.at_level(logging.WARNING, logger="vidcli.train"):
+        assert latest_checkpoint(tmp_path / "run").name == "checkpoint-2"
+    assert f"checkpoint-4{os.sep}{damage}" in caplog.text and "resuming from checkpoint-2" in caplog.text
+    resumed = _train(tmp_path / "run", 6, resume=True)  # still exact: it redoes steps 3 and 4
+    for a, b in zip(reference.state_dict().values(), resumed.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_every_checkpoint_damaged_is_one_line(tmp_path):
+    _train(tmp_path, 4, crash_after=2)
+    _truncate(tmp_path / "checkpoint-2" / "model.safetensors")
+    with pytest.raises(InputError, match="every checkpoint is damaged .*checkpoint-2/model.safetensors: truncated"):
+        latest_checkpoint(tmp_path)
+
+
+def test_a_foreign_trainer_state_is_one_line_without_unsafe_advice(tmp_path):
+    import zipfile
+
+    _train(tmp_path, 4, crash_after=2)
+    with zipfile.ZipFile(tmp_path / "checkpoint-2" / "trainer_state" / "optimizer.bin", "w") as archive:
+        archive.writestr("archive/data.pkl", b"not a pickle")  # whole as a zip, not as a state
+    with pytest.raises(InputError) as info:
+        _train(tmp_path, 4, resume=True)
+    message = str(info.value)
+    assert "trainer_state: cannot restore the trainer state" in message and "remove checkpoint-2" in message
+    assert "weights_only" not in message
+
+
+def test_a_damaged_rng_state_is_not_ignored_silently(tmp_path, caplog):
+    _train(tmp_path, 4, crash_after=2)
+    _truncate(tmp_path / "checkpoint-2" / "trainer_state" / "random_states_0.pkl")
+    with caplog.at_level(logging.WARNING, logger="vidcli.train"):
+        _train(tmp_path, 4, resume=True)
+    assert "random_states_0.pkl is damaged" in caplog.text and "no longer exactly reproducible" in caplog.text
+
+
+def test_save_total_limit_keeps_the_newest_checkpoints(tmp_path):
+    _train(tmp_path, 8, keep_last=2)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("checkpoint")) == \
+        ["checkpoint-4", "checkpoint-6"]
+
+
+def test_weights_follow_the_umask(tmp_path):
+    old = os.umask(0o022)
+    try:
+        _train(tmp_path, 2)
+    finally:
+        os.umask(old)
+    assert (tmp_path / "model.safetensors").stat().st_mode & 0o777 == 0o644
 
 
 def test_output_folder_of_another_run_needs_resume(tmp_path):

@@ -51,5 +51,10 @@ class BackendError(Exception):
     """A model call failed for good (after retries). Recorded as the record's error."""
 
 
+class BackendUnavailable(BackendError):
+    """The backend cannot answer any record (a refused key, a server that stays unreachable,
+    the same failure over and over): the run stops instead of rejecting every record."""
+
+
 class ReplyFormatError(BackendError):
     """A model kept answering in a form we cannot parse (e.g. not the JSON we asked for)."""

@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Iterator
 
-from vidcli.errors import InputError
-from vidcli.jsonl import STDIO, RecordWriter, Source, read_sources
+from vidcli.errors import BackendUnavailable, InputError
+from vidcli.jsonl import STDIO, RecordWriter, Source, check_inputs, partial_name, read_sources
+from vidcli.provenance import Provenance, input_fingerprints
 from vidcli.records import absolutize_media
 from vidcli.shard import Shard
 
@@ -57,11 +58,15 @@ class StreamStats:
 
 
 class StreamFailed(Exception):
-    """Raised after output is safely closed when ``--on-error fail`` stops a run."""
+    """Raised after output is safely closed when a run stops early: a record failed under
+    ``--on-error fail`` (``skippable``), or the backend cannot answer at all."""
 
-    def __init__(self, message: str, stats: StreamStats) -> None:
+    def __init__(self, message: str, stats: StreamStats, *, partial: str | None = None,
+                 skippable: bool = True) -> None:
         super().__init__(message)
         self.stats = stats
+        self.partial = partial  # where the records done so far wait for --resume
+        self.skippable = skippable  # whether --on-error skip would get past it
 
 
 def rejects_path_for(output: str, command: str, shard: "Shard | None" = None) -> str:
@@ -115,31 +120,49 @@ def run_records(
     progress: bool = True,
     shard: "Shard | None" = None,
     media_root: str | None = None,
+    settings: dict | None = None,
+    folder: str | None = None,
 ) -> StreamStats:
     """Stream records from ``inputs`` through ``process_batch`` into ``output``.
 
-    Raises :class:`StreamFailed` (after closing the output with everything done so far)
-    when a record fails and ``on_error == "fail"``. With ``shard``, records owned by
-    other shards are skipped before anything else looks at them (see :mod:`vidcli.shard`).
-    Without ``media_root``, records read from another folder than ``output``'s get their
-    relative media paths made absolute before processing, so the written records still
-    point at the same files (:func:`vidcli.records.absolutize_media`).
+    ``output`` appears only when every input record the run owns is accounted for
+    (written, dropped on purpose, or in the rejects file). Anything that stops the run
+    first (a failed record under ``on_error == "fail"``, a backend that cannot answer,
+    Ctrl-C, a full disk) leaves ``OUT.partial`` for ``--resume`` and an earlier ``OUT``
+    untouched; a failed record or an unusable backend raises :class:`StreamFailed`.
+    ``settings`` (the options that change the records) and the inputs' fingerprints go
+    into the sidecar that ``--resume`` checks (:mod:`vidcli.provenance`). ``folder`` is a
+    companion output folder published with ``output`` (see :class:`RecordWriter`).
+
+    With ``shard``, records owned by other shards are skipped before anything else looks
+    at them (see :mod:`vidcli.shard`). Without ``media_root``, records read from another
+    folder than ``output``'s get their relative media paths made absolute before
+    processing, so the written records still point at the same files
+    (:func:`vidcli.records.absolutize_media`).
     """
     from tqdm import tqdm
 
+    inputs = list(inputs)
+    check_inputs(inputs)
     stats = StreamStats()
     out_dir = str(Path.cwd() if output == STDIO else Path(output).resolve().parent)
-    writer = RecordWriter(output, resume=resume)
+    provenance = None
+    if output != STDIO:
+        provenance = Provenance(command, {**(settings or {}), "shard": str(shard) if shard else None},
+                                input_fingerprints(inputs))
+    writer = RecordWriter(output, resume=resume, provenance=provenance, folder=folder)
+    for warning in writer.warnings:
+        log.warning("%s", warning)
     reject_writer: RecordWriter | None = None
     rejects = rejects or rejects_path_for(output, command, shard)
-    if not resume:
-        # A fresh run must not leave an earlier run's rejects looking like its own.
-        for stale in (Path(rejects), Path(rejects + ".partial")):
-            stale.unlink(missing_ok=True)
+    # Records rejected by an earlier run are not done: a resumed run retries them, so
+    # every run starts its own rejects file (published, or the old one removed, on completion).
+    partial_name(rejects).unlink(missing_ok=True)
     # disable=None: tqdm turns itself off when stderr is not a terminal.
     bar = tqdm(desc=command, unit="rec", file=sys.stderr, disable=None if progress else True, dynamic_ncols=True)
     if writer.done_ids:
         log.info("resuming: %d records already in %s", len(writer.done_ids), output)
+    complete = False
     try:
         for batch in _batches(read_sources(inputs), batch_size, writer.done_ids, stats, shard):
             good = [s for s in batch if s.error is None]
@@ -147,7 +170,11 @@ def run_records(
                 for src in good:
                     if str(src.base_dir) != out_dir:
                         absolutize_media(src.record, str(src.base_dir))
-            results = dict(zip((id(s) for s in good), process_batch(good) if good else []))
+            try:
+                results = dict(zip((id(s) for s in good), process_batch(good) if good else []))
+            except BackendUnavailable as exc:
+                stats.failed = True
+                raise StreamFailed(str(exc), stats, skippable=False) from None
             for src in batch:
                 out = Outcome.fail("input", src.error.message) if src.error else results[id(src)]
                 bar.update(1)
@@ -171,16 +198,24 @@ def run_records(
                     raise StreamFailed(line, stats)
                 log.warning("%s (rejected)", line)
                 if reject_writer is None:
-                    reject_writer = RecordWriter(rejects, resume=resume)
+                    reject_writer = RecordWriter(rejects)
                 body = src.record if src.record is not None else {"raw": src.raw.rstrip("\n")}
                 reject_writer.write({**body, "errors": list(body.get("errors", [])) + out.errors,
                                      "rejected_from": {"file": src.file, "line": src.line}})
                 stats.rejected += 1
+        complete = True
+    except StreamFailed as exc:
+        exc.partial = None if output == STDIO else str(partial_name(output))
+        raise
     finally:
         bar.close()
-        writer.close()
+        # Rejects first: a published OUT always has its rejects file beside it.
         if reject_writer is not None:
-            reject_writer.close()
+            reject_writer.close(complete=complete)
+        elif complete and rejects != STDIO:
+            Path(rejects).unlink(missing_ok=True)  # an earlier run's rejects are not this run's
+        writer.close(complete=complete, counts={"records": len(writer.done_ids) + writer.written,
+                                                "rejected": stats.rejected, "dropped": stats.dropped})
     if shard is not None:
         log.info("shard %s: took %d record(s); %d belong to other shards", shard, stats.read, stats.other_shards)
     if stats.rejected:

@@ -86,6 +86,14 @@ class RecordedRequest:
     body: dict | None  # None when the body was not JSON
 
 
+def _quiet_about_hang_ups(server, request, client_address) -> None:
+    """A client that hangs up (a run that stops, a timeout) is normal here, not a traceback on stderr."""
+    import sys
+
+    if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError)):
+        ThreadingHTTPServer.handle_error(server, request, client_address)
+
+
 class ScriptedServer:
     """Threaded HTTP server answering chat completions from a script.
 
@@ -119,7 +127,8 @@ class ScriptedServer:
         handler = type("Handler", (_Handler,), {"owner": self})
         # socketserver's default listen backlog is 5: a burst of concurrent clients would
         # overflow it and wait a full SYN-retransmit second, which looks like client slowness.
-        server_cls = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 256})
+        server_cls = type("Server", (ThreadingHTTPServer,), {"request_queue_size": 256,
+                                                             "handle_error": _quiet_about_hang_ups})
         self._httpd = server_cls(self.address, handler)
         self._httpd.daemon_threads = True  # a sleeping handler must not block shutdown
         self._thread = threading.Thread(target=self._httpd.serve_forever, name="scripted-openai", daemon=True)

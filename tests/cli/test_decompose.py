@@ -275,8 +275,12 @@ def test_bad_media_is_a_located_error(examples, video, expected):
 def test_usage_errors_exit_2(tmp_path):
     assert run_cli(["decompose"]).returncode == 2  # --llm missing
     assert run_cli(["decompose", "--llm", "x", "--schema", "nope"]).returncode == 2
-    proc = run_cli(["decompose", "--llm", "bogus:m", str(tmp_path / "none.jsonl")])
+    captions = write_jsonl(tmp_path / "in.jsonl", [{"caption": "a ball"}])
+    proc = run_cli(["decompose", "--llm", "bogus:m", str(captions)])
     assert proc.returncode == 1 and "bad backend spec 'bogus:m'" in proc.stderr and "Traceback" not in proc.stderr
+    # A typo in the input path is caught before any backend is built.
+    proc = run_cli(["decompose", "--llm", "bogus:m", str(tmp_path / "none.jsonl")])
+    assert proc.returncode == 1 and "none.jsonl: input file not found" in proc.stderr
 
 
 def test_stdin_to_stdout_pipeline(tmp_path):

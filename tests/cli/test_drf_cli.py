@@ -15,7 +15,8 @@ pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def drf_args(kit, out, *extra) -> list[str]:
-    return ["drf-tune", "--model", str(kit["wan"]), "--vlm", str(kit["vlm"]), str(kit["records"]), "-o", str(out),
+    # --vlm in the backend spec form every command takes (a bare folder works too).
+    return ["drf-tune", "--model", str(kit["wan"]), "--vlm", f"hf:{kit['vlm']}", str(kit["records"]), "-o", str(out),
             "--frames-vlm", "3", "--k-grad", "1", "--steps", "2", "--guidance", "1", "--height", "32",
             "--width", "32", "--frames", "5", "--lr", "1e-3", "--seed", "5", "-q", *extra]
 

@@ -92,7 +92,9 @@ def test_bad_records_are_located_and_prompt_field_picks_the_text(gen_kit, tmp_pa
     assert one_line_error(fail) == (f"vidcli generate: error: {source}:2: id=none: generate: no text to generate "
                                     "from: missing field 'output.prompt' or 'prompt' or 'caption' "
                                     "(choose one with --prompt-field)")
-    assert [r["id"] for r in read_jsonl(tmp_path / "a.jsonl")] == ["ok"]  # what was done is kept
+    assert [r["id"] for r in read_jsonl(tmp_path / "a.jsonl.partial")] == ["ok"]  # what was done is kept
+    assert not (tmp_path / "a.jsonl").exists() and not (tmp_path / "a.videos").exists()
+    assert [p.name for p in (tmp_path / "a.videos.partial").iterdir()] == ["ok.mp4"]
     skip = generate(gen_kit, str(source), "-o", str(tmp_path / "b.jsonl"), "--on-error", "skip",
                     "--prompt-field", "meta.text")
     assert skip.exit_code == 0, skip.stderr
@@ -105,7 +107,7 @@ def test_bad_records_are_located_and_prompt_field_picks_the_text(gen_kit, tmp_pa
     assert usage.exit_code == 2 and "--height 40 must be a positive multiple of 16" in usage.stderr
     assert generate(gen_kit, str(source), "--device", "gpu").exit_code == 2
     nowhere = invoke(["generate", "--model", str(tmp_path / "nope"), str(source)])
-    assert one_line_error(nowhere) == f"vidcli generate: error: --model {tmp_path / 'nope'}: no such folder"
+    assert one_line_error(nowhere) == f"vidcli generate: error: {tmp_path / 'nope'}: model folder not found"
 
 
 def test_resume_keeps_finished_videos_and_replaces_a_torn_one(gen_kit, tmp_path):

@@ -156,7 +156,7 @@ def test_video_feedback_flag_mistakes_exit_2(grpo_kit, tiny_models, tmp_path):
         (["--reward", "video-feedback"], "needs --generator PIPELINE_DIR and --vlm hf:PATH"),
         (["--generator", str(tiny_models["wan"])], "--generator applies to --reward video-feedback only"),
         (["--render-steps", "3"], "--render-steps applies to --reward video-feedback only"),
-        (video_args(tiny_models, "--vlm", str(tiny_models["vlm"])), "give a local model: hf:PATH"),
+        (video_args(tiny_models, "--vlm", "openai:gpt-4o"), "needs a local model"),
         (video_args(tiny_models, "--render-frames", "8"), "--render-frames must be 4k+1"),
         (video_args(tiny_models, "--render-width", "40"), "must be multiples of 16"),
         (video_args(tiny_models, "--vlm-frames", "9"), "--vlm-frames 9 is more than --render-frames 5"),

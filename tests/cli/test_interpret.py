@@ -219,7 +219,7 @@ def test_server_backend_gets_images_and_camera_words(tmp_path):
     (["--model", "m", "--backend", "openai:x", "--text", "x"], "give exactly one of --model"),
     (["--backend", "hf:m", "--text", "x"], "--backend takes openai:MODEL"),
     (["--model", "m"], "nothing to interpret"),
-    (["--model", "m", "--text", "x", "--input", "r.jsonl"], "either --input records or --text"),
+    (["--model", "m", "--text", "x", "--input", "-"], "either --input records or --text"),
     (["--model", "m", "--text", "x", "-o", "out.jsonl"], "-o/--resume apply to --input"),
 ])
 def test_usage_errors(args, message):

@@ -154,7 +154,7 @@ def test_resume_summarises_the_whole_output(tmp_path):
                         str(write_jsonl(tmp_path / "a.jsonl", RECORDS[:2])), "-o", str(out)])
         server.reset()
         second = invoke(["score", "--metric", "reward", *llm_args(server), "-q", "--resume", "--summary",
-                         str(tmp_path / "s.json"), str(write_jsonl(tmp_path / "b.jsonl", RECORDS)), "-o", str(out)])
+                         str(tmp_path / "s.json"), str(write_jsonl(tmp_path / "a.jsonl", RECORDS)), "-o", str(out)])
         assert server.count == 0  # the third record has no answer: nothing to ask
     assert first.exit_code == 0 and second.exit_code == 0, second.stderr
     summary = json.loads((tmp_path / "s.json").read_text())

@@ -93,6 +93,9 @@ def test_bad_record_is_one_line_and_exit_1(sft_kit, tmp_path):
     data.write_text('{"id": "m", "instruction": "x", "cot": {"target": "y"}, '
                     '"conditions": [{"type": "identity", "path": "face.png"}]}\n')
     result = invoke(["sft", "--model", str(sft_kit["base"]), str(data), str(missing), "-o", str(tmp_path / "run")])
+    assert result.exit_code == 1  # a missing input file is found before anything is read
+    assert result.stderr == f"vidcli sft: error: {missing}: input file not found\n"
+    result = invoke(["sft", "--model", str(sft_kit["base"]), str(data), "-o", str(tmp_path / "run")])
     assert result.exit_code == 1
     assert result.stderr.startswith(f"vidcli sft: error: {data}:1: id=m: conditions[0] (identity): file not found")
 

@@ -179,14 +179,14 @@ def test_score_shards_then_merge_summarise_like_the_whole(tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["make-cot", "--llm", "openai:m", "--shard", "0/2", "--balance-by", "condition_type"],
      "give it to the --merge run"),
-    (["make-cot", "x.jsonl"], "Missing option '--llm'"),
+    (["make-cot", "-"], "Missing option '--llm'"),
     (["make-cot", "--merge", "--shard", "0/2"], "without --shard"),
     (["mine-triplets", "--mode", "rave", "--llm", "openai:m", "--shard", "1/2", "--holdout", "0.1"],
      "give it to the --merge run"),
     (["mine-triplets", "--merge", "--resume"], "--resume does not apply"),
     (["mine-triplets", "--merge", "--report", "r.json"], "--report belong to --shard runs"),
-    (["mine-triplets", "x.jsonl"], "--mode and --llm are required"),
-    (["score", "x.jsonl"], "Missing option '--metric'"),
+    (["mine-triplets", "-"], "--mode and --llm are required"),
+    (["score", "-"], "Missing option '--metric'"),
     (["score", "--merge", "--shard", "0/2"], "without --shard"),
     (["interpret", "--model", "m", "--text", "hi", "--shard", "0/2"], "(and so does --shard)"),
 ])

@@ -5,7 +5,12 @@
 - ``hf:PATH_OR_ID`` — a local transformers model;
 - ``embed`` — the offline MiniLM matcher (not a chat model: :func:`load_embedder`).
 
-Chat models come wrapped in the on-disk reply cache unless ``use_cache=False``.
+Chat models come wrapped in the on-disk reply cache unless ``use_cache=False``. An
+``openai:`` model's replies are keyed by its endpoint too (user info and secrets
+removed), so another server, or a server behind the same name that is gone, never
+answers from the cache. Servers that are known to answer alike (replicas of one
+deployment, a test server on a new port) can share entries on purpose: set
+``VIDCLI_CACHE_ENDPOINT=NAME`` and every endpoint is keyed as NAME.
 Nothing heavy is imported here; each backend imports its libraries when built.
 """
 from __future__ import annotations
@@ -18,6 +23,20 @@ from vidcli.backends.base import ChatModel
 from vidcli.errors import InputError
 
 VALID_FORMS = "openai:MODEL, hf:PATH_OR_ID (or embed, for the offline matcher)"
+
+
+CACHE_ENDPOINT_ENV = "VIDCLI_CACHE_ENDPOINT"
+
+
+def cache_endpoint(url: str) -> str:
+    """An endpoint as the reply cache keys it: credentials removed, scheme and host in
+    lower case, no trailing slash (``HTTP://Host:8000/v1/`` and ``http://host:8000/v1`` agree)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    from vidcli.redact import public_url
+
+    parts = urlsplit(public_url(url))
+    return urlunsplit((parts.scheme.lower(), parts.netloc.lower(), parts.path.rstrip("/"), parts.query, ""))
 
 
 def _bad_spec(spec: str, why: str) -> InputError:
@@ -40,6 +59,36 @@ def _local_fingerprint(path: str) -> str | None:
     return h.hexdigest()[:16]
 
 
+def check_local_model(name: str) -> None:
+    """Before loading: a model that names a local folder must exist and have whole weights.
+
+    ``name`` is a path or hub id (no ``hf:``). A name that can only be a path (absolute,
+    ``./``, ``~``, more than one ``/``, or under an existing folder) and is missing is
+    reported as a missing folder, not left to the hub client to call a bad repo id.
+    """
+    from vidcli.filecheck import check_weights
+
+    path = Path(name).expanduser()
+    if path.exists():
+        check_weights(path)
+        return
+    first = name.split("/", 1)[0]
+    if name.startswith(("/", ".", "~")) or name.count("/") > 1 or ("/" in name and Path(first).is_dir()):
+        raise InputError("model folder not found", file=name)
+
+
+def parse_spec(spec: str) -> tuple[str, str]:
+    """``(kind, name)`` of a chat backend spec (``openai:MODEL`` or ``hf:PATH_OR_ID``); InputError otherwise."""
+    kind, sep, name = spec.partition(":")
+    if spec == "embed":
+        raise _bad_spec(spec, "the embedder is not a chat model")
+    if not sep or kind not in ("openai", "hf"):
+        raise _bad_spec(spec, "unknown backend")
+    if not name.strip():
+        raise _bad_spec(spec, f"missing the model after '{kind}:'")
+    return kind, name
+
+
 def load_chat_model(
     spec: str,
     *,
@@ -56,13 +105,7 @@ def load_chat_model(
     trust_remote_code: bool = False,
 ) -> ChatModel:
     """Build the chat model named by ``spec`` (see module docstring)."""
-    kind, sep, name = spec.partition(":")
-    if spec == "embed":
-        raise _bad_spec(spec, "the embedder is not a chat model")
-    if not sep or kind not in ("openai", "hf"):
-        raise _bad_spec(spec, "unknown backend")
-    if not name.strip():
-        raise _bad_spec(spec, f"missing the model after '{kind}:'")
+    kind, name = parse_spec(spec)
 
     key_spec = None
     if kind == "openai":
@@ -83,6 +126,7 @@ def load_chat_model(
             timeout=timeout,
             max_retries=max_retries,
         )
+        key_spec = f"{spec}@{os.environ.get(CACHE_ENDPOINT_ENV) or cache_endpoint(model.endpoint)}"
     else:
         from vidcli.backends.hf import HFChatModel
 

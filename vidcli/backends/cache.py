@@ -12,7 +12,10 @@ Only successful replies are stored: a failure is retried on the next run.
 
 Images and video frames enter the key as a sha256 of their pixels plus mode and size,
 so the same picture loaded twice hits, and a re-encoded or resized one does not.
-Nothing secret enters the key or the entry (no endpoint, no API key).
+The model part of the key is the backend's identity: for ``openai:`` models the spec
+and the endpoint (``openai:MODEL@http://host:8000/v1``, credentials removed; see
+:func:`vidcli.backends.cache_endpoint`), for local checkpoints a fingerprint of their
+files. Nothing secret enters the key or the entry (no API key, no user info of a URL).
 """
 from __future__ import annotations
 

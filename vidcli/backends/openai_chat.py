@@ -9,9 +9,13 @@ the policy here is the only one (and its request count is exact):
   ``Retry-After`` (or ``retry-after-ms``) is honoured, capped at ``retry_after_cap``;
 - not retried: any other 4xx (a bad key or a bad request does not heal by waiting).
 
-A request that still fails becomes ``Reply(text=None, error="one line")``; nothing
-escapes ``generate``. The API key is scrubbed from every message we produce, and the
-object's repr does not show it.
+A request that still fails becomes ``Reply(text=None, error="one line")``: a failure of
+that one conversation. A failure of the backend itself raises
+:class:`~vidcli.errors.BackendUnavailable` instead, so a run stops rather than rejecting
+every record: the server refuses the key (401/403), it stays unreachable through every
+retry, or ``max_identical_failures`` requests in a row fail with the same error. The
+message names the endpoint without credentials. The API key is scrubbed from every
+message we produce, and the object's repr does not show it.
 """
 from __future__ import annotations
 
@@ -26,6 +30,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from vidcli.backends.base import Conversation, Reply, Sampling
+from vidcli.errors import BackendUnavailable
+from vidcli.redact import public_url
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +129,7 @@ def _status_message(exc) -> str:
 class _Retry:
     reason: str
     retry_after: float | None = None
+    unreachable: bool = False  # a connection failure: if it outlasts the retries, the server is gone
 
 
 class OpenAIChatModel:
@@ -140,6 +147,7 @@ class OpenAIChatModel:
         backoff_base: float = 1.0,
         backoff_max: float = 30.0,
         retry_after_cap: float = 60.0,
+        max_identical_failures: int = 10,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -153,10 +161,17 @@ class OpenAIChatModel:
         self.backoff_base = backoff_base
         self.backoff_max = backoff_max
         self.retry_after_cap = retry_after_cap
+        self.max_identical_failures = max_identical_failures  # 0: never stop for a repeated failure
         self.requests_sent = 0  # every HTTP attempt, retries included
+        self._streak: tuple[str | None, int] = (None, 0)  # the last failure and how often in a row
 
     def __repr__(self) -> str:
-        return f"OpenAIChatModel(spec={self.spec!r}, base_url={self.base_url!r})"
+        return f"OpenAIChatModel(spec={self.spec!r}, base_url={self.endpoint!r})"
+
+    @property
+    def endpoint(self) -> str:
+        """The server's URL as it may be shown or stored (no user info, no secret query values)."""
+        return public_url(self.base_url or "https://api.openai.com/v1")
 
     def _scrub(self, text: str) -> str:
         """One line, bounded, with the API key masked wherever a server echoed it."""
@@ -167,17 +182,32 @@ class OpenAIChatModel:
 
     # -- sync entry point ----------------------------------------------------------
     def generate(self, conversations: list[Conversation], sampling: Sampling) -> list[Reply]:
-        """Answer every conversation, order kept. Callable from sync code, repeatedly."""
+        """Answer every conversation, order kept. Callable from sync code, repeatedly.
+
+        Raises BackendUnavailable when the backend itself fails (see module docstring).
+        """
         if not conversations:
             return []
         try:
             asyncio.get_running_loop()
         except RuntimeError:
-            return asyncio.run(self._generate_async(conversations, sampling))
-        # Called from inside a running loop (a notebook, an async app): a private
-        # thread gets its own loop instead of nesting in the caller's.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            return pool.submit(asyncio.run, self._generate_async(conversations, sampling)).result()
+            replies = asyncio.run(self._generate_async(conversations, sampling))
+        else:
+            # Called from inside a running loop (a notebook, an async app): a private
+            # thread gets its own loop instead of nesting in the caller's.
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                replies = pool.submit(asyncio.run, self._generate_async(conversations, sampling)).result()
+        self._count_failures(replies)
+        return replies
+
+    def _count_failures(self, replies: list[Reply]) -> None:
+        last, run = self._streak
+        for answer in replies:
+            last, run = (None, 0) if answer.ok else (answer.error, run + 1 if answer.error == last else 1)
+        self._streak = (last, run)
+        if self.max_identical_failures and run >= self.max_identical_failures:
+            raise BackendUnavailable(f"{self.endpoint}: the last {run} requests to {self.spec} all failed "
+                                     f"with: {last}")
 
     def close(self) -> None:
         """Nothing persists between calls: each generate opens and closes its client."""
@@ -218,6 +248,8 @@ class OpenAIChatModel:
                 return Reply(text=None, error=self._scrub(f"bad conversation: {exc}"))
             try:
                 return await self._with_retries(client, messages, self._params(sampling))
+            except BackendUnavailable:
+                raise
             except Exception as exc:  # a bug or an unforeseen client error: keep the batch alive
                 log.exception("%s: unexpected error", self.spec)
                 return Reply(text=None, error=self._scrub(f"unexpected error: {type(exc).__name__}: {exc}"))
@@ -232,6 +264,8 @@ class OpenAIChatModel:
                 return outcome
             if retry_number >= self.max_retries:
                 reason = self._scrub(f"{outcome.reason} (gave up after {retry_number + 1} attempts)")
+                if outcome.unreachable:
+                    raise BackendUnavailable(f"cannot reach {self.endpoint}: {reason}")
                 log.warning("%s: %s", self.spec, reason)
                 return Reply(text=None, error=reason)
             delay = self._backoff(retry_number, outcome.retry_after)
@@ -249,12 +283,16 @@ class OpenAIChatModel:
             reason = _status_message(exc)
             if _is_retryable_status(exc.status_code):
                 return _Retry(reason, _retry_after_seconds(exc.response.headers))
+            if exc.status_code in (401, 403):
+                raise BackendUnavailable(self._scrub(
+                    f"{self.endpoint}: {reason}: the server refused the request's credentials; "
+                    "check OPENAI_API_KEY (and --base-url)"))
             return Reply(text=None, error=self._scrub(reason))
         except openai.APITimeoutError:
             return _Retry(f"request timed out after {self.timeout:g}s")
         except openai.APIConnectionError as exc:
             cause = exc.__cause__ or exc
-            return _Retry(f"connection error: {type(cause).__name__}: {cause}")
+            return _Retry(f"connection error: {type(cause).__name__}: {cause}", unreachable=True)
         except (openai.APIResponseValidationError, ValueError) as exc:
             return _Retry(f"malformed response: {type(exc).__name__}: {exc}")
         except openai.OpenAIError as exc:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import click
 
-from vidcli.commands.common import backend_options, input_output_options, reports_errors
+from vidcli.commands.common import backend_options, input_output_options, reports_errors, result_settings
 from vidcli.shard import shard_option
 
 
@@ -88,7 +88,7 @@ def command(schema, llm_spec, vlm_spec, keep_consistent, frames, caption_field, 
         run_records(inputs or ("-",), output, lambda batch: decompose_batch(batch, llm, vlm, opts),
                     command="decompose", batch_size=max(16, 4 * concurrency), resume=resume,
                     on_error=on_error, rejects=rejects, progress=not quiet, shard=shard,
-                    media_root=media_root)
+                    media_root=media_root, settings=result_settings())
     finally:
         llm.close()
         if vlm is not None:

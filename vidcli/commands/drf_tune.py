@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import click
 
-from vidcli.commands.common import reports_errors
+from vidcli.commands.common import LocalModel, reports_errors
 from vidcli.commands.training import dit_fields, dit_options, run_config, run_options
 
 EXAMPLES = """\b
 Examples:
   # questions and reference answers first, then tune Wan2.1 with the rich reward
-  vidcli decompose --schema drf --llm openai:gpt-4o --vlm Qwen/Qwen2.5-VL-7B-Instruct \\
+  vidcli decompose --schema drf --llm openai:gpt-4o --vlm hf:Qwen/Qwen2.5-VL-7B-Instruct \\
       --keep-consistent captions.jsonl > drf.jsonl
   vidcli drf-tune --model Wan2.1-T2V-1.3B-Diffusers --vlm Qwen/Qwen2.5-VL-7B-Instruct \\
       --vlm-dtype bf16 --gradient-checkpointing drf.jsonl -o runs/drf
@@ -39,8 +39,8 @@ def parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path(allow_dash=True))
 @click.option("--model", required=True, metavar="PIPELINE_DIR",
               help="diffusers pipeline folder: WanPipeline (Wan2.1 T2V) or CogVideoXPipeline.")
-@click.option("--vlm", required=True, metavar="PATH",
-              help="Frozen Qwen2-VL / Qwen2.5-VL folder that scores the videos.")
+@click.option("--vlm", required=True, type=LocalModel(spec=False), metavar="[hf:]PATH",
+              help="Frozen Qwen2-VL / Qwen2.5-VL (folder or hub id) that scores the videos.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Run folder: checkpoint-STEP/, rewards.jsonl, and the final pipeline in the folder itself.")
 @click.option("--reward", type=click.Choice(["vanilla", "rich", "binary"]), default="rich", show_default=True,

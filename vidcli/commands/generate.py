@@ -4,11 +4,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import re
+import sys
 from pathlib import Path
 
 import click
 
-from vidcli.commands.common import input_output_options, reports_errors
+from vidcli.commands.common import input_output_options, reports_errors, result_settings
 from vidcli.shard import shard_option
 
 log = logging.getLogger("vidcli")
@@ -18,10 +19,13 @@ EDIT_FIELD = "instruction"
 
 EXAMPLES = """\b
 Examples:
-  # the ReaDe chain: interpret requests, generate from the prompts, score the videos
-  vidcli interpret --model ckpt/grpo --input requests.jsonl -o interpreted.jsonl
-  vidcli generate --model Wan2.1-T2V-1.3B-Diffusers interpreted.jsonl -o generated.jsonl
+  # the DRF chain: questions for the captions, a video per caption, the videos' VQA scores
+  vidcli decompose --schema drf --llm openai:gpt-4o captions.jsonl -o decomposed.jsonl
+  vidcli generate --model Wan2.1-T2V-1.3B-Diffusers decomposed.jsonl -o generated.jsonl
   vidcli score --metric vqa --vlm hf:Qwen/Qwen2.5-VL-7B-Instruct generated.jsonl -o scored.jsonl
+  # the ReaDe chain: the interpreter's prompts (output.prompt) are what gets rendered
+  vidcli interpret --model ckpt/grpo --input requests.jsonl -o interpreted.jsonl
+  vidcli generate --model Wan2.1-T2V-1.3B-Diffusers interpreted.jsonl -o videos.jsonl
   # a drf-tune output (full or LoRA), the paper's 30 steps at its training size
   vidcli generate --model runs/drf decomposed.jsonl -o drf.jsonl --batch-size 4
   # plain {id, prompt} records on stdin, videos into a chosen folder
@@ -74,11 +78,17 @@ def _text(record: dict, fields: tuple[str, ...]) -> str:
     raise InputError(f"no text to generate from: missing field {named} (choose one with --prompt-field)")
 
 
-def _generate_batch(sources, model, settings, fields, videos_dir: Path, output: str, where: dict) -> list:
-    """Stream stage: validate each record, sample the good ones in one call, write mp4s, then records."""
+def _generate_batch(sources, model, settings, fields, videos_dir: Path, output: str, where: dict,
+                    write_dir: Path | None = None, progress: bool = False) -> list:
+    """Stream stage: validate each record, sample the good ones in one call, write mp4s, then records.
+
+    Videos are written into ``write_dir`` (``VIDEOS.partial`` until the run completes) and
+    named in the records by their place in ``videos_dir``, where they are once it has."""
     from vidcli.diffusion.edit import edit_videos, source_latents
     from vidcli.diffusion.generate import generate_videos, generation_record, to_uint8
     from vidcli.errors import InputError
+    from tqdm import tqdm
+
     from vidcli.media import write_video
     from vidcli.stream import Outcome
 
@@ -100,16 +110,23 @@ def _generate_batch(sources, model, settings, fields, videos_dir: Path, output: 
     if not ready:
         return outcomes
     ids = [sources[i].id for i in ready]
-    if model.mode == "edit":
-        videos = edit_videos(model, texts, clips, ids, settings)
-    else:
-        videos = generate_videos(model, texts, ids, settings)
-    videos_dir.mkdir(parents=True, exist_ok=True)
+    # Denoising steps of this batch on a terminal: a video takes minutes at real sizes.
+    label = ids[0] if len(ids) == 1 else f"{ids[0]} +{len(ids) - 1}"
+    with tqdm(total=settings.steps, desc=label, unit="step", file=sys.stderr, leave=False,
+              disable=None if progress else True, dynamic_ncols=True) as bar:
+        if model.mode == "edit":
+            videos = edit_videos(model, texts, clips, ids, settings, on_step=bar.update)
+        else:
+            videos = generate_videos(model, texts, ids, settings, on_step=bar.update)
+    write_dir = write_dir or videos_dir
+    write_dir.mkdir(parents=True, exist_ok=True)
     generation = generation_record(model, settings)
     for i, frames in zip(ready, videos):
         record = sources[i].record
-        path = write_video(videos_dir / video_name(record["id"]), to_uint8(frames), settings.fps)
-        output_field = {**record.get("output", {}), "video": record_path(path, output), "generation": generation}
+        name = video_name(record["id"])
+        write_video(write_dir / name, to_uint8(frames), settings.fps)
+        output_field = {**record.get("output", {}), "video": record_path(videos_dir / name, output),
+                        "generation": generation}
         outcomes[i] = Outcome.ok({**record, "output": output_field})
     return outcomes
 
@@ -172,10 +189,13 @@ def command(model_path, videos_dir, prompt_field, steps, guidance, num_frames, h
     if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", device):
         raise click.BadParameter(f"{device!r}: use auto, cpu, cuda or cuda:N", param_hint="--device")
     from vidcli.diffusion.generate import default_settings, load_video_model
+    from vidcli.jsonl import check_output, partial_name
     from vidcli.log import setup_logging
     from vidcli.stream import run_records
 
     setup_logging(verbose, quiet)
+    if videos_dir:
+        check_output(videos_dir, folder=True)
     model = load_video_model(model_path, device=device, dtype=dtype)
     try:
         settings = default_settings(model, steps=steps, guidance=guidance, num_frames=num_frames, height=height,
@@ -188,7 +208,11 @@ def command(model_path, videos_dir, prompt_field, steps, guidance, num_frames, h
              settings.steps, settings.guidance, settings.num_frames, settings.width, settings.height, settings.fps,
              folder)
     where = dict(media_root=media_root, allow_escape=allow_escape)
+    # With -o FILE the videos go into FOLDER.partial, published with OUT when every record is done.
+    write_dir = folder if output == "-" else partial_name(folder)
     run_records(inputs or ("-",), output,
-                lambda batch: _generate_batch(batch, model, settings, fields, folder, output, where),
+                lambda batch: _generate_batch(batch, model, settings, fields, folder, output, where, write_dir,
+                                              progress=not quiet),
                 command="generate", batch_size=batch_size, resume=resume, on_error=on_error, rejects=rejects,
-                progress=not quiet, shard=shard, media_root=media_root)
+                progress=not quiet, shard=shard, media_root=media_root, settings=result_settings(),
+                folder=None if output == "-" else str(folder))

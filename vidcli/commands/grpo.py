@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vidcli.commands.common import reports_errors
+from vidcli.commands.common import LocalModel, reports_errors
 from vidcli.commands.training import (
     interpreter_fields, interpreter_options, lora_settings, require_cuda_for_qlora, run_config, run_options,
 )
@@ -35,7 +35,7 @@ def video_feedback_options(func):
         click.option("--generator", type=click.Path(exists=True, file_okay=False), default=None,
                      metavar="PIPELINE_DIR", help="video-feedback: frozen diffusers Wan / CogVideoX pipeline folder "
                                                   "or drf-tune output that renders the prompts."),
-        click.option("--vlm", default=None, metavar="hf:PATH",
+        click.option("--vlm", default=None, type=LocalModel(spec=True), metavar="[hf:]PATH",
                      help="video-feedback: frozen Qwen2-VL / Qwen2.5-VL that scores the renders."),
         click.option("--video-weight", type=float, default=1.0, show_default=True, help="w: weight of R_video."),
         click.option("--render-steps", type=click.IntRange(1), default=10, show_default=True,
@@ -73,8 +73,6 @@ def video_feedback_config(ctx: click.Context, reward: str, generator: str | None
         return None
     if generator is None or vlm is None:
         raise click.UsageError("--reward video-feedback needs --generator PIPELINE_DIR and --vlm hf:PATH")
-    if not vlm.startswith("hf:") or not vlm[3:].strip():
-        raise click.UsageError(f"--vlm {vlm!r}: the scorer reads token probabilities, so give a local model: hf:PATH")
     frames, height, width = opts["render_frames"], opts["render_height"], opts["render_width"]
     if frames % 4 != 1:
         raise click.UsageError(f"--render-frames must be 4k+1 (1, 5, 9, 17, ...), got {frames}")

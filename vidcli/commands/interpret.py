@@ -14,7 +14,7 @@ from pathlib import Path
 
 import click
 
-from vidcli.commands.common import backend_options, input_output_options, reports_errors
+from vidcli.commands.common import backend_options, input_output_options, reports_errors, result_settings
 from vidcli.interpreter.format import PROMPT_STYLES
 from vidcli.shard import shard_option
 
@@ -261,7 +261,8 @@ def _run_records(engine, sources, style, frames, *, output, resume, on_error, re
 
     run_records(sources, output, lambda batch: _interpret_batch(batch, engine, style, load),
                 command="interpret", batch_size=engine.records_per_batch, resume=resume, on_error=on_error,
-                rejects=rejects, progress=not quiet, shard=shard, media_root=media_root)
+                rejects=rejects, progress=not quiet, shard=shard, media_root=media_root,
+                settings=result_settings())
 
 
 def _flag_request(record: dict, frames: int):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import click
 
-from vidcli.commands.common import backend_options, input_output_options, reports_errors
+from vidcli.commands.common import (backend_options, input_output_options, output_provenance, reports_errors,
+                                   result_settings)
 from vidcli.shard import merge_option, shard_option
 
 EXAMPLES = """\b
@@ -25,6 +26,9 @@ Examples:
   vidcli make-cot --llm openai:gpt-4o --shard $I/8 requests.jsonl -o part$I.cot.jsonl
   vidcli make-cot --merge --balance-by condition_type part*.cot.jsonl -o cot.jsonl
 """
+
+
+FILTER_OPTIONS = ("dedup_threshold", "dedup_embedder", "exclude_files", "balance_by", "seed")
 
 
 def generated_path_for(output: str, shard=None) -> str:
@@ -133,7 +137,7 @@ def command(llm_spec, vlm_spec, frames, camera_from_video, generated, dedup_thre
     if merge:
         records = read_shard_outputs(inputs or ("-",))
         embedder = load_embedder(dedup_embedder, device=device) if dedup_embedder != "none" else None
-        write_filtered(records, output, filters, embedder)
+        write_filtered(records, output, filters, embedder, output_provenance(output, inputs or ("-",)))
         return
     generated = generated or generated_path_for(output, shard)
     common = dict(base_url=base_url, concurrency=concurrency, use_cache=not no_cache,
@@ -148,7 +152,10 @@ def command(llm_spec, vlm_spec, frames, camera_from_video, generated, dedup_thre
         stats = run_records(inputs or ("-",), generated, lambda batch: make_cot_batch(batch, llm, vlm, opts),
                             command="make-cot", batch_size=max(16, 4 * concurrency), resume=resume,
                             on_error=on_error, rejects=rejects or rejects_path_for(output, "make-cot", shard),
-                            progress=not quiet, shard=shard, media_root=media_root)
+                            progress=not quiet, shard=shard, media_root=media_root,
+                            # The filters' options do not change the generated records: re-filtering
+                            # with new ones resumes the same file.
+                            settings=result_settings(exclude=FILTER_OPTIONS))
     finally:
         llm.close()
         if vlm is not None:
@@ -159,4 +166,4 @@ def command(llm_spec, vlm_spec, frames, camera_from_video, generated, dedup_thre
         log.info("make-cot: shard %s: de-duplication and --balance-by are left to the --merge run", shard)
     needs_embedder = dedup_embedder != "none" and (filters.dedup or excluded)
     embedder = load_embedder(dedup_embedder, device=device) if needs_embedder else None
-    filter_file(generated, output, filters, embedder)
+    filter_file(generated, output, filters, embedder, output_provenance(output, inputs or ("-",)))

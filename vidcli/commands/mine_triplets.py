@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import click
 
-from vidcli.commands.common import backend_options, input_output_options, reports_errors
+from vidcli.commands.common import (backend_options, input_output_options, output_provenance, reports_errors,
+                                   result_settings)
 from vidcli.shard import merge_option, shard_option
 
 EXAMPLES = """\b
@@ -42,6 +43,9 @@ def _video_inputs(videos: tuple[str, ...], folder: str) -> str:
             handle.write(json.dumps({"id": content_id(record), **record}) + "\n")
     return path
 
+
+# Options of the whole-set step only: changing them re-splits the same generated records.
+FINISH_OPTIONS = ("holdout", "seed", "export_clips")
 
 @click.command("mine-triplets", epilog=EXAMPLES)
 @click.option("--mode", type=click.Choice(["icvg", "rave"]), default=None,
@@ -156,7 +160,7 @@ def command(mode, llm_spec, vlm_spec, embedder_spec, videos, types, examples_fil
     sampling = Sampling(temperature=temperature, max_tokens=max_tokens)
     stream = dict(command="mine-triplets", resume=resume, on_error=on_error,
                   rejects=rejects or rejects_path_for(output, "mine-triplets", shard), progress=not quiet, shard=shard,
-                  media_root=media_root)
+                  media_root=media_root, settings=result_settings(exclude=FINISH_OPTIONS))
     with tempfile.TemporaryDirectory(prefix="vidcli-mine-") as scratch:
         sources = list(inputs) + ([_video_inputs(videos, scratch)] if videos else [])
         sources = sources or ["-"]
@@ -186,7 +190,9 @@ def command(mode, llm_spec, vlm_spec, embedder_spec, videos, types, examples_fil
             llm.close()
     log.info("mine-triplets: %d record(s) generated this run, %d already in %s, %d rejected",
              stats.written, stats.skipped_done, generated, stats.rejected)
-    done = finish_triplets(generated, output, mode=mode, holdout=holdout, seed=seed, export_dir=export_clips)
+    # --video files are named in the settings; the JSONL inputs are fingerprinted.
+    done = finish_triplets(generated, output, mode=mode, holdout=holdout, seed=seed, export_dir=export_clips,
+                           provenance=output_provenance(output, inputs or (() if videos else ("-",))))
     log.info("mine-triplets: %d triplet(s), %d in the test split, %d clip file(s) cut",
              done.triplets, done.test, done.clips_written)
     if report:

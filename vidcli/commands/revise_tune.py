@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import click
 
-from vidcli.commands.common import reports_errors
+from vidcli.commands.common import LocalModel, reports_errors
 from vidcli.commands.training import dit_fields, dit_options, run_config, run_options
 
 EXAMPLES = """\b
@@ -25,7 +25,8 @@ Examples:
 @click.command("revise-tune", epilog=EXAMPLES)
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path(allow_dash=True))
 @click.option("--model", required=True, metavar="PIPELINE_DIR", help="WanPipeline folder whose DiT becomes the editor.")
-@click.option("--vlm", required=True, metavar="PATH", help="Frozen Qwen2-VL / Qwen2.5-VL folder: the critic.")
+@click.option("--vlm", required=True, type=LocalModel(spec=False), metavar="[hf:]PATH",
+              help="Frozen Qwen2-VL / Qwen2.5-VL (folder or hub id): the critic.")
 @click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
               help="Run folder: checkpoint-STEP/, steps.jsonl, and the final pipeline in the folder itself.")
 @click.option("--objective", type=click.Choice(["sft", "rwr", "uso"]), default="uso", show_default=True,

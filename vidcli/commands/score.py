@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import click
 
-from vidcli.commands.common import backend_options, input_output_options, reports_errors
+from vidcli.commands.common import LocalModel, backend_options, input_output_options, reports_errors, result_settings
 from vidcli.rewards.coverage import CHOOSE_A_JUDGE
 from vidcli.scoring import METRICS
 from vidcli.shard import merge_option, shard_option
@@ -145,7 +145,7 @@ def _summary_records(output: str, collected: list[dict]) -> list[dict]:
 @click.option("--rho", type=float, default=1.0, show_default=True, help="Weight of R_detail (over S).")
 @click.option("--gamma", type=float, default=0.8, show_default=True, help="Weight of R_supp (over Z).")
 @click.option("--lambda", "lam", type=float, default=0.7, show_default=True, help="Weight of the R_contra penalty.")
-@click.option("--vlm", default=None, metavar="hf:PATH",
+@click.option("--vlm", default=None, type=LocalModel(spec=True), metavar="[hf:]PATH",
               help="vqa: the local vision-language model whose verdict probabilities are read.")
 @click.option("--frames", type=click.IntRange(1, 64), default=10, show_default=True,
               help="vqa, rve: frames taken from each video, spread uniformly.")
@@ -237,7 +237,7 @@ def command(metric_values, judge, judge_mode, threshold, judge_temperature, judg
     try:
         run_records(inputs or ("-",), output, process, command="score", batch_size=max(16, 4 * concurrency),
                     resume=resume, on_error=on_error, rejects=rejects, progress=not quiet, shard=shard,
-                    media_root=media_root)
+                    media_root=media_root, settings=result_settings(exclude=("summary_path", "plot_path", "by_field")))
     finally:
         if setup.reward is not None:
             setup.reward.judge.close()

@@ -20,7 +20,8 @@ def run_options(*, lr: float, schedule: str, warmup_steps: int, weight_decay: fl
                 batch_size: int | None = None, grad_accum: int | None = None, lr_help: str = "AdamW learning rate.",
                 seed_help: str = "Seeds data order, sampling and new weights.",
                 batch_help: str = "Per device.") -> Callable:
-    """--resume, --epochs, --max-steps, --save-every, --seed, the optimiser, batch and tracker options.
+    """--resume, --epochs, --max-steps, --save-every, --save-total-limit, --seed, the optimiser, batch and
+    tracker options (--save-total-limit reaches the Checkpointer through the run's arguments).
 
     With ``batch_size=None`` the per-device batch is fixed by the method (one sample) and
     ``--batch-size`` is left out; ``grad_accum=None`` leaves ``--grad-accum`` out too.
@@ -33,6 +34,9 @@ def run_options(*, lr: float, schedule: str, warmup_steps: int, weight_decay: fl
                      help="Optimiser steps to run (overrides --epochs)."),
         click.option("--save-every", type=click.IntRange(0), default=save_every, show_default=True,
                      help="Steps between checkpoints (0: only the final model)."),
+        click.option("--save-total-limit", type=click.IntRange(1), default=None,
+                     help="Keep only the newest N checkpoint-STEP/ folders (older ones are deleted) "
+                          "[default: keep all]."),
         click.option("--seed", type=click.IntRange(0), default=0, show_default=True, help=seed_help),
         click.option("--lr", type=click.FloatRange(0, min_open=True), default=lr, show_default=True, help=lr_help),
         click.option("--schedule", type=click.Choice(["cosine", "constant"]), default=schedule, show_default=True,

@@ -188,20 +188,21 @@ def filter_records(records: list[dict], opts: FilterOptions, embedder=None) -> t
     return sorted(records, key=lambda r: position[id(r)]), report
 
 
-def filter_file(generated: str, output: str, opts: FilterOptions, embedder=None) -> FilterReport:
+def filter_file(generated: str, output: str, opts: FilterOptions, embedder=None, provenance=None) -> FilterReport:
     """Read the generated records, filter them, write ``output`` (atomically, or stdout)."""
     records = []
     for src in read_sources([generated]):
         if src.error is not None:
             raise src.error
         records.append(src.record)
-    return write_filtered(records, output, opts, embedder)
+    return write_filtered(records, output, opts, embedder, provenance)
 
 
-def write_filtered(records: list[dict], output: str, opts: FilterOptions, embedder=None) -> FilterReport:
+def write_filtered(records: list[dict], output: str, opts: FilterOptions, embedder=None,
+                   provenance=None) -> FilterReport:
     """Filter ``records`` and write the kept ones to ``output`` (atomically, or stdout)."""
     kept, report = filter_records(records, opts, embedder)
-    with RecordWriter(output) as writer:
+    with RecordWriter(output, provenance=provenance) as writer:
         for record in kept:
             writer.write(record)
     log.info("make-cot filters: %s", report.summary())

@@ -18,6 +18,8 @@ code itself (:class:`~vidcli.train.revise.InContextEditor`):
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 from vidcli.diffusion.generate import Settings, VideoModel, negatives, record_generators
@@ -30,8 +32,9 @@ def source_latents(model: VideoModel, clip, settings: Settings) -> torch.Tensor:
 
 
 def edit_videos(model: VideoModel, instructions: list[str], sources: list[torch.Tensor], ids: list[str],
-                settings: Settings) -> torch.Tensor:
-    """Edited frames (B, F, 3, H, W) in [0, 1] for a batch of (instruction, source latents)."""
+                settings: Settings, on_step: Callable[[], None] | None = None) -> torch.Tensor:
+    """Edited frames (B, F, 3, H, W) in [0, 1] for a batch of (instruction, source latents);
+    ``on_step`` is called after every denoising step."""
     if model.mode != "edit":
         raise ValueError(f"{model.path} is not an editor (a revise-tune output)")
     adapter, editor = model.adapter, model.editor
@@ -50,4 +53,6 @@ def edit_videos(model: VideoModel, instructions: list[str], sources: list[torch.
                 v_uncond = editor.velocity(z, source, t, embeds.negative)
                 v = v_uncond + settings.guidance * (v - v_uncond)
             z = sampler.step(i, v, z)
+            if on_step is not None:
+                on_step()
         return adapter.decode(z).float()

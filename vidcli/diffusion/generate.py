@@ -24,7 +24,7 @@ import inspect
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -148,6 +148,19 @@ def check_settings(model: VideoModel, settings: Settings) -> None:
             raise ValueError(f"{flag} {value} must be a positive multiple of {multiple} for this model")
     if settings.num_frames < 1 or (settings.num_frames - 1) % temporal:
         raise ValueError(f"--num-frames {settings.num_frames} must be {temporal}k+1 for this model")
+    # Wan's rotary table has rope_max_seq_len positions per axis; past it sampling fails deep
+    # inside the transformer, after the text encoder and the first steps have run.
+    limit = getattr(pipe.transformer.config, "rope_max_seq_len", None)
+    if limit:
+        p_t = patch[0] if isinstance(patch, (list, tuple)) else 1
+        positions = {"--num-frames": (settings.num_frames - 1) // temporal // p_t + 1,
+                     "--height": settings.height // multiple, "--width": settings.width // multiple}
+        largest = {"--num-frames": (limit * p_t - 1) * temporal + 1, "--height": limit * multiple,
+                   "--width": limit * multiple}
+        for flag, count in positions.items():
+            if count > limit:
+                raise ValueError(f"{flag} {getattr(settings, flag[2:].replace('-', '_'))} is beyond this model's "
+                                 f"positions ({limit} per axis): at most {largest[flag]}")
 
 
 def generation_record(model: VideoModel, settings: Settings) -> dict:
@@ -172,8 +185,10 @@ def negatives(settings: Settings, count: int) -> list[str] | None:
     return None if settings.negative_prompt is None else [settings.negative_prompt] * count
 
 
-def generate_videos(model: VideoModel, prompts: list[str], ids: list[str], settings: Settings) -> torch.Tensor:
-    """Text-to-video for a batch: frames (B, F, 3, H, W) in [0, 1], one seeded noise per id."""
+def generate_videos(model: VideoModel, prompts: list[str], ids: list[str], settings: Settings,
+                    on_step: Callable[[], None] | None = None) -> torch.Tensor:
+    """Text-to-video for a batch: frames (B, F, 3, H, W) in [0, 1], one seeded noise per id;
+    ``on_step`` is called after every denoising step."""
     from vidcli.diffusion.rollout import truncated_rollout
 
     if model.mode != "t2v":
@@ -184,7 +199,7 @@ def generate_videos(model: VideoModel, prompts: list[str], ids: list[str], setti
         latents = truncated_rollout(
             model.adapter, list(prompts), steps=settings.steps, guidance=settings.guidance, k_grad=0,
             height=settings.height, width=settings.width, frames=settings.num_frames,
-            generator=record_generators(settings, ids), negative=negatives(settings, len(prompts)))
+            generator=record_generators(settings, ids), negative=negatives(settings, len(prompts)), on_step=on_step)
         return model.adapter.decode(latents).float()
 
 

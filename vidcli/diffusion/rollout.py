@@ -12,6 +12,8 @@ backward must not step them a second time.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 from torch.utils.checkpoint import checkpoint
 
@@ -32,6 +34,7 @@ def truncated_rollout(
     seed: int | None = None,
     negative: list[str] | None = None,
     checkpoint_steps: bool = True,
+    on_step: Callable[[], None] | None = None,
 ) -> torch.Tensor:
     """Run ``steps`` denoising steps from fresh noise and return the final latents.
 
@@ -39,6 +42,7 @@ def truncated_rollout(
     others without. ``seed`` makes a generator on the adapter's device when no
     ``generator`` is given. With ``k_grad=0`` the result equals the diffusers pipeline's
     ``output_type="latent"`` output for the same seed, steps, guidance and scheduler.
+    ``on_step`` is called after every step (a progress bar).
     """
     if not 0 <= k_grad <= steps:
         raise ValueError(f"k_grad must be between 0 and steps={steps}, got {k_grad}")
@@ -59,6 +63,8 @@ def truncated_rollout(
             else:
                 noise_pred = adapter.denoise(latents, t, embeds, guidance)
             latents = sampler.step(i, noise_pred, latents)
+        if on_step is not None:
+            on_step()
     return latents
 
 

@@ -15,6 +15,10 @@ Choices the source leaves open, and ours:
 - Fixed 2D sine-cosine position embeddings: parameter-free and defined for any grid, so
   other resolutions work without interpolating a learned table.
 - ``out_hidden_size = 3584``: the Qwen2.5-Omni-7B thinker; set it from the LLM's config.
+- A fresh encoder for a small LLM (hidden size under 2048) is scaled down with it
+  (:meth:`CameraEncoderConfig.for_language_model`): width a power of two, at most an
+  eighth of the LLM's, two blocks. Otherwise a test-sized LLM of 200 K parameters would
+  carry a 38 M-parameter encoder (and its optimizer state) through every checkpoint.
 
 Weights are saved as safetensors next to a JSON config; nothing is pickled.
 """
@@ -93,6 +97,16 @@ class CameraEncoderConfig:
         """How many tokens a ``height × width`` map becomes."""
         rows, cols = self.grid(height, width)
         return rows * cols
+
+    @classmethod
+    def for_language_model(cls, hidden: int) -> "CameraEncoderConfig":
+        """Sizes of a fresh encoder for an LLM of hidden size ``hidden`` (see the module docstring)."""
+        if hidden >= 2048:
+            return cls(out_hidden_size=hidden)
+        width = 16
+        while width * 16 <= hidden and width < 256:
+            width *= 2
+        return cls(hidden_size=width, depth=2, num_heads=max(1, width // 32), out_hidden_size=hidden)
 
     def to_dict(self) -> dict:
         return {"model_type": MODEL_TYPE, **asdict(self), "image_size": list(self.image_size)}

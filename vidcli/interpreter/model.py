@@ -192,7 +192,7 @@ class Interpreter:
         names the base model; the processor is read from ``path`` when it holds one, else
         from the base. The camera encoder is ``PATH/camera_encoder/`` when present (unless
         ``with_camera=False``); ``with_camera=True`` creates a fresh one when none is saved,
-        sized by ``camera_config`` (default sizes, projecting to the LLM's hidden size).
+        sized by ``camera_config`` (default: :meth:`CameraEncoderConfig.for_language_model`).
         """
         from transformers import AutoProcessor
 
@@ -236,7 +236,7 @@ class Interpreter:
             encoder = CameraEncoder.from_pretrained(camera_dir, device=weights.placement(device))
         elif with_camera:
             hidden = model.get_input_embeddings().embedding_dim
-            config = camera_config or CameraEncoderConfig(out_hidden_size=hidden)
+            config = camera_config or CameraEncoderConfig.for_language_model(hidden)
             encoder = CameraEncoder(config).to(weights.placement(device)).eval()
         model.eval()
         return cls(model, processor, encoder, name=str(path))

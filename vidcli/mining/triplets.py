@@ -280,7 +280,7 @@ class FinishStats:
 
 
 def finish_triplets(generated: str, output: str, *, mode: str, holdout: float = 0.0, seed: int = 0,
-                    export_dir: str | None = None) -> FinishStats:
+                    export_dir: str | None = None, provenance=None) -> FinishStats:
     """Read the generation stage's file, split and (optionally) export; write triplets to ``output``.
 
     ``mode`` icvg: each line is a video record whose ``triplets`` are flattened; rave: each
@@ -300,11 +300,12 @@ def finish_triplets(generated: str, output: str, *, mode: str, holdout: float = 
             triplets += src.record.get("triplets", [])
         else:
             triplets.append(src.record)
-    return write_triplets(triplets, output, holdout=holdout, seed=seed, export_dir=export_dir, stats=stats)
+    return write_triplets(triplets, output, holdout=holdout, seed=seed, export_dir=export_dir, stats=stats,
+                          provenance=provenance)
 
 
 def write_triplets(triplets: list[dict], output: str, *, holdout: float = 0.0, seed: int = 0,
-                   export_dir: str | None = None, stats: FinishStats | None = None) -> FinishStats:
+                   export_dir: str | None = None, stats: FinishStats | None = None, provenance=None) -> FinishStats:
     """Split, export and write finished triplets (also ``mine-triplets --merge`` over shard outputs).
 
     The split depends only on the set of triplets (:func:`~vidcli.mining.pairs.holdout_split`
@@ -322,14 +323,11 @@ def write_triplets(triplets: list[dict], output: str, *, holdout: float = 0.0, s
             path = Path(export_dir) / f"{t['id']}.{side}.mp4"
             stats.clips_written += export_clip(t[side], path)
             t[side] = {**t[side], "clip": str(path)}
-    writer = RecordWriter(output)
-    try:
+    with RecordWriter(output, provenance=provenance) as writer:
         for t in triplets:
             writer.write(t)
             stats.triplets += 1
             stats.test += t["split"] == "test"
-    finally:
-        writer.close()
     return stats
 
 

@@ -159,11 +159,14 @@ def format_summary(summary: dict) -> str:
 
 
 def _atomic_write(path: Path, write) -> None:
+    from vidcli.train.checkpoint import apply_umask
+
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as handle:
             write(handle)
+        apply_umask(Path(tmp))  # mkstemp makes it owner-only; a summary is as readable as any output
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

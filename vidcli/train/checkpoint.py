@@ -1,6 +1,8 @@
 """Checkpoint directories (DESIGN.md §2): written whole or not at all, resumed exactly.
 
-Layout of ``OUTPUT/checkpoint-STEP/`` and of the final model in ``OUTPUT/`` itself::
+Layout of ``OUTPUT/checkpoint-STEP/`` and of the final model in ``OUTPUT/`` itself
+(which has no ``trainer_state/``: optimizer state, twice the model's size for AdamW, is
+kept only where a run can resume from it)::
 
     <weights>            whatever the recipe's ``save_weights`` writes: a transformers /
                          diffusers folder or a peft adapter (safetensors), loadable by
@@ -22,7 +24,10 @@ different number of processes, are reseeded from ``(step, process)``.
 A checkpoint is first written to ``OUTPUT/.checkpoint-STEP.partial`` and renamed when
 complete, so a killed run leaves every earlier checkpoint intact. The final model is
 moved into ``OUTPUT`` with ``vidcli.json`` last: a folder without it is not a finished
-checkpoint. ``--resume`` picks the complete checkpoint with the highest step.
+checkpoint. ``--resume`` picks the complete checkpoint with the highest step whose files
+are whole (a damaged one is skipped with a warning naming the file);
+``--save-total-limit N`` keeps the newest N checkpoints. Files get the permissions of
+the process umask (safetensors would write them owner-only).
 
 Nothing is unpickled unsafely: accelerate loads the optimizer and RNG files with
 ``torch.load(weights_only=True)``, progress is JSON and weights are safetensors.
@@ -40,6 +45,7 @@ from typing import TYPE_CHECKING, Callable
 
 from vidcli import __version__
 from vidcli.errors import InputError
+from vidcli.redact import safe_settings
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from accelerate import Accelerator
@@ -52,9 +58,7 @@ RUN_INFO = "vidcli.json"
 TRAINER_STATE = "trainer_state"
 PROGRESS = "progress.json"
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
-# Argument names that could hold a credential are never written, whatever their value.
-# Matched against the name's words ("api_key", "hf_token"), so "max_prompt_tokens" stays.
-_SECRET_WORDS = {"key", "apikey", "token", "secret", "password", "passwd", "credential", "credentials", "auth"}
+RNG_PREFIX = "random_states_"  # accelerate's per-process RNG files in trainer_state/
 
 
 @dataclass
@@ -68,17 +72,8 @@ class RunInfo:
 
 
 def safe_arguments(arguments: dict) -> dict:
-    """Arguments as JSON values, without any whose name suggests a credential."""
-    out = {}
-    for name, value in arguments.items():
-        if _SECRET_WORDS & set(re.split(r"[_\W]+", name.lower())):
-            continue
-        if isinstance(value, Path):
-            value = str(value)
-        elif isinstance(value, tuple):
-            value = [str(v) if isinstance(v, Path) else v for v in value]
-        out[name] = value
-    return out
+    """Arguments as JSON values: none whose name suggests a credential, no secret in a URL."""
+    return safe_settings(arguments)
 
 
 def read_run_info(folder: Path) -> dict | None:
@@ -97,18 +92,40 @@ def is_complete(folder: Path) -> bool:
             and (Path(folder) / TRAINER_STATE / PROGRESS).is_file())
 
 
-def latest_checkpoint(output_dir: Path) -> Path | None:
-    """The complete checkpoint with the highest step: ``checkpoint-STEP/`` or ``OUTPUT`` itself."""
+def checkpoints(output_dir: Path) -> list[Path]:
+    """The complete ``checkpoint-STEP/`` folders of a run, oldest first."""
     output_dir = Path(output_dir)
     if not output_dir.is_dir():
-        return None
-    found: list[tuple[int, int, Path]] = []
-    for entry in output_dir.iterdir():
-        if _CHECKPOINT.match(entry.name) and entry.is_dir() and is_complete(entry):
-            found.append((read_run_info(entry)["step"], 0, entry))
-    if is_complete(output_dir):
-        found.append((read_run_info(output_dir)["step"], 1, output_dir))
-    return max(found)[2] if found else None
+        return []
+    found = [(read_run_info(entry)["step"], entry) for entry in output_dir.iterdir()
+             if _CHECKPOINT.match(entry.name) and entry.is_dir() and is_complete(entry)]
+    return [path for _, path in sorted(found)]
+
+
+def latest_checkpoint(output_dir: Path) -> Path | None:
+    """The complete checkpoint with the highest step whose files are whole.
+
+    A damaged one (a truncated weights file, an optimizer archive failing its checksum)
+    is skipped with a warning naming the file, so the run resumes from the one before;
+    when every checkpoint is damaged, that is an error. A damaged RNG state alone does
+    not disqualify a checkpoint: :meth:`Checkpointer.load` warns about it.
+    """
+    from vidcli.filecheck import state_problems
+
+    found = checkpoints(output_dir)
+    damaged: list[str] = []
+    for folder in reversed(found):
+        problems = [p for p in state_problems(folder) if f"{os.sep}{RNG_PREFIX}" not in p]
+        if not problems:
+            if damaged:
+                log.warning("resuming from %s instead", folder.name)
+            return folder
+        log.warning("skipping damaged checkpoint %s: %s", folder.name, "; ".join(problems))
+        damaged += problems
+    if damaged:
+        raise InputError(f"--resume: every checkpoint is damaged ({damaged[0]}); "
+                         "remove the checkpoint folders to start afresh", file=str(output_dir))
+    return None
 
 
 def check_output_dir(output_dir: Path, resume: bool) -> None:
@@ -183,15 +200,20 @@ class Checkpointer:
         acc.wait_for_everyone()
         if acc.is_main_process:
             save_weights(tmp)
-        acc.save_state(str(tmp / TRAINER_STATE))
+            apply_umask(tmp)
+        if not final:  # the final model is not resumed from: no optimizer state beside it
+            acc.save_state(str(tmp / TRAINER_STATE))
         acc.wait_for_everyone()  # every process's RNG file is in place before the rename
         if acc.is_main_process:
-            data = order.progress(micro_batches) if order is not None else {"micro_batches": micro_batches}
-            progress = {"step": step, **data, "num_processes": acc.num_processes,
-                        "scheduler": scheduler.state_dict()}
-            _write_json(tmp / TRAINER_STATE / PROGRESS, progress)
+            if not final:
+                data = order.progress(micro_batches) if order is not None else {"micro_batches": micro_batches}
+                progress = {"step": step, **data, "num_processes": acc.num_processes,
+                            "scheduler": scheduler.state_dict()}
+                _write_json(tmp / TRAINER_STATE / PROGRESS, progress)
             _write_json(tmp / RUN_INFO, self._run_info(step, metrics, final))
             target = self._publish_final(tmp) if final else self._publish(tmp, step)
+            if not final:
+                self._prune()
         else:
             target = self.output_dir if final else self.output_dir / f"checkpoint-{step}"
         acc.wait_for_everyone()
@@ -206,7 +228,23 @@ class Checkpointer:
         except (OSError, ValueError) as exc:
             raise InputError(f"cannot read trainer state: {exc}", file=str(state_dir / PROGRESS)) from None
         acc = self.accelerator
-        acc.load_state(str(state_dir))
+        from vidcli.filecheck import archive_problem
+
+        rng_file = state_dir / f"{RNG_PREFIX}{acc.process_index}.pkl"
+        problem = archive_problem(rng_file) if rng_file.exists() else "missing"
+        if problem:
+            # accelerate would carry on with whatever random state the process has, silently.
+            log.warning("the random-number state %s is %s: training continues with fresh random streams, "
+                        "so this run is no longer exactly reproducible", rng_file, problem)
+        try:
+            acc.load_state(str(state_dir))
+        except Exception as exc:  # unpickling and shape errors of a damaged or foreign state
+            reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            if "weights_only" in reason:  # torch's hint to turn safe loading off: never the fix here
+                reason = "the file is damaged or was not written by vidcli"
+            raise InputError(f"cannot restore the trainer state ({type(exc).__name__}: {reason}); "
+                             f"remove {Path(folder).name} to resume from the checkpoint before it",
+                             file=str(state_dir)) from None
         # accelerate restores its micro-batch counter, which decides when accumulate() syncs;
         # a checkpoint lies between optimiser steps, so the counter starts a step, whatever
         # --grad-accum the run had (it changes when the process count does).
@@ -224,6 +262,15 @@ class Checkpointer:
         return progress
 
     # ------------------------------------------------------------------ internals
+
+    def _prune(self) -> None:
+        """``--save-total-limit N`` (in the run's arguments): keep the newest N checkpoints."""
+        limit = self.info.arguments.get("save_total_limit")
+        if not limit:
+            return
+        for old in checkpoints(self.output_dir)[:-limit]:
+            _remove(old)
+            log.info("removed %s (--save-total-limit %d)", old.name, limit)
 
     def _run_info(self, step: int, metrics: dict, final: bool) -> dict:
         return {
@@ -257,6 +304,16 @@ class Checkpointer:
         os.replace(tmp / RUN_INFO, marker)
         tmp.rmdir()
         return self.output_dir
+
+
+def apply_umask(folder: Path) -> None:
+    """Give every file under ``folder`` the mode the process umask allows (``0666 & ~umask``),
+    as ``open`` would: some writers (safetensors, ``tempfile``) create files owner-only."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for path in [Path(folder), *Path(folder).rglob("*")]:
+        if path.is_file() and not path.is_symlink():
+            os.chmod(path, 0o666 & ~mask)
 
 
 def _write_json(path: Path, value: dict) -> None:

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Callable, Iterable, TypeVar
 import numpy as np
 
 from vidcli.errors import InputError
+from vidcli.provenance import file_sha256
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -394,17 +395,6 @@ def set_seed(seed: int) -> None:
     from accelerate.utils import set_seed as accelerate_set_seed
 
     accelerate_set_seed(seed)
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes (the input fingerprints recorded in ``vidcli.json``)."""
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 Item = TypeVar("Item")

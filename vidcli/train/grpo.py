@@ -61,7 +61,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from vidcli.errors import BackendError, InputError
+from vidcli.errors import BackendError, BackendUnavailable, InputError
 from vidcli.jsonl import Source
 from vidcli.rewards.reade import PARTS, RewardResult, RewardWeights
 from vidcli.rewards.video_feedback import (VIDEO_PARTS, VideoFeedback, VideoFeedbackConfig, VideoScore,
@@ -431,6 +431,8 @@ class GRPORecipe(SFTRecipe):
 
         try:
             return self.reward.score_many(texts, key_infos)
+        except BackendUnavailable:
+            raise  # a refused key or a dead judge ends the run; it is not a bad batch
         except BackendError as exc:
             log.warning("judge failed for a whole batch, format reward only: %s", exc)
             return [RewardResult(format_reward(t), {"format": format_reward(t), **dict.fromkeys(PARTS[1:])}, False,
