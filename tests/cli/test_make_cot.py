@@ -392,6 +392,7 @@ def test_usage_errors_exit_2(tmp_path):
     assert run_cli(["make-cot"]).returncode == 2  # --llm missing
     assert run_cli(["make-cot", "--llm", "openai:m", "--exclude", str(tmp_path / "nope.jsonl")]).returncode == 2
     assert run_cli(["make-cot", "--llm", "openai:m", "--dedup-threshold", "1.5"]).returncode == 2
+    (tmp_path / "x.jsonl").write_text("", encoding="utf-8")  # the input exists: only the flags are wrong
     no_balance = invoke(["make-cot", "--merge", "--text-only", "drop", str(tmp_path / "x.jsonl")])
     assert no_balance.exit_code == 2 and "--balance-groups and --text-only go with --balance-by" in no_balance.stderr
     other_field = invoke(["make-cot", "--merge", "--balance-by", "meta.source", "--text-only", "drop",

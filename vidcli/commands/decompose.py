@@ -17,7 +17,8 @@ Examples:
   vidcli decompose --llm hf:Qwen/Qwen2.5-7B-Instruct --vlm hf:Qwen/Qwen2.5-VL-7B-Instruct \\
       --keep-consistent openvid.jsonl -o drf-train.jsonl
   cat requests.jsonl | vidcli decompose --schema reade --llm openai:gpt-4o --vlm openai:gpt-4o - > keyinfo.jsonl
-  vidcli decompose --schema reade --llm openai:gpt-4o cot.jsonl -o keyinfo.jsonl   # make-cot output: no --vlm
+  # make-cot output already holds the condition descriptions: no --vlm needed
+  vidcli decompose --schema reade --llm openai:gpt-4o cot.jsonl -o keyinfo.jsonl
   # each job of `sbatch --array=0-7` (I=$SLURM_ARRAY_TASK_ID); `cat part*.dec.jsonl` is the whole output:
   vidcli decompose --llm openai:gpt-4o --shard $I/8 captions.jsonl -o part$I.dec.jsonl
 """
