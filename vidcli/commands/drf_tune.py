@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from vidcli.commands.common import LocalModel, reports_errors
-from vidcli.commands.training import dit_fields, dit_options, run_config, run_options
+from vidcli.commands.training import dit_fields, dit_options, plan_options, print_plan, run_config, run_options
 
 EXAMPLES = """\b
 Examples:
@@ -76,6 +76,7 @@ def parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--media-root", type=click.Path(file_okay=False), default=None,
               help="Resolve the records' 'video' paths against this folder instead of each JSONL file's folder.")
 @click.option("--allow-escape", is_flag=True, help="Allow relative media paths that leave the media folder with '..'.")
+@plan_options()
 @reports_errors
 def command(inputs, model, vlm, output, reward, dims, frames_vlm, k_grad, steps, guidance, height, width, frames,
             fps, finetune, lora_rank, lora_alpha, step_checkpointing, heatmaps_dir, heatmap_samples, media_root,
@@ -112,4 +113,5 @@ def command(inputs, model, vlm, output, reward, dims, frames_vlm, k_grad, steps,
         allow_escape=allow_escape, log_every=opts["log_every"], arguments=dict(click.get_current_context().params),
         **dit_fields(opts),
     )
-    run_drf(config)
+    if not print_plan("drf-tune", config, opts):
+        run_drf(config)

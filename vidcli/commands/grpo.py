@@ -5,7 +5,8 @@ import click
 
 from vidcli.commands.common import LocalModel, reports_errors
 from vidcli.commands.training import (
-    interpreter_fields, interpreter_options, lora_settings, require_cuda_for_qlora, run_config, run_options,
+    interpreter_fields, interpreter_options, lora_settings, plan_options, print_plan, require_cuda_for_qlora,
+    run_config, run_options,
 )
 from vidcli.interpreter.format import PROMPT_STYLES
 from vidcli.rewards.coverage import CHOOSE_A_JUDGE
@@ -134,6 +135,7 @@ def video_feedback_config(ctx: click.Context, reward: str, generator: str | None
               help="Probability that a prompt's instruction is replaced by an empty one (all G samples alike; "
                    "decided per seed, epoch and record, as in sft).")
 @interpreter_options(dense_prompt_tokens=2048)
+@plan_options(interpreter=True)
 @reports_errors
 def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, judge_concurrency, alpha, rho,
             gamma, lam, num_generations, temperature, top_p, max_completion_tokens, epsilon, beta, num_iterations,
@@ -173,13 +175,14 @@ def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, 
     from vidcli.train.grpo import GRPOConfig, run_grpo
 
     setup_logging(verbose, quiet)
-    if judge is None:
+    if judge is None and not opts["plan"]:  # a plan needs no judge: rewards take no GPU memory
         raise click.UsageError(CHOOSE_A_JUDGE)
     if opts["save_every"] % num_iterations:
         raise click.UsageError("--num-iterations must divide --save-every (checkpoints fall between rollouts)")
     if judge == "embed" and (judge_mode != "elements" or judge_base_url):
         raise click.UsageError("--judge-mode and --judge-base-url apply to LLM judges (openai:MODEL, hf:PATH)")
-    require_cuda_for_qlora(finetune)
+    if not opts["plan"]:
+        require_cuda_for_qlora(finetune)
     ctx = click.get_current_context()
     video = video_feedback_config(ctx, reward, generator, vlm, opts)
     config = GRPOConfig(
@@ -191,4 +194,5 @@ def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, 
         weights=RewardWeights(alpha=alpha, rho=rho, gamma=gamma, lam=lam), video_feedback=video,
         log_every=opts["log_every"], arguments=dict(ctx.params), **interpreter_fields(opts),
     )
-    run_grpo(config)
+    if not print_plan("grpo", config, opts):
+        run_grpo(config)

@@ -4,7 +4,7 @@ from __future__ import annotations
 import click
 
 from vidcli.commands.common import LocalModel, reports_errors
-from vidcli.commands.training import dit_fields, dit_options, run_config, run_options
+from vidcli.commands.training import dit_fields, dit_options, plan_options, print_plan, run_config, run_options
 
 EXAMPLES = """\b
 Examples:
@@ -59,6 +59,7 @@ Examples:
 @click.option("--media-root", type=click.Path(file_okay=False), default=None,
               help="Resolve the triplets' video paths against this folder instead of each JSONL file's folder.")
 @click.option("--allow-escape", is_flag=True, help="Allow relative media paths that leave the media folder with '..'.")
+@plan_options()
 @reports_errors
 def command(inputs, model, vlm, output, objective, reason_weight, sigma_max, t_shift, cfg_drop, frames_critic,
             height, width, frames, fps, finetune, lora_rank, lora_alpha, media_root, allow_escape, quiet, verbose,
@@ -92,7 +93,8 @@ def command(inputs, model, vlm, output, objective, reason_weight, sigma_max, t_s
         media_root=media_root, allow_escape=allow_escape, log_every=opts["log_every"],
         arguments=dict(click.get_current_context().params), **dit_fields(opts),
     )
-    run_revise(config)
+    if not print_plan("revise-tune", config, opts):
+        run_revise(config)
 
 
 # The paper clips gradients at 0.1; the shared option's default (1.0) suits the other trainers.

@@ -5,7 +5,8 @@ import click
 
 from vidcli.commands.common import reports_errors
 from vidcli.commands.training import (
-    interpreter_fields, interpreter_options, lora_settings, require_cuda_for_qlora, run_config, run_options,
+    interpreter_fields, interpreter_options, lora_settings, plan_options, print_plan, require_cuda_for_qlora,
+    run_config, run_options,
 )
 
 EXAMPLES = """\b
@@ -42,6 +43,7 @@ Examples:
                    "it) rather than keep it, though steps 3-4 may still mention the text; a target without "
                    "make-cot's step labels keeps its instruction.")
 @interpreter_options(dense_prompt_tokens=1024)
+@plan_options(interpreter=True)
 @reports_errors
 def command(inputs, model, output, stage, finetune, instruction_dropout, quiet, verbose, **opts):
     """Supervised fine-tuning of the interpreter on make-cot records (or camera-to-text pairs).
@@ -65,10 +67,12 @@ def command(inputs, model, output, stage, finetune, instruction_dropout, quiet, 
     setup_logging(verbose, quiet)
     if stage == "camera" and finetune != "full":
         raise click.UsageError("--stage camera trains only the camera encoder; leave --finetune at full")
-    require_cuda_for_qlora(finetune)
+    if not opts["plan"]:
+        require_cuda_for_qlora(finetune)
     config = SFTConfig(
         model=model, inputs=list(inputs), run=run_config(output, opts), stage=stage, finetune=finetune,
         lora=lora_settings(opts), instruction_dropout=instruction_dropout, log_every=opts["log_every"],
         arguments=dict(click.get_current_context().params), **interpreter_fields(opts),
     )
-    run_sft(config)
+    if not print_plan("sft", config, opts):
+        run_sft(config)

@@ -104,9 +104,11 @@ class OffloadedTextEncoder:
     """
 
     def __init__(self, pipe: Any, device: "torch.device") -> None:
+        from vidcli import weights
+
         self.pipe = pipe
         self.device = device
-        pipe.text_encoder.to("cpu")
+        pipe.text_encoder.to(weights.placement("cpu"))  # a model built to be sized stays on the meta device
 
     def __enter__(self) -> None:
         self.pipe.text_encoder.to(self.device)

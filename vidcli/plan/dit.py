@@ -40,7 +40,7 @@ import torch
 from vidcli import weights
 from vidcli.plan.interpreter import _autocast, ordinary_ids
 from vidcli.plan.meter import LiveTensors, SavedTensors
-from vidcli.plan.probe import Line, cut_copy, materialise, stacks
+from vidcli.plan.probe import Reading, cut_copy, depths_of, fake_mode, fit_depths, materialise, measure, stacks
 from vidcli.plan.report import Phase, Plan, Term, count_text
 from vidcli.plan.static import Sharding, trained_terms, weight_term
 
@@ -65,34 +65,29 @@ def _tokens(adapter, latent: tuple[int, int, int]) -> int:
     return t * (h // ph) * (w // pw)
 
 
-def _probe_latent(adapter, tokens: int) -> tuple[int, int, int]:
-    """A one-frame latent with about ``tokens`` tokens (sides multiples of the patch)."""
-    patch = adapter.pipe.transformer.config.patch_size
-    p = patch[1] if isinstance(patch, (list, tuple)) else patch
-    side = max(1, int(math.sqrt(tokens)))
-    rows, cols = side, max(1, math.ceil(tokens / side))
-    return 1, rows * p, cols * p
-
-
 class DiTProbe:
-    """Saved tensors and backward transients of one DiT evaluation, on cut copies of the meta build."""
+    """One DiT evaluation's memory, forward and backward, on cut copies of the meta build."""
 
-    def __init__(self, adapter, mixed_precision: str | None) -> None:
+    def __init__(self, adapter, mixed_precision: str | None, *, editor: bool, checkpoint_step: bool,
+                 guidance: float) -> None:
         self.adapter = adapter
         self.mixed_precision = mixed_precision
         self.meta = adapter.pipe.transformer
+        self.editor = editor
+        self.checkpoint_step = checkpoint_step
+        self.guidance = guidance
+        self.fake = fake_mode()
 
-    def _adapter(self, blocks: int, checkpointing: bool | None = None):
-        dit = cut_copy(self.meta, {"blocks": blocks})
-        if checkpointing is False:
-            dit.gradient_checkpointing = False
+    def _adapter(self, blocks: int):
+        dit = cut_copy(self.meta, {"blocks": blocks}, self.fake)
+        dit.train()
         clone = copy.copy(self.adapter)
         clone.pipe = copy.copy(self.adapter.pipe)
         clone.pipe.__dict__["transformer"] = dit
         clone.device = torch.device("cpu")
         return clone, dit
 
-    def _inputs(self, clone, latent: tuple[int, int, int], guidance: float):
+    def _inputs(self, clone, latent: tuple[int, int, int]):
         from vidcli.diffusion import TextEmbeds
 
         pipe = clone.pipe
@@ -101,79 +96,56 @@ class DiTProbe:
         width = getattr(config, "text_dim", None) or getattr(config, "text_embed_dim", 4096)
         length = getattr(clone, "max_sequence_length", 512)
         text = torch.zeros(1, length, width, dtype=dtype)
-        embeds = TextEmbeds(text, text.clone() if guidance > 1 else None)
+        embeds = TextEmbeds(text, text.clone() if self.guidance > 1 else None)
         t, h, w = latent
         channels = config.in_channels
         shape = (1, t, channels, h, w) if type(clone).__name__ == "CogVideoXAdapter" else (1, channels, t, h, w)
         return torch.zeros(shape), embeds
 
-    def saved(self, blocks: int, tokens: int, guidance: float, *, checkpointing: bool | None = None,
-              editor: bool = False) -> int:
-        """Saved tensors of one evaluation: guided (two forwards) for drf, the editor's for revise."""
-        clone, dit = self._adapter(blocks, checkpointing)
-        dit.train()
-        latent = _probe_latent(clone, tokens // 2 if editor else tokens)
-        x, embeds = self._inputs(clone, latent, guidance)
-        meter = SavedTensors(exclude=list(dit.parameters()))
-        with meter.hooks(), _autocast(self.mixed_precision):
-            out = self._call(clone, x, embeds, guidance, editor)
-        held = meter.current
-        del out
-        return held
+    def step(self, blocks: int, latent: tuple[int, int, int]) -> Reading:
+        """Bytes held after one evaluation's forward and its peak through the backward (gradients excluded):
+        the guided denoiser step of a rollout (under step checkpointing when the run uses it), or the
+        editor's velocity on target + source tokens."""
+        from torch.utils.checkpoint import checkpoint
 
-    def transient(self, tokens: int, guidance: float, editor: bool = False) -> int:
-        """Backward's allocations beyond the saved tensors, one block, weights frozen."""
-        clone, dit = self._adapter(1)
-        dit.requires_grad_(False)
-        latent = _probe_latent(clone, tokens // 2 if editor else tokens)
-        x, embeds = self._inputs(clone, latent, guidance)
-        x.requires_grad_(True)
-        with LiveTensors() as meter:
-            with _autocast(self.mixed_precision):
-                out = self._call(clone, x, embeds, guidance, editor)
-            held = meter.current
-            meter.reset_peak()
-            out.float().sum().backward()
-        return meter.peak - held
-
-    def _call(self, clone, x, embeds, guidance: float, editor: bool):
+        clone, dit = self._adapter(blocks)
+        with self.fake:
+            x, embeds = self._inputs(clone, latent)
         t = torch.tensor(900.0)
-        if editor:
-            from vidcli.train.revise import InContextEditor
 
-            return InContextEditor(clone).velocity(x, x.clone(), 0.5, embeds.positive)
-        return clone.denoise(x, t, embeds, guidance)
+        def call():
+            if self.editor:
+                from vidcli.train.revise import InContextEditor
+
+                return InContextEditor(clone).velocity(x, x.clone(), 0.5, embeds.positive)
+            if self.checkpoint_step:
+                return checkpoint(clone.denoise, x, t, embeds, self.guidance, use_reentrant=False)
+            return clone.denoise(x, t, embeds, self.guidance)
+
+        def run(meter: LiveTensors) -> int:
+            with _autocast(self.mixed_precision):
+                out = call()
+            held = meter.current
+            out.float().sum().backward()
+            return held
+
+        return measure(run, dit.parameters(), self.fake)
 
 
 @dataclass
 class DiTActivations:
-    step_saved: float  # one evaluation's saved tensors, as the run checkpoints the DiT
-    block_recompute: float  # one block's saved tensors without DiT checkpointing
-    transient: float
+    held: float  # after one evaluation's forward, until its backward
+    peak: float  # through one evaluation's forward and backward
     blocks: int
 
 
-def fit_dit(probe: DiTProbe, tokens: int, guidance: float, checkpointing: bool, editor: bool = False,
-            ) -> DiTActivations:
+def fit_dit(probe: DiTProbe, latent: tuple[int, int, int]) -> DiTActivations:
+    """Read at 1 and 2 blocks on the run's latent (t, h, w); evaluate at the run's blocks."""
     blocks = len(stacks(probe.meta)["blocks"])
-    sizes = (max(8, tokens // 256), max(16, tokens // 128))
-
-    def per_block(check: bool | None) -> tuple[Line, Line]:
-        one = [probe.saved(1, n, guidance, checkpointing=check, editor=editor) for n in sizes]
-        two = [probe.saved(2, n, guidance, checkpointing=check, editor=editor) for n in sizes]
-        block = Line.through(sizes[0], two[0] - one[0], sizes[1], two[1] - one[1])
-        rest = Line.through(sizes[0], one[0] - block.at(sizes[0]), sizes[1], one[1] - block.at(sizes[1]))
-        return block, rest
-
-    block, rest = per_block(None)
-    step = max(0.0, rest.at(tokens)) + blocks * max(0.0, block.at(tokens))
-    recompute = 0.0
-    if checkpointing:
-        full_block, _ = per_block(False)
-        recompute = max(0.0, full_block.at(tokens))
-    trans = [probe.transient(n, guidance, editor) for n in sizes]
-    transient = max(0.0, Line.through(sizes[0], trans[0], sizes[1], trans[1]).at(tokens))
-    return DiTActivations(step, recompute, transient, blocks)
+    readings = {n: probe.step(n, latent) for n in (1, 2)}
+    held = fit_depths(lambda d: readings[d["blocks"]].held, ["blocks"]).total({"blocks": blocks})
+    peak = fit_depths(lambda d: readings[d["blocks"]].peak, ["blocks"]).total({"blocks": blocks})
+    return DiTActivations(held, max(peak, held), blocks)
 
 
 # ----------------------------------------------------------------------------- the VAE decode
@@ -185,45 +157,32 @@ class DecodeActivations:
     backward_peak: float  # during its backward, over what it held
 
 
-def fit_decode(adapter, latent: tuple[int, int, int], count: int, checkpointing: bool) -> DecodeActivations:
-    """Held and backward-peak bytes of a differentiable decode of the latent prefix ``latent``
-    (t, h, w) — the frames it returns counted apart by the caller.
-
-    Measured on the whole (small) VAE decoding its last frame from a few latent frames at
-    two small areas, fitted as c + area·(a + b·frames) (the decoder's tensors grow with the
-    pixels of each latent frame and with the number of latent frames).
-    """
+def fit_decode(adapter, latent: tuple[int, int, int], indices: list[int], checkpointing: bool) -> DecodeActivations:
+    """Held and backward-peak bytes of the differentiable decode of the frames at ``indices``
+    from a latent of (t, h, w), measured (shapes only) on the whole VAE at the run's size."""
+    fake = fake_mode()
     vae = copy.deepcopy(adapter.pipe.vae)
-    materialise(vae)
+    with fake:
+        materialise(vae)
     clone = copy.copy(adapter)
     clone.pipe = copy.copy(adapter.pipe)
     clone.pipe.__dict__["vae"] = vae
     clone.decode_checkpointing = checkpointing
-    cog = type(clone).__name__ == "CogVideoXAdapter"
-    chunk = 2 if cog else 1
-    points = [(2 * chunk, 4, 4), (3 * chunk, 4, 4), (2 * chunk, 4, 8)]
-    held, backward = [], []
-    for frames, h, w in points:
-        shape = (1, frames, vae.config.latent_channels, h, w) if cog else (1, vae.config.z_dim, frames, h, w)
-        z = torch.zeros(shape, requires_grad=True)
-        last = adapter.pipe.vae_scale_factor_temporal * (frames - 1)
-        with LiveTensors() as meter:
-            out = clone.decode(z, [last])
-            held.append(meter.current)
-            meter.reset_peak()
-            out.sum().backward()
-        backward.append(meter.peak - held[-1])
     t, h, w = latent
-    (f0, h0, w0), (f1, _, _), (_, h1, w1) = points
-    a0, a1 = h0 * w0, h1 * w1
+    cog = type(clone).__name__ == "CogVideoXAdapter"
+    with fake:
+        shape = (1, t, vae.config.latent_channels, h, w) if cog else (1, vae.config.z_dim, t, h, w)
+        z = torch.zeros(shape, requires_grad=True)
 
-    def fitted(y: list[float]) -> float:
-        b = (y[1] - y[0]) / (a0 * (f1 - f0))
-        a = (y[2] - y[0]) / (a1 - a0) - b * f0
-        c = y[0] - a0 * (a + b * f0)
-        return max(0.0, c + h * w * (a + b * t))
+    def run(meter: LiveTensors) -> int:
+        out = clone.decode(z, indices)
+        held = meter.current
+        meter.reset_peak()
+        out.sum().backward()
+        return held
 
-    return DecodeActivations(fitted(held), fitted(backward))
+    meter_reading = measure(run, (), fake)
+    return DecodeActivations(meter_reading.held, max(0, meter_reading.peak - meter_reading.held))
 
 
 # ----------------------------------------------------------------------------- the VLM
@@ -269,28 +228,33 @@ def query_inputs(model, videos: list, text_tokens: int, answer_tokens: int) -> t
 
 
 class VLMProbe:
-    """Peak bytes of one frozen-VLM query with gradients to the generated frames."""
+    """Peak bytes of one frozen-VLM query with gradients to the generated frames (shapes only)."""
 
     def __init__(self, scorer) -> None:
         self.scorer = scorer
         self.meta = scorer.model
         self.vp = _video_processor(scorer)
         self.kinds = [k for k in ("text", "vision") if k in stacks(self.meta)]
+        self.fake = fake_mode()
 
     def peak(self, depths: dict[str, int], frames: int, height: int, width: int, *, reference: bool,
              text: int, answer: int, margin: bool = False) -> int:
         from vidcli.rewards.vlm import video_pixels
 
-        model = cut_copy(self.meta, depths)
-        generated = torch.zeros(frames, 3, height, width, requires_grad=True)
+        model = cut_copy(self.meta, depths, self.fake)
         dtype = next(model.parameters()).dtype
-        with LiveTensors() as meter:
+        with self.fake:
+            generated = torch.zeros(frames, 3, height, width, requires_grad=True)
+            real = torch.zeros(frames, 3, height, width)
+
+        def run(meter: LiveTensors) -> None:
             videos = [video_pixels(self.vp, generated)]
             if reference:
                 with torch.no_grad():
-                    videos.append(video_pixels(self.vp, torch.zeros(frames, 3, height, width)))
+                    videos.append(video_pixels(self.vp, real))
             for video in videos:
                 video.pixel_values = video.pixel_values.to(dtype)
+                video.grid_thw = torch.tensor(video.grid_thw.tolist())  # the grid stays a real tensor
             inputs, n = query_inputs(model, videos, text, answer)
             logits = model(**inputs, logits_to_keep=n + 1).logits[0, :-1]
             if margin:
@@ -299,23 +263,59 @@ class VLMProbe:
                 logp = torch.log_softmax(logits.float(), dim=-1)
                 out = logp.gather(1, inputs["input_ids"][0, -n:, None])[:, 0].sum()
             out.backward()
-        return meter.peak
+
+        return measure(run, (), self.fake).peak
 
 
 def fit_vlm(probe: VLMProbe, frames: int, height: int, width: int, *, reference: bool, text: int, answer: int,
             margin: bool = False) -> float:
-    """Peak bytes of one query at the run's depth and frame count (temporal patches of 2 frames)."""
-    depth = {k: len(s) for k, s in stacks(probe.meta).items() if k in probe.kinds}
-    ones = {k: 1 for k in probe.kinds}
-    counts = (2, 4)
-    kwargs = dict(reference=reference, text=text, answer=answer, margin=margin)
-    base = [probe.peak(ones, n, height, width, **kwargs) for n in counts]
-    total = Line.through(counts[0], base[0], counts[1], base[1]).at(frames)
-    for kind in probe.kinds:
-        more = [probe.peak({**ones, kind: 2}, n, height, width, **kwargs) for n in counts]
-        layer = Line.through(counts[0], more[0] - base[0], counts[1], more[1] - base[1]).at(frames)
-        total += (depth[kind] - 1) * max(0.0, layer)
-    return max(0.0, total)
+    """Peak bytes of one query at the run's frames and depth (1 and 2 layers per stack, × layers)."""
+    return fit_depths(lambda d: probe.peak(d, frames, height, width, reference=reference, text=text, answer=answer,
+                                           margin=margin), probe.kinds).total(depths_of_kinds(probe))
+
+
+def depths_of_kinds(probe: VLMProbe) -> dict[str, int]:
+    return {k: v for k, v in depths_of(probe.meta).items() if k in probe.kinds}
+
+
+def query_tokens(recipe, scorer, kinds: list[str]) -> tuple[dict[str, tuple[int, int]], str]:
+    """(question, answer) tokens of the longest query of each kind in the run's records, counted
+    with the VLM's tokenizer; the assumed lengths (:data:`QUERY_TOKENS`) when the folder has no
+    tokenizer or the records cannot be read. Also says which it was."""
+    from vidcli.errors import InputError
+
+    assumed = {k: QUERY_TOKENS[k] for k in kinds}
+    if scorer.processor is None:
+        return assumed, "assumed (the VLM folder has no tokenizer)"
+    try:
+        records = recipe.load_records()[0]
+    except (InputError, OSError) as exc:
+        return assumed, f"assumed (records not read: {exc})"
+    tokenizer = scorer.processor.tokenizer
+    overhead = 24  # chat template: roles, turn marks, the video slots' start/end tokens
+
+    def count(text: str) -> int:
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    found: dict[str, tuple[int, int]] = {}
+    if "critic" in kinds:
+        for task in records[:2000]:
+            question = recipe.critic.question(task.instruction)
+            found["critic"] = max(found.get("critic", (0, 0)), (count(question) + overhead, 2))
+    else:
+        from vidcli.rewards.vlm import VANILLA_QUESTION, reference_answer
+
+        for task in records[:2000]:
+            if "vanilla" in kinds:
+                found["vanilla"] = max(found.get("vanilla", (0, 0)),
+                                       (count(VANILLA_QUESTION.format(prompt=task.prompt)) + overhead, 2))
+            for question in task.questions:
+                text, _ = reference_answer(question)
+                pair = (count(question["question"]) + overhead, count(text) + 1)
+                found[question["dim"]] = max(found.get(question["dim"], (0, 0)), pair, key=sum)
+    if not found:
+        return assumed, "assumed (no queries in the records)"
+    return found, f"counted in the {len(records)} records with the VLM's tokenizer"
 
 
 # ----------------------------------------------------------------------------- plans
@@ -346,63 +346,60 @@ def plan_drf(recipe, *, mixed_precision: str | None, sharding: Sharding) -> Plan
     terms += trained_terms(recipe.trainable, run.optim.optimizer, sharding)
     latent = _latent_geometry(adapter, cfg.frames, cfg.height, cfg.width)
     tokens = _tokens(adapter, latent)
-    latent_bytes = 16 * latent[0] * latent[1] * latent[2] * 4
-    dit = fit_dit(DiTProbe(adapter, mixed_precision), tokens, cfg.guidance, cfg.gradient_checkpointing)
-    guided = "two forwards (guidance)" if cfg.guidance > 1 else "one forward"
-    if cfg.checkpoint_steps:
-        steps = cfg.k_grad * latent_bytes * 4
-        steps_how = f"counted: K={cfg.k_grad} checkpointed steps keep their input latents (and the step's arithmetic)"
-    else:
-        steps = cfg.k_grad * dit.step_saved
-        steps_how = f"K={cfg.k_grad} × one step's saved tensors (measured, {guided})"
+    dit = fit_dit(DiTProbe(adapter, mixed_precision, editor=False, checkpoint_step=cfg.checkpoint_steps,
+                           guidance=cfg.guidance), latent)
     from vidcli.diffusion.rollout import uniform_frame_indices
 
     indices = uniform_frame_indices(cfg.frames, cfg.frames_vlm)
     needed = adapter.latent_frames_for(indices) if hasattr(adapter, "latent_frames_for") else latent[0]
-    decode = fit_decode(adapter, (needed, latent[1], latent[2]), cfg.frames_vlm, cfg.decode_checkpointing)
+    decode = fit_decode(adapter, (needed, latent[1], latent[2]), indices, cfg.decode_checkpointing)
     scorer_probe = VLMProbe(recipe.scorer)
     query_kinds = ["vanilla"] if cfg.reward == "vanilla" else list(cfg.dims)
-    vlm = 0.0
-    for kind in query_kinds:
-        text, answer = QUERY_TOKENS[kind]
-        if cfg.reward == "binary":
-            answer = 2
-        vlm = max(vlm, fit_vlm(scorer_probe, cfg.frames_vlm, cfg.height, cfg.width, reference=kind in ("Phy", "VQ"),
-                               text=text, answer=answer))
+    lengths, lengths_how = query_tokens(recipe, recipe.scorer, query_kinds)
+    query_kinds = [k for k in query_kinds if k in lengths]  # dimensions the records ask
+    # The largest query holds the most: with the reference video (Phy, VQ) and the longest texts.
+    def size(kind: str) -> tuple[bool, int]:
+        return kind in ("Phy", "VQ"), sum(lengths[kind])
+
+    largest = max(query_kinds, key=size)
+    text, answer = lengths[largest]
+    vlm = fit_vlm(scorer_probe, cfg.frames_vlm, cfg.height, cfg.width, reference=largest in ("Phy", "VQ"),
+                  text=text, answer=2 if cfg.reward == "binary" else answer)
     frames_bytes = cfg.frames_vlm * 3 * cfg.height * cfg.width * 4 * 2  # the frames and their gradient
-    how_dit = (f"measured at 1 and 2 of {dit.blocks} blocks and ~1/256, 1/128 of {tokens} tokens; scaled")
+    guided = "guided: two forwards" if cfg.guidance > 1 else "one forward"
+    how_dit = f"measured (shapes only) on {tokens} tokens at 1 and 2 of {dit.blocks} blocks; × blocks"
+    step_ckpt = "checkpointed, " if cfg.checkpoint_steps else ""
     terms += [
-        Term("activations", "rollout: K steps with gradient", steps, steps_how),
-        Term("activations", "decode: held until its backward", decode.held + frames_bytes,
-             "checkpointed: latents and frames (counted)" if cfg.decode_checkpointing else
-             "measured: whole VAE at 2-3 latent frames and 2 small areas; scaled to the frames decoded"),
-        Term("activations", "reward: largest VLM query", vlm,
-             f"measured: the frozen VLM at 1 and 2 layers per stack, 2 and 4 frames; scaled to N_f={cfg.frames_vlm}"),
-        Term("activations", "decode backward", decode.backward_peak,
+        Term("activations", f"rollout: {cfg.k_grad} steps with gradient, held", cfg.k_grad * dit.held,
+             f"K × one step's held bytes ({step_ckpt}{guided}); " + how_dit),
+        Term("activations", "decode: held until its backward", decode.held + frames_bytes / 2,
+             ("checkpointed, " if cfg.decode_checkpointing else "") +
+             f"measured (shapes only): the whole VAE decoding {needed} latent frames to N_f={cfg.frames_vlm}"),
+        Term("activations", f"reward: largest VLM query ({largest})", vlm,
+             f"measured (shapes only): N_f={cfg.frames_vlm} frames, {text}+{answer} text tokens, "
+             "1 and 2 layers per stack; × layers"),
+        Term("activations", "decode backward", decode.backward_peak + frames_bytes / 2,
              "measured as above" + (", frame by frame (checkpointed)" if cfg.decode_checkpointing else "")),
-        Term("activations", f"DiT backward: one step ({guided})", dit.step_saved + dit.transient,
-             how_dit + " (saved tensors + backward transient)"),
+        Term("activations", "DiT backward: one step, beyond its held bytes", dit.peak - dit.held,
+             ("recomputed, " if cfg.checkpoint_steps else "") + how_dit),
     ]
-    dit_phase = ["rollout: K steps with gradient", f"DiT backward: one step ({guided})"]
-    if cfg.gradient_checkpointing:
-        terms.append(Term("activations", "DiT block recompute", dit.block_recompute,
-                          "measured: one block's saved tensors without checkpointing"))
-        dit_phase.append("DiT block recompute")
+    rollout = f"rollout: {cfg.k_grad} steps with gradient, held"
     grads = sum(t.bytes for t in terms if t.group == "gradients")
     early = -grads if run.grad_accum == 1 else 0.0
     later = 0.0 if (run.grad_accum > 1 or cfg.k_grad > 1) else -grads
-    phases = [Phase("reward (VLM queries)", ["rollout: K steps with gradient", "decode: held until its backward",
-                                              "reward: largest VLM query"], early),
-              Phase("decode backward", ["rollout: K steps with gradient", "decode backward"], early),
-              Phase("DiT backward", dit_phase, later)]
-    setting = (f"{type(adapter.pipe.transformer).__name__} ({count_text(sum(p.numel() for p in adapter.pipe.transformer.parameters()))}) "
-               f"{cfg.finetune} + {type(recipe.scorer.model).__name__} ({count_text(sum(p.numel() for p in recipe.scorer.model.parameters()))}), "
+    phases = [Phase("reward (VLM queries)", [rollout, "decode: held until its backward",
+                                              f"reward: largest VLM query ({largest})"], early),
+              Phase("decode backward", [rollout, "decode backward"], early),
+              Phase("DiT backward", [rollout, "DiT backward: one step, beyond its held bytes"], later)]
+    dit_model, vlm_model = adapter.pipe.transformer, recipe.scorer.model
+    setting = (f"{type(dit_model).__name__} ({count_text(sum(p.numel() for p in dit_model.parameters()))}) "
+               f"{cfg.finetune} + {type(vlm_model).__name__} ({count_text(sum(p.numel() for p in vlm_model.parameters()))}), "
                f"{mixed_precision or 'float32'} mixed precision, {cfg.frames}×{cfg.height}×{cfg.width}, "
                f"{cfg.steps} steps, K={cfg.k_grad}, N_f={cfg.frames_vlm}, {cfg.reward} reward, "
                f"DiT checkpointing {'on' if cfg.gradient_checkpointing else 'off'}, decode checkpointing "
                f"{'on' if cfg.decode_checkpointing else 'off'}, accumulation {run.grad_accum}, {sharding.source}")
-    notes = [f"VLM query lengths assumed (question + answer tokens): "
-             + ", ".join(f"{k} {QUERY_TOKENS[k][0]}+{QUERY_TOKENS[k][1]}" for k in query_kinds)]
+    notes = [f"VLM queries (question + answer tokens), {lengths_how}: "
+             + ", ".join(f"{k} {lengths[k][0]}+{lengths[k][1]}" for k in query_kinds)]
     return Plan("drf-tune", setting, terms, phases, notes)
 
 
@@ -414,44 +411,48 @@ def plan_revise(recipe, *, mixed_precision: str | None, sharding: Sharding) -> P
     terms = _frozen_terms(recipe, sharding, recipe.critic.scorer)
     terms += trained_terms(recipe.trainable, run.optim.optimizer, sharding)
     latent = _latent_geometry(adapter, cfg.frames, cfg.height, cfg.width)
-    tokens = 2 * _tokens(adapter, latent) * run.batch_size  # target and source, per triplet of the micro-batch
-    dit = fit_dit(DiTProbe(adapter, mixed_precision), tokens, 1.0, cfg.gradient_checkpointing, editor=True)
+    tokens = 2 * _tokens(adapter, latent)  # target and source
+    dit = fit_dit(DiTProbe(adapter, mixed_precision, editor=True, checkpoint_step=False, guidance=1.0), latent)
     from vidcli.diffusion.rollout import uniform_frame_indices
 
+    judged = cfg.objective != "sft"
     indices = uniform_frame_indices(cfg.frames, cfg.frames_critic)
     needed = adapter.latent_frames_for(indices)
-    decode = fit_decode(adapter, (needed, latent[1], latent[2]), cfg.frames_critic, cfg.decode_checkpointing)
-    text, answer = QUERY_TOKENS["critic"]
+    decode = fit_decode(adapter, (needed, latent[1], latent[2]), indices, cfg.decode_checkpointing)
+    lengths, lengths_how = query_tokens(recipe, recipe.critic.scorer, ["critic"])
+    text, answer = lengths["critic"]
     critic = 0.0
-    if cfg.objective != "sft":
+    if judged:
         critic = fit_vlm(VLMProbe(recipe.critic.scorer), cfg.frames_critic, cfg.height, cfg.width, reference=True,
                          text=text, answer=answer, margin=True)
     frames_bytes = cfg.frames_critic * 3 * cfg.height * cfg.width * 4 * 2
+    how_dit = f"measured (shapes only) on {tokens} tokens at 1 and 2 of {dit.blocks} blocks; × blocks"
+    triplets = run.batch_size
     terms += [
-        Term("activations", "editor forward: saved", dit.step_saved,
-             f"measured at 1 and 2 of {dit.blocks} blocks, small token counts; scaled to {tokens} tokens"),
-        Term("activations", "x0-hat decode: held", decode.held + frames_bytes if cfg.objective != "sft" else 0.0,
-             "checkpointed: latents and frames" if cfg.decode_checkpointing else "measured; scaled"),
+        Term("activations", "editor forward: held", dit.held * triplets,
+             how_dit + (f", × {triplets} triplets" if triplets > 1 else "")),
+        Term("activations", "x0-hat decode: held", decode.held + frames_bytes / 2 if judged else 0.0,
+             ("checkpointed, " if cfg.decode_checkpointing else "") + "measured (shapes only): the whole VAE"),
         Term("activations", "critic: forward and backward", critic,
-             f"measured: frozen VLM at 1 and 2 layers per stack, 2 and 4 frames; scaled to F={cfg.frames_critic}"),
-        Term("activations", "x0-hat decode backward", decode.backward_peak if cfg.objective != "sft" else 0.0,
-             "measured"),
-        Term("activations", "editor backward transient", dit.transient, "measured at 1 block, weights frozen"),
+             f"measured (shapes only): F={cfg.frames_critic} frames of two videos, {text} text tokens, "
+             "1 and 2 layers per stack; × layers"),
+        Term("activations", "x0-hat decode backward", decode.backward_peak + frames_bytes / 2 if judged else 0.0,
+             "measured (shapes only)"),
+        Term("activations", "editor backward, beyond its held bytes", dit.peak - dit.held, how_dit),
     ]
-    dit_phase = ["editor forward: saved", "editor backward transient"]
-    if cfg.gradient_checkpointing:
-        terms.append(Term("activations", "DiT block recompute", dit.block_recompute,
-                          "measured: one block's saved tensors without checkpointing"))
-        dit_phase.append("DiT block recompute")
     grads = sum(t.bytes for t in terms if t.group == "gradients")
-    early = -grads if run.grad_accum == 1 and run.batch_size == 1 else 0.0
-    phases = [Phase("critic", ["editor forward: saved", "x0-hat decode: held", "critic: forward and backward"], early),
-              Phase("decode backward", ["editor forward: saved", "x0-hat decode backward"], early),
-              Phase("editor backward", dit_phase, early)]
-    setting = (f"Wan editor ({count_text(sum(p.numel() for p in adapter.pipe.transformer.parameters()))}) "
+    early = -grads if run.grad_accum == 1 and triplets == 1 else 0.0
+    phases = [Phase("critic", ["editor forward: held", "x0-hat decode: held", "critic: forward and backward"], early),
+              Phase("decode backward", ["editor forward: held", "x0-hat decode backward"], early),
+              Phase("editor backward", ["editor forward: held", "editor backward, beyond its held bytes"], early)]
+    dit_model = adapter.pipe.transformer
+    setting = (f"Wan editor ({count_text(sum(p.numel() for p in dit_model.parameters()))}) "
                f"{cfg.finetune} + critic {type(recipe.critic.scorer.model).__name__}, "
                f"{mixed_precision or 'float32'} mixed precision, {cfg.frames}×{cfg.height}×{cfg.width}, "
-               f"F={cfg.frames_critic}, objective {cfg.objective}, batch {run.batch_size} × accumulation "
+               f"F={cfg.frames_critic}, objective {cfg.objective}, DiT checkpointing "
+               f"{'on' if cfg.gradient_checkpointing else 'off'}, decode checkpointing "
+               f"{'on' if cfg.decode_checkpointing else 'off'}, batch {run.batch_size} × accumulation "
                f"{run.grad_accum}, {sharding.source}")
-    notes = ["planned for a triplet the critic judges (t ≤ σ_max), the step's worst case"]
+    notes = ["planned for a triplet the critic judges (t ≤ σ_max), the step's worst case",
+             f"critic question {text} tokens, {lengths_how}"]
     return Plan("revise-tune", setting, terms, phases, notes)

@@ -3,16 +3,11 @@
 **What a step holds.** Weights of every model the recipe builds (counted from the
 meta-device build, by dtype), gradients and AdamW state of the trained parameters
 (counted), and the activations of one micro-batch (measured, :mod:`vidcli.plan.probe`):
-
-- *saved for backward*: the tensors autograd keeps between forward and backward —
-  per language-model layer, per vision block, and the rest (embeddings, the loss head,
-  the logits) — measured by :class:`~vidcli.plan.meter.SavedTensors` at 1 and 2 layers
-  of each stack and two input sizes, linear in the number of tokens;
-- *backward transient*: what backward allocates on top of them at its busiest moment
-  (the loss head's logit gradients, each layer's input gradients), measured with every
-  weight frozen at one layer (so no weight gradient is counted twice);
-- with gradient checkpointing, the layer being recomputed (one layer's saved tensors
-  without checkpointing).
+the bytes held when the forward ends — per language-model layer, per vision block, and
+the rest (embeddings, the loss head's logits) — and what backward adds on top at its
+busiest (gradients of the logits and of each layer's inputs; with gradient
+checkpointing, the layer being recomputed), measured at 1 and 2 layers of each stack on
+the run's batch and scaled to its depth.
 
 GRPO adds two phases without gradients: sampling (the KV cache of G completions of the
 full length, counted from the config, and the last position's logits) and the
@@ -20,9 +15,9 @@ reference's log-probabilities (measured).
 
 **The workload** is the worst case the flags allow unless given: every example's prompt
 at ``--max-prompt-tokens`` (a dense-condition run uses ``--max-prompt-tokens-dense``),
-of which ``visual_tokens`` (default half) are image or video tokens — four vision
-patches each — and ``target_tokens`` (default 512) of target (``sft``), or G
-completions of ``--max-completion-tokens`` (``grpo``).
+of which ``visual_tokens`` (default half) are image tokens — four vision patches each —
+and ``target_tokens`` (default 512) of target (``sft``), or G completions of
+``--max-completion-tokens`` (``grpo``).
 """
 from __future__ import annotations
 
@@ -34,12 +29,11 @@ import torch
 import torch.nn.functional as F
 
 from vidcli import weights
-from vidcli.plan.meter import LiveTensors, SavedTensors
-from vidcli.plan.probe import Line, Reading, cut_copy, stacks
+from vidcli.plan.meter import LiveTensors
+from vidcli.plan.probe import Reading, cut_copy, depths_of, fake_mode, fit_depths, measure, stacks
 from vidcli.plan.report import Phase, Plan, Term, count_text
 from vidcli.plan.static import Sharding, module_bytes, trained_terms, weight_term
 
-PROBE_SIZES = (1 / 16, 1 / 8)  # fractions of one real example the probes run at
 
 
 @dataclass(frozen=True)
@@ -49,11 +43,6 @@ class Workload:
     prompt_tokens: int
     visual_tokens: int
     target_tokens: int
-
-    def scaled(self, fraction: float) -> "Workload":
-        visual = max(4, round(self.visual_tokens * fraction)) if self.visual_tokens else 0
-        return Workload(max(visual + 8, round(self.prompt_tokens * fraction)), visual,
-                        max(4, round(self.target_tokens * fraction)))
 
     def text(self) -> str:
         visual = f", {self.visual_tokens} of them visual" if self.visual_tokens else ""
@@ -81,8 +70,9 @@ def ordinary_ids(model) -> int:
     return max(2, min([vocab, 1000, *[s for s in special if s > 2]]))
 
 
-def synthetic_batch(model, work: Workload, rows: int = 1) -> dict:
-    """Model inputs shaped like an encoded request: text ids, one image of ``visual_tokens`` tokens, target labels."""
+def synthetic_batch(model, work: Workload, rows: int, fake) -> dict:
+    """Model inputs shaped like ``rows`` encoded requests: text ids, one image of ``visual_tokens``
+    tokens each, target labels. Ids and grids are real tensors; pixels are ``fake``'s."""
     import inspect
 
     config = model.config
@@ -108,7 +98,8 @@ def synthetic_batch(model, work: Workload, rows: int = 1) -> dict:
         temporal = getattr(vision, "temporal_patch_size", 2)
         channels = getattr(vision, "in_channels", None) or getattr(vision, "in_chans", 3)
         grid = torch.tensor([[1, a * merge, b * merge]] * rows)
-        inputs["pixel_values"] = torch.zeros(rows * visual * merge * merge, channels * temporal * patch * patch)
+        with fake:
+            inputs["pixel_values"] = torch.zeros(rows * visual * merge * merge, channels * temporal * patch * patch)
         inputs["image_grid_thw"] = grid
     ids = ids[None].repeat(rows, 1)
     labels = torch.full_like(ids, -100)
@@ -136,25 +127,24 @@ def _embeddings_require_grad(model) -> torch.utils.hooks.RemovableHandle:
 
 
 class InterpreterProbe:
-    """Probes of one interpreter (the meta build) under one run's settings."""
+    """Probes of one interpreter (the meta build) under one run's settings, on its batch."""
 
-    def __init__(self, interpreter, mixed_precision: str | None, loss: str, completion: int = 0) -> None:
+    def __init__(self, interpreter, mixed_precision: str | None, loss: str, work: Workload, rows: int) -> None:
         self.meta = interpreter.model
         self.mixed_precision = mixed_precision
         self.loss = loss  # "sft" | "grpo"
-        self.completion = completion
-        self.kinds = [k for k in ("text", "vision") if k in stacks(self.meta)]
+        self.work = work
+        self.rows = rows
+        self.fake = fake_mode()
+        self.kinds = [k for k in ("text", "vision") if k in stacks(self.meta) and (k == "text" or work.visual_tokens)]
         self.upstream_trains = interpreter.camera_encoder is not None and any(
             p.requires_grad for p in interpreter.camera_encoder.parameters())
 
-    def _model(self, depths: dict[str, int], checkpointing: bool | None = None):
+    def _model(self, depths: dict[str, int]):
         from vidcli.interpreter.model import Interpreter
 
-        model = cut_copy(self.meta, depths)
-        if checkpointing is False:
-            for module in model.modules():
-                if hasattr(module, "gradient_checkpointing"):
-                    module.gradient_checkpointing = False
+        model = cut_copy(self.meta, depths, self.fake)
+        model.train()  # as the run trains it: dropout masks, and checkpointing only acts in training mode
         return Interpreter(model, None)
 
     def _forward(self, interp, batch: dict, grad: bool = True) -> torch.Tensor:
@@ -163,7 +153,7 @@ class InterpreterProbe:
         with _autocast(self.mixed_precision), torch.set_grad_enabled(grad):
             if self.loss == "sft":
                 return interp.loss(batch)
-            width = self.completion_width(batch)
+            width = int((batch["labels"][0] != -100).sum())
             mask = torch.ones(batch["input_ids"].shape[0], width, dtype=torch.long)
             logits = interp.forward(batch, logits_to_keep=width + 1).logits
             logp = token_logprobs(logits, batch["input_ids"], mask)
@@ -172,108 +162,59 @@ class InterpreterProbe:
             loss, _ = grpo_loss(logp, None, logp.detach(), torch.ones(logp.shape[0]), mask)
             return loss
 
-    def completion_width(self, batch: dict) -> int:
-        return int((batch["labels"][0] != -100).sum())
-
-    def saved(self, depths: dict[str, int], work: Workload, checkpointing: bool | None = None) -> int:
-        """Bytes saved for backward at the end of the forward."""
-        interp = self._model(depths, checkpointing)
-        batch = synthetic_batch(interp.model, work)
-        meter = SavedTensors(exclude=list(interp.model.parameters()))
+    def step(self, depths: dict[str, int]) -> Reading:
+        """One forward and backward: bytes held when the forward ends, and the peak (gradients excluded)."""
+        interp = self._model(depths)
+        batch = synthetic_batch(interp.model, self.work, self.rows, self.fake)
         hook = _embeddings_require_grad(interp.model) if self.upstream_trains else None
-        with meter.hooks():
-            loss = self._forward(interp, batch)
-        if hook is not None:
-            hook.remove()
-        held = meter.current
-        del loss
-        return held
-
-    def transient(self, work: Workload) -> Reading:
-        """One layer per stack, every weight frozen: backward's allocations beyond the saved tensors."""
-        interp = self._model({k: 1 for k in self.kinds})
-        interp.model.requires_grad_(False)
-        batch = synthetic_batch(interp.model, work)
-        hook = _embeddings_require_grad(interp.model)
 
         def run(meter: LiveTensors) -> int:
             loss = self._forward(interp, batch)
             held = meter.current
-            meter.reset_peak()
             loss.backward()
             return held
 
-        with LiveTensors() as meter:
-            held = run(meter)
-        hook.remove()
-        return Reading(meter.peak, held)
+        try:
+            return measure(run, interp.model.parameters(), self.fake)
+        finally:
+            if hook is not None:
+                hook.remove()
 
-    def no_grad_peak(self, work: Workload) -> int:
+    def no_grad_peak(self, depths: dict[str, int]) -> float:
         """Peak of a forward without gradients (the reference's log-probabilities)."""
-        interp = self._model({k: 1 for k in self.kinds})
-        batch = synthetic_batch(interp.model, work)
-        with LiveTensors() as meter:
-            self._forward(interp, batch, grad=False)
-        return meter.peak
+        interp = self._model(depths)
+        batch = synthetic_batch(interp.model, self.work, self.rows, self.fake)
+        return float(measure(lambda meter: self._forward(interp, batch, grad=False) is None, (), self.fake).peak)
 
 
 @dataclass
 class Activations:
     """Fitted activation terms of one micro-batch at the run's sizes."""
 
-    saved: dict[str, float]  # "rest", "text", "vision": bytes at the run's depth
-    recompute: float
-    transient: float
+    held: dict[str, float]  # at the end of the forward: "rest" and per stack, at the run's depths
+    backward: float  # the backward's peak beyond what the forward held
     depths: dict[str, int]
     no_grad: float = 0.0
 
 
-def fit_activations(probe: InterpreterProbe, work: Workload, rows: int, checkpointing: bool,
-                    reference: bool = False) -> Activations:
-    """Measure at two sizes with one layer per stack and with one more layer in each stack;
-    evaluate at the run's depths and at ``rows`` examples of ``work``.
+def fit_activations(probe: InterpreterProbe, reference: bool = False) -> Activations:
+    """Measure at one layer per stack and one more in each; evaluate at the run's depths."""
+    depth = {k: v for k, v in depths_of(probe.meta).items() if k in probe.kinds}
+    readings: dict[tuple, Reading] = {}
 
-    With S(D, f) the saved bytes at depths D and a fraction f of one example: a layer of
-    stack k holds S(D₀ + 1ₖ, f) − S(D₀, f), the model without layers holds S(D₀, f) minus
-    one layer of each stack; both are lines in f, evaluated at f = rows.
-    """
-    depth = {k: len(s) for k, s in stacks(probe.meta).items() if k in probe.kinds}
-    kinds = [k for k in probe.kinds if k == "text" or work.visual_tokens]
-    ones = {k: 1 for k in probe.kinds}
+    def reading(depths: dict[str, int]) -> Reading:
+        key = tuple(sorted(depths.items()))
+        if key not in readings:
+            readings[key] = probe.step(depths)
+        return readings[key]
 
-    def layer_and_rest(checkpoint: bool | None) -> tuple[dict[str, Line], Line]:
-        base, more = [], {k: [] for k in kinds}
-        for fraction in PROBE_SIZES:
-            scaled = work.scaled(fraction)
-            base.append(probe.saved(ones, scaled, checkpoint))
-            for kind in kinds:
-                more[kind].append(probe.saved({**ones, kind: 2}, scaled, checkpoint))
-        (f0, f1) = PROBE_SIZES
-        layers = {k: Line.through(f0, more[k][0] - base[0], f1, more[k][1] - base[1]) for k in kinds}
-        rest = Line.through(f0, base[0] - sum(layers[k].at(f0) for k in kinds),
-                            f1, base[1] - sum(layers[k].at(f1) for k in kinds))
-        return layers, rest
-
-    layers, rest = layer_and_rest(None)
-    saved = {kind: depth[kind] * _at(layers[kind], rows) for kind in kinds}
-    saved["rest"] = _at(rest, rows)
-    recompute = 0.0
-    if checkpointing:
-        unchecked, _ = layer_and_rest(False)
-        recompute = max(_at(unchecked[k], rows) for k in kinds)
-    trans = [probe.transient(work.scaled(f)) for f in PROBE_SIZES]
-    transient_line = Line.through(PROBE_SIZES[0], trans[0].peak - trans[0].held,
-                                  PROBE_SIZES[1], trans[1].peak - trans[1].held)
-    no_grad = 0.0
-    if reference:
-        peaks = [probe.no_grad_peak(work.scaled(f)) for f in PROBE_SIZES]
-        no_grad = _at(Line.through(PROBE_SIZES[0], peaks[0], PROBE_SIZES[1], peaks[1]), rows)
-    return Activations(saved, recompute, _at(transient_line, rows), depth, no_grad)
-
-
-def _at(line: Line, rows: int) -> float:
-    """A line in the fraction of one example, evaluated for ``rows`` whole examples (constant part once)."""
-    return max(0.0, line.intercept + line.slope * rows)
+    held_fit = fit_depths(lambda d: reading(d).held, probe.kinds)
+    peak_fit = fit_depths(lambda d: reading(d).peak, probe.kinds)
+    rest, per_stack = held_fit.parts(depth)
+    held = {"rest": max(0.0, rest), **{k: max(0.0, v) for k, v in per_stack.items()}}
+    backward = max(0.0, peak_fit.total(depth) - sum(held.values()))
+    no_grad = fit_depths(probe.no_grad_peak, probe.kinds).total(depth) if reference else 0.0
+    return Activations(held, backward, depth, no_grad)
 
 
 # ----------------------------------------------------------------------------- plans
@@ -309,44 +250,37 @@ def plan_interpreter(command: str, recipe, *, mixed_precision: str | None, shard
 
     batch = run.batch_size
     rows = batch * (cfg.num_generations if command == "grpo" else 1)
-    completion = work.target_tokens
-    probe = InterpreterProbe(interpreter, mixed_precision, "grpo" if command == "grpo" else "sft", completion)
-    acts = fit_activations(probe, work, rows, cfg.gradient_checkpointing, reference=command == "grpo")
-    what = f"{rows} × ({work.prompt_tokens} + {work.target_tokens}) tokens"
-    how_saved = (f"measured at 1 and 2 layers, {PROBE_SIZES[0]:.3g} and {PROBE_SIZES[1]:.3g} of an example; "
-                 f"scaled to {what}")
+    probe = InterpreterProbe(interpreter, mixed_precision, "grpo" if command == "grpo" else "sft", work, rows)
+    acts = fit_activations(probe, reference=command == "grpo")
+    how = (f"measured (shapes only) on {rows} × ({work.prompt_tokens} + {work.target_tokens}) tokens "
+           "at 1 and 2 layers per stack; × layers")
     names = {"text": "language model", "vision": "vision tower"}
-    phase_terms = []
+    step_terms = []
     for kind in ("text", "vision"):
-        if kind in acts.saved:
-            name = f"saved: {names[kind]}, {acts.depths[kind]} layers"
-            terms.append(Term("activations", name, acts.saved[kind], how_saved))
-            phase_terms.append(name)
-    terms.append(Term("activations", "saved: embeddings, head, loss", acts.saved["rest"], how_saved))
-    phase_terms.append("saved: embeddings, head, loss")
+        if kind in acts.held:
+            name = f"held after forward: {names[kind]}, {acts.depths[kind]} layers"
+            terms.append(Term("activations", name, acts.held[kind], how))
+            step_terms.append(name)
+    terms.append(Term("activations", "held after forward: embeddings, head, loss", acts.held["rest"], how))
+    step_terms.append("held after forward: embeddings, head, loss")
     if encoder is not None and any(p.requires_grad for p in encoder.parameters()):
         cam = _camera_saved(encoder, batch, mixed_precision)
-        terms.append(Term("activations", "saved: camera encoder", cam, "measured at full size, one map, × batch"))
-        phase_terms.append("saved: camera encoder")
-    terms.append(Term("activations", "backward transient (loss head, layer inputs)", acts.transient,
-                      "measured at 1 layer, weights frozen, two sizes; scaled"))
-    phases = [Phase("backward start", phase_terms + ["backward transient (loss head, layer inputs)"])]
-    if cfg.gradient_checkpointing:
-        terms.append(Term("activations", "recomputed layer (checkpointing)", acts.recompute,
-                          "measured: one layer's saved tensors without checkpointing"))
-        phases.append(Phase("layer recompute", phase_terms + ["recomputed layer (checkpointing)"]))
+        terms.append(Term("activations", "held after forward: camera encoder", cam,
+                          "measured (shapes only): one map per example"))
+        step_terms.append("held after forward: camera encoder")
+    recompute = " (layers recomputed one at a time)" if cfg.gradient_checkpointing else ""
+    terms.append(Term("activations", "backward, beyond that" + recompute, acts.backward, how))
+    phases = [Phase("backward", step_terms + ["backward, beyond that" + recompute])]
     grads = sum(t.bytes for t in terms if t.group == "gradients")
     if run.grad_accum == 1:
         # Gradients appear as activations are freed: the activation peak comes before them.
-        for phase in phases:
-            phase.extra = -grads
+        phases[0].extra = -grads
         phases.append(Phase("optimizer step", []))
     if command == "grpo":
         sampling = _sampling_bytes(model, rows, work, mixed_precision)
         terms.append(Term("activations", "sampling: KV cache and logits", sampling,
-                          f"counted: {rows} rows × {work.prompt_tokens + completion} positions"))
-        terms.append(Term("activations", "reference log-probs (no gradient)", acts.no_grad,
-                          "measured at 1 layer, two sizes; scaled"))
+                          f"counted: {rows} rows × {work.prompt_tokens + work.target_tokens} positions"))
+        terms.append(Term("activations", "reference log-probs (no gradient)", acts.no_grad, how))
         extra = -grads if run.grad_accum == 1 else 0.0
         phases += [Phase("sampling", ["sampling: KV cache and logits"], extra),
                    Phase("reference forward", ["reference log-probs (no gradient)"], extra)]
@@ -373,21 +307,24 @@ def _setting(command: str, recipe, mixed_precision, sharding: Sharding, work: Wo
 
 
 def _camera_saved(encoder, batch: int, mixed_precision) -> float:
-    from vidcli.plan.probe import materialise
-
+    """Bytes the camera encoder's forward holds for backward, on ``batch`` trajectories."""
     import copy
 
+    from vidcli.plan.probe import materialise
+
+    fake = fake_mode()
     clone = copy.deepcopy(encoder)
-    materialise(clone)
+    with fake:
+        materialise(clone)
+        maps = torch.zeros(batch, clone.config.in_channels, *clone.config.image_size)
     clone.train()
-    height, width = clone.config.image_size
-    maps = torch.zeros(1, clone.config.in_channels, height, width)
-    meter = SavedTensors(exclude=list(clone.parameters()))
-    with meter.hooks(), _autocast(mixed_precision):
-        out = clone(maps)
-    held = meter.current
-    del out
-    return float(held * batch)
+
+    def run(meter: LiveTensors) -> int:
+        with _autocast(mixed_precision):
+            clone(maps)
+        return meter.current
+
+    return float(measure(run, clone.parameters(), fake).held)
 
 
 def _sampling_bytes(model, rows: int, work: Workload, mixed_precision) -> float:

@@ -36,17 +36,41 @@ class LiveTensors(TorchDispatchMode):
     that existed before the block are not counted, even if the block frees them.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, fake: Any = None) -> None:
         super().__init__()
+        self.fake = fake  # a FakeTensorMode beneath this one: operations on real tensors only run for real
         self.current = 0
         self.peak = 0
         self._live: dict[int, int] = {}
+        self._born: dict[int, int] = {}  # storage → index in the timeline where it appeared
+        self._timeline: list[int] = []  # ``current`` after each allocation and free
+        self._discounted: set[int] = set()
+        self._intervals: list[tuple[int, int, int]] = []  # (born, freed, bytes) of discounted storages
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
+        kwargs = kwargs or {}
+        if self.fake is not None and not _has_fake(args, kwargs):
+            # Index arithmetic on real token ids and grids (rope positions, patch windows) must
+            # see values: only operations that touch a fake tensor are left to the fake mode.
+            from torch.utils._python_dispatch import _disable_current_modes
+
+            with _disable_current_modes():
+                out = func(*args, **kwargs)
+        else:
+            if self.fake is not None and func is torch.ops.aten.index.Tensor:
+                args = _long_indices(args)
+            out = func(*args, **kwargs)
+        inputs = None
         for value in tree_flatten(out)[0]:
             if isinstance(value, torch.Tensor) and value.device.type != "meta":
-                self._track(value.untyped_storage())
+                storage = value.untyped_storage()
+                if id(storage) not in self._live:
+                    if inputs is None:  # a view or in-place result shares an input's storage: nothing new
+                        inputs = {id(t.untyped_storage()) for t in tree_flatten((args, kwargs))[0]
+                                  if isinstance(t, torch.Tensor) and t.device.type != "meta"}
+                    if id(storage) in inputs:
+                        continue
+                self._track(storage)
         return out
 
     def _track(self, storage: Any) -> None:
@@ -58,15 +82,65 @@ class LiveTensors(TorchDispatchMode):
         else:
             size = storage.nbytes()
             self._live[key] = size
+            self._born[key] = len(self._timeline)
             self.current += size
             weakref.finalize(storage, self._free, key)
+        self._timeline.append(self.current)
         self.peak = max(self.peak, self.current)
 
     def _free(self, key: int) -> None:
-        self.current -= self._live.pop(key, 0)
+        size = self._live.pop(key, 0)
+        born = self._born.pop(key, None)
+        if key in self._discounted:
+            self._discounted.discard(key)
+            self._intervals.append((born, len(self._timeline), size))
+        self.current -= size
+        self._timeline.append(self.current)
 
     def reset_peak(self) -> None:
         self.peak = self.current
+        self._start = len(self._timeline)
+
+    def discount(self, tensor: torch.Tensor) -> None:
+        """Leave ``tensor``'s storage out of :meth:`peak_without` for its whole life (e.g. a
+        parameter gradient, which the caller counts elsewhere)."""
+        key = id(tensor.untyped_storage())
+        if key in self._live:
+            self._discounted.add(key)
+
+    def peak_without(self) -> int:
+        """The peak since the start (or the last :meth:`reset_peak`) without the discounted storages."""
+        import numpy as np
+
+        start = getattr(self, "_start", 0)
+        values = np.asarray(self._timeline[start:] or [self.current], dtype=np.int64)
+        for born, freed, size in self._intervals:
+            lo, hi = max(born - start, 0), max(freed - start, 0)
+            values[lo:hi] -= size
+        return int(values.max()) if values.size else self.current
+
+
+def _long_indices(args: tuple) -> tuple:
+    """``x[mask]`` with a real boolean mask as ``x[i, j, ...]`` with the mask's real positions:
+    the same result, whose shape a fake tensor can know without the mask's values."""
+    from torch._subclasses.fake_tensor import FakeTensor
+    from torch.utils._python_dispatch import _disable_current_modes
+
+    source, indices = args[0], list(args[1])
+    out: list = []
+    for index in indices:
+        if isinstance(index, torch.Tensor) and not isinstance(index, FakeTensor) and index.dtype == torch.bool:
+            with _disable_current_modes():
+                out.extend(index.nonzero(as_tuple=True))
+        else:
+            out.append(index)
+    return (source, out, *args[2:])
+
+
+def _has_fake(args, kwargs) -> bool:
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    return any(isinstance(t, FakeTensor) for t in tree_flatten((args, kwargs))[0])
 
 
 class SavedTensors:

@@ -1,45 +1,40 @@
-"""Measuring activation memory at reduced size with the real layer widths, and scaling it up.
+"""Measuring activation memory with shape-only tensors at the run's sizes and widths, reduced depth.
 
-A *probe* runs one piece of a training step — a forward and backward of the interpreter,
-one denoising step of a DiT, a VAE decode, a VLM query — on a copy of the run's model cut
-to one or two layers per stack (every width, vocabulary and dtype as in the run, adapters
-and checkpointing included), on CPU, with inputs a small fraction of the run's, and counts
-the tensor bytes it creates (:class:`~vidcli.plan.meter.LiveTensors`). Parameter gradients
-are released as soon as they are accumulated, so a probe sees activations, saved tensors
-and backward temporaries only; gradients and optimiser state are counted from parameter
-counts. Two sizes and one or two extra layers give, per stack, the bytes of one layer and
-the part that does not depend on depth, each a linear function of the input size, which
-the plan then evaluates at the run's depth and size.
+A *probe* runs one piece of a training step — the interpreter's forward and backward on a
+batch, one denoising step of a DiT, a VAE decode, a VLM query — on a copy of the run's
+model cut to one or two layers per stack (every width, vocabulary and dtype as in the
+run, adapters and checkpointing included), with inputs of the run's sizes, and counts the
+tensor bytes it creates (:class:`~vidcli.plan.meter.LiveTensors`).
+
+The copies hold *fake* tensors (PyTorch's ``FakeTensorMode``): each operation runs its
+shape and dtype rules only, on CPU semantics (autocast included), and yields a tensor
+with a storage of the right size but no data, so a probe of a 7 B model at 10 K tokens
+takes a second and no memory. Small integer inputs (token ids, image grids) stay real, so
+the model code that reads their values (rope positions, patch windows) runs as usual.
+Measured this way, bytes equal those of the same step computed for real
+(``tests/test_plan.py`` compares both on small models).
+
+Parameter gradients are left out of a probe's peak (counted apart, with the optimiser
+state). One and two layers per stack give each stack's bytes per layer and the part
+that does not depend on depth; the plan evaluates them at the run's depth.
 
 Copies are made from the meta-device build (:mod:`vidcli.weights`), so nothing is read
-from disk; their weights are zeros (values do not change what is allocated).
+from disk.
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 from dataclasses import dataclass
-from typing import Callable, Iterable
+from typing import TYPE_CHECKING, Callable, Iterable
 
 import torch
 from torch import nn
 
 from vidcli.plan.meter import LiveTensors
 
-
-@dataclass(frozen=True)
-class Line:
-    """y = intercept + slope·x, fitted exactly through two measured points."""
-
-    intercept: float
-    slope: float
-
-    @classmethod
-    def through(cls, x0: float, y0: float, x1: float, y1: float) -> "Line":
-        slope = (y1 - y0) / (x1 - x0)
-        return cls(y0 - slope * x0, slope)
-
-    def at(self, x: float) -> float:
-        return self.intercept + self.slope * x
+if TYPE_CHECKING:  # pragma: no cover - typing only
+    from torch._subclasses.fake_tensor import FakeTensorMode
 
 
 @dataclass
@@ -48,6 +43,13 @@ class Reading:
 
     peak: int
     held: int = 0
+
+
+def fake_mode() -> "FakeTensorMode":
+    """A mode whose floating tensors have shapes, dtypes and storages but no data."""
+    from torch._subclasses.fake_tensor import FakeTensorMode
+
+    return FakeTensorMode(allow_non_fake_inputs=True)
 
 
 def stacks(module: nn.Module) -> dict[str, nn.ModuleList]:
@@ -67,18 +69,24 @@ def stacks(module: nn.Module) -> dict[str, nn.ModuleList]:
     return found
 
 
-def cut_copy(module: nn.Module, depths: dict[str, int]) -> nn.Module:
-    """A materialised copy of a meta-device ``module`` with each stack cut to ``depths[kind]`` layers."""
+def depths_of(module: nn.Module) -> dict[str, int]:
+    return {kind: len(stack) for kind, stack in stacks(module).items()}
+
+
+def cut_copy(module: nn.Module, depths: dict[str, int], fake: "FakeTensorMode") -> nn.Module:
+    """A copy of a meta-device ``module`` with each stack cut to ``depths[kind]`` layers, its
+    tensors fake (same shapes and dtypes)."""
     clone = copy.deepcopy(module)
     for kind, stack in stacks(clone).items():
         if kind in depths:
             del stack[depths[kind]:]
-    materialise(clone)
+    with fake:
+        materialise(clone)
     return clone
 
 
 def materialise(module: nn.Module) -> None:
-    """Meta tensors → zero-filled CPU tensors of the same shapes and dtypes, in place."""
+    """Meta tensors → zero tensors of the same shapes and dtypes (fake ones under a fake mode), in place."""
     for sub in module.modules():
         for name, param in list(sub._parameters.items()):
             if param is not None and param.device.type == "meta":
@@ -89,22 +97,49 @@ def materialise(module: nn.Module) -> None:
                 sub._buffers[name] = torch.zeros(buffer.shape, dtype=buffer.dtype)
 
 
-def release_gradients(parameters: Iterable[nn.Parameter]) -> list:
-    """Drop each trained parameter's gradient as soon as it is accumulated (the probe counts activations)."""
-    handles = []
-    for param in parameters:
-        if param.requires_grad:
-            handles.append(param.register_post_accumulate_grad_hook(lambda p: setattr(p, "grad", None)))
-    return handles
+def measure(run: Callable[[LiveTensors], int | None], trained: Iterable[nn.Parameter] = (),
+            fake: "FakeTensorMode | None" = None) -> Reading:
+    """Run ``run(meter)`` (under ``fake``) and read its memory.
 
+    ``run`` may return the bytes held at a point it chose (``meter.current`` where the
+    forward ends). Every gradient of a ``trained`` parameter is dropped as soon as it is
+    accumulated and left out of the peak: gradients are counted apart.
+    """
+    meter = LiveTensors(fake)
 
-def read(run: Callable[[LiveTensors], int | None], parameters: Iterable[nn.Parameter] = ()) -> Reading:
-    """Run ``run(meter)`` under a fresh meter; it may return the bytes held at a point it chose."""
-    handles = release_gradients(parameters)
+    def drop(param: nn.Parameter) -> None:
+        meter.discount(param.grad)
+        param.grad = None
+
+    handles = [p.register_post_accumulate_grad_hook(drop) for p in trained if p.requires_grad]
     try:
-        with LiveTensors() as meter:
+        with fake if fake is not None else contextlib.nullcontext(), meter:
             held = run(meter)
     finally:
         for handle in handles:
             handle.remove()
-    return Reading(meter.peak, int(held or 0))
+    return Reading(meter.peak_without(), int(held or 0))
+
+
+@dataclass(frozen=True)
+class Fit:
+    """Bytes as (bytes without layers) + Σ layers × (bytes of one layer), per stack."""
+
+    rest: float
+    layer: dict[str, float]
+
+    def parts(self, depths: dict[str, int]) -> tuple[float, dict[str, float]]:
+        """(the part without layers, each stack's part) at ``depths``."""
+        return self.rest, {k: depths[k] * v for k, v in self.layer.items()}
+
+    def total(self, depths: dict[str, int]) -> float:
+        rest, per_stack = self.parts(depths)
+        return max(0.0, rest + sum(per_stack.values()))
+
+
+def fit_depths(read_at: Callable[[dict[str, int]], float], kinds: list[str]) -> Fit:
+    """Read at one layer per stack and with one more in each stack (:class:`Fit`)."""
+    ones = {k: 1 for k in kinds}
+    base = read_at(ones)
+    layers = {kind: read_at({**ones, kind: 2}) - base for kind in kinds}
+    return Fit(base - sum(layers.values()), layers)

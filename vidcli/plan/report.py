@@ -79,7 +79,7 @@ class Plan:
         for phase in self.phases:
             mark = "  <- peak" if phase is self.peak_phase else ""
             alive = " + ".join(phase.terms) or "nothing"
-            extra = " + gradients" if phase.extra else ""
+            extra = " (gradients not built yet)" if phase.extra < 0 else ""
             lines.append(f"{'phase':<13}{phase.name:<44.44}{(self.static + self.phase_bytes(phase)) / GiB:>8.2f}"
                          f"  weights, gradients, optimizer + {alive}{extra}{mark}")
         lines.append(f"{'peak':<13}{'':<44}{self.peak / GiB:>8.2f}")
