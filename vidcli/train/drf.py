@@ -47,8 +47,8 @@ from vidcli.diffusion import LORA_WEIGHTS
 from vidcli.errors import InputError
 from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
                                      read_run_info, remove_partials, safe_arguments)
-from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
-                               make_accelerator, read_training_records, set_seed, total_steps)
+from vidcli.train.core import (DataOrder, RunConfig, aligned_storage, build_optimizer, build_scheduler,
+                               clip_and_step, make_accelerator, read_training_records, set_seed, total_steps)
 from vidcli.train.core import run_recipe
 from vidcli.train.checkpoint import trim_step_log
 
@@ -256,6 +256,7 @@ class DRFRecipe:
         self.base_model = saved.get("base_model", cfg.model)
         self.build_models("cpu" if acc.device.type == "cpu" else str(acc.device), acc.mixed_precision, resume_from)
         dit = self.adapter.trainable_module()
+        aligned_storage(dit)  # the same memory layout whatever the process count (see there)
         self.denoiser, self.optimizer = acc.prepare(TrainedDenoiser(dit, self.dit_call()),
                                                     build_optimizer(dit.named_parameters(), run.optim))
         self.rollout_adapter = _RoutedAdapter(self.adapter, self.denoiser)
