@@ -86,8 +86,9 @@ def test_one_step_trains_only_the_dit_on_the_vqa_loss_of_its_frames(drf_kit, tmp
     # The step's loss is L_VQA recomputed by the reward library on the frames the step decoded.
     task = recipe.tasks[0]
     frames = result["frames"].clone().requires_grad_(True)
-    expected = vqa_loss(recipe.scorer, frames, task.questions, reference_frames=recipe.reference_frames(task),
-                        fps=recipe.config.fps)
+    reference, reference_fps = recipe.reference_frames(task)
+    expected = vqa_loss(recipe.scorer, frames, task.questions, reference_frames=reference,
+                        fps=recipe.generated_fps(), reference_fps=reference_fps)
     assert result["loss"] == pytest.approx(expected.item(), rel=1e-5)
     # Back-propagating query by query gives the frames the same gradient as one backward of the sum.
     expected.backward()
@@ -119,15 +120,34 @@ def test_vanilla_and_binary_losses_match_the_reward_library(drf_kit, tmp_path, r
     result = recipe.train_step(task)
     with torch.no_grad():
         if reward == "vanilla":
-            expected = -vanilla_reward(recipe.scorer, result["frames"], task.prompt, fps=recipe.config.fps)
+            expected = -vanilla_reward(recipe.scorer, result["frames"], task.prompt, fps=recipe.generated_fps())
             assert [q["dim"] for q in result["queries"]] == ["vanilla"]
         else:
-            expected = vqa_loss(recipe.scorer, result["frames"], task.questions, fps=recipe.config.fps,
+            expected = vqa_loss(recipe.scorer, result["frames"], task.questions, fps=recipe.generated_fps(),
                                 verdict_only=True)
             assert [q["key"] for q in result["queries"]] == ["objects"]  # --dims TA drops the VQ question
     assert result["loss"] == pytest.approx(expected.item(), rel=1e-5)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in recipe.trainable)
     recipe.cleanup()
+
+
+def test_the_vlm_is_told_the_real_rate_of_the_frames_it_sees(drf_kit, tmp_path):
+    """Generated: N_f of --frames frames at the generator's 16 fps; reference: frames over the real video's length."""
+    from vidcli.media import probe_video
+
+    told = {}
+    for name, fps in (("real", None), ("given", 2.0)):
+        recipe = DRFRecipe(make_config(drf_kit, tmp_path / name, fps=fps))  # 3 of 5 frames; TA and VQ
+        recipe.setup()
+        seen = recipe.scorer.video_pixels
+        recipe.scorer.video_pixels = (lambda frames, rate, _seen=seen, _name=name:
+                                      told.setdefault(_name, []).append(rate) or _seen(frames, rate))
+        recipe.train_step(recipe.tasks[0])
+        recipe.cleanup()
+    real_rate = 3 / probe_video(BALL).duration_s  # N_f = 3 frames spread over the whole clip
+    # Per query: the TA query sees the generated frames; the VQ query the generated and the real ones.
+    assert told["real"] == [pytest.approx(16 * 3 / 5)] * 2 + [pytest.approx(real_rate)]
+    assert told["given"] == [2.0, 2.0, pytest.approx(real_rate)]
 
 
 def test_memory_flags_leave_the_gradient_unchanged(drf_kit, tmp_path):

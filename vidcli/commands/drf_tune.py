@@ -58,8 +58,9 @@ def parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--height", type=click.IntRange(16), default=288, show_default=True)
 @click.option("--width", type=click.IntRange(16), default=512, show_default=True)
 @click.option("--frames", type=click.IntRange(1), default=49, show_default=True, help="Video frames generated.")
-@click.option("--fps", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
-              help="Frame rate the VLM is told the sampled frames have.")
+@click.option("--fps", type=click.FloatRange(0, min_open=True), default=None,
+              help="Frame rate the VLM is told the generated frames have [default: their real rate, --frames-vlm × "
+                   "the generator's rate (Wan 16 fps, CogVideoX 8) / --frames]. Real videos: always their own rate.")
 @click.option("--finetune", type=click.Choice(["full", "lora"]), default="full", show_default=True,
               help="Train every DiT weight, or LoRA adapters on its attention and feed-forward layers.")
 @click.option("--lora-rank", type=click.IntRange(1), default=64, show_default=True)

@@ -223,14 +223,15 @@ def verdict_logprob(scorer: VLMScorer, videos: list[VideoPixels], question: str,
 
 def vqa_loss(scorer: VLMScorer, frames: torch.Tensor, questions: list[dict], *,
              reference_frames: torch.Tensor | None = None, fps: float = 2.0,
-             verdict_only: bool = False) -> torch.Tensor:
+             reference_fps: float | None = None, verdict_only: bool = False) -> torch.Tensor:
     """L_VQA = −Σ_i log p(y_i | c_i): the rich reward (whole reference answers) or, with
     ``verdict_only``, the binary ablation (each reference verdict alone, read where no
     reference aspect precedes it: :func:`verdict_logprob`).
 
     TA questions see (generated frames, question); Phy and VQ questions see (generated
     frames, reference frames, question), so they need ``reference_frames`` (a real video
-    matched to the caption; no gradient goes to it).
+    matched to the caption; no gradient goes to it). ``fps`` and ``reference_fps`` (default:
+    ``fps``) are the rates the model is told each video's frames have.
     """
     generated = scorer.video_pixels(frames, fps)
     if not questions:
@@ -246,7 +247,7 @@ def vqa_loss(scorer: VLMScorer, frames: torch.Tensor, questions: list[dict], *,
                 raise ValueError(f"a {question['dim']} question needs the reference video's frames")
             if reference is None:
                 with torch.no_grad():
-                    reference = scorer.video_pixels(reference_frames, fps)
+                    reference = scorer.video_pixels(reference_frames, reference_fps or fps)
             videos.append(reference)
         if verdict_only:
             logliks.append(verdict_logprob(scorer, videos, question["question"], question["reference"]["answer"]))

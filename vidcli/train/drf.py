@@ -79,7 +79,7 @@ class DRFConfig:
     height: int = 288
     width: int = 512
     frames: int = 49
-    fps: float = 2.0  # frame rate the VLM is told the N_f frames have
+    fps: float | None = None  # rate the VLM is told the N_f generated frames have; None: their real rate
     finetune: str = "full"
     lora_rank: int = 64
     lora_alpha: int = 64
@@ -335,28 +335,44 @@ class DRFRecipe:
         """Gradients are averaged over processes on a step's last backward only (no_sync before)."""
         return contextlib.nullcontext() if last else self.accelerator.no_sync(self.denoiser)
 
-    def reference_frames(self, task: Task) -> torch.Tensor | None:
-        """N_f frames of the caption-matched real video, (F, 3, H, W) in [0, 1]; None when unused."""
+    def generated_fps(self) -> float:
+        """The frame rate the VLM is told the N_f generated frames have.
+
+        ``--fps`` when given; else their real rate: N_f frames spread over a video of
+        ``frames`` frames at the generator's own rate (Wan 16 fps, CogVideoX 8), e.g. 10 of
+        49 at 16 fps ≈ 3.3 fps — the rate score vqa and decompose give a real video's frames.
+        """
+        from vidcli.diffusion.generate import FAMILY_FPS
+
+        cfg = self.config
+        if cfg.fps is not None:
+            return cfg.fps
+        return FAMILY_FPS.get(type(self.adapter.pipe).__name__, 16.0) * cfg.frames_vlm / cfg.frames
+
+    def reference_frames(self, task: Task) -> tuple[torch.Tensor, float] | None:
+        """N_f frames of the caption-matched real video, (F, 3, H, W) in [0, 1], and their real
+        rate (frames over the video's duration); None when unused."""
         from vidcli.media import load_video
+        from vidcli.scoring.vqa import clip_tensor
 
         if task.video is None:
             return None
-        clip = load_video(task.video, num_frames=self.config.frames_vlm)
-        return torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255
+        return clip_tensor(load_video(task.video, num_frames=self.config.frames_vlm))
 
     def query_losses(self, frames: torch.Tensor, task: Task):
         """Yield ``(query log entry, loss)`` for each query; the losses sum to the step's loss."""
         from vidcli.rewards.vlm import vanilla_reward, vqa_loss
 
         cfg = self.config
+        fps = self.generated_fps()
         if cfg.reward == "vanilla":
-            logp_yes = vanilla_reward(self.scorer, frames, task.prompt, fps=cfg.fps)
+            logp_yes = vanilla_reward(self.scorer, frames, task.prompt, fps=fps)
             yield {"dim": "vanilla", "key": "prompt", "logp_yes": logp_yes.item()}, -logp_yes
             return
-        reference = self.reference_frames(task)
+        reference, reference_fps = self.reference_frames(task) or (None, None)
         for question in task.questions:
-            loss = vqa_loss(self.scorer, frames, [question], reference_frames=reference, fps=cfg.fps,
-                            verdict_only=cfg.reward == "binary")
+            loss = vqa_loss(self.scorer, frames, [question], reference_frames=reference, fps=fps,
+                            reference_fps=reference_fps, verdict_only=cfg.reward == "binary")
             yield {"dim": question.get("dim"), "key": question.get("key"), "loglik": -loss.item()}, loss
 
     def train_step(self, task: Task) -> dict:
