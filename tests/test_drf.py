@@ -150,6 +150,19 @@ def test_the_vlm_is_told_the_real_rate_of_the_frames_it_sees(drf_kit, tmp_path):
     assert told["given"] == [2.0, 2.0, pytest.approx(real_rate)]
 
 
+def test_records_that_teach_a_defect_are_counted_in_one_warning(drf_kit, tmp_path, caplog):
+    defect = {**VQ, "reference": {"answer": "Yes", "issue": "blur", "explanation": "The frames are soft."},
+              "undesired": True}
+    records = [RECORD, {**RECORD, "id": "soft", "questions": [TA, defect]},
+               {**RECORD, "id": "soft2", "questions": [TA, defect]}]
+    path = write_records(tmp_path / "data", records)
+    with caplog.at_level("WARNING", logger="vidcli.train"):
+        load_tasks(make_config({**drf_kit, "records": path}, tmp_path / "run"))
+        load_tasks(make_config({**drf_kit, "records": path}, tmp_path / "run", dims=("TA",)))  # VQ left out
+    (warning,) = [r.getMessage() for r in caplog.records if "desired verdict" in r.getMessage()]
+    assert warning.startswith("2 of 3 records (e.g. soft)")
+
+
 def test_memory_flags_leave_the_gradient_unchanged(drf_kit, tmp_path):
     """Checkpointing inside the DiT and per denoising step trade time for memory, never the gradient."""
     grads = {}

@@ -99,6 +99,12 @@ def reference_prompt(question: dict, caption: str) -> str:
     return question["question"]
 
 
+def undesired_questions(record: dict) -> list[dict]:
+    """The record's questions whose reference answer is not the desired verdict (TA Yes, Phy and VQ No)."""
+    return [q for q in record.get("questions") or [] if isinstance(q, dict) and isinstance(q.get("reference"), dict)
+            and q["reference"].get("answer") not in (None, DESIRED.get(q.get("dim")))]
+
+
 def _yes_no(value: object, where: str) -> str:
     if isinstance(value, bool):
         return "Yes" if value else "No"

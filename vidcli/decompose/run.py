@@ -201,6 +201,8 @@ def _add_vlm_references(sources, records, outcomes, vlm, opts) -> None:
             question["check"] = verdict
         else:
             question["reference"] = verdict
+            if verdict["answer"] != drf.DESIRED[question["dim"]]:
+                question["undesired"] = True  # see vidcli.records: a target that teaches the defect
         checks.setdefault(i, []).append(verdict["answer"] == drf.DESIRED[question["dim"]])
     if opts.keep_consistent:
         for i, ok in checks.items():

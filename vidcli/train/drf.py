@@ -156,8 +156,22 @@ def to_task(source, config: DRFConfig) -> Task:
 
 
 def load_tasks(config: DRFConfig) -> tuple[list[Task], dict[str, dict]]:
-    """All records, validated before the first step, and the input fingerprints for ``vidcli.json``."""
-    return read_training_records(config.inputs, lambda source: to_task(source, config))
+    """All records, validated before the first step, and the input fingerprints for ``vidcli.json``.
+
+    Warns once when some records have a reference answer that is not the desired verdict
+    (their real video shows the defect asked about): the reward then pulls the generator
+    towards that defect.
+    """
+    from vidcli.decompose.drf import undesired_questions
+
+    tasks, fingerprints = read_training_records(config.inputs, lambda source: to_task(source, config))
+    defects = [t.id for t in tasks if undesired_questions({"questions": t.questions})]
+    if defects:
+        log.warning("%d of %d records (e.g. %s) have a reference answer that is not the desired verdict (a Phy or "
+                    "VQ 'Yes': their real video shows the defect); the reward teaches that defect. Filter them with "
+                    "decompose --keep-consistent or leave the dimension out with --dims.",
+                    len(defects), len(tasks), defects[0])
+    return tasks, fingerprints
 
 
 class TrainedDenoiser(torch.nn.Module):
