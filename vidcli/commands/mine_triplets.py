@@ -60,7 +60,8 @@ def _video_inputs(videos: tuple[str, ...], folder: str) -> str:
 @click.option("--examples", "examples_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="rave: few-shot JSONL of {reasoning_type, literal, implicit} (required for rave).")
 @click.option("--holdout", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
-              help="Fraction of triplets marked split=test, whole source videos at a time.")
+              help="Fraction of triplets marked split=test, whole source videos at a time: the test split is "
+                   "the size closest to it that whole videos make (the fraction reached is logged).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --holdout video shuffle.")
 @click.option("--export-clips", type=click.Path(file_okay=False), default=None,
               help="Cut every source and target clip to DIR/<id>.<side>.mp4 and add its path as 'clip'.")
@@ -187,12 +188,19 @@ def command(mode, llm_spec, vlm_spec, embedder_spec, videos, types, examples_fil
     log.info("mine-triplets: %d record(s) generated this run, %d already in %s, %d rejected",
              stats.written, stats.skipped_done, generated, stats.rejected)
     done = finish_triplets(generated, output, mode=mode, holdout=holdout, seed=seed, export_dir=export_clips)
-    log.info("mine-triplets: %d triplet(s), %d in the test split, %d clip file(s) cut",
-             done.triplets, done.test, done.clips_written)
+    log.info("mine-triplets: %d triplet(s), %s, %d clip file(s) cut", done.triplets, _split_summary(done, holdout),
+             done.clips_written)
     if report:
         with open(report, "w", encoding="utf-8") as handle:
-            json.dump({"mode": mode, "triplets": done.triplets, "test": done.test, "videos": done.videos},
+            json.dump({"mode": mode, "triplets": done.triplets, "test": done.test,
+                       "test_fraction": done.test_fraction, "holdout": holdout, "videos": done.videos},
                       handle, indent=2)
+
+
+def _split_summary(done, holdout: float) -> str:
+    """How many triplets the test split holds, and which fraction that is against the one asked for."""
+    return (f"{done.test} in the test split ({done.test_fraction:.3f} of them for --holdout {holdout:g}, "
+            "whole source videos at a time)")
 
 
 def _merge(inputs, videos, report, output, *, holdout, seed, export_dir) -> None:
@@ -206,8 +214,8 @@ def _merge(inputs, videos, report, output, *, holdout, seed, export_dir) -> None
         raise click.UsageError("--merge reads shard outputs (INPUT...): --video and --report belong to --shard runs")
     done = write_triplets(read_shard_outputs(inputs or ("-",)), output, holdout=holdout, seed=seed,
                           export_dir=export_dir)
-    logging.getLogger("vidcli").info("mine-triplets --merge: %d triplet(s), %d in the test split, %d clip file(s) cut",
-                                     done.triplets, done.test, done.clips_written)
+    logging.getLogger("vidcli").info("mine-triplets --merge: %d triplet(s), %s, %d clip file(s) cut",
+                                     done.triplets, _split_summary(done, holdout), done.clips_written)
 
 
 def _run_icvg(sources, generated, llm, vlm_spec, embedder_path, embed_frames, opts, common, stream):

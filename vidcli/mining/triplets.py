@@ -278,6 +278,11 @@ class FinishStats:
     clips_written: int = 0
     videos: list[dict] = field(default_factory=list)
 
+    @property
+    def test_fraction(self) -> float:
+        """The share of the triplets in the test split (what ``--holdout`` reached)."""
+        return self.test / self.triplets if self.triplets else 0.0
+
 
 def finish_triplets(generated: str, output: str, *, mode: str, holdout: float = 0.0, seed: int = 0,
                     export_dir: str | None = None) -> FinishStats:
