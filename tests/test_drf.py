@@ -201,6 +201,34 @@ def test_cogvideox_backbone_trains_and_saves_a_pipeline(drf_kit, tmp_path):
     assert all(torch.equal(state[n], p.detach()) for n, p in dit.named_parameters())
 
 
+def test_shift_sets_the_flow_schedulers_shift_and_is_saved_with_the_pipeline(drf_kit, tmp_path):
+    from diffusers import UniPCMultistepScheduler, WanPipeline
+
+    from vidcli.testing import ensure_tiny_models
+
+    recipe = DRFRecipe(make_config(drf_kit, tmp_path / "run", dims=("TA",), shift=5.0, steps=4))
+    recipe.setup()
+    # The sigmas the rollout steps through: σ' = 5σ / (1 + 4σ) over UniPC's flow sigmas, by hand.
+    base = UniPCMultistepScheduler.from_pretrained(drf_kit["wan"], subfolder="scheduler")
+    assert base.config.flow_shift == 3.0  # the checkpoint's own
+    sigmas = np.linspace(1.0, 1 / 1000, 4 + 1)[:-1]
+    expected = 5 * sigmas / (1 + 4 * sigmas) * 1000
+    sampler = recipe.adapter.make_sampler(4)
+    np.testing.assert_allclose(sampler.timesteps.numpy(), expected.astype(np.int64), atol=1)
+    recipe.optimise()
+    final = recipe.save_checkpoint(final=True)
+    recipe.cleanup()
+    assert not (final / "scheduler").is_symlink() and (final / "transformer").is_dir()
+    assert WanPipeline.from_pretrained(final).scheduler.config.flow_shift == 5.0
+    assert UniPCMultistepScheduler.from_pretrained(drf_kit["wan"], subfolder="scheduler").config.flow_shift == 3.0
+    # CogVideoX samples with DDIM: no flow shift to set.
+    cog = ensure_tiny_models(["cogvideox"])["cogvideox"]
+    recipe = DRFRecipe(make_config({**drf_kit, "wan": cog}, tmp_path / "cog", dims=("TA",), frames=9, shift=5.0))
+    with pytest.raises(InputError, match="--shift: the pipeline's CogVideoXDDIMScheduler is not a flow-matching"):
+        recipe.setup()
+    recipe.cleanup()
+
+
 # ----------------------------------------------------------------------------- LoRA
 
 

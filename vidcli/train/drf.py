@@ -76,6 +76,7 @@ class DRFConfig:
     k_grad: int = 4
     steps: int = 25
     guidance: float = 5.0
+    shift: float | None = None  # the sampling scheduler's flow shift; None: the checkpoint's own
     height: int = 288
     width: int = 512
     frames: int = 49
@@ -299,7 +300,7 @@ class DRFRecipe:
         the frozen reward model, LoRA adapters and checkpointing. ``--plan`` builds the same
         on the meta device (:mod:`vidcli.weights`).
         """
-        from vidcli.diffusion import OffloadedTextEncoder, load_adapter
+        from vidcli.diffusion import OffloadedTextEncoder, load_adapter, set_flow_shift
         from vidcli.train.core import compute_dtype
 
         cfg = self.config
@@ -309,6 +310,8 @@ class DRFRecipe:
                                     dtype="float32" if cfg.finetune == "full" else compute_dtype(mixed_precision),
                                     text_encoder_dtype=self.frozen_dtype("text_encoder"))
         self.adapter.decode_checkpointing = cfg.decode_checkpointing
+        if getattr(cfg, "shift", None) is not None:  # drf-tune's --shift (revise-tune draws its own t)
+            set_flow_shift(self.adapter.pipe, cfg.shift)
         if cfg.offload_text_encoder:
             self.adapter.offloaded_text_encoder = OffloadedTextEncoder(self.adapter.pipe, self.adapter.device)
         self.load_frozen_models(device)
@@ -472,13 +475,18 @@ class DRFRecipe:
     # ------------------------------------------------------------------ saving
 
     def save_weights(self, folder: Path) -> None:
-        """A diffusers pipeline folder: the tuned transformer (or LoRA weights) and links to the rest."""
+        """A diffusers pipeline folder: the tuned transformer (or LoRA weights), the scheduler when
+        ``--shift`` changed it, and links to the rest."""
         base = Path(self.base_model).resolve()
         dit = self.adapter.trainable_module()
+        own = {"transformer"} if self.config.finetune == "full" else set()
+        if getattr(self.config, "shift", None) is not None:
+            own.add("scheduler")
+            self.adapter.pipe.scheduler.save_pretrained(folder / "scheduler")
         for entry in base.iterdir():
             if entry.name == "model_index.json":
                 shutil.copy2(entry, folder / entry.name)
-            elif entry.is_dir() and not (entry.name == "transformer" and self.config.finetune == "full"):
+            elif entry.is_dir() and entry.name not in own:
                 os.symlink(entry.resolve(), folder / entry.name, target_is_directory=True)
         if self.config.finetune == "full":
             dit.save_pretrained(folder / "transformer", safe_serialization=True)
