@@ -69,7 +69,10 @@ def _video_inputs(videos: tuple[str, ...], folder: str) -> str:
               help="icvg: write a JSON report (per video: clips, windows, threshold, floor, sub-clusters, pairs).")
 @click.option("--generated", type=click.Path(dir_okay=False), default=None,
               help="Generation-stage file (icvg: one record per video) [default: OUT.generated.jsonl].")
-@click.option("--detector", type=click.Choice(["adaptive", "content"]), default="adaptive", show_default=True)
+@click.option("--detector", type=click.Choice(["histogram+adaptive", "adaptive", "content", "histogram", "hash"]),
+              default="histogram+adaptive", show_default=True,
+              help="icvg: PySceneDetect shot detector(s); the default finds cuts between fast-moving shots at 8 fps "
+                   "as well as between two framings of one set (tests/bench/bench_shots.py).")
 @click.option("--min-clip-s", type=click.FloatRange(0.0), default=1.0, show_default=True,
               help="icvg: shots shorter than this are not mined.")
 @click.option("--caption-frames", type=click.IntRange(1, 64), default=8, show_default=True)

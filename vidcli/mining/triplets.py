@@ -30,7 +30,7 @@ from vidcli.backends.jsonreply import generate_json
 from vidcli.errors import InputError, MediaError
 from vidcli.jsonl import Source
 from vidcli.mining.pairs import PairOptions, VideoReport
-from vidcli.mining.shots import Clip
+from vidcli.mining.shots import DEFAULT_DETECTOR, Clip
 from vidcli.prompts import render, render_text
 from vidcli.records import require
 from vidcli.stream import Outcome
@@ -56,7 +56,7 @@ ICVG_NOTES = {
 class IcvgOptions:
     """Knobs of the icvg pipeline; ``chunk`` bounds how many clips' frames are in memory at once."""
 
-    detector: str = "adaptive"
+    detector: str = DEFAULT_DETECTOR
     shot_threshold: float | None = None
     min_shot_s: float = 0.5
     min_clip_s: float = 1.0
