@@ -146,6 +146,18 @@ def test_two_detectors_cutting_a_frame_apart_make_one_cut(tmp_path):
     assert cut_f1([s for s, _ in shots[1:]], film.cuts, tolerance=0.25)[0] == 1.0
 
 
+def test_cut_times_count_from_the_first_frame_as_load_video_does(tmp_path):
+    """A film whose first frame is shown at 1.5 s: cuts keep the clock load_video samples by."""
+    from tests.test_media import write_frames
+
+    frames, film = render_film(seed=1, fps=8.0, duration_s=12.0, camera="still")
+    path = write_frames(tmp_path / "late.mp4", frames, first_pts=12)  # 12 frames at 8 fps: 1.5 s late
+    shots = detect_shots(path)
+    assert [start for start, _ in shots[1:]] == pytest.approx(film.cuts)
+    second = load_video(path, start=shots[1][0], end=shots[1][1]).frames
+    assert np.abs(second.astype(int) - frames[round(film.cuts[0] * 8):round(film.cuts[1] * 8)]).mean() < 3
+
+
 def test_shots_cover_the_video(films):
     film = films[1]
     shots = detect_shots(film.path)
