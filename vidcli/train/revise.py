@@ -61,6 +61,7 @@ import torch
 import torch.nn.functional as F
 
 from vidcli.errors import InputError
+from vidcli.scoring.rve import SUBSETS
 from vidcli.train.core import RunConfig, clip_and_step, read_training_records, run_recipe
 from vidcli.train.drf import FINETUNE, DRFRecipe
 
@@ -68,7 +69,6 @@ log = logging.getLogger("vidcli.train")
 
 OBJECTIVES = ("sft", "rwr", "uso")
 STEPS_LOG = "steps.jsonl"
-SUBSETS = ("icvg", "rave")
 # --critic-reasoning: the prompt of each form. "first" reasons, then gives the verdict after VERDICT_CUE.
 CRITIC_PROMPTS = {"first": "critic_revise", "none": "critic_revise_verdict_first"}
 CRITIC_REASONING = tuple(CRITIC_PROMPTS)
