@@ -19,7 +19,7 @@
 #   LAUNCH         how drf-tune runs [vidcli]
 # Paper hyper-parameters (SPEC §6):
 #   REWARD [rich]  DIMS [TA,Phy,VQ]  K [4]  NF [10]  STEPS [25 in training]  INFER_STEPS [30]
-#   HEIGHT [288]  WIDTH [512]  FRAMES [49]  LR [1e-5]  GUIDANCE [5.0]  FINETUNE [full]
+#   HEIGHT [288]  WIDTH [512]  FRAMES [49]  LR [1e-5]  GUIDANCE [5.0]  SHIFT [5.0]  FINETUNE [full]
 #   VLM_DTYPE [bf16]  DRF_STEPS [one epoch]
 set -euo pipefail
 RECIPE=drf
@@ -61,6 +61,7 @@ stage "decompose (drf, evaluation captions)" "$OUT/data/eval.jsonl" \
 train "drf-tune" "$OUT/tuned" \
   drf-tune --model "$BASE_MODEL" --vlm "$VLM" --reward "${REWARD:-rich}" --dims "${DIMS:-TA,Phy,VQ}" \
   --k-grad "${K:-4}" --frames-vlm "${NF:-10}" --steps "${STEPS:-25}" --guidance "${GUIDANCE:-5.0}" \
+  --shift "${SHIFT:-5.0}" \
   "${size[@]}" --frames "${FRAMES:-49}" --lr "${LR:-1e-5}" --finetune "${FINETUNE:-full}" \
   --vlm-dtype "${VLM_DTYPE:-bf16}" --gradient-checkpointing "${drf_steps[@]}" "${tiny[@]}" -q "$OUT/data/train.jsonl"
 

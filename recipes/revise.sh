@@ -43,7 +43,7 @@ if [ "${TINY:-0}" = 1 ]; then
   HOLDOUT="${HOLDOUT:-0}"; EVAL_SPLIT="${EVAL_SPLIT:-train}"
   HEIGHT="${HEIGHT:-32}"; WIDTH="${WIDTH:-32}"; FRAMES="${FRAMES:-5}"; ACCUM="${ACCUM:-1}"
   SIGMA_MAX="${SIGMA_MAX:-0.8}"; LR="${LR:-1e-3}"; INFER_STEPS="${INFER_STEPS:-2}"; REVISE_STEPS="${REVISE_STEPS:-2}"
-  tiny=(--frames-critic 3 --save-every 0)
+  tiny=(--frames-critic 3 --critic-tokens 8 --save-every 0)
 fi
 BASE_MODEL="${BASE_MODEL:-Wan-AI/Wan2.1-T2V-1.3B-Diffusers}"
 VLM="${VLM:-Qwen/Qwen2.5-VL-7B-Instruct}"

@@ -42,8 +42,8 @@ TINY_FLAGS = {
     "score": "--frames 3",
     "drf-tune": "--max-steps 1 --k-grad 1 --steps 2 --frames-vlm 3 --height 32 --width 32 --frames 5 "
                 "--guidance 1 --save-every 0 --vlm-dtype float32",
-    "revise-tune": "--max-steps 1 --grad-accum 1 --frames-critic 3 --height 32 --width 32 --frames 5 "
-                   "--sigma-max 0.8 --save-every 0 --vlm-dtype float32",
+    "revise-tune": "--max-steps 1 --grad-accum 1 --frames-critic 3 --critic-tokens 8 --height 32 --width 32 "
+                   "--frames 5 --sigma-max 0.8 --save-every 0 --vlm-dtype float32",
     "generate": "--steps 2 --height 32 --width 32 --num-frames 5",
     "mine-triplets": "",
 }

@@ -86,8 +86,9 @@ def test_one_step_trains_only_the_dit_on_the_vqa_loss_of_its_frames(drf_kit, tmp
     # The step's loss is L_VQA recomputed by the reward library on the frames the step decoded.
     task = recipe.tasks[0]
     frames = result["frames"].clone().requires_grad_(True)
-    expected = vqa_loss(recipe.scorer, frames, task.questions, reference_frames=recipe.reference_frames(task),
-                        fps=recipe.config.fps)
+    reference, reference_fps = recipe.reference_frames(task)
+    expected = vqa_loss(recipe.scorer, frames, task.questions, reference_frames=reference,
+                        fps=recipe.generated_fps(), reference_fps=reference_fps)
     assert result["loss"] == pytest.approx(expected.item(), rel=1e-5)
     # Back-propagating query by query gives the frames the same gradient as one backward of the sum.
     expected.backward()
@@ -119,15 +120,47 @@ def test_vanilla_and_binary_losses_match_the_reward_library(drf_kit, tmp_path, r
     result = recipe.train_step(task)
     with torch.no_grad():
         if reward == "vanilla":
-            expected = -vanilla_reward(recipe.scorer, result["frames"], task.prompt, fps=recipe.config.fps)
+            expected = -vanilla_reward(recipe.scorer, result["frames"], task.prompt, fps=recipe.generated_fps())
             assert [q["dim"] for q in result["queries"]] == ["vanilla"]
         else:
-            expected = vqa_loss(recipe.scorer, result["frames"], task.questions, fps=recipe.config.fps,
+            expected = vqa_loss(recipe.scorer, result["frames"], task.questions, fps=recipe.generated_fps(),
                                 verdict_only=True)
             assert [q["key"] for q in result["queries"]] == ["objects"]  # --dims TA drops the VQ question
     assert result["loss"] == pytest.approx(expected.item(), rel=1e-5)
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in recipe.trainable)
     recipe.cleanup()
+
+
+def test_the_vlm_is_told_the_real_rate_of_the_frames_it_sees(drf_kit, tmp_path):
+    """Generated: N_f of --frames frames at the generator's 16 fps; reference: frames over the real video's length."""
+    from vidcli.media import probe_video
+
+    told = {}
+    for name, fps in (("real", None), ("given", 2.0)):
+        recipe = DRFRecipe(make_config(drf_kit, tmp_path / name, fps=fps))  # 3 of 5 frames; TA and VQ
+        recipe.setup()
+        seen = recipe.scorer.video_pixels
+        recipe.scorer.video_pixels = (lambda frames, rate, _seen=seen, _name=name:
+                                      told.setdefault(_name, []).append(rate) or _seen(frames, rate))
+        recipe.train_step(recipe.tasks[0])
+        recipe.cleanup()
+    real_rate = 3 / probe_video(BALL).duration_s  # N_f = 3 frames spread over the whole clip
+    # Per query: the TA query sees the generated frames; the VQ query the generated and the real ones.
+    assert told["real"] == [pytest.approx(16 * 3 / 5)] * 2 + [pytest.approx(real_rate)]
+    assert told["given"] == [2.0, 2.0, pytest.approx(real_rate)]
+
+
+def test_records_that_teach_a_defect_are_counted_in_one_warning(drf_kit, tmp_path, caplog):
+    defect = {**VQ, "reference": {"answer": "Yes", "issue": "blur", "explanation": "The frames are soft."},
+              "undesired": True}
+    records = [RECORD, {**RECORD, "id": "soft", "questions": [TA, defect]},
+               {**RECORD, "id": "soft2", "questions": [TA, defect]}]
+    path = write_records(tmp_path / "data", records)
+    with caplog.at_level("WARNING", logger="vidcli.train"):
+        load_tasks(make_config({**drf_kit, "records": path}, tmp_path / "run"))
+        load_tasks(make_config({**drf_kit, "records": path}, tmp_path / "run", dims=("TA",)))  # VQ left out
+    (warning,) = [r.getMessage() for r in caplog.records if "desired verdict" in r.getMessage()]
+    assert warning.startswith("2 of 3 records (e.g. soft)")
 
 
 def test_memory_flags_leave_the_gradient_unchanged(drf_kit, tmp_path):
@@ -166,6 +199,34 @@ def test_cogvideox_backbone_trains_and_saves_a_pipeline(drf_kit, tmp_path):
     recipe.cleanup()
     state = CogVideoXPipeline.from_pretrained(final).transformer.state_dict()
     assert all(torch.equal(state[n], p.detach()) for n, p in dit.named_parameters())
+
+
+def test_shift_sets_the_flow_schedulers_shift_and_is_saved_with_the_pipeline(drf_kit, tmp_path):
+    from diffusers import UniPCMultistepScheduler, WanPipeline
+
+    from vidcli.testing import ensure_tiny_models
+
+    recipe = DRFRecipe(make_config(drf_kit, tmp_path / "run", dims=("TA",), shift=5.0, steps=4))
+    recipe.setup()
+    # The sigmas the rollout steps through: σ' = 5σ / (1 + 4σ) over UniPC's flow sigmas, by hand.
+    base = UniPCMultistepScheduler.from_pretrained(drf_kit["wan"], subfolder="scheduler")
+    assert base.config.flow_shift == 3.0  # the checkpoint's own
+    sigmas = np.linspace(1.0, 1 / 1000, 4 + 1)[:-1]
+    expected = 5 * sigmas / (1 + 4 * sigmas) * 1000
+    sampler = recipe.adapter.make_sampler(4)
+    np.testing.assert_allclose(sampler.timesteps.numpy(), expected.astype(np.int64), atol=1)
+    recipe.optimise()
+    final = recipe.save_checkpoint(final=True)
+    recipe.cleanup()
+    assert not (final / "scheduler").is_symlink() and (final / "transformer").is_dir()
+    assert WanPipeline.from_pretrained(final).scheduler.config.flow_shift == 5.0
+    assert UniPCMultistepScheduler.from_pretrained(drf_kit["wan"], subfolder="scheduler").config.flow_shift == 3.0
+    # CogVideoX samples with DDIM: no flow shift to set.
+    cog = ensure_tiny_models(["cogvideox"])["cogvideox"]
+    recipe = DRFRecipe(make_config({**drf_kit, "wan": cog}, tmp_path / "cog", dims=("TA",), frames=9, shift=5.0))
+    with pytest.raises(InputError, match="--shift: the pipeline's CogVideoXDDIMScheduler is not a flow-matching"):
+        recipe.setup()
+    recipe.cleanup()
 
 
 # ----------------------------------------------------------------------------- LoRA

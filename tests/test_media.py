@@ -16,6 +16,7 @@ from PIL import Image
 
 from vidcli.errors import InputError, MediaError
 from vidcli.media import (
+    _decode_decord,
     _decode_pyav,
     _scan,
     load_audio,
@@ -236,6 +237,82 @@ def test_header_over_reporting_frames(tmp_path, video):
     clip = load_video(shifted)
     assert frame_ids(clip.frames) == list(range(6, T))
     assert np.allclose(clip.timestamps, np.arange(T - 6) / FPS)
+
+
+def write_frames(path: Path, frames: np.ndarray, *, rotation: int = 0, first_pts: int = 0) -> Path:
+    """An mp4 of ``frames`` at FPS whose display matrix turns it ``rotation`` degrees
+    counter-clockwise, its first frame shown at ``first_pts / FPS`` seconds."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(FPS), options={"crf": "10"})
+        stream.width, stream.height, stream.pix_fmt = frames.shape[2], frames.shape[1], "yuv420p"
+        stream.codec_context.thread_count = 1
+        if rotation:
+            stream.set_display_rotation(rotation)
+        for i, picture in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(picture, format="rgb24")
+            frame.pts, frame.time_base = first_pts + i, Fraction(1, FPS)
+            container.mux(stream.encode(frame))
+        container.mux(stream.encode(None))
+    return path
+
+
+def corner_marks() -> np.ndarray:
+    """Grey frames (H, W) with a red mark at the top left and a blue one at the bottom right."""
+    frames = np.full((6, H, W, 3), 128, np.uint8)
+    frames[:, :16, :16] = (255, 0, 0)
+    frames[:, -16:, -16:] = (0, 0, 255)
+    return frames
+
+
+def mark_centres(picture: np.ndarray) -> tuple[tuple[float, float], tuple[float, float]]:
+    """(row, column) of the red and the blue mark, as fractions of the picture's height and width."""
+    centres = []
+    for colour in ((255, 0, 0), (0, 0, 255)):
+        rows, cols = np.nonzero(np.abs(picture.astype(int) - colour).sum(-1) < 120)
+        centres.append((round(rows.mean() / picture.shape[0], 1), round(cols.mean() / picture.shape[1], 1)))
+    return tuple(centres)
+
+
+@pytest.mark.parametrize("rotation", [90, 180, 270])
+def test_rotated_video_comes_out_as_displayed_from_every_path(tmp_path, rotation):
+    """Phone footage: the stored picture and a display matrix that turns it."""
+    path = write_frames(tmp_path / f"rot{rotation}.mp4", corner_marks(), rotation=rotation)
+    upright = np.rot90(corner_marks()[0], rotation // 90)  # np.rot90: counter-clockwise, as the matrix says
+    shown_h, shown_w = upright.shape[:2]
+    info = probe_video(path)
+    assert (info.rotation, info.width, info.height) == (rotation, shown_w, shown_h)
+
+    scan = _scan(path)
+    assert _decode_decord(scan, np.arange(3), None) is None  # decord never serves a rotated video
+    found, failed = _decode_pyav(scan, scan.pts[:3], None)
+    assert failed is None and all(np.abs(f.astype(int) - upright).mean() < 2 for f in found.values())
+
+    clip = load_video(path, num_frames=3)
+    assert clip.frames.shape == (3, shown_h, shown_w, 3)
+    assert all(mark_centres(f) == mark_centres(upright) for f in clip.frames)
+    # size= is the displayed picture's (width, height).
+    small = load_video(path, num_frames=2, size=(shown_w // 2, shown_h // 2))
+    assert small.frames.shape == (2, shown_h // 2, shown_w // 2, 3)
+    expected = np.asarray(Image.fromarray(upright).resize((shown_w // 2, shown_h // 2), Image.BILINEAR))
+    assert np.abs(small.frames[0].astype(int) - expected).mean() < 6
+    assert video_frames_as_pil(small)[0].size == (shown_w // 2, shown_h // 2)
+
+
+def test_a_video_whose_first_frame_is_late_keeps_its_clock(tmp_path):
+    """A stream whose first frame is shown at 1.5 s: times count from that frame, on every path."""
+    path = write_frames(tmp_path / "late.mp4", frames_with_colours(), first_pts=12)  # 12 / 8 fps = 1.5 s
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        assert float(next(p.pts for p in container.demux(stream) if p.pts is not None) * stream.time_base) == 1.5
+    info = probe_video(path)
+    assert info.num_frames == T and info.duration_s == pytest.approx(T / FPS)
+    clip = load_video(path)
+    assert frame_ids(clip.frames) == list(range(T)) and np.allclose(clip.timestamps, np.arange(T) / FPS)
+    later = load_video(path, start=1.0, end=2.0)  # seconds from the first frame, not from the stream's zero
+    assert frame_ids(later.frames) == list(range(8, 16))
+    scan = _scan(path)
+    found, failed = _decode_pyav(scan, scan.pts[8:16], None)
+    assert failed is None and frame_ids(np.stack([found[int(p)] for p in scan.pts[8:16]])) == list(range(8, 16))
 
 
 # ------------------------------------------------------------------------------ images

@@ -113,25 +113,42 @@ def fake_triplets(counts: dict[str, int]) -> list[dict]:
              "target": {"video": v, "start": k + 1, "end": k + 2}} for v, n in counts.items() for k in range(n)]
 
 
-def test_holdout_split_groups_by_source_video():
+def best_test_size(counts: dict[str, int], fraction: float) -> int:
+    """By brute force: the test size closest to ``fraction`` of the triplets over every proper, non-empty
+    subset of the videos (the larger on a tie)."""
+    from itertools import combinations
+
+    total, values = sum(counts.values()), list(counts.values())
+    sizes = {sum(c) for r in range(1, len(values)) for c in combinations(values, r)}
+    return min(sizes, key=lambda s: (abs(s - fraction * total), -s))
+
+
+def test_holdout_split_groups_by_source_video_and_lands_closest_to_the_fraction():
     counts = {"a.mp4": 5, "b.mp4": 1, "c.mp4": 3, "d.mp4": 7, "e.mp4": 2, "f.mp4": 2}
     triplets = fake_triplets(counts)
-    for seed in range(5):
-        split = holdout_split(triplets, 0.25, seed=seed)
-        assert [t["id"] for t in split] == [t["id"] for t in triplets]
-        test = {t["source"]["video"] for t in split if t["split"] == "test"}
-        train = {t["source"]["video"] for t in split if t["split"] == "train"}
-        assert test and train and not test & train
-        held = sum(counts[v] for v in test)
-        assert held >= 0.25 * len(triplets)
-        # Minimal: the test side was still short before its last video joined.
-        assert min(held - counts[v] for v in test) < 0.25 * len(triplets)
+    for fraction in (0.05, 0.25, 0.34, 0.5, 0.9):
+        for seed in range(5):
+            split = holdout_split(triplets, fraction, seed=seed)
+            assert [t["id"] for t in split] == [t["id"] for t in triplets]
+            test = {t["source"]["video"] for t in split if t["split"] == "test"}
+            train = {t["source"]["video"] for t in split if t["split"] == "train"}
+            assert test and train and not test & train
+            assert sum(counts[v] for v in test) == best_test_size(counts, fraction), (fraction, seed)
+    # 0.34 of 20 is 6.8: 7 triplets (0.35) is as close as whole videos get.
+    assert best_test_size(counts, 0.34) == 7
+    # The seed picks which videos make up the size.
+    picks = {frozenset(t["source"]["video"] for t in holdout_split(triplets, 0.34, seed=s) if t["split"] == "test")
+             for s in range(10)}
+    assert len(picks) > 1
     assert holdout_split(triplets, 0.25, seed=3) == holdout_split(triplets, 0.25, seed=3)
     assert "split" not in triplets[0]  # the input is not modified
     assert {t["split"] for t in holdout_split(triplets, 0.0)} == {"train"}
     assert {t["split"] for t in holdout_split(triplets, 1.0)} == {"test"}
-    # Even a large fraction keeps one video for training.
+    # Even a large fraction keeps one video for training, and a tiny one holds one out.
     assert {t["split"] for t in holdout_split(triplets, 0.99)} == {"train", "test"}
+    assert sum(t["split"] == "test" for t in holdout_split(triplets, 0.001)) == 1
+    # One video cannot be split: it trains.
+    assert {t["split"] for t in holdout_split(fake_triplets({"a.mp4": 4}), 0.5)} == {"train"}
     with pytest.raises(ValueError):
         holdout_split(triplets, 1.5)
 

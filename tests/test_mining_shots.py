@@ -11,6 +11,7 @@ from vidcli.errors import MediaError
 from vidcli.media import load_video, probe_video
 from vidcli.mining.shots import Clip, clips_from_shots, detect_shots
 from vidcli.mining.synthetic import make_film, render_film
+from vidcli.media import write_video
 
 # (seed, fps, duration_s): several frame rates and lengths.
 FILMS = [(0, 10.0, 30.0), (1, 8.0, 20.0), (2, 12.0, 40.0), (3, 10.0, 25.0)]
@@ -102,15 +103,59 @@ def test_detected_cuts_match_known_cuts(films):
     assert 2 * precision * recall / (precision + recall) >= 0.95
 
 
-def test_adaptive_default_beats_a_fixed_content_threshold(films):
-    """Why ``adaptive`` is the default: cuts between two framings of one scene change
-    the picture less than the fixed threshold asks, but much more than its neighbours."""
+def test_adaptive_beats_a_fixed_content_threshold(films):
+    """Cuts between two framings of one scene change the picture less than the fixed
+    threshold asks, but much more than its neighbours: why the default keeps ``adaptive``."""
     found = {"adaptive": 0, "content": 0}
     for film in films:
         for detector in found:
             detected = [start for start, _ in detect_shots(film.path, detector=detector)[1:]]
             found[detector] += cut_f1(detected, film.cuts, tolerance=1.0 / film.fps)[1]
     assert found["content"] < found["adaptive"]
+
+
+@pytest.fixture(scope="module")
+def panning_films(tmp_path_factory):
+    """8 fps films whose every shot pans fast (15% of the frame width per frame)."""
+    folder = tmp_path_factory.mktemp("pans")
+    return [make_film(folder / f"pan{seed}.mp4", seed=seed, fps=8.0, duration_s=20.0, camera="pan")
+            for seed in (0, 3)]
+
+
+def test_default_finds_cuts_between_fast_moving_shots_at_8_fps(panning_films):
+    """Each frame of a fast pan at 8 fps changes as much as a cut does: the adaptive detector
+    alone misses cuts there; the colour histogram, which a pan hardly changes, does not."""
+    for film in panning_films:
+        found = {d: [s for s, _ in detect_shots(film.path, detector=d)[1:]] for d in ("histogram+adaptive", "adaptive")}
+        assert [s for s, _ in detect_shots(film.path)[1:]] == found["histogram+adaptive"]  # the default
+        assert len(found["histogram+adaptive"]) == len(film.cuts)  # no cut inside a pan
+        assert cut_f1(found["histogram+adaptive"], film.cuts, tolerance=0.5)[1] == len(film.cuts)
+        assert cut_f1(found["adaptive"], film.cuts, tolerance=0.5)[1] < len(film.cuts)
+
+
+def test_two_detectors_cutting_a_frame_apart_make_one_cut(tmp_path):
+    """A cut the histogram finds on frame k and the adaptive detector on frame k+1 is one cut."""
+    frames, film = render_film(seed=1, fps=8.0, duration_s=12.0, camera="still")
+    # Every cut becomes two a frame apart: a frame halfway between the shots in front of each.
+    for cut in film.cuts:
+        k = round(cut * film.fps)
+        frames[k - 1] = (frames[k - 2].astype(int) + frames[k].astype(int)) // 2
+    path = write_video(tmp_path / "soft.mp4", frames, film.fps)
+    shots = detect_shots(path, min_shot_s=0.5)
+    assert all(end - start >= 0.5 - 1e-6 for start, end in shots[:-1])
+    assert cut_f1([s for s, _ in shots[1:]], film.cuts, tolerance=0.25)[0] == 1.0
+
+
+def test_cut_times_count_from_the_first_frame_as_load_video_does(tmp_path):
+    """A film whose first frame is shown at 1.5 s: cuts keep the clock load_video samples by."""
+    from tests.test_media import write_frames
+
+    frames, film = render_film(seed=1, fps=8.0, duration_s=12.0, camera="still")
+    path = write_frames(tmp_path / "late.mp4", frames, first_pts=12)  # 12 frames at 8 fps: 1.5 s late
+    shots = detect_shots(path)
+    assert [start for start, _ in shots[1:]] == pytest.approx(film.cuts)
+    second = load_video(path, start=shots[1][0], end=shots[1][1]).frames
+    assert np.abs(second.astype(int) - frames[round(film.cuts[0] * 8):round(film.cuts[1] * 8)]).mean() < 3
 
 
 def test_shots_cover_the_video(films):
@@ -137,6 +182,8 @@ def test_content_detector_threshold_is_passed(films):
     assert len(detect_shots(film.path, detector="content", threshold=5.0)) > 1
     with pytest.raises(ValueError, match="unknown shot detector"):
         detect_shots(film.path, detector="histogram-ish")
+    with pytest.raises(ValueError, match="a threshold is one detector's own"):
+        detect_shots(film.path, detector="histogram+adaptive", threshold=0.3)
 
 
 def test_unreadable_videos_are_media_errors(tmp_path):

@@ -11,7 +11,8 @@ import torch
 
 from vidcli.errors import InputError
 from vidcli.train.core import OptimConfig, RunConfig
-from vidcli.train.revise import ReviseConfig, ReviseRecipe, load_triplets, shifted_t, trigger_probability
+from vidcli.train.revise import (VERDICT_CUE, ReviseConfig, ReviseRecipe, critic_checks, load_triplets, shifted_t,
+                                 trigger_probability)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -71,15 +72,16 @@ def dit_grads(recipe: ReviseRecipe) -> dict[str, torch.Tensor]:
 
 
 class CriticSpy:
-    """Wraps ``Critic.margin``: counts calls and keeps what each returned."""
+    """Wraps ``Critic.judge``: counts calls and keeps what each was given and returned."""
 
     def __init__(self, critic) -> None:
-        self.inner, self.calls = critic.margin, []
-        critic.margin = self
+        self.inner, self.calls = critic.judge, []
+        critic.judge = self
 
-    def __call__(self, edited, source, instruction):
-        out = self.inner(edited, source, instruction)
-        self.calls.append({"edited_grad": edited.requires_grad, "out": out})
+    def __call__(self, edited, source, instruction, **kwargs):
+        out = self.inner(edited, source, instruction, **kwargs)
+        self.calls.append({"edited_grad": edited.requires_grad, "out": out.delta, "reasoning": out.reasoning,
+                           "grad_enabled": torch.is_grad_enabled(), **kwargs})
         return out
 
 
@@ -99,11 +101,28 @@ def test_shifted_t_and_the_expected_trigger_rate():
 # ----------------------------------------------------------------------------- the loss
 
 
-def test_loss_equals_the_hand_computed_uso_loss(revise_kit, tmp_path):
+def greedy_reasoning(scorer, videos, ids: list[int], max_tokens: int) -> str:
+    """The critic's reasoning decoded by hand: argmax token after token, stopped at an end token."""
+    tok, stop = scorer.processor.tokenizer, scorer.model.generation_config.eos_token_id
+    stop = set(stop if isinstance(stop, list) else [stop])
+    produced = []
+    with torch.no_grad():
+        for _ in range(max_tokens):
+            token = int(scorer.model(**scorer.model_inputs(videos, ids + produced)).logits[0, -1].argmax())
+            if token in stop:
+                break
+            produced.append(token)
+    text = tok.decode(produced, skip_special_tokens=True)
+    return text[:text.lower().find("verdict")].strip() if "verdict" in text.lower() else text.strip()
+
+
+@pytest.mark.parametrize("reasoning", ["first", "none"])
+def test_loss_equals_the_hand_computed_uso_loss(revise_kit, tmp_path, reasoning):
     from vidcli.media import load_video
 
-    recipe = ready(revise_kit, tmp_path / "run", sigma_max=1.0, cfg_drop=0.0)
-    task = recipe.tasks[0]
+    recipe = ready(revise_kit, tmp_path / "run", sigma_max=1.0, cfg_drop=0.0, critic_reasoning=reasoning,
+                   critic_tokens=4)
+    task = recipe.tasks[0]  # an icvg triplet
     loss, entry = recipe.sample_loss(task, seed=3)
     assert entry["gated"] and not entry["cfg_drop"]
 
@@ -126,17 +145,31 @@ def test_loss_equals_the_hand_computed_uso_loss(revise_kit, tmp_path):
     source = torch.from_numpy(source[[0, 2, 4]]).permute(0, 3, 1, 2).float() / 255
     torch.testing.assert_close(data["critic_source"], source)
 
+    # The critic: told 3 frames over each 1.5 s clip; asked without preservation (icvg).
     scorer = recipe.scorer
     tok = scorer.processor.tokenizer
-    yes, no = tok("Yes")["input_ids"][0], tok("No")["input_ids"][0]
+    fps = 3 / 1.5
+    assert data["critic_fps"] == (pytest.approx(fps), pytest.approx(fps))
+    question = recipe.critic.question(task.instruction, "icvg")
+    assert "Preservation" not in question and "Check these three things" in question
 
     def margin(first, second):
-        videos = [scorer.video_pixels(first), scorer.video_pixels(second)]
-        ids = scorer.prompt_ids(videos, recipe.critic.question(task.instruction))
-        logits = scorer.model(**scorer.model_inputs(videos, ids)).logits[0, -1]
-        return (logits[yes] - logits[no]).item()
+        """Δ from one plain forward, and the reasoning it was read after."""
+        videos = [scorer.video_pixels(first, fps), scorer.video_pixels(second, fps)]
+        ids = scorer.prompt_ids(videos, question)
+        said = None
+        if reasoning == "first":  # the word after "Verdict:"
+            said = greedy_reasoning(scorer, videos, ids, max_tokens=4)
+            ids = ids + tok(said)["input_ids"] + tok(VERDICT_CUE)["input_ids"]
+            yes, no = tok(VERDICT_CUE + " Yes")["input_ids"][-1], tok(VERDICT_CUE + " No")["input_ids"][-1]
+        else:  # the reply's first word
+            yes, no = tok("Yes")["input_ids"][0], tok("No")["input_ids"][0]
+        with torch.no_grad():
+            logits = scorer.model(**scorer.model_inputs(videos, ids)).logits[0, -1]
+        return (logits[yes] - logits[no]).item(), said
 
-    delta, delta0 = margin(edited, source), margin(source, source)
+    (delta, said), (delta0, _) = margin(edited, source), margin(source, source)
+    assert entry["critique"] == said
     l_reason = -math.log(1 / (1 + math.exp(-(delta - delta0))))
     assert entry["delta"] == pytest.approx(delta, rel=1e-5) and entry["delta0"] == pytest.approx(delta0, rel=1e-5)
     assert entry["l_fm"] == pytest.approx(l_fm.item(), rel=1e-5)
@@ -160,18 +193,23 @@ def test_the_source_is_an_in_context_condition(revise_kit, tmp_path):
 def test_critic_runs_only_when_t_is_small_and_its_baseline_has_no_gradient(revise_kit, tmp_path):
     recipe = ready(revise_kit, tmp_path / "run")  # sigma_max 0.5, shift 3
     spy = CriticSpy(recipe.critic)
-    gated = 0
+    gated, baselines = 0, {}
     for seed in range(12):
+        task = recipe.tasks[seed % 2]
         before = len(spy.calls)
-        _, entry = recipe.sample_loss(recipe.tasks[seed % 2], seed)
+        _, entry = recipe.sample_loss(task, seed)
         assert entry["gated"] == (entry["t"] <= 0.5)
-        assert len(spy.calls) - before == (2 if entry["gated"] else 0)
+        first_time = entry["gated"] and task.id not in baselines
+        assert len(spy.calls) - before == (2 if first_time else 1 if entry["gated"] else 0)
         if entry["gated"]:
             gated += 1
-            judged, baseline = spy.calls[-2:]
-            assert judged["edited_grad"] and judged["out"].requires_grad
-            assert not baseline["edited_grad"] and not baseline["out"].requires_grad
-            assert baseline["out"].grad_fn is None
+            judged = spy.calls[before]
+            assert judged["edited_grad"] and judged["out"].requires_grad and judged["subset"] == task.subset
+            if first_time:  # Δ₀ on (source, source): asked once per triplet, without gradient
+                baseline = spy.calls[before + 1]
+                assert not baseline["grad_enabled"] and baseline["out"].grad_fn is None
+                baselines[task.id] = baseline["out"].item()
+            assert entry["delta0"] == baselines[task.id]
         else:
             assert entry["delta"] is None and entry["l_reason"] is None and entry["loss"] == entry["l_fm"]
     assert 0 < gated < 12
@@ -181,6 +219,37 @@ def test_critic_runs_only_when_t_is_small_and_its_baseline_has_no_gradient(revis
     _, entry = recipe.sample_loss(recipe.tasks[0], 0)
     assert len(spy.calls) == before and not entry["gated"]
     recipe.cleanup()
+
+
+def test_the_gradient_reaches_the_dit_through_the_frames_with_the_reasoning_in_context(revise_kit, tmp_path):
+    recipe = ready(revise_kit, tmp_path / "run", sigma_max=1.0, cfg_drop=0.0, critic_tokens=4)
+    spy = CriticSpy(recipe.critic)
+    task = recipe.tasks[1]  # rave: preservation is asked for
+    grads = {}
+    for objective in ("uso", "sft"):
+        recipe.config.objective = objective
+        recipe.optimizer.zero_grad(set_to_none=True)
+        loss, entry = recipe.sample_loss(task, seed=5)
+        loss.backward()
+        grads[objective] = dit_grads(recipe)
+        if objective == "uso":
+            judged = spy.calls[0]
+            assert judged["subset"] == "rave" and judged["out"].requires_grad
+            assert judged["reasoning"] == entry["critique"] and entry["critique"] is not None
+            assert "Preservation" in recipe.critic.question(task.instruction, task.subset)
+    # The critic's loss adds its own gradient to the flow-matching one.
+    scale = max(g.abs().max().item() for g in grads["sft"].values())
+    assert any(not torch.allclose(grads["uso"][n], g, rtol=1e-3, atol=1e-3 * scale) for n, g in grads["sft"].items())
+    recipe.cleanup()
+
+
+def test_critic_checks_follow_the_subset():
+    rave = critic_checks("rave")
+    assert critic_checks(None) == rave  # no subset: an edit, every point applies
+    assert "Check these four things" in rave and "2. Preservation" in rave
+    icvg = critic_checks("icvg")
+    assert "Check these three things" in icvg and "Preservation" not in icvg.split("Check these")[1]
+    assert "3. Realism" in icvg and "not meant to keep the original's content" in icvg
 
 
 def test_objectives_sft_rwr_uso_differ_as_defined(revise_kit, tmp_path):
@@ -255,6 +324,7 @@ def test_triplets_are_validated_before_training(revise_kit, tmp_path):
         ({**BALL, "id": "c", "target": {"video": "ball.mp4", "start": 2.0, "end": 1.0}}, "not after start"),
         ({**BALL, "id": "d", "source": {"video": "gone.mp4"}}, "source video not found"),
         ({**BALL, "id": "e", "source": {"video": "ball.mp4", "start": "0"}}, "source.start must be"),
+        ({**BALL, "id": "f", "subset": "films"}, "field 'subset' must be one of icvg, rave"),
     ]
     for i, (record, message) in enumerate(bad):
         path = write_triplets(tmp_path / f"bad{i}", [BALL, record])

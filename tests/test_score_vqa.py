@@ -10,7 +10,8 @@ import torch
 
 from tests.cli.helpers import invoke, read_jsonl, write_jsonl
 from vidcli.media import load_video, write_video
-from vidcli.scoring.vqa import VERDICT_PREFIX, VideoInputs, load_vlm, score_record
+from vidcli.rewards.vlm import VERDICT_PREFIX
+from vidcli.scoring.vqa import VideoInputs, load_vlm, score_record
 
 FRAMES = 6
 TA_MOTION = {"dim": "TA", "key": "motion", "question": "Look at the video. Does the ball roll to the left?",

@@ -26,6 +26,7 @@ from vidcli.mining.triplets import instruction_validator
 from vidcli.prompts import render, render_text
 from vidcli.rewards.coverage import parse_fraction, parse_yes_no
 from vidcli.testing_teacher import BANNER, REPLIES, identify, teacher_reply, teacher_server, template_names
+from vidcli.train.revise import critic_checks
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CAPTION = "A red ball rolls from the left edge to the right edge over green grass, static wide shot in daylight."
@@ -87,9 +88,9 @@ CASES = {
                   lambda r: instruction_validator(("causal",))(extract_json(r)) is None),
     "question_ta": (user_turn(STILL, text("question_ta", aspect="colours", condition="red ball")),
                     lambda r: drf.parse_verdict(extract_json(r), "TA")["answer"] == "Yes"),
-    "question_phy": (user_turn(STILL, STILL, text("question_phy")),
+    "question_phy": (user_turn(STILL, STILL, text("question_phy", caption="a red ball rolls")),
                      lambda r: drf.parse_verdict(extract_json(r), "Phy")["answer"] == "No"),
-    "question_phy_single": (user_turn(STILL, text("question_phy_single")),
+    "question_phy_single": (user_turn(STILL, text("question_phy_single", caption="a red ball rolls")),
                             lambda r: drf.parse_verdict(extract_json(r), "Phy")["aspects"]["motion"] == "No"),
     "question_vq": (user_turn(STILL, STILL, text("question_vq")),
                     lambda r: drf.parse_verdict(extract_json(r), "VQ")["issue"] == "none"),
@@ -104,8 +105,13 @@ CASES = {
     "judge_contradiction": (render("judge_contradiction", caption=CAPTION), lambda r: parse_yes_no(r) is False),
     "interpreter_system": (render("interpreter_system", instruction="a red ball rolling"),
                            lambda r: parse_output(r).think_ok and parse_output(r).answer_ok),
-    "critic_revise": (user_turn(frames(BLUE), frames(RED), text("critic_revise", instruction="make it blue")),
-                      lambda r: r.startswith("Yes.")),
+    "critic_revise": (user_turn(frames(BLUE), frames(RED), text("critic_revise", instruction="make it blue",
+                                                                 checks=critic_checks("rave"))),
+                      lambda r: r.endswith("\nVerdict: Yes") and "rest of the scene is kept" in r),
+    "critic_revise_verdict_first": (user_turn(frames(BLUE), frames(RED),
+                                              text("critic_revise_verdict_first", instruction="make it blue",
+                                                   checks=critic_checks("icvg"))),
+                                    lambda r: r.startswith("Yes.") and "kept" not in r),
     "video_feedback_element": (user_turn(STILL, text("video_feedback_element", element="ball: red")),
                                lambda r: parse_yes_no(r)),
     "video_feedback_instruction": (user_turn(STILL, text("video_feedback_instruction", instruction="a ball")),

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from vidcli.media import load_video
-from vidcli.rewards.vlm import (VANILLA_QUESTION, VLMScorer, reference_answer, vanilla_reward, video_pixels,
-                                vqa_loss)
+from vidcli.rewards.vlm import (VANILLA_QUESTION, VERDICT_PREFIX, VLMScorer, reference_answer, vanilla_reward,
+                                video_pixels, vqa_loss)
 
 BALL = Path(__file__).resolve().parent.parent / "examples" / "media" / "ball.mp4"
 FPS = 4.0
@@ -18,6 +18,10 @@ TA = {"dim": "TA", "key": "objects", "question": "Look at the video. Is there a 
       "reference": {"answer": "Yes", "explanation": "The red car drives through the street.", "source": "elements"}}
 VQ = {"dim": "VQ", "key": "quality", "question": "Compared with the second video, is the first one blurry?",
       "reference": {"answer": "No", "issue": "none", "explanation": "The frames are sharp.", "source": "vlm"}}
+PHY = {"dim": "Phy", "key": "physics", "question": "Compared with the second video, does the first break physics?",
+       "reference": {"aspects": {"liquid_flow": "No", "deformation": "Yes", "material": "No", "motion": "No",
+                                 "interpenetration": "No"},
+                     "answer": "Yes", "explanation": "The ball squashes like clay.", "source": "vlm"}}
 
 
 @pytest.fixture(scope="module")
@@ -127,22 +131,46 @@ def test_qwen2_vl_scores_like_its_own_forward(paths):
     expected = plain_token_logprobs(scorer, [clip], pixels, question, "Yes")
     assert abs(scorer.yes_logprob(pixels, question).item() - expected.sum().item()) <= 1e-5
 
-def test_answer_loglikelihood_and_verdict_only_match_a_plain_forward(scorer):
+def test_answer_loglikelihood_matches_a_plain_forward(scorer):
     gen = load_video(BALL, num_frames=10, size=(32, 32)).frames
     real = load_video(BALL, num_frames=10).frames
     pixels = [scorer.video_pixels(as_float(gen), fps=FPS), scorer.video_pixels(as_float(real), fps=FPS)]
-    answer, (start, end) = reference_answer(VQ)
-    assert answer[start:end] == "No" and answer.startswith('{"answer": "No", "issue": "none"')
+    answer = reference_answer(VQ)
+    assert answer.startswith('{"answer": "No", "issue": "none"')
     per_token = plain_token_logprobs(scorer, [gen, real], pixels, VQ["question"], answer)
     whole = scorer.answer_logprob(pixels, VQ["question"], answer)
     assert abs(whole.item() - per_token.sum().item()) <= 1e-4
-    # The verdict's tokens are those whose characters overlap "No".
+    # A span scores the tokens whose characters overlap it ("No" here), nothing after them.
+    start = answer.index('"No"') + 1
     encoded = scorer.processor.tokenizer(answer, add_special_tokens=False, return_offsets_mapping=True)
-    verdict_positions = [i for i, (a, b) in enumerate(encoded["offset_mapping"]) if a < end and b > start]
-    verdict = scorer.answer_logprob(pixels, VQ["question"], answer, span=(start, end))
+    verdict_positions = [i for i, (a, b) in enumerate(encoded["offset_mapping"]) if a < start + 2 and b > start]
+    verdict = scorer.answer_logprob(pixels, VQ["question"], answer, span=(start, start + 2))
     assert abs(verdict.item() - per_token[verdict_positions].sum().item()) <= 1e-5
     first_three = scorer.answer_logprobs(pixels, VQ["question"], answer, max_tokens=3)
     assert torch.allclose(first_three, per_token[:3], atol=1e-5)
+
+
+def test_binary_reward_reads_each_verdict_before_any_reference_aspect(scorer):
+    """Phy asks for five aspects before its verdict; the binary reward must not teacher-force them."""
+    gen = load_video(BALL, num_frames=10, size=(32, 32)).frames
+    real = load_video(BALL, num_frames=10).frames
+    pixels = [scorer.video_pixels(as_float(gen), fps=FPS), scorer.video_pixels(as_float(real), fps=FPS)]
+    assert reference_answer(PHY).startswith('{"aspects": {"liquid_flow": "No", "deformation": "Yes"')
+    expected = 0.0
+    for question in (TA, PHY, VQ):
+        videos, shown = ([gen], pixels[:1]) if question["dim"] == "TA" else ([gen, real], pixels)
+        answer = VERDICT_PREFIX + question["reference"]["answer"]
+        with_verdict = plain_token_logprobs(scorer, videos, shown, question["question"], answer)
+        # The verdict's tokens: from the first that differs from the opening's own tokens.
+        tok = scorer.processor.tokenizer
+        opening, ids = tok(VERDICT_PREFIX)["input_ids"], tok(answer)["input_ids"]
+        common = next((i for i, (a, b) in enumerate(zip(opening, ids)) if a != b), len(opening))
+        expected -= with_verdict[common:].sum().item()
+    binary = vqa_loss(scorer, as_float(gen), [TA, PHY, VQ], reference_frames=as_float(real), fps=FPS,
+                      verdict_only=True)
+    assert abs(binary.item() - expected) <= 1e-4
+    rich = vqa_loss(scorer, as_float(gen), [TA, PHY, VQ], reference_frames=as_float(real), fps=FPS)
+    assert 0 < binary.item() < rich.item()
 
 
 def test_vqa_loss_sums_the_questions_with_the_right_contexts(scorer):
@@ -151,12 +179,10 @@ def test_vqa_loss_sums_the_questions_with_the_right_contexts(scorer):
     g, r = scorer.video_pixels(as_float(gen), fps=FPS), scorer.video_pixels(as_float(real), fps=FPS)
     expected = 0.0
     for question, videos, pixels in ((TA, [gen], [g]), (VQ, [gen, real], [g, r])):
-        answer, _ = reference_answer(question)
-        expected -= plain_token_logprobs(scorer, videos, pixels, question["question"], answer).sum().item()
+        expected -= plain_token_logprobs(scorer, videos, pixels, question["question"],
+                                         reference_answer(question)).sum().item()
     loss = vqa_loss(scorer, as_float(gen), [TA, VQ], reference_frames=as_float(real), fps=FPS)
     assert abs(loss.item() - expected) <= 1e-4
-    binary = vqa_loss(scorer, as_float(gen), [TA, VQ], reference_frames=as_float(real), fps=FPS, verdict_only=True)
-    assert 0 < binary.item() < loss.item()
     with pytest.raises(ValueError, match="reference video"):
         vqa_loss(scorer, as_float(gen), [VQ], fps=FPS)
 

@@ -9,6 +9,12 @@ decord is never asked for a frame that is not there (it can spin forever on such
 requests, holding the GIL). A frame that fails to decode ends the usable video: we
 sample again from what comes before it and log a warning.
 
+**Rotation.** Phone footage is often stored sideways with a display matrix that says how
+to turn it. Every path here returns the picture as displayed: :func:`probe_video`
+reports the displayed size and the rotation, frames come out turned (``np.rot90``), and
+``size=`` resizes the displayed picture. Such videos are decoded with PyAV: decord turns
+±90° itself but returns four-channel garbage at 180° and whenever it resizes.
+
 Every problem with a file becomes a one-line :class:`MediaError` naming the path.
 Heavy imports (PyAV, decord, PIL) happen inside the functions.
 """
@@ -35,7 +41,9 @@ log = logging.getLogger(__name__)
 @dataclass
 class VideoInfo:
     """What a scan found: ``num_frames`` counts frames that really exist in the stream;
-    ``duration_s`` runs from the first frame to the end of the last one."""
+    ``duration_s`` runs from the first frame to the end of the last one; ``width`` and
+    ``height`` are the displayed size, after turning the stored picture by ``rotation``
+    degrees counter-clockwise (0, 90, 180 or 270, from the stream's display matrix)."""
 
     path: Path
     duration_s: float
@@ -43,6 +51,7 @@ class VideoInfo:
     num_frames: int
     width: int
     height: int
+    rotation: int = 0
 
 
 @dataclass
@@ -158,8 +167,39 @@ def _scan(path: str | Path) -> _Scan:
     seconds = (order - order[0]).astype(np.float64) * float(time_base)
     fps = float(rate) if rate else 1.0 / _frame_interval(seconds, 1.0)
     duration = float(seconds[-1] + _frame_interval(seconds, fps))
-    info = VideoInfo(p, duration, fps, len(order), width, height)
+    rotation = _rotation(p)
+    if rotation in (90, 270):
+        width, height = height, width
+    info = VideoInfo(p, duration, fps, len(order), width, height, rotation)
     return _Scan(info, order, seconds, np.unique(np.asarray(keys, dtype=np.int64)))
+
+
+def _rotation(p: Path) -> int:
+    """How many degrees counter-clockwise the stored picture is turned for display (0, 90, 180, 270).
+
+    Read from the first decoded frame's display matrix (PyAV does not expose the stream's
+    own); a video whose first frame does not decode is taken as upright, and its decoding
+    problem is met where the frames are read.
+    """
+    import av
+
+    with _open_container(p) as container:
+        try:
+            frame = next(container.decode(video=0), None)
+        except av.FFmpegError:
+            return 0
+    degrees = getattr(frame, "rotation", 0) or 0  # VideoFrame.rotation came with PyAV 13
+    return int(round(degrees / 90)) % 4 * 90
+
+
+def _displayed(picture: np.ndarray, rotation: int) -> np.ndarray:
+    """A decoded (H, W, 3) picture turned the way it is displayed."""
+    return np.ascontiguousarray(np.rot90(picture, rotation // 90)) if rotation else picture
+
+
+def _coded_size(size: tuple[int, int], rotation: int) -> tuple[int, int]:
+    """The (width, height) to scale the stored picture to, so that turned it is ``size``."""
+    return (size[1], size[0]) if rotation in (90, 270) else size
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -221,8 +261,9 @@ def load_video(
     frame every 1/F seconds from ``start``. Neither: every frame in the range. At most
     ``max_frames`` frames come back; more are spread uniformly instead. Each target time
     takes the frame shown nearest to it, so frames may repeat when the range holds
-    fewer frames than asked for. ``size=(width, height)`` resizes. ``end`` past the
-    end of the video is clipped; ``start`` past it is a :class:`MediaError`.
+    fewer frames than asked for. ``size=(width, height)`` resizes (the displayed
+    picture: a rotated video comes out as it is displayed). ``end`` past the end of the
+    video is clipped; ``start`` past it is a :class:`MediaError`.
     """
     if num_frames is not None and fps is not None:
         raise ValueError("give num_frames or fps, not both")
@@ -273,6 +314,9 @@ def _decode_decord(scan: _Scan, idx: np.ndarray, size: tuple[int, int] | None) -
     """Frames from decord, or None when decord cannot be trusted with this file."""
     import decord
 
+    if scan.info.rotation:
+        log.debug("%s is displayed turned by %d degrees; decoding with PyAV", scan.info.path, scan.info.rotation)
+        return None  # see the module docstring
     if not log.isEnabledFor(logging.DEBUG):
         # Decode problems reach the user as MediaError or a warning; ffmpeg's own
         # lines on stderr would only repeat them.
@@ -308,7 +352,10 @@ def _decode_pyav(
     """
     import av
 
-    resize = {"width": size[0], "height": size[1]} if size is not None else {}
+    rotation = scan.info.rotation
+    if size is not None:
+        width, height = _coded_size(size, rotation)
+    resize = {"width": width, "height": height} if size is not None else {}
     found: dict[int, np.ndarray] = {}
     i = 0
     with _open_container(scan.info.path) as container:
@@ -327,7 +374,7 @@ def _decode_pyav(
                         continue
                     if frame.pts > wanted[i]:  # the wanted frame never came out
                         return found, int(wanted[i])
-                    found[int(wanted[i])] = frame.to_ndarray(format="rgb24", **resize)
+                    found[int(wanted[i])] = _displayed(frame.to_ndarray(format="rgb24", **resize), rotation)
                     i, progressed = i + 1, True
                     if i == len(wanted) or _keyframe_between(scan.keyframes, frame.pts, wanted[i]):
                         break

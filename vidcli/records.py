@@ -15,7 +15,9 @@ every other field through untouched, so stages chain. The fields used across vid
                   camera}``, or a plain string before structuring
 ``elements``      ``decompose --schema drf``: the eight element lists (see ``DRF_KEYS``)
 ``questions``     list of ``{dim: TA|Phy|VQ, key, question, reference: {answer,
-                  explanation} | null, ...}``
+                  explanation} | null, ...}``; ``undesired: true`` marks a question whose
+                  reference answer on the real video is not the desired verdict (the real
+                  video shows the defect asked about): training towards it rewards the defect
 ``consistent``    ``decompose --keep-consistent``: whether every reference answer on the
                   real video is the desired one
 ``key_info``      ``decompose --schema reade``: ``{user, supplementary, imaginative}``,

@@ -265,11 +265,22 @@ def _interpreter(r: Request) -> str:
     return build_target(think, six_parts(instruction))
 
 
-def _critic(r: Request) -> str:
+def _critic_verdict(r: Request) -> tuple[str, str]:
     edited, original = r.frames(0), r.frames(1)
     if edited and original and difference(edited, original) <= 0.02:
-        return "No. The edited video looks the same as the original, so the edit was not made."
-    return "Yes. The edit is visible, the rest of the scene is kept and the motion stays smooth."
+        return "No", "The edited video looks the same as the original, so the edit was not made."
+    kept = " the rest of the scene is kept," if "Preservation" in r.get("checks") else ""
+    return "Yes", f"The edit is visible,{kept} and the motion stays smooth."
+
+
+def _critic(r: Request) -> str:
+    verdict, reason = _critic_verdict(r)
+    return f"{reason}\nVerdict: {verdict}"
+
+
+def _critic_verdict_first(r: Request) -> str:
+    verdict, reason = _critic_verdict(r)
+    return f"{verdict}. {reason}"
 
 
 def _video_yes(r: Request) -> str:
@@ -282,7 +293,8 @@ REPLIES: dict[str, Callable[[Request], str]] = {
     "cot_identity": _describe_image, "cot_intent": _intent, "cot_intent_inferred": _intent_inferred,
     "cot_pose": _describe_video("pose video"),
     "cot_structure": _structure, "cot_supplement": _supplement, "cot_video": _describe_video("source video"),
-    "critic_revise": _critic, "decompose_drf": _drf, "decompose_reade": _reade,
+    "critic_revise": _critic, "critic_revise_verdict_first": _critic_verdict_first,
+    "decompose_drf": _drf, "decompose_reade": _reade,
     "interpreter_system": _interpreter, "judge_contradiction": lambda r: "no",
     "judge_coverage_number": _coverage_number, "judge_element": _element, "judge_rve": _rve,
     "mine_caption": _mine_caption, "mine_icvg": _icvg, "mine_rave": _rave,

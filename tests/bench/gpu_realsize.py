@@ -350,9 +350,10 @@ def run_dit(kind: str, label: str, config, *, steps: int, device: str, frames_fn
         recipe.setup()
     setup_s = time.perf_counter() - t0
     if kind == "drf":
-        recipe.reference_frames = lambda task: frames_fn(config.frames_vlm, config.height, config.width)
+        recipe.reference_frames = lambda task: (frames_fn(config.frames_vlm, config.height, config.width), 3.3)
     else:
         Clip.pixels = lambda self, frames, width, height: frames_fn(frames, height, width)
+        Clip.seconds = lambda self: 3.0  # the records' clips are 3 s long
     meter = Meter(recipe, recipe.accelerator.device)
     instrument(kind, recipe, meter)
     if steps == 1:

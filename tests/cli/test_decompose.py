@@ -123,6 +123,31 @@ def test_vlm_references_and_keep_consistent(examples):
     assert vlm_requests and all(has_images(r.body) == 4 for r in vlm_requests)  # --frames 4
 
 
+def test_undesired_references_are_marked_and_warned_once(examples):
+    """Without --keep-consistent a real video with a defect stays, its question marked, with one warning."""
+    phy_calls = []
+
+    def phy(body):
+        phy_calls.append(last_user_text(body))
+        return "Yes" if len(phy_calls) in (2, 3) else "No"
+
+    with make_server(phy) as server:
+        result = invoke(["decompose", "--llm", "openai:m", "--vlm", "openai:v", "--base-url", server.base_url,
+                         "--frames", "4", "--concurrency", "1", str(examples / "captions.jsonl")])
+    assert result.exit_code == 0, result.stderr
+    records = {r["id"]: r for r in map(json.loads, result.stdout.splitlines())}
+    for rid, undesired in (("ball", False), ("squares", True), ("cut", True)):
+        phy_q = next(q for q in records[rid]["questions"] if q["dim"] == "Phy")
+        assert phy_q.get("undesired", False) is undesired, rid
+        assert all("undesired" not in q for q in records[rid]["questions"] if q["dim"] != "Phy")
+        # The Phy questions name the caption, the stored one and the one asked about the real video.
+        assert records[rid]["caption"] in phy_q["question"]
+    captions = [r["caption"] for r in records.values()]
+    assert [sum(c in text for c in captions) for text in phy_calls] == [1, 1, 1]
+    warnings = [line for line in result.stderr.splitlines() if "undesired reference answer" in line]
+    assert len(warnings) == 1 and "2 record(s) (e.g. squares)" in warnings[0]
+
+
 IDENTITY_SEEN = "a woman with short black hair and round glasses, seen from the front"
 
 

@@ -161,6 +161,8 @@ def test_icvg_end_to_end(films, siglip, tmp_path):
     splits = {vid: {t["split"] for t in triplets if t["video_id"] == vid} for vid in by_video}
     assert all(len(s) == 1 for s in splits.values()) and {*splits["f0"], *splits["f1"]} == {"train", "test"}
     assert summary["test"] == sum(t["split"] == "test" for t in triplets)
+    assert summary["test_fraction"] == pytest.approx(summary["test"] / len(triplets)) and summary["holdout"] == 0.5
+    assert f"in the test split ({summary['test_fraction']:.3f} of them for --holdout 0.5" in result.stderr
 
     # The pairs are exactly those of the library pipeline on the same clips and captions.
     from vidcli.backends.embed import Embedder

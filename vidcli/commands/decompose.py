@@ -5,6 +5,8 @@ outputs, concatenated, are the unsharded output.
 """
 from __future__ import annotations
 
+import logging
+
 import click
 
 from vidcli.commands.common import backend_options, input_output_options, reports_errors, result_settings
@@ -69,6 +71,7 @@ def command(schema, llm_spec, vlm_spec, keep_consistent, frames, caption_field, 
     from vidcli.backends import load_chat_model
     from vidcli.backends.base import Sampling
     from vidcli.decompose import DecomposeOptions, decompose_batch
+    from vidcli.decompose.drf import undesired_questions
     from vidcli.log import setup_logging
     from vidcli.stream import run_records
 
@@ -85,8 +88,15 @@ def command(schema, llm_spec, vlm_spec, keep_consistent, frames, caption_field, 
         llm_sampling=Sampling(temperature=temperature, max_tokens=max_tokens),
         media_root=media_root, allow_escape=allow_escape,
     )
+    undesired = []  # records written with a reference answer that teaches a defect
+
+    def decompose(batch):
+        outcomes = decompose_batch(batch, llm, vlm, opts)
+        undesired.extend(o.record["id"] for o in outcomes if o.record and undesired_questions(o.record))
+        return outcomes
+
     try:
-        run_records(inputs or ("-",), output, lambda batch: decompose_batch(batch, llm, vlm, opts),
+        run_records(inputs or ("-",), output, decompose,
                     command="decompose", batch_size=max(16, 4 * concurrency), resume=resume,
                     on_error=on_error, rejects=rejects, progress=not quiet, shard=shard,
                     media_root=media_root, settings=result_settings())
@@ -94,3 +104,8 @@ def command(schema, llm_spec, vlm_spec, keep_consistent, frames, caption_field, 
         llm.close()
         if vlm is not None:
             vlm.close()
+    if undesired:
+        logging.getLogger("vidcli").warning(
+            "%d record(s) (e.g. %s) got an undesired reference answer on their real video (Phy or VQ: 'Yes, "
+            "there is a defect'); training towards it teaches that defect. Those questions are marked "
+            "'undesired': true; --keep-consistent drops such records.", len(undesired), undesired[0])

@@ -55,11 +55,15 @@ def parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--steps", type=click.IntRange(1), default=25, show_default=True, help="Denoising steps per rollout.")
 @click.option("--guidance", type=click.FloatRange(0), default=5.0, show_default=True,
               help="Classifier-free guidance scale (<= 1: off).")
+@click.option("--shift", type=click.FloatRange(0, min_open=True), default=None,
+              help="Flow shift of the sampling scheduler (the paper lists 5.0) [default: the checkpoint's own, "
+                   "3.0 in Wan2.1's folders]. Saved with the tuned pipeline.")
 @click.option("--height", type=click.IntRange(16), default=288, show_default=True)
 @click.option("--width", type=click.IntRange(16), default=512, show_default=True)
 @click.option("--frames", type=click.IntRange(1), default=49, show_default=True, help="Video frames generated.")
-@click.option("--fps", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
-              help="Frame rate the VLM is told the sampled frames have.")
+@click.option("--fps", type=click.FloatRange(0, min_open=True), default=None,
+              help="Frame rate the VLM is told the generated frames have [default: their real rate, --frames-vlm × "
+                   "the generator's rate (Wan 16 fps, CogVideoX 8) / --frames]. Real videos: always their own rate.")
 @click.option("--finetune", type=click.Choice(["full", "lora"]), default="full", show_default=True,
               help="Train every DiT weight, or LoRA adapters on its attention and feed-forward layers.")
 @click.option("--lora-rank", type=click.IntRange(1), default=64, show_default=True)
@@ -78,7 +82,7 @@ def parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--allow-escape", is_flag=True, help="Allow relative media paths that leave the media folder with '..'.")
 @plan_options()
 @reports_errors
-def command(inputs, model, vlm, output, reward, dims, frames_vlm, k_grad, steps, guidance, height, width, frames,
+def command(inputs, model, vlm, output, reward, dims, frames_vlm, k_grad, steps, guidance, shift, height, width, frames,
             fps, finetune, lora_rank, lora_alpha, step_checkpointing, heatmaps_dir, heatmap_samples, media_root,
             allow_escape, quiet, verbose, **opts):
     """Diffusion-DRF: tune the DiT so a frozen VLM gives its videos the reference answers.
@@ -107,7 +111,7 @@ def command(inputs, model, vlm, output, reward, dims, frames_vlm, k_grad, steps,
     run = run_config(output, opts, batch_size=1)
     config = DRFConfig(
         model=model, vlm=vlm, inputs=list(inputs), run=run, reward=reward, dims=dims, frames_vlm=frames_vlm,
-        k_grad=k_grad, steps=steps, guidance=guidance, height=height, width=width, frames=frames, fps=fps,
+        k_grad=k_grad, steps=steps, guidance=guidance, shift=shift, height=height, width=width, frames=frames, fps=fps,
         finetune=finetune, lora_rank=lora_rank, lora_alpha=lora_alpha, checkpoint_steps=step_checkpointing,
         heatmaps_dir=heatmaps_dir, heatmap_samples=heatmap_samples, media_root=media_root,
         allow_escape=allow_escape, log_every=opts["log_every"], arguments=dict(click.get_current_context().params),

@@ -64,7 +64,8 @@ FINISH_OPTIONS = ("holdout", "seed", "export_clips")
 @click.option("--examples", "examples_file", type=click.Path(exists=True, dir_okay=False), default=None,
               help="rave: few-shot JSONL of {reasoning_type, literal, implicit} (required for rave).")
 @click.option("--holdout", type=click.FloatRange(0.0, 1.0), default=0.0, show_default=True,
-              help="Fraction of triplets marked split=test, whole source videos at a time.")
+              help="Fraction of triplets marked split=test, whole source videos at a time: the test split is "
+                   "the size closest to it that whole videos make (the fraction reached is logged).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the --holdout video shuffle.")
 @click.option("--export-clips", type=click.Path(file_okay=False), default=None,
               help="Cut every source and target clip to DIR/<id>.<side>.mp4 and add its path as 'clip'.")
@@ -72,7 +73,10 @@ FINISH_OPTIONS = ("holdout", "seed", "export_clips")
               help="icvg: write a JSON report (per video: clips, windows, threshold, floor, sub-clusters, pairs).")
 @click.option("--generated", type=click.Path(dir_okay=False), default=None,
               help="Generation-stage file (icvg: one record per video) [default: OUT.generated.jsonl].")
-@click.option("--detector", type=click.Choice(["adaptive", "content"]), default="adaptive", show_default=True)
+@click.option("--detector", type=click.Choice(["histogram+adaptive", "adaptive", "content", "histogram", "hash"]),
+              default="histogram+adaptive", show_default=True,
+              help="icvg: PySceneDetect shot detector(s); the default finds cuts between fast-moving shots at 8 fps "
+                   "as well as between two framings of one set (tests/bench/bench_shots.py).")
 @click.option("--min-clip-s", type=click.FloatRange(0.0), default=1.0, show_default=True,
               help="icvg: shots shorter than this are not mined.")
 @click.option("--caption-frames", type=click.IntRange(1, 64), default=8, show_default=True)
@@ -193,12 +197,19 @@ def command(mode, llm_spec, vlm_spec, embedder_spec, videos, types, examples_fil
     # --video files are named in the settings; the JSONL inputs are fingerprinted.
     done = finish_triplets(generated, output, mode=mode, holdout=holdout, seed=seed, export_dir=export_clips,
                            provenance=output_provenance(output, inputs or (() if videos else ("-",))))
-    log.info("mine-triplets: %d triplet(s), %d in the test split, %d clip file(s) cut",
-             done.triplets, done.test, done.clips_written)
+    log.info("mine-triplets: %d triplet(s), %s, %d clip file(s) cut", done.triplets, _split_summary(done, holdout),
+             done.clips_written)
     if report:
         with open(report, "w", encoding="utf-8") as handle:
-            json.dump({"mode": mode, "triplets": done.triplets, "test": done.test, "videos": done.videos},
+            json.dump({"mode": mode, "triplets": done.triplets, "test": done.test,
+                       "test_fraction": done.test_fraction, "holdout": holdout, "videos": done.videos},
                       handle, indent=2)
+
+
+def _split_summary(done, holdout: float) -> str:
+    """How many triplets the test split holds, and which fraction that is against the one asked for."""
+    return (f"{done.test} in the test split ({done.test_fraction:.3f} of them for --holdout {holdout:g}, "
+            "whole source videos at a time)")
 
 
 def _merge(inputs, videos, report, output, *, holdout, seed, export_dir) -> None:
@@ -212,8 +223,8 @@ def _merge(inputs, videos, report, output, *, holdout, seed, export_dir) -> None
         raise click.UsageError("--merge reads shard outputs (INPUT...): --video and --report belong to --shard runs")
     done = write_triplets(read_shard_outputs(inputs or ("-",)), output, holdout=holdout, seed=seed,
                           export_dir=export_dir)
-    logging.getLogger("vidcli").info("mine-triplets --merge: %d triplet(s), %d in the test split, %d clip file(s) cut",
-                                     done.triplets, done.test, done.clips_written)
+    logging.getLogger("vidcli").info("mine-triplets --merge: %d triplet(s), %s, %d clip file(s) cut",
+                                     done.triplets, _split_summary(done, holdout), done.clips_written)
 
 
 def _run_icvg(sources, generated, llm, vlm_spec, embedder_path, embed_frames, opts, common, stream):

@@ -15,6 +15,8 @@ Examples:
   # the paper's ablations: flow matching only, reward-weighted regression, other lambda
   vidcli revise-tune --objective sft ... ;  vidcli revise-tune --objective rwr ...
   vidcli revise-tune --reason-weight 0.5 ...
+  # the critic's verdict as its first word (one forward pass, no reasoning generated first)
+  vidcli revise-tune --critic-reasoning none ...
   # uniform t (gating then triggers on ~50% of steps instead of ~25%)
   vidcli revise-tune --t-shift 1 ...
   # many GPUs; continue after a crash with --resume
@@ -45,8 +47,15 @@ Examples:
 @click.option("--width", type=click.IntRange(16), default=512, show_default=True)
 @click.option("--frames", type=click.IntRange(1), default=49, show_default=True,
               help="Frames sampled from each source and target clip (4k+1 for Wan).")
-@click.option("--fps", type=click.FloatRange(0, min_open=True), default=2.0, show_default=True,
-              help="Frame rate the critic is told the sampled frames have.")
+@click.option("--critic-reasoning", type=click.Choice(["first", "none"]), default="first", show_default=True,
+              help="first: the critic writes a short reasoning (greedy, no gradient), then its verdict is read "
+                   "after it (the paper's order); none: the verdict is the reply's first word (one forward "
+                   "instead of a generation and a forward: cheaper).")
+@click.option("--critic-tokens", type=click.IntRange(1), default=64, show_default=True,
+              help="At most this many tokens of critic reasoning.")
+@click.option("--fps", type=click.FloatRange(0, min_open=True), default=None,
+              help="Frame rate the critic is told the sampled frames have [default: their real rate, "
+                   "--frames-critic over each clip's length].")
 @click.option("--finetune", type=click.Choice(["full", "lora"]), default="full", show_default=True,
               help="Train every DiT weight, or LoRA adapters on its attention and feed-forward layers.")
 @click.option("--lora-rank", type=click.IntRange(1), default=64, show_default=True)
@@ -62,22 +71,25 @@ Examples:
 @plan_options()
 @reports_errors
 def command(inputs, model, vlm, output, objective, reason_weight, sigma_max, t_shift, cfg_drop, frames_critic,
-            height, width, frames, fps, finetune, lora_rank, lora_alpha, media_root, allow_escape, quiet, verbose,
-            **opts):
+            critic_reasoning, critic_tokens, height, width, frames, fps, finetune, lora_rank, lora_alpha, media_root,
+            allow_escape, quiet, verbose, **opts):
     """ReViSE: tune a Wan DiT to edit videos, judged by a frozen VLM critic.
 
     \b
     INPUT records are triplets: 'instruction', 'source' and 'target' as
-    {video, start, end} (seconds). The source clip's latents sit beside the noisy target
-    latents (clean, timestep 0); the loss is on the target part. When t <= --sigma-max
-    the one-step estimate x0-hat is decoded and the critic's Yes-minus-No logit,
-    against its score for (source, source), gives L_reason = -log sigmoid(D - D0).
+    {video, start, end} (seconds), and 'subset' (icvg: the critic does not ask for the
+    source's content to be preserved). The source clip's latents sit beside the noisy
+    target latents (clean, timestep 0); the loss is on the target part. When
+    t <= --sigma-max the one-step estimate x0-hat is decoded and the critic's
+    Yes-minus-No logit at its verdict (after a short reasoning of its own, see
+    --critic-reasoning), against its score for (source, source), gives
+    L_reason = -log sigmoid(D - D0).
     VAE, text encoder and critic stay frozen.
 
     Writes OUTPUT/steps.jsonl (per step and triplet: t, gated, l_fm, delta, delta0,
-    l_reason), OUTPUT/checkpoint-STEP/ and the final pipeline folder in OUTPUT (tuned
-    transformer/ or pytorch_lora_weights.safetensors; the rest linked to --model), with
-    vidcli.json and trainer_state/ for --resume.
+    l_reason, critique), OUTPUT/checkpoint-STEP/ and the final pipeline folder in
+    OUTPUT (tuned transformer/ or pytorch_lora_weights.safetensors; the rest linked to
+    --model), with vidcli.json and trainer_state/ for --resume.
     """
     from vidcli.log import setup_logging
     from vidcli.train.revise import ReviseConfig, run_revise
@@ -88,7 +100,8 @@ def command(inputs, model, vlm, output, objective, reason_weight, sigma_max, t_s
     run = run_config(output, opts)
     config = ReviseConfig(
         model=model, vlm=vlm, inputs=list(inputs), run=run, objective=objective, reason_weight=reason_weight,
-        sigma_max=sigma_max, t_shift=t_shift, cfg_drop=cfg_drop, frames_critic=frames_critic, height=height,
+        sigma_max=sigma_max, t_shift=t_shift, cfg_drop=cfg_drop, frames_critic=frames_critic,
+        critic_reasoning=critic_reasoning, critic_tokens=critic_tokens, height=height,
         width=width, frames=frames, fps=fps, finetune=finetune, lora_rank=lora_rank, lora_alpha=lora_alpha,
         media_root=media_root, allow_escape=allow_escape, log_every=opts["log_every"],
         arguments=dict(click.get_current_context().params), **dit_fields(opts),

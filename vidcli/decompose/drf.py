@@ -81,21 +81,28 @@ def _fixed_text(name: str) -> str:
     return render_text(name)
 
 
-def phy_question() -> dict:
-    return {"dim": "Phy", "key": "physics", "question": _fixed_text("question_phy"), "reference": None}
+def phy_question(caption: str) -> dict:
+    """The Phy question about a video generated from ``caption`` (it names the caption, as the paper's does)."""
+    return {"dim": "Phy", "key": "physics", "question": render_text("question_phy", caption=caption), "reference": None}
 
 
 def vq_question() -> dict:
     return {"dim": "VQ", "key": "quality", "question": _fixed_text("question_vq"), "reference": None}
 
 
-def reference_prompt(question: dict) -> str:
-    """The text asked about the real video alone, for a question's reference answer."""
+def reference_prompt(question: dict, caption: str) -> str:
+    """The text asked about the real video (matching ``caption``) alone, for a question's reference answer."""
     if question["dim"] == "Phy":
-        return _fixed_text("question_phy_single")
+        return render_text("question_phy_single", caption=caption)
     if question["dim"] == "VQ":
         return _fixed_text("question_vq_single")
     return question["question"]
+
+
+def undesired_questions(record: dict) -> list[dict]:
+    """The record's questions whose reference answer is not the desired verdict (TA Yes, Phy and VQ No)."""
+    return [q for q in record.get("questions") or [] if isinstance(q, dict) and isinstance(q.get("reference"), dict)
+            and q["reference"].get("answer") not in (None, DESIRED.get(q.get("dim")))]
 
 
 def _yes_no(value: object, where: str) -> str:

@@ -122,7 +122,8 @@ def _drf_batch(sources: list[Source], llm: ChatModel, vlm: ChatModel | None,
             outcomes[i] = Outcome.fail("llm", res.error)
             continue
         elements = drf.parse_elements(res.value)
-        questions = drf.ta_questions(elements) + [drf.phy_question(), drf.vq_question()]
+        caption = first_present(sources[i].record, opts.caption_fields)[1]
+        questions = drf.ta_questions(elements) + [drf.phy_question(caption), drf.vq_question()]
         records[i] = {**sources[i].record, "elements": elements, "questions": questions}
 
     if vlm is not None:
@@ -168,11 +169,12 @@ def _add_vlm_references(sources, records, outcomes, vlm, opts) -> None:
         except InputError as exc:
             outcomes[i] = Outcome.fail("media", str(exc))
             continue
+        caption = first_present(record, opts.caption_fields)[1]
         for q, question in enumerate(record["questions"]):
             if question["dim"] == "TA" and not opts.keep_consistent:
                 continue
             content = [{"type": "video", "video": frames, "fps": fps},
-                       {"type": "text", "text": drf.reference_prompt(question)}]
+                       {"type": "text", "text": drf.reference_prompt(question, caption)}]
             convs.append([{"role": "user", "content": content}])
             asked.append((i, q))
 
@@ -199,6 +201,8 @@ def _add_vlm_references(sources, records, outcomes, vlm, opts) -> None:
             question["check"] = verdict
         else:
             question["reference"] = verdict
+            if verdict["answer"] != drf.DESIRED[question["dim"]]:
+                question["undesired"] = True  # see vidcli.records: a target that teaches the defect
         checks.setdefault(i, []).append(verdict["answer"] == drf.DESIRED[question["dim"]])
     if opts.keep_consistent:
         for i, ok in checks.items():

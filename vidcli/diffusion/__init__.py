@@ -81,6 +81,26 @@ class SchedulerSampler:
         return self.scheduler.step(noise_pred, t, latents, **self.step_kwargs, return_dict=False)[0]
 
 
+def set_flow_shift(pipe: Any, shift: float) -> None:
+    """Give ``pipe`` its scheduler with the flow shift ``shift`` (the sigma schedule's
+    σ' = s·σ / (1 + (s−1)·σ)); an InputError for a scheduler without one.
+
+    UniPC and DPM schedulers on flow sigmas (Wan) call it ``flow_shift``; the flow-matching
+    Euler scheduler ``shift``. CogVideoX's DDIM/DPM schedulers are not flow-matching ones.
+    """
+    from vidcli.errors import InputError
+
+    config = pipe.scheduler.config
+    if config.get("use_flow_sigmas") and "flow_shift" in config:
+        key = "flow_shift"
+    elif "shift" in config and not config.get("use_dynamic_shifting"):
+        key = "shift"
+    else:
+        raise InputError(f"--shift: the pipeline's {type(pipe.scheduler).__name__} is not a flow-matching "
+                         "scheduler with a fixed shift")
+    pipe.scheduler = type(pipe.scheduler).from_config(config, **{key: float(shift)})
+
+
 def resolve_dtype(dtype: "str | torch.dtype") -> "torch.dtype":
     """``"bfloat16"`` → ``torch.bfloat16``; a torch dtype passes through."""
     import torch

@@ -182,10 +182,13 @@ def mine_pairs(clips: Sequence[Clip], visual: np.ndarray, caption: np.ndarray,
 def holdout_split(triplets: Sequence[dict], fraction: float, seed: int = 0) -> list[dict]:
     """Copies of ``triplets`` with ``split`` set to ``train`` or ``test``, grouped by source video.
 
-    Source videos are shuffled with ``seed`` and moved to the test side one by one
-    until it holds at least ``fraction`` of the triplets; every triplet of a video goes
-    where its video goes, so no source video is on both sides. With two or more
-    videos, at least one stays on the training side unless ``fraction`` is 1.
+    Every triplet of a video goes where its video goes, so no source video is on both
+    sides. The test side's size is the one closest to ``fraction`` of the triplets that
+    whole videos can make (a subset sum over the videos' triplet counts; the larger on a
+    tie), with at least one video on each side when ``0 < fraction < 1`` and there are
+    two or more videos. Which videos make it up follows a shuffle seeded by ``seed``:
+    among the subsets of that size, the one that takes the earliest videos of the
+    shuffle. The fraction reached is ``test / len(triplets)`` of the result.
     """
     if not 0.0 <= fraction <= 1.0:
         raise ValueError(f"holdout fraction must be in [0, 1], got {fraction}")
@@ -194,12 +197,26 @@ def holdout_split(triplets: Sequence[dict], fraction: float, seed: int = 0) -> l
         counts[t["source"]["video"]] += 1
     videos = sorted(counts)
     random.Random(seed).shuffle(videos)
-    wanted = fraction * len(triplets)
-    test: set[str] = set()
-    held = 0
-    for video in videos:
-        if held >= wanted or (fraction < 1.0 and len(test) == len(videos) - 1):
-            break
-        test.add(video)
-        held += counts[video]
+    test = set(_videos_closest_to(videos, counts, fraction * len(triplets), fraction))
     return [{**t, "split": "test" if t["source"]["video"] in test else "train"} for t in triplets]
+
+
+def _videos_closest_to(videos: list[str], counts: dict[str, int], wanted: float, fraction: float) -> list[str]:
+    """The videos whose counts sum closest to ``wanted`` (see :func:`holdout_split`)."""
+    total = sum(counts.values())
+    if fraction <= 0.0 or (fraction < 1.0 and len(videos) < 2):
+        return []
+    if fraction >= 1.0:
+        return list(videos)
+    # reachable[i]: bit s set when some of the first i videos hold s triplets together.
+    reachable = [1]
+    for video in videos:
+        reachable.append(reachable[-1] | (reachable[-1] << counts[video]))
+    sums = [s for s in range(1, total) if reachable[-1] >> s & 1]  # both sides keep a video
+    best = min(sums, key=lambda s: (abs(s - wanted), -s))
+    chosen = []
+    for i in range(len(videos), 0, -1):  # leave out the later videos whenever the sum allows it
+        if not reachable[i - 1] >> best & 1:
+            chosen.append(videos[i - 1])
+            best -= counts[videos[i - 1]]
+    return chosen[::-1]

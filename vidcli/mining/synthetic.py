@@ -5,7 +5,7 @@ A film is a sequence of shots; each shot belongs to a scene, and scenes come bac
 scene is a wide "set": a background picture (a two-colour gradient with large blobs in
 the scene's palette) and a cast of coloured shapes. Each shot of a scene frames that set
 differently (another part of the background, another zoom), pans or zooms slowly during
-the shot, and shows a changed cast (which shapes, where, how big, moving where). So
+the shot (``camera``: or holds still, or pans fast as hand-held footage does), and shows a changed cast (which shapes, where, how big, moving where). So
 shots of one scene share palette and context but differ in framing and objects, and a
 cut between two shots of the same scene is still a visible change of framing.
 
@@ -26,6 +26,7 @@ from vidcli.media import write_video
 # The background set is this many frames wide and high, so shots can frame different parts.
 _SET_SCALE = (2.5, 2.0)
 _SHAPES = ("ellipse", "rectangle", "triangle")
+CAMERAS = ("drift", "still", "pan")
 _PLACES = ("A dog runs along a sandy beach", "An old man reads in a quiet library",
            "Cars drive through a busy city street", "A cook chops onions in a small kitchen",
            "Children play football in a park", "A boat sails on a calm lake")
@@ -121,7 +122,7 @@ def _shot_lengths(rng: np.random.Generator, total: int, fps: float, min_s: float
 
 
 def _render_shot(rng: np.random.Generator, scene: _Scene, num_frames: int, width: int,
-                 height: int) -> np.ndarray:
+                 height: int, camera: str = "drift", pan_per_frame: float = 0.0) -> np.ndarray:
     from PIL import Image, ImageDraw
 
     set_h, set_w = scene.background.shape[:2]
@@ -129,6 +130,11 @@ def _render_shot(rng: np.random.Generator, scene: _Scene, num_frames: int, width
     zoom0 = rng.uniform(0.8, 1.4)
     zoom1 = zoom0 * rng.uniform(0.9, 1.1)
     pan = rng.uniform(-1.0, 1.0, size=2)  # pixels of set per frame
+    direction = 1.0 if pan[0] >= 0 else -1.0
+    if camera == "still":
+        zoom1, pan = zoom0, np.zeros(2)
+    elif camera == "pan":  # pan_per_frame frame widths per frame, horizontally, round the set
+        pan = np.array([direction * pan_per_frame * width, 0.0])
     frames = np.empty((num_frames, height, width, 3), dtype=np.uint8)
     cast = []
     for colour in scene.colours[: int(rng.integers(1, len(scene.colours) + 1))]:
@@ -136,14 +142,16 @@ def _render_shot(rng: np.random.Generator, scene: _Scene, num_frames: int, width
         cast.append(dict(shape=_SHAPES[int(rng.integers(len(_SHAPES)))], colour=colour, size=size,
                          pos=rng.uniform([0, 0], [width, height]), vel=rng.uniform(-1.5, 1.5, size=2)))
     view_w, view_h = width / min(zoom0, zoom1), height / min(zoom0, zoom1)
-    x0 = rng.uniform(0, set_w - view_w - abs(pan[0]) * num_frames)
+    travel = 0.0 if camera == "pan" else abs(pan[0]) * num_frames  # a pan wraps round the set instead
+    x0 = rng.uniform(0, set_w - view_w - travel)
     y0 = rng.uniform(0, set_h - view_h - abs(pan[1]) * num_frames)
-    x0 += max(0.0, -pan[0]) * num_frames
+    x0 += 0.0 if camera == "pan" else max(0.0, -pan[0]) * num_frames
     y0 += max(0.0, -pan[1]) * num_frames
     for t in range(num_frames):
         zoom = zoom0 + (zoom1 - zoom0) * t / max(1, num_frames - 1)
         ys = np.clip(y0 + pan[1] * t + np.arange(height) / zoom, 0, set_h - 1).astype(int)
-        xs = np.clip(x0 + pan[0] * t + np.arange(width) / zoom, 0, set_w - 1).astype(int)
+        xs = x0 + pan[0] * t + np.arange(width) / zoom
+        xs = (xs % set_w if camera == "pan" else np.clip(xs, 0, set_w - 1)).astype(int)
         image = Image.fromarray(scene.background[ys[:, None], xs[None, :]])
         draw = ImageDraw.Draw(image)
         for obj in cast:
@@ -160,8 +168,14 @@ def _render_shot(rng: np.random.Generator, scene: _Scene, num_frames: int, width
 
 def render_film(*, seed: int = 0, width: int = 96, height: int = 64, fps: float = 10.0,
                 duration_s: float = 30.0, num_scenes: int = 3, min_shot_s: float = 1.5,
-                max_shot_s: float = 4.0) -> tuple[np.ndarray, SyntheticFilm]:
+                max_shot_s: float = 4.0, camera: str = "drift",
+                pan_speed: float = 1.2) -> tuple[np.ndarray, SyntheticFilm]:
     """The frames (T, H, W, 3) uint8 of a synthetic film and its ground truth (``path`` None).
+
+    ``camera``: ``drift`` (a slow pan and zoom, a pixel or so per frame), ``still`` (a
+    fixed framing; only the cast moves) or ``pan`` (a fast horizontal pan of ``pan_speed``
+    frame widths per second, wrapping round the set: at 8 fps and the default 1.2 a
+    frame moves 15% of its width from the one before, as in hand-held footage).
 
     Shot lengths are drawn between ``min_shot_s`` and ``max_shot_s`` in whole frames (the
     last shot absorbs a short remainder, so it may run longer), so every cut falls exactly
@@ -181,7 +195,10 @@ def render_film(*, seed: int = 0, width: int = 96, height: int = 64, fps: float 
     scenes = [_make_scene(rng, hue, width, height) for hue in hues]
     labels = string.ascii_uppercase[:num_scenes]
     captions = {labels[k]: f"{_PLACES[k]}, in {_colour_name(hues[k])} light." for k in range(num_scenes)}
-    frames = np.concatenate([_render_shot(rng, scenes[s], n, width, height) for s, n in zip(order, lengths)])
+    if camera not in CAMERAS:
+        raise ValueError(f"camera must be one of {', '.join(CAMERAS)}, got {camera!r}")
+    frames = np.concatenate([_render_shot(rng, scenes[s], n, width, height, camera, pan_speed / fps)
+                             for s, n in zip(order, lengths)])
     bounds = np.concatenate([[0], np.cumsum(lengths)])
     shots = [(float(a / fps), float(b / fps)) for a, b in zip(bounds[:-1], bounds[1:])]
     return frames, SyntheticFilm(None, float(fps), int(total), shots, [labels[s] for s in order], captions)

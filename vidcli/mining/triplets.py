@@ -30,7 +30,7 @@ from vidcli.backends.jsonreply import generate_json
 from vidcli.errors import InputError, MediaError
 from vidcli.jsonl import Source
 from vidcli.mining.pairs import PairOptions, VideoReport
-from vidcli.mining.shots import Clip
+from vidcli.mining.shots import DEFAULT_DETECTOR, Clip
 from vidcli.prompts import render, render_text
 from vidcli.records import require
 from vidcli.stream import Outcome
@@ -56,7 +56,7 @@ ICVG_NOTES = {
 class IcvgOptions:
     """Knobs of the icvg pipeline; ``chunk`` bounds how many clips' frames are in memory at once."""
 
-    detector: str = "adaptive"
+    detector: str = DEFAULT_DETECTOR
     shot_threshold: float | None = None
     min_shot_s: float = 0.5
     min_clip_s: float = 1.0
@@ -277,6 +277,11 @@ class FinishStats:
     test: int = 0
     clips_written: int = 0
     videos: list[dict] = field(default_factory=list)
+
+    @property
+    def test_fraction(self) -> float:
+        """The share of the triplets in the test split (what ``--holdout`` reached)."""
+        return self.test / self.triplets if self.triplets else 0.0
 
 
 def finish_triplets(generated: str, output: str, *, mode: str, holdout: float = 0.0, seed: int = 0,

@@ -41,7 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
 
 DIMENSIONS = ("TA", "Phy", "VQ")
 DESIRED = {"TA": "Yes", "Phy": "No", "VQ": "No"}
-VERDICT_PREFIX = '{"answer": "'
 KEYS = ("vqa_TA", "vqa_Phy", "vqa_VQ", "vqa")
 
 
@@ -119,9 +118,9 @@ def record_questions(record: dict) -> list[dict]:
 
 def verdict_probability(scorer: "VLMScorer", videos: list, question: str, verdict: str) -> float:
     """p(verdict) at the verdict position of the JSON reply (see the module docstring)."""
-    answer = VERDICT_PREFIX + verdict
-    logp = scorer.answer_logprob(videos, question, answer, span=(len(VERDICT_PREFIX), len(answer)))
-    return math.exp(float(logp))
+    from vidcli.rewards.vlm import verdict_logprob
+
+    return math.exp(float(verdict_logprob(scorer, videos, question, verdict)))
 
 
 def _question_keys(questions: list[dict]) -> list[str]:

@@ -274,6 +274,29 @@ def tracker_config(hparams: dict) -> dict:
     return flat
 
 
+def aligned_storage(module: "torch.nn.Module", alignment: int = 64) -> None:
+    """Copy every parameter and buffer of ``module`` that starts off an ``alignment``-byte
+    boundary into fresh (aligned) memory, in place.
+
+    Weights read from a safetensors file can sit at any offset of the file's buffer (the
+    tiny Wan DiT's all start 24 bytes past a 64-byte boundary). CPU matrix kernels take
+    other code paths for unaligned operands and round differently (3.6e-7 on the tiny
+    DiT's output), and ``accelerator.prepare`` under multi-process CPU training moves the
+    model from ``cpu`` to ``cpu:0``, which copies it into aligned memory, so one process
+    and two processes computed the same step with different roundings. Adam's first
+    step turns that into weight differences up to 2e-5 (for gradients near its ``eps``,
+    ``lr·g/(|g| + eps)`` moves by ``lr/eps`` per unit of ``g``). Aligning here, before
+    ``prepare``, gives every process count the same memory layout.
+    """
+    for param in module.parameters():
+        if param.data_ptr() % alignment:
+            param.data = param.data.clone()
+    for name, buffer in list(module.named_buffers()):
+        if buffer.data_ptr() % alignment:
+            owner, _, attr = name.rpartition(".")
+            setattr(module.get_submodule(owner) if owner else module, attr, buffer.clone())
+
+
 def clip_and_step(accelerator: "Accelerator", parameters: list, optimizer, scheduler,
                   max_grad_norm: float | None) -> float | None:
     """After the last micro-batch of a step: clip, step optimiser and schedule, zero grads.

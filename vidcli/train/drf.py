@@ -47,8 +47,8 @@ from vidcli.diffusion import LORA_WEIGHTS
 from vidcli.errors import InputError
 from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
                                      read_run_info, remove_partials, safe_arguments)
-from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
-                               make_accelerator, read_training_records, set_seed, total_steps)
+from vidcli.train.core import (DataOrder, RunConfig, aligned_storage, build_optimizer, build_scheduler,
+                               clip_and_step, make_accelerator, read_training_records, set_seed, total_steps)
 from vidcli.train.core import run_recipe
 from vidcli.train.checkpoint import trim_step_log
 
@@ -76,10 +76,11 @@ class DRFConfig:
     k_grad: int = 4
     steps: int = 25
     guidance: float = 5.0
+    shift: float | None = None  # the sampling scheduler's flow shift; None: the checkpoint's own
     height: int = 288
     width: int = 512
     frames: int = 49
-    fps: float = 2.0  # frame rate the VLM is told the N_f frames have
+    fps: float | None = None  # rate the VLM is told the N_f generated frames have; None: their real rate
     finetune: str = "full"
     lora_rank: int = 64
     lora_alpha: int = 64
@@ -156,8 +157,22 @@ def to_task(source, config: DRFConfig) -> Task:
 
 
 def load_tasks(config: DRFConfig) -> tuple[list[Task], dict[str, dict]]:
-    """All records, validated before the first step, and the input fingerprints for ``vidcli.json``."""
-    return read_training_records(config.inputs, lambda source: to_task(source, config))
+    """All records, validated before the first step, and the input fingerprints for ``vidcli.json``.
+
+    Warns once when some records have a reference answer that is not the desired verdict
+    (their real video shows the defect asked about): the reward then pulls the generator
+    towards that defect.
+    """
+    from vidcli.decompose.drf import undesired_questions
+
+    tasks, fingerprints = read_training_records(config.inputs, lambda source: to_task(source, config))
+    defects = [t.id for t in tasks if undesired_questions({"questions": t.questions})]
+    if defects:
+        log.warning("%d of %d records (e.g. %s) have a reference answer that is not the desired verdict (a Phy or "
+                    "VQ 'Yes': their real video shows the defect); the reward teaches that defect. Filter them with "
+                    "decompose --keep-consistent or leave the dimension out with --dims.",
+                    len(defects), len(tasks), defects[0])
+    return tasks, fingerprints
 
 
 class TrainedDenoiser(torch.nn.Module):
@@ -256,6 +271,7 @@ class DRFRecipe:
         self.base_model = saved.get("base_model", cfg.model)
         self.build_models("cpu" if acc.device.type == "cpu" else str(acc.device), acc.mixed_precision, resume_from)
         dit = self.adapter.trainable_module()
+        aligned_storage(dit)  # the same memory layout whatever the process count (see there)
         self.denoiser, self.optimizer = acc.prepare(TrainedDenoiser(dit, self.dit_call()),
                                                     build_optimizer(dit.named_parameters(), run.optim))
         self.rollout_adapter = _RoutedAdapter(self.adapter, self.denoiser)
@@ -284,7 +300,7 @@ class DRFRecipe:
         the frozen reward model, LoRA adapters and checkpointing. ``--plan`` builds the same
         on the meta device (:mod:`vidcli.weights`).
         """
-        from vidcli.diffusion import OffloadedTextEncoder, load_adapter
+        from vidcli.diffusion import OffloadedTextEncoder, load_adapter, set_flow_shift
         from vidcli.train.core import compute_dtype
 
         cfg = self.config
@@ -294,6 +310,8 @@ class DRFRecipe:
                                     dtype="float32" if cfg.finetune == "full" else compute_dtype(mixed_precision),
                                     text_encoder_dtype=self.frozen_dtype("text_encoder"))
         self.adapter.decode_checkpointing = cfg.decode_checkpointing
+        if getattr(cfg, "shift", None) is not None:  # drf-tune's --shift (revise-tune draws its own t)
+            set_flow_shift(self.adapter.pipe, cfg.shift)
         if cfg.offload_text_encoder:
             self.adapter.offloaded_text_encoder = OffloadedTextEncoder(self.adapter.pipe, self.adapter.device)
         self.load_frozen_models(device)
@@ -334,28 +352,44 @@ class DRFRecipe:
         """Gradients are averaged over processes on a step's last backward only (no_sync before)."""
         return contextlib.nullcontext() if last else self.accelerator.no_sync(self.denoiser)
 
-    def reference_frames(self, task: Task) -> torch.Tensor | None:
-        """N_f frames of the caption-matched real video, (F, 3, H, W) in [0, 1]; None when unused."""
+    def generated_fps(self) -> float:
+        """The frame rate the VLM is told the N_f generated frames have.
+
+        ``--fps`` when given; else their real rate: N_f frames spread over a video of
+        ``frames`` frames at the generator's own rate (Wan 16 fps, CogVideoX 8), e.g. 10 of
+        49 at 16 fps ≈ 3.3 fps — the rate score vqa and decompose give a real video's frames.
+        """
+        from vidcli.diffusion.generate import FAMILY_FPS
+
+        cfg = self.config
+        if cfg.fps is not None:
+            return cfg.fps
+        return FAMILY_FPS.get(type(self.adapter.pipe).__name__, 16.0) * cfg.frames_vlm / cfg.frames
+
+    def reference_frames(self, task: Task) -> tuple[torch.Tensor, float] | None:
+        """N_f frames of the caption-matched real video, (F, 3, H, W) in [0, 1], and their real
+        rate (frames over the video's duration); None when unused."""
         from vidcli.media import load_video
+        from vidcli.scoring.vqa import clip_tensor
 
         if task.video is None:
             return None
-        clip = load_video(task.video, num_frames=self.config.frames_vlm)
-        return torch.from_numpy(clip.frames).permute(0, 3, 1, 2).float() / 255
+        return clip_tensor(load_video(task.video, num_frames=self.config.frames_vlm))
 
     def query_losses(self, frames: torch.Tensor, task: Task):
         """Yield ``(query log entry, loss)`` for each query; the losses sum to the step's loss."""
         from vidcli.rewards.vlm import vanilla_reward, vqa_loss
 
         cfg = self.config
+        fps = self.generated_fps()
         if cfg.reward == "vanilla":
-            logp_yes = vanilla_reward(self.scorer, frames, task.prompt, fps=cfg.fps)
+            logp_yes = vanilla_reward(self.scorer, frames, task.prompt, fps=fps)
             yield {"dim": "vanilla", "key": "prompt", "logp_yes": logp_yes.item()}, -logp_yes
             return
-        reference = self.reference_frames(task)
+        reference, reference_fps = self.reference_frames(task) or (None, None)
         for question in task.questions:
-            loss = vqa_loss(self.scorer, frames, [question], reference_frames=reference, fps=cfg.fps,
-                            verdict_only=cfg.reward == "binary")
+            loss = vqa_loss(self.scorer, frames, [question], reference_frames=reference, fps=fps,
+                            reference_fps=reference_fps, verdict_only=cfg.reward == "binary")
             yield {"dim": question.get("dim"), "key": question.get("key"), "loglik": -loss.item()}, loss
 
     def train_step(self, task: Task) -> dict:
@@ -441,13 +475,18 @@ class DRFRecipe:
     # ------------------------------------------------------------------ saving
 
     def save_weights(self, folder: Path) -> None:
-        """A diffusers pipeline folder: the tuned transformer (or LoRA weights) and links to the rest."""
+        """A diffusers pipeline folder: the tuned transformer (or LoRA weights), the scheduler when
+        ``--shift`` changed it, and links to the rest."""
         base = Path(self.base_model).resolve()
         dit = self.adapter.trainable_module()
+        own = {"transformer"} if self.config.finetune == "full" else set()
+        if getattr(self.config, "shift", None) is not None:
+            own.add("scheduler")
+            self.adapter.pipe.scheduler.save_pretrained(folder / "scheduler")
         for entry in base.iterdir():
             if entry.name == "model_index.json":
                 shutil.copy2(entry, folder / entry.name)
-            elif entry.is_dir() and not (entry.name == "transformer" and self.config.finetune == "full"):
+            elif entry.is_dir() and entry.name not in own:
                 os.symlink(entry.resolve(), folder / entry.name, target_is_directory=True)
         if self.config.finetune == "full":
             dit.save_pretrained(folder / "transformer", safe_serialization=True)

@@ -24,10 +24,17 @@ averaged over the step's triplets and over processes. For each triplet:
 4. if t ≤ σ_max (and the objective uses the critic): x̂0 = z_t − t·v; decode F frames of
    x̂0 spread uniformly over the clip with the frozen VAE; the frozen VLM critic sees
    (edited frames, source frames, instruction) — the source frames are the clip's own
-   pixels at the same indices, and always the real instruction — and
-   Δ = ℓ(Yes) − ℓ(No), the logits at the verdict position: the first token of its reply,
-   which the prompt (``prompts/critic_revise.txt``) asks to be the verdict, a short reason
-   following; Δ₀ is the same on (source, source) without gradient;
+   pixels at the same indices, and always the real instruction — and is asked to check
+   edit accuracy, preservation (not for ``subset: icvg`` triplets, whose target is a new
+   shot: as in ``score --metric rve``), motion and realism (:class:`Critic`). With
+   ``--critic-reasoning first`` (default, the paper's order) it writes a short reasoning
+   (greedy, at most ``--critic-tokens`` tokens, no gradient), then one forward with
+   gradient over [prompt + reasoning + "Verdict:"] gives Δ = ℓ(Yes) − ℓ(No) at the
+   verdict position; ``none`` asks for the verdict as the reply's first word and reads Δ
+   there (one forward, no generation: cheaper, but the verdict comes before any
+   reasoning). Δ₀ is the same on (source, source) without gradient, once per triplet.
+   The critic is told each clip's real frame rate (F frames over the clip's length) or
+   ``--fps``;
 5. loss by ``--objective``: ``uso``: L_FM + λ·(−log σ(Δ − Δ₀)) when gated, else L_FM;
    ``sft``: L_FM (no critic); ``rwr``: P(Yes)·L_FM with P(Yes) = softmax over the
    {Yes, No} logits = σ(Δ), computed without gradient on gated steps (weight 1 otherwise,
@@ -35,9 +42,9 @@ averaged over the step's triplets and over processes. For each triplet:
 
 Only the DiT (full or LoRA) trains; VAE, text encoder and VLM are frozen. Per triplet,
 ``OUTPUT/steps.jsonl`` gets ``{step, id, t, gated, cfg_drop, l_fm, delta, delta0,
-l_reason, p_yes, loss}``. The run loop, checkpoints (diffusers pipeline folders: tuned
-``transformer/`` or ``pytorch_lora_weights.safetensors``, other components linked) and
-LoRA attachment are drf-tune's (:class:`~vidcli.train.drf.DRFRecipe`), unchanged.
+l_reason, p_yes, critique, loss}`` (``critique``: the critic's reasoning about the edit).
+The run loop, checkpoints (diffusers pipeline folders: tuned ``transformer/`` or
+``pytorch_lora_weights.safetensors``, other components linked) and LoRA attachment are drf-tune's (:class:`~vidcli.train.drf.DRFRecipe`), unchanged.
 The saved folder loads with ``WanPipeline.from_pretrained``; its transformer edits when
 called as :meth:`InContextEditor.velocity` calls it (layout recorded in ``vidcli.json``).
 """
@@ -47,12 +54,14 @@ import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from vidcli.errors import InputError
+from vidcli.scoring.rve import SUBSETS
 from vidcli.train.core import RunConfig, clip_and_step, read_training_records, run_recipe
 from vidcli.train.drf import FINETUNE, DRFRecipe
 
@@ -60,7 +69,21 @@ log = logging.getLogger("vidcli.train")
 
 OBJECTIVES = ("sft", "rwr", "uso")
 STEPS_LOG = "steps.jsonl"
-CRITIC_PROMPT = "critic_revise"
+# --critic-reasoning: the prompt of each form. "first" reasons, then gives the verdict after VERDICT_CUE.
+CRITIC_PROMPTS = {"first": "critic_revise", "none": "critic_revise_verdict_first"}
+CRITIC_REASONING = tuple(CRITIC_PROMPTS)
+VERDICT_CUE = "\nVerdict:"
+_CHECKS = {
+    "accuracy": "Edit accuracy: the edited video carries out what the instruction asks for, including the change "
+                "it implies.",
+    "preservation": "Preservation: everything the instruction does not touch (people, objects, background, "
+                    "framing) stays as in the original.",
+    "motion": "Motion: movement in the edited video is smooth and physically natural, without jumps, flicker or "
+              "warping.",
+    "realism": "Realism: the edited video looks like real footage, with plausible light, texture and detail.",
+}
+_ICVG_NOTE = ("The edited video is a new shot that uses the original only as context: it is not meant to keep the "
+              "original's content, so preservation does not count here.")
 # How the editor's DiT input is laid out (vidcli.json "editor"; `vidcli generate` checks it).
 EDITOR_LAYOUT = "target latent frames then clean source latent frames"
 
@@ -89,10 +112,12 @@ class ReviseConfig:
     t_shift: float = 3.0
     cfg_drop: float = 0.2
     frames_critic: int = 8  # F
+    critic_reasoning: str = "first"  # "first": short reasoning, then the verdict; "none": verdict first
+    critic_tokens: int = 64  # at most this many tokens of reasoning
     height: int = 288
     width: int = 512
     frames: int = 49
-    fps: float = 2.0  # frame rate the critic is told the F frames have
+    fps: float | None = None  # rate the critic is told the F frames have; None: each clip's real rate
     finetune: str = "full"
     lora_rank: int = 64
     lora_alpha: int = 64
@@ -113,6 +138,8 @@ class ReviseConfig:
             raise ValueError("sigma_max and cfg_drop must be in [0, 1]; t_shift positive")
         if not 1 <= self.frames_critic <= self.frames:
             raise ValueError(f"frames_critic must be in 1..frames ({self.frames})")
+        if self.critic_reasoning not in CRITIC_REASONING or self.critic_tokens < 1:
+            raise ValueError(f"critic_reasoning must be one of {CRITIC_REASONING}; critic_tokens at least 1")
 
 
 # ----------------------------------------------------------------------------- triplets
@@ -133,6 +160,13 @@ class Clip:
         video = load_video(self.path, num_frames=frames, start=self.start, end=self.end, size=(width, height))
         return torch.from_numpy(video.frames).permute(0, 3, 1, 2).float() / 255
 
+    def seconds(self) -> float:
+        """How long the range lasts (to the video's end when ``end`` is None or past it)."""
+        from vidcli.media import probe_video
+
+        duration = probe_video(self.path).duration_s
+        return min(duration, duration if self.end is None else self.end) - (self.start or 0.0)
+
 
 @dataclass
 class Triplet:
@@ -140,6 +174,7 @@ class Triplet:
     instruction: str
     source: Clip
     target: Clip
+    subset: str | None = None  # icvg: the target is a new shot, nothing of the source is to be preserved
 
 
 def read_clip(record: dict, key: str, base_dir: Path, *, media_root: str | None = None,
@@ -171,9 +206,12 @@ def load_triplets(config: ReviseConfig) -> tuple[list[Triplet], dict[str, dict]]
         instruction = record.get("instruction")
         if not isinstance(instruction, str) or not instruction.strip():
             raise InputError("missing or empty 'instruction'")
+        subset = record.get("subset")
+        if subset is not None and subset not in SUBSETS:
+            raise InputError(f"field 'subset' must be one of {', '.join(SUBSETS)}, got {subset!r}")
         where = dict(media_root=config.media_root, allow_escape=config.allow_escape)
         return Triplet(str(record.get("id")), instruction, read_clip(record, "source", source.base_dir, **where),
-                       read_clip(record, "target", source.base_dir, **where))
+                       read_clip(record, "target", source.base_dir, **where), subset)
 
     return read_training_records(config.inputs, to_triplet, what="triplets")
 
@@ -211,34 +249,88 @@ class InContextEditor:
         return out[:, :, :n_target].float()
 
 
-class Critic:
-    """The frozen VLM judge: Δ = ℓ(Yes) − ℓ(No) at its first reply token, given (edited, source, instruction)."""
+def critic_checks(subset: str | None) -> str:
+    """What the critic is asked to check: all four points, or without preservation for ICVG
+    (as ``score --metric rve`` leaves PC out there)."""
+    names = [n for n in _CHECKS if not (subset == "icvg" and n == "preservation")]
+    count = {3: "three", 4: "four"}[len(names)]
+    listed = "\n".join(f"{i}. {_CHECKS[n]}" for i, n in enumerate(names, 1))
+    return (f"{_ICVG_NOTE}\n" if subset == "icvg" else "") + f"Check these {count} things:\n{listed}"
 
-    def __init__(self, scorer, fps: float = 2.0) -> None:
+
+class Judgement(NamedTuple):
+    delta: torch.Tensor  # ℓ(Yes) − ℓ(No) at the verdict position
+    reasoning: str | None  # what the critic wrote before its verdict (None: verdict first)
+
+
+class Critic:
+    """The frozen VLM judge of an edit: Δ = ℓ(Yes) − ℓ(No) at its verdict, given (edited, source, instruction).
+
+    ``reasoning="first"`` (the paper's order): the critic first writes a short reasoning
+    (greedy, at most ``max_tokens`` tokens, no gradient; cut where it starts a verdict of
+    its own), then one forward over [prompt + that reasoning + ``VERDICT_CUE``] gives the
+    logits of the verdict word that follows. ``"none"``: the prompt asks for the verdict
+    as the first word of the reply and Δ is read there — one forward, no generation.
+    """
+
+    def __init__(self, scorer, *, reasoning: str = "first", max_tokens: int = 64) -> None:
         self.scorer = scorer
-        self.fps = fps
+        self.reasoning = reasoning
+        self.max_tokens = max_tokens
+        self.cue_ids: list[int] = []
         if scorer.processor is None:  # built to be sized (vidcli.weights): it is never asked anything
             self.yes_id = self.no_id = None
             return
         tok = scorer.processor.tokenizer
-        # The verdict is the reply's first token; each word's first token stands for it.
-        self.yes_id = tok("Yes", add_special_tokens=False)["input_ids"][0]
-        self.no_id = tok("No", add_special_tokens=False)["input_ids"][0]
+        if reasoning == "none":
+            # The verdict is the reply's first token; each word's first token stands for it.
+            self.yes_id, self.no_id = (tok(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
+        else:
+            self.cue_ids = tok(VERDICT_CUE, add_special_tokens=False)["input_ids"]
+            self.yes_id, self.no_id = (self._word_after_cue(tok, w) for w in ("Yes", "No"))
         if self.yes_id == self.no_id:
             raise InputError("the critic's tokenizer starts 'Yes' and 'No' with the same token")
 
-    def question(self, instruction: str) -> str:
+    def _word_after_cue(self, tok, word: str) -> int:
+        """The first token of `` word`` after the cue, as the tokenizer splits "cue word"."""
+        ids = tok(f"{VERDICT_CUE} {word}", add_special_tokens=False)["input_ids"]
+        if ids[:len(self.cue_ids)] != self.cue_ids:
+            raise InputError(f"the critic's tokenizer joins {VERDICT_CUE!r} with the verdict word")
+        return ids[len(self.cue_ids)]
+
+    def question(self, instruction: str, subset: str | None = None) -> str:
         from vidcli.prompts import render_text
 
-        return render_text(CRITIC_PROMPT, instruction=instruction)
+        return render_text(CRITIC_PROMPTS[self.reasoning], instruction=instruction, checks=critic_checks(subset))
 
-    def margin(self, edited: torch.Tensor, source: torch.Tensor, instruction: str) -> torch.Tensor:
-        """Δ for (F, 3, H, W) edited and source frames in [0, 1]; differentiable in ``edited``."""
+    def judge(self, edited: torch.Tensor, source: torch.Tensor, instruction: str, *, subset: str | None = None,
+              fps: tuple[float, float] = (2.0, 2.0)) -> Judgement:
+        """Δ for (F, 3, H, W) edited and source frames in [0, 1] shown at ``fps`` (edited, source);
+        differentiable in ``edited``."""
         scorer = self.scorer
-        videos = [scorer.video_pixels(edited, self.fps), scorer.video_pixels(source, self.fps)]
-        ids = scorer.prompt_ids(videos, self.question(instruction))
+        videos = [scorer.video_pixels(edited, fps[0]), scorer.video_pixels(source, fps[1])]
+        ids = scorer.prompt_ids(videos, self.question(instruction, subset))
+        reasoning = None
+        if self.reasoning == "first":
+            reasoning = self.reason(videos, ids)
+            ids = ids + scorer.processor.tokenizer(reasoning, add_special_tokens=False)["input_ids"] + self.cue_ids
         logits = scorer.model(**scorer.model_inputs(videos, ids), logits_to_keep=1).logits[0, -1].float()
-        return logits[self.yes_id] - logits[self.no_id]
+        return Judgement(logits[self.yes_id] - logits[self.no_id], reasoning)
+
+    def reason(self, videos: list, prompt_ids: list[int]) -> str:
+        """The critic's short reasoning after ``prompt_ids``: greedy, bounded, without gradient."""
+        from transformers import GenerationConfig
+
+        model, tok = self.scorer.model, self.scorer.processor.tokenizer
+        config = GenerationConfig(do_sample=False, max_new_tokens=self.max_tokens,
+                                  eos_token_id=model.generation_config.eos_token_id,
+                                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
+        with torch.no_grad():
+            out = model.generate(**self.scorer.model_inputs(videos, prompt_ids), generation_config=config)
+        text = tok.decode(out[0, len(prompt_ids):], skip_special_tokens=True)
+        # A verdict the critic starts itself is dropped: Δ is read after our own cue.
+        cut = text.lower().find(VERDICT_CUE.strip().lower())
+        return (text if cut < 0 else text[:cut]).strip()
 
 
 # ----------------------------------------------------------------------------- recipe
@@ -263,7 +355,8 @@ class ReviseRecipe(DRFRecipe):
         cfg = self.config
         if type(self.adapter).__name__ != "WanAdapter":
             raise InputError(f"{cfg.model}: revise-tune needs a WanPipeline folder (the editor is a Wan DiT)")
-        self.critic = Critic(VLMScorer.from_pretrained(cfg.vlm, device=device, dtype=self.frozen_dtype("vlm")), cfg.fps)
+        scorer = VLMScorer.from_pretrained(cfg.vlm, device=device, dtype=self.frozen_dtype("vlm"))
+        self.critic = Critic(scorer, reasoning=cfg.critic_reasoning, max_tokens=cfg.critic_tokens)
         self.scorer = self.critic.scorer
         self.editor = InContextEditor(self.adapter)
         self.clips: dict[str, dict] = {}  # per triplet: latents and critic frames (frozen VAE: computed once)
@@ -277,7 +370,8 @@ class ReviseRecipe(DRFRecipe):
     # ------------------------------------------------------------------ data
 
     def clip_data(self, task: Triplet) -> dict:
-        """Source and target latents, and the source frames the critic sees (cached per triplet)."""
+        """Source and target latents, the source frames the critic sees and the frame rates it is
+        told (``--fps``, else F frames over each clip's length: edited as the target), cached per triplet."""
         from vidcli.diffusion.rollout import uniform_frame_indices
 
         if task.id not in self.clips:
@@ -285,10 +379,11 @@ class ReviseRecipe(DRFRecipe):
             pixels = {name: clip.pixels(cfg.frames, cfg.width, cfg.height)  # (T, 3, H, W)
                       for name, clip in (("source", task.source), ("target", task.target))}
             indices = uniform_frame_indices(cfg.frames, cfg.frames_critic)
+            fps = tuple(cfg.fps or cfg.frames_critic / clip.seconds() for clip in (task.target, task.source))
             self.clips[task.id] = {
                 "source": self.editor.encode(pixels["source"].permute(1, 0, 2, 3)[None]),
                 "target": self.editor.encode(pixels["target"].permute(1, 0, 2, 3)[None]),
-                "critic_source": pixels["source"][indices], "indices": indices}
+                "critic_source": pixels["source"][indices], "indices": indices, "critic_fps": fps}
         return self.clips[task.id]
 
     def draw(self, seed: int, shape: tuple[int, ...]) -> tuple[float, torch.Tensor, bool]:
@@ -301,6 +396,16 @@ class ReviseRecipe(DRFRecipe):
 
     def dit_call(self):
         return self.editor.velocity
+
+    def baseline(self, task: Triplet, data: dict) -> float:
+        """Δ₀: the critic's margin on (source, source), without gradient. Computed once per
+        triplet: the critic is frozen and its reasoning greedy, so it never changes."""
+        if "delta0" not in data:
+            source, (_, source_fps) = data["critic_source"], data["critic_fps"]
+            with torch.no_grad():
+                data["delta0"] = self.critic.judge(source, source, task.instruction, subset=task.subset,
+                                                   fps=(source_fps, source_fps)).delta.item()
+        return data["delta0"]
 
     def sample_seed(self, slot: int) -> int:
         """The draws' seed for the ``slot``-th triplet of this process's current micro-batch."""
@@ -320,21 +425,22 @@ class ReviseRecipe(DRFRecipe):
         v = self.denoiser(z_t, source, t, text)  # editor.velocity, through the prepared module
         l_fm = (v - (eps - x0)).pow(2).mean()
         entry = {"step": self.step + 1, "id": task.id, "t": t, "gated": False, "cfg_drop": drop,
-                 "l_fm": l_fm.item(), "delta": None, "delta0": None, "l_reason": None, "p_yes": None}
+                 "l_fm": l_fm.item(), "delta": None, "delta0": None, "l_reason": None, "p_yes": None,
+                 "critique": None}
         loss = l_fm
         if cfg.objective != "sft" and t <= cfg.sigma_max:
             entry["gated"] = True
             x0_hat = z_t - t * v
             with torch.set_grad_enabled(cfg.objective == "uso" and torch.is_grad_enabled()):
                 edited = self.adapter.decode(x0_hat, data["indices"])[0]
-                delta = self.critic.margin(edited, data["critic_source"], task.instruction)
+                delta, entry["critique"] = self.critic.judge(edited, data["critic_source"], task.instruction,
+                                                             subset=task.subset, fps=data["critic_fps"])
             entry["delta"] = delta.item()
             if cfg.objective == "uso":
-                with torch.no_grad():
-                    delta0 = self.critic.margin(data["critic_source"], data["critic_source"], task.instruction)
+                delta0 = self.baseline(task, data)
                 l_reason = -F.logsigmoid(delta - delta0)
                 loss = l_fm + cfg.reason_weight * l_reason
-                entry.update(delta0=delta0.item(), l_reason=l_reason.item())
+                entry.update(delta0=delta0, l_reason=l_reason.item())
             else:
                 p_yes = torch.softmax(torch.stack([delta, torch.zeros_like(delta)]), 0)[0]  # = σ(Δ)
                 loss = p_yes * l_fm
