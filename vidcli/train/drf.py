@@ -89,6 +89,8 @@ class DRFConfig:
     decode_checkpointing: bool = True  # the VAE decode keeps only its latents until backward
     vlm_dtype: str = "auto"  # auto: the compute dtype (bf16 under bf16 mixed precision)
     text_encoder_dtype: str = "auto"
+    vae_dtype: str = "float32"  # as Wan advises; bf16 halves the differentiable decode's memory
+    vlm_checkpointing: bool = False  # recompute the frozen VLM's layers in backward
     offload_text_encoder: bool = False
     heatmaps_dir: str | None = None
     heatmap_samples: int = 4
@@ -230,6 +232,8 @@ class DRFRecipe:
         from vidcli.rewards.vlm import VLMScorer
 
         self.scorer = VLMScorer.from_pretrained(self.config.vlm, device=device, dtype=self.frozen_dtype("vlm"))
+        if self.config.vlm_checkpointing:
+            self.scorer.checkpoint_activations()
 
     def frozen_dtype(self, which: str) -> str:
         """The dtype a frozen model is held in: its flag's, or under ``auto`` the compute dtype."""
@@ -308,7 +312,7 @@ class DRFRecipe:
         full_resume = resume_from is not None and cfg.finetune == "full"
         self.adapter = load_adapter(resume_from if full_resume else cfg.model, device=device,
                                     dtype="float32" if cfg.finetune == "full" else compute_dtype(mixed_precision),
-                                    text_encoder_dtype=self.frozen_dtype("text_encoder"))
+                                    text_encoder_dtype=self.frozen_dtype("text_encoder"), vae_dtype=cfg.vae_dtype)
         self.adapter.decode_checkpointing = cfg.decode_checkpointing
         if getattr(cfg, "shift", None) is not None:  # drf-tune's --shift (revise-tune draws its own t)
             set_flow_shift(self.adapter.pipe, cfg.shift)

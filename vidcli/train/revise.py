@@ -125,6 +125,8 @@ class ReviseConfig:
     decode_checkpointing: bool = True  # the x0-hat decode keeps only its latents until backward
     vlm_dtype: str = "auto"  # auto: the compute dtype (bf16 under bf16 mixed precision)
     text_encoder_dtype: str = "auto"
+    vae_dtype: str = "float32"  # as Wan advises; bf16 halves the differentiable decode's memory
+    vlm_checkpointing: bool = False  # recompute the frozen VLM's layers in backward
     offload_text_encoder: bool = False
     media_root: str | None = None
     allow_escape: bool = False
@@ -356,6 +358,8 @@ class ReviseRecipe(DRFRecipe):
         if type(self.adapter).__name__ != "WanAdapter":
             raise InputError(f"{cfg.model}: revise-tune needs a WanPipeline folder (the editor is a Wan DiT)")
         scorer = VLMScorer.from_pretrained(cfg.vlm, device=device, dtype=self.frozen_dtype("vlm"))
+        if cfg.vlm_checkpointing:
+            scorer.checkpoint_activations()
         self.critic = Critic(scorer, reasoning=cfg.critic_reasoning, max_tokens=cfg.critic_tokens)
         self.scorer = self.critic.scorer
         self.editor = InContextEditor(self.adapter)
