@@ -32,6 +32,17 @@ Usage::
 
 The GPU machine's own Python needs diffusers (a pure-Python wheel) beside torch,
 transformers, accelerate and peft; nothing else of vidcli's dependencies is imported.
+On a machine without a package index, bring the wheels along and run (about 7 minutes
+on one H200; ``--budget-s`` stops starting new runs after that many seconds)::
+
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+        diffusers==0.42.1 importlib_metadata                 # where an index is reachable
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+    PYTHONPATH=/tmp/site:$PWD python3 tests/bench/gpu_realsize.py --budget-s 420 --out results/
+
+Then, anywhere (CPU, shapes only; a minute per run)::
+
+    python tests/bench/gpu_realsize.py --compare results/realsize.json
 """
 from __future__ import annotations
 
