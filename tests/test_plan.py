@@ -123,7 +123,7 @@ def sft_recipe(small, tmp_path, **fields):
     labels = batch["labels"][0]
     image = recipe.interpreter.model.config.image_token_id
     work = Workload(int((labels == -100).sum()), int((batch["input_ids"][0] == image).sum()), int((labels != -100).sum()))
-    recipe.save_checkpoint = lambda final=False: config.run.output_dir  # measured steps write nothing
+    recipe.save_checkpoint = lambda final=False, summary=None: config.run.output_dir  # measured steps write nothing
     recipe.total_steps = 1
     return recipe, config, work
 
@@ -157,7 +157,7 @@ def test_grpo_plan_matches_a_measured_step(small, tmp_path, finetune):
     with weights.random_weights("cpu"):
         recipe.setup()
     prompt = int(recipe.interpreter.encode(recipe.requests([0]))["attention_mask"][0].sum())
-    recipe.save_checkpoint = lambda final=False: config.run.output_dir
+    recipe.save_checkpoint = lambda final=False, summary=None: config.run.output_dir
     recipe.total_steps = 1
     measured = measured_peak(recipe, recipe.train)
     assert_close(plan_run("grpo", config, workload=Workload(prompt, 0, 48)), measured)

@@ -387,7 +387,7 @@ def run_interpreter(kind: str, label: str, config, *, steps: int, device: str, r
     with weights.random_weights(device):
         recipe.setup()
     setup_s = time.perf_counter() - t0
-    recipe.save_checkpoint = lambda final=False: config.run.output_dir  # nothing written: a bench
+    recipe.save_checkpoint = lambda final=False, summary=None: config.run.output_dir  # nothing written: a bench
     recipe.total_steps = steps
     workload = interpreter_workload(kind, recipe)
     meter = Meter(recipe, recipe.accelerator.device)

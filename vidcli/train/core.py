@@ -52,7 +52,7 @@ log = logging.getLogger("vidcli.train")
 SCHEDULES = ("cosine", "constant")
 OPTIMIZERS = ("adamw", "adamw8bit")
 MIXED_PRECISION = ("auto", "bf16", "fp16", "no")
-REPORT_TO = ("none", "tensorboard", "wandb")
+TRACKERS = ("tensorboard", "wandb")
 
 
 @dataclass
@@ -89,7 +89,9 @@ class RunConfig:
     grad_accum: int = 2
     save_every: int = 500  # steps between checkpoints; 0 = only the final model
     mixed_precision: str = "auto"
-    report_to: str = "none"
+    report_to: str = "none"  # "none", or trackers joined by commas: "tensorboard", "wandb", "tensorboard,wandb"
+    log_samples_every: int = 100  # steps between the media a trainer sends to the trackers (0: never)
+    log_samples: int = 2  # how many samples (rollouts, prompts, triplets) each time
     resume: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
 
@@ -97,12 +99,21 @@ class RunConfig:
         self.output_dir = Path(self.output_dir)
         if self.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}")
-        if self.report_to not in REPORT_TO:
-            raise ValueError(f"report_to must be one of {REPORT_TO}")
+        if self.report_to != "none" and (not self.trackers or set(self.trackers) - set(TRACKERS)):
+            raise ValueError(f"report_to must be 'none' or a comma-separated choice of {TRACKERS}")
+        if self.log_samples_every < 0 or self.log_samples < 1:
+            raise ValueError("log_samples_every must be >= 0 and log_samples >= 1")
         if self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1 or self.save_every < 0:
             raise ValueError("batch_size, grad_accum and epochs must be >= 1; save_every >= 0")
         if self.max_steps is not None and self.max_steps < 1:
             raise ValueError("max_steps must be >= 1")
+
+    @property
+    def trackers(self) -> tuple[str, ...]:
+        """The trackers of ``report_to``, in the order given (empty for ``none``)."""
+        if self.report_to == "none":
+            return ()
+        return tuple(dict.fromkeys(name.strip() for name in self.report_to.split(",") if name.strip()))
 
 
 # ----------------------------------------------------------------------------- optimiser
@@ -217,31 +228,30 @@ def compute_dtype(mixed_precision: str | None) -> str:
     return {"bf16": "bfloat16", "fp16": "float16"}.get(str(mixed_precision), "float32")
 
 
-def make_accelerator(run: RunConfig, *, project: str, hparams: dict,
-                     find_unused_parameters: bool = False) -> "Accelerator":
-    """An Accelerator with gradient accumulation, mixed precision and the chosen tracker.
+def make_accelerator(run: RunConfig, *, find_unused_parameters: bool = False) -> "Accelerator":
+    """An Accelerator with gradient accumulation, mixed precision and the chosen trackers.
 
-    Trackers log under ``OUTPUT/logs``. A tracker whose package is missing is an error
-    here rather than a silently empty log. ``find_unused_parameters`` is for models
-    whose forward skips parts depending on the batch (a multimodal model on a batch
-    without images): under DDP every process must then tell which gradients it lacks.
+    The trackers are started later, by :func:`vidcli.train.tracking.start_trackers`, once
+    the run knows whether it resumes (a resumed run continues its W&B run and TensorBoard
+    history). A tracker whose package is missing is an error here rather than a silently
+    empty log. ``find_unused_parameters`` is for models whose forward skips parts
+    depending on the batch (a multimodal model on a batch without images): under DDP
+    every process must then tell which gradients it lacks.
     """
     from accelerate import Accelerator
     from accelerate.utils import (DistributedDataParallelKwargs, ProjectConfiguration, is_tensorboard_available,
                                   is_wandb_available)
 
-    log_with = None
-    if run.report_to != "none":
-        available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}[run.report_to]()
-        if not available:
-            raise InputError(f"--report-to {run.report_to} needs the '{run.report_to}' package "
-                             f"(pip install {run.report_to})")
-        log_with = run.report_to
+    available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
+    for name in run.trackers:
+        if not available[name]():
+            raise InputError(f"--report-to {name} needs the '{name}' package "
+                             f"(pip install {name}, or pip install 'vidcli[tracking]')")
     try:
         accelerator = Accelerator(
             gradient_accumulation_steps=run.grad_accum,
             mixed_precision=resolve_mixed_precision(run.mixed_precision),
-            log_with=log_with,
+            log_with=list(run.trackers) or None,
             # Gradients as views into DDP's all-reduce buckets: no second copy of every gradient.
             kwargs_handlers=[DistributedDataParallelKwargs(find_unused_parameters=find_unused_parameters,
                                                            gradient_as_bucket_view=True)],
@@ -256,8 +266,6 @@ def make_accelerator(run: RunConfig, *, project: str, hparams: dict,
         # each set up a single-device run: N runs into one output folder, none in sync.
         raise InputError(f"started as {launched} processes, but accelerate set up {accelerator.num_processes}; "
                          "without GPUs, launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu ...")
-    if log_with is not None:
-        accelerator.init_trackers(project, config=tracker_config(hparams))
     return accelerator
 
 
@@ -455,11 +463,10 @@ def read_training_records(inputs: list[str], convert: Callable, *, what: str = "
 
 
 def run_recipe(recipe) -> Path:
-    """``setup()``, ``train()`` and, whatever happens, ``cleanup()``; returns the final model's folder."""
+    """``setup()``, ``train()`` and, whatever happens, ``cleanup()``; returns the final model's folder
+    (the run's closing line, :mod:`vidcli.train.monitor`, names it)."""
     try:
         recipe.setup()
-        final = recipe.train()
+        return recipe.train()
     finally:
         recipe.cleanup()
-    log.info("model written to %s", final)
-    return final

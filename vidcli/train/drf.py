@@ -17,7 +17,8 @@ One optimiser step takes ``grad_accum`` caption records per process, one video e
 4. **Backward** one query at a time: the decoded frames are cut from the graph, each
    query's loss is back-propagated into them (so only one VLM graph is alive at a time),
    then the summed frame gradient goes back through the VAE and the last K steps into
-   the DiT. The summed frame gradient is also what ``--save-grad-heatmaps`` draws.
+   the DiT. The summed frame gradient is also what ``--save-grad-heatmaps`` draws
+   (:mod:`vidcli.train.heatmaps`; with ``--heatmap-per-question``, each query's share too).
 5. **Update** the DiT (all weights, or LoRA adapters on its attention and feed-forward
    projections) with AdamW on the mean gradient over the step's records; VAE, text
    encoder and VLM never change. Over processes the mean is taken by the module
@@ -29,6 +30,14 @@ Checkpoints are diffusers pipeline folders: ``transformer/`` is the tuned DiT
 transformer is linked too and the adapter is ``pytorch_lora_weights.safetensors``:
 ``pipe = WanPipeline.from_pretrained(OUTPUT); pipe.load_lora_weights(OUTPUT)``.
 Each step's per-query log-likelihoods go to ``OUTPUT/rewards.jsonl``.
+
+**What the trackers get** (``--report-to``), besides the step's scalars: at step 0 of a
+fresh run, every ``--log-samples-every`` steps and at the last step, the videos of the
+first ``--log-samples`` records' prompts sampled without gradient by the DiT as it is
+then — the rollout's settings, each prompt's noise fixed by ``(--seed, record id)`` as
+``vidcli generate`` seeds it, so one prompt is watched changing over the run — as an
+animated GIF and a strip of its N_f reward frames; and the heatmap figure of the
+step's first record.
 """
 from __future__ import annotations
 
@@ -51,6 +60,7 @@ from vidcli.train.core import (DataOrder, RunConfig, aligned_storage, build_opti
                                clip_and_step, make_accelerator, read_training_records, set_seed, total_steps)
 from vidcli.train.core import run_recipe
 from vidcli.train.checkpoint import trim_step_log
+from vidcli.train.monitor import RunMonitor
 
 log = logging.getLogger("vidcli.train")
 
@@ -94,6 +104,7 @@ class DRFConfig:
     offload_text_encoder: bool = False
     heatmaps_dir: str | None = None
     heatmap_samples: int = 4
+    heatmap_per_question: bool = False  # one heatmap row per question (its own gradient), not only the sum
     media_root: str | None = None
     allow_escape: bool = False
     log_every: int = 10
@@ -214,6 +225,7 @@ class DRFRecipe:
     step_log = REWARDS_LOG
     method_flag = "reward"  # the config field a resumed run must keep, beside --finetune
     record_noun = "records"
+    line_keys = ("loss", "reward", "lr")  # the figures of the log line
 
     def __init__(self, config: DRFConfig) -> None:
         self.config = config
@@ -256,8 +268,8 @@ class DRFRecipe:
         cfg, run = self.config, self.config.run
         check_output_dir(run.output_dir, run.resume)
         self.tasks, fingerprints = self.load_records()
-        project = "vidcli-" + self.command.split("-")[0]
-        self.accelerator = acc = make_accelerator(run, project=project, hparams=safe_arguments(cfg.arguments))
+        self.accelerator = acc = make_accelerator(run)
+        self.monitor = RunMonitor(acc, run, command=self.command, log_every=cfg.log_every, line_keys=self.line_keys)
         if not acc.is_main_process:
             logging.getLogger("vidcli").setLevel(logging.WARNING)  # one log per run, not one per process
         if acc.is_main_process and run.resume:
@@ -271,6 +283,8 @@ class DRFRecipe:
                 raise InputError(f"--resume: {resume_from} was trained with --finetune {saved.get('finetune')} "
                                  f"--{self.method_flag} {saved.get(self.method_flag)}")
             check_same_inputs(resume_from, fingerprints)
+            self.monitor.restore(saved)
+        self.monitor.start_trackers(project="vidcli-" + self.command.split("-")[0], hparams=safe_arguments(cfg.arguments))
         set_seed(run.seed)
         self.base_model = saved.get("base_model", cfg.model)
         self.build_models("cpu" if acc.device.type == "cpu" else str(acc.device), acc.mixed_precision, resume_from)
@@ -284,7 +298,8 @@ class DRFRecipe:
         self.scheduler = build_scheduler(self.optimizer, run.optim, self.total_steps)
         info = RunInfo(self.command, cfg.arguments, fingerprints,
                        {"finetune": cfg.finetune, self.method_flag: method, "base_model": str(self.base_model),
-                        "vlm": cfg.vlm, "total_steps": self.total_steps, **self.run_info_extra()})
+                        "vlm": cfg.vlm, "total_steps": self.total_steps, **self.run_info_extra(),
+                        **self.monitor.run_info()})
         self.checkpointer = Checkpointer(acc, run.output_dir, info)
         if resume_from is not None:
             self.metrics = saved.get("metrics", {})
@@ -356,6 +371,12 @@ class DRFRecipe:
         """Gradients are averaged over processes on a step's last backward only (no_sync before)."""
         return contextlib.nullcontext() if last else self.accelerator.no_sync(self.denoiser)
 
+    def native_fps(self) -> float:
+        """The rate the generator makes videos at (Wan 16 fps, CogVideoX 8)."""
+        from vidcli.diffusion.generate import FAMILY_FPS
+
+        return FAMILY_FPS.get(type(self.adapter.pipe).__name__, 16.0)
+
     def generated_fps(self) -> float:
         """The frame rate the VLM is told the N_f generated frames have.
 
@@ -363,12 +384,10 @@ class DRFRecipe:
         ``frames`` frames at the generator's own rate (Wan 16 fps, CogVideoX 8), e.g. 10 of
         49 at 16 fps ≈ 3.3 fps — the rate score vqa and decompose give a real video's frames.
         """
-        from vidcli.diffusion.generate import FAMILY_FPS
-
         cfg = self.config
         if cfg.fps is not None:
             return cfg.fps
-        return FAMILY_FPS.get(type(self.adapter.pipe).__name__, 16.0) * cfg.frames_vlm / cfg.frames
+        return self.native_fps() * cfg.frames_vlm / cfg.frames
 
     def reference_frames(self, task: Task) -> tuple[torch.Tensor, float] | None:
         """N_f frames of the caption-matched real video, (F, 3, H, W) in [0, 1], and their real
@@ -396,8 +415,9 @@ class DRFRecipe:
                             reference_fps=reference_fps, verdict_only=cfg.reward == "binary")
             yield {"dim": question.get("dim"), "key": question.get("key"), "loglik": -loss.item()}, loss
 
-    def train_step(self, task: Task) -> dict:
-        """Rollout, decode, reward, backward for one record; returns its log entry (and the frames/gradient)."""
+    def train_step(self, task: Task, per_query: bool = False) -> dict:
+        """Rollout, decode, reward, backward for one record; returns its log entry, the frames and their
+        gradient (``per_query``: also each query's own, on the CPU, for a heatmap row per question)."""
         from vidcli.diffusion.rollout import truncated_rollout, uniform_frame_indices
 
         cfg = self.config
@@ -408,14 +428,18 @@ class DRFRecipe:
         decoded = self.adapter.decode(latents, uniform_frame_indices(cfg.frames, cfg.frames_vlm))[0]
         # Cut the graph at the frames: each query's VLM graph is freed right after its backward.
         frames = decoded.detach().requires_grad_(True)
-        queries, total = [], 0.0
+        queries, total, query_grads = [], 0.0, []
         for entry, loss in self.query_losses(frames, task):
+            before = frames.grad.detach().clone() if per_query and frames.grad is not None else None
             loss.backward()
+            if per_query:  # this query's share: the gradient it added (a copy: frames.grad accumulates in place)
+                share = frames.grad - before if before is not None else frames.grad
+                query_grads.append(share.detach().to("cpu", copy=True))
             queries.append(entry)
             total += loss.item()
         self.accelerator.backward(decoded, gradient=frames.grad)
-        return {"id": task.id, "loss": total, "queries": queries, "frames": frames.detach(),
-                "frame_grad": frames.grad.detach()}
+        return {"id": task.id, "prompt": task.prompt, "loss": total, "queries": queries, "frames": frames.detach(),
+                "frame_grad": frames.grad.detach(), "query_grads": query_grads, "questions": task.questions}
 
     # ------------------------------------------------------------------ loop
 
@@ -430,7 +454,7 @@ class DRFRecipe:
         for micro in range(run.grad_accum):
             _, (index,) = self.order.micro_batch(self.position)
             with self.synced(micro == run.grad_accum - 1):
-                results.append(self.train_step(self.tasks[index]))
+                results.append(self.train_step(self.tasks[index], per_query=self.wants_heatmap(micro)))
             self.position += 1
         lr = self.scheduler.get_last_lr()[0]
         grad_norm = clip_and_step(acc, self.trainable, self.optimizer, self.scheduler, run.optim.max_grad_norm)
@@ -441,19 +465,23 @@ class DRFRecipe:
     def train(self) -> Path:
         """Run until ``total_steps``; return the folder holding the final model."""
         run = self.config.run
+        self.monitor.begin(total_steps=self.total_steps, step=self.step,
+                           samples_per_step=self.order.global_batch * run.grad_accum)
         if self.step >= self.total_steps:
             finished = latest_checkpoint(run.output_dir) == run.output_dir
-            return run.output_dir if finished else self.save_checkpoint(final=True)
+            return self.finish(run.output_dir if finished else None)
+        if self.step == 0 and self.samples_due(0):
+            self.log_samples()  # where the run starts from
         while self.step < self.total_steps:
             self.optimise()
+            if self.samples_due(self.step):
+                self.log_samples()
             if run.save_every and self.step % run.save_every == 0 and self.step < self.total_steps:
                 self.save_checkpoint()
-        return self.save_checkpoint(final=True)
+        return self.finish()
 
     def _log_step(self, results: list[dict], lr: float, grad_norm: float | None) -> None:
         from accelerate.utils import gather_object
-
-        from vidcli.train.heatmaps import save_heatmap
 
         acc, cfg = self.accelerator, self.config
         entries = gather_object([{"step": self.step, "id": r["id"], "loss": r["loss"], "queries": r["queries"]}
@@ -462,7 +490,7 @@ class DRFRecipe:
         self.metrics = {"loss": mean_loss, "reward": -mean_loss, "lr": lr}
         if grad_norm is not None:
             self.metrics["grad_norm"] = grad_norm
-        acc.log(self.metrics, step=self.step)
+        self.monitor.step(self.step, self.metrics)
         if acc.is_main_process:
             path = cfg.run.output_dir / REWARDS_LOG
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -470,11 +498,75 @@ class DRFRecipe:
                 handle.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
             for result in results:
                 if cfg.heatmaps_dir and self.heatmaps_written < cfg.heatmap_samples:
-                    save_heatmap(Path(cfg.heatmaps_dir) / f"step{self.step:06d}-{result['id']}.png",
-                                 result["frames"], result["frame_grad"])
+                    path = Path(cfg.heatmaps_dir) / f"step{self.step:06d}-{result['id']}.png"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self.heatmap(result).savefig(path, format="png", dpi=100)
                     self.heatmaps_written += 1
-        if self.step % cfg.log_every == 0 or self.step == 1:
-            log.info("step %d/%d loss %.4f lr %.3g", self.step, self.total_steps, mean_loss, lr)
+            if self.samples_due(self.step) and self.monitor.media.active:
+                from vidcli.train.heatmaps import figure_pixels
+
+                self.monitor.media.image("heatmaps", figure_pixels(self.heatmap(results[0])), self.step,
+                                         caption=results[0]["prompt"])
+
+    # ------------------------------------------------------------------ what the run shows
+
+    def samples_due(self, step: int) -> bool:
+        """Whether the trackers get media at ``step``: every ``--log-samples-every`` steps (0 included)
+        and at the last step; never without a tracker. The same answer on every process."""
+        run = self.config.run
+        every = run.log_samples_every
+        return bool(run.trackers) and bool(every) and (step % every == 0 or step == self.total_steps)
+
+    def wants_heatmap(self, micro: int) -> bool:
+        """Whether micro-batch ``micro`` of the coming step is drawn, and so needs its per-question gradients."""
+        cfg = self.config
+        if not cfg.heatmap_per_question or not self.accelerator.is_main_process:
+            return False
+        to_file = bool(cfg.heatmaps_dir) and self.heatmaps_written + micro < cfg.heatmap_samples
+        return to_file or (micro == 0 and self.monitor.media.active and self.samples_due(self.step + 1))
+
+    def heatmap(self, result: dict):
+        """The heatmap figure (matplotlib) of one train_step result."""
+        from vidcli.diffusion.rollout import uniform_frame_indices
+        from vidcli.train.heatmaps import heatmap_figure, question_label
+
+        cfg = self.config
+        rows = [("R (sum of all queries)" if len(result["queries"]) > 1 else "R", result["frame_grad"].cpu())]
+        if result["query_grads"]:
+            labels = [question_label(q) for q in result["questions"]] if cfg.reward != "vanilla" \
+                else ["vanilla: p(Yes | prompt)"]
+            rows += list(zip(labels, result["query_grads"]))
+        times = [i / self.native_fps() for i in uniform_frame_indices(cfg.frames, cfg.frames_vlm)]
+        title = f"{result['prompt']}  (step {self.step}, record {result['id']})"
+        return heatmap_figure(result["frames"].cpu(), rows, times=times, title=title)
+
+    def sample_settings(self):
+        """How the watched prompts are sampled: the rollout's steps, guidance and size; seeded as generate seeds."""
+        from vidcli.diffusion.generate import Settings
+
+        cfg = self.config
+        return Settings(steps=cfg.steps, guidance=cfg.guidance, num_frames=cfg.frames, height=cfg.height,
+                        width=cfg.width, fps=self.native_fps(), seed=cfg.run.seed)
+
+    def log_samples(self) -> None:
+        """The first ``--log-samples`` records' videos as the DiT makes them now, to the trackers.
+
+        Every process samples (through the prepared module, which FSDP needs on all of
+        them); the main process logs. No gradient; the training RNG is not touched (the
+        noise comes from each record's own generator).
+        """
+        from vidcli.diffusion.generate import VideoModel, generate_videos, to_uint8
+        from vidcli.diffusion.rollout import uniform_frame_indices
+
+        cfg, media = self.config, self.monitor.media
+        settings = self.sample_settings()
+        model = VideoModel(str(cfg.model), self.rollout_adapter, "t2v", {})
+        strip = uniform_frame_indices(cfg.frames, cfg.frames_vlm)
+        for task in self.tasks[:cfg.run.log_samples]:
+            frames = to_uint8(generate_videos(model, [task.prompt], [task.id], settings)[0])
+            media.video(f"samples/{task.id}", frames, settings.fps, self.step, caption=task.prompt)
+            media.image(f"samples/{task.id}/frames", np.concatenate(list(frames[strip]), axis=1), self.step,
+                        caption=task.prompt)
 
     # ------------------------------------------------------------------ saving
 
@@ -501,13 +593,26 @@ class DRFRecipe:
                 folder, transformer_lora_layers=get_peft_model_state_dict(dit), weight_name=LORA_WEIGHTS,
                 transformer_lora_adapter_metadata=self.lora_config.to_dict())
 
-    def save_checkpoint(self, final: bool = False) -> Path:
-        """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights and trainer state."""
+    def step_logs(self) -> list[Path]:
+        return [self.config.run.output_dir / self.step_log]
+
+    def finish(self, done: Path | None = None) -> Path:
+        """Save the final model (unless ``done`` holds it already); the run's summary goes with it
+        and closes the run on stderr."""
+        return self.monitor.finish(self.step, lambda summary: done or self.save_checkpoint(True, summary),
+                                   logs=self.step_logs())
+
+    def save_checkpoint(self, final: bool = False, summary: dict | None = None) -> Path:
+        """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights, trainer state
+        and the run's summary so far."""
+        summary = summary or self.monitor.summary(self.step, logs=self.step_logs())
         return self.checkpointer.save(self.step, save_weights=self.save_weights, scheduler=self.scheduler,
                                       micro_batches=self.position, metrics=self.metrics, final=final,
-                                      order=self.order)
+                                      order=self.order, summary=summary)
 
     def cleanup(self) -> None:
+        if hasattr(self, "monitor"):
+            self.monitor.close()
         if hasattr(self, "accelerator"):
             self.accelerator.end_training()
 

@@ -16,7 +16,9 @@ One optimiser step, read top to bottom in :meth:`GRPORecipe.train`:
    the step's ``masked`` metric. With ``--reward video-feedback`` a frozen generator
    renders each completion's prompt and a frozen VLM scores the clip: R +=
    w_video·R_video (:mod:`vidcli.rewards.video_feedback`, which states the extra
-   cost). Every completion goes to ``OUTPUT/rollouts.jsonl``.
+   cost). Every completion goes to ``OUTPUT/rollouts.jsonl``; with ``--report-to``, the first
+   ``--log-samples`` of a rollout go to the trackers as a table every ``--log-samples-every``
+   steps (:meth:`GRPORecipe._log_rollout_table`).
 3. **Advantages** within each group of ``G``: A_i = (R_i − mean) / (std + eps) over the
    group's scored completions; a group left with fewer than two scored completions
    contributes nothing (:func:`~vidcli.train.grpo_loss.scored_rows`,
@@ -73,6 +75,7 @@ from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_sche
 from vidcli.train.core import run_recipe
 from vidcli.train.checkpoint import trim_step_log
 from vidcli.train.grpo_loss import group_advantages, grpo_loss, scored_rows, token_logprobs
+from vidcli.train.monitor import RunMonitor
 from vidcli.train.sft import LoraSettings, SFTRecipe
 from vidcli.train.sft_data import DENSE_CONDITIONS, _check_conditions
 
@@ -162,6 +165,7 @@ class Rollout:
     ref_logp: torch.Tensor | None  # (B, C), None when beta == 0
     old_logp: torch.Tensor | None  # (B, C), None when num_iterations == 1
     video: list[VideoScore] | None = None  # per row, with --reward video-feedback
+    instructions: list[str] | None = None  # per row, as the policy saw it ("" when dropped)
 
 
 def load_prompts(config: GRPOConfig) -> tuple[list[Prompt], dict[str, dict]]:
@@ -228,9 +232,9 @@ class GRPORecipe(SFTRecipe):
             raise ValueError(CHOOSE_A_JUDGE)
         check_output_dir(run.output_dir, run.resume)
         self.prompts, fingerprints = load_prompts(cfg)
-        self.accelerator = acc = make_accelerator(run, project="vidcli-grpo",
-                                                  hparams={"finetune": cfg.finetune, **safe_arguments(cfg.arguments)},
-                                                  find_unused_parameters=True)  # vision tower on text-only batches
+        self.accelerator = acc = make_accelerator(run, find_unused_parameters=True)  # vision tower, text-only batches
+        self.monitor = RunMonitor(acc, run, command="grpo", log_every=cfg.log_every,
+                                  line_keys=("loss", "reward", "kl", "masked"))
         if not acc.is_main_process:
             logging.getLogger("vidcli").setLevel(logging.WARNING)
         if acc.is_main_process and run.resume:
@@ -240,6 +244,9 @@ class GRPORecipe(SFTRecipe):
         if resume_from is not None:
             self._check_same_run(resume_from)
             check_same_inputs(resume_from, fingerprints)
+            self.monitor.restore(read_run_info(resume_from))
+        self.monitor.start_trackers(project="vidcli-grpo",
+                                    hparams={"finetune": cfg.finetune, **safe_arguments(cfg.arguments)})
         set_seed(run.seed)
         device = acc.device  # multi-CPU runs name it "cpu:0", which loaders refuse
         self.build_models("cpu" if device.type == "cpu" else str(device), acc.mixed_precision, resume_from)
@@ -254,7 +261,7 @@ class GRPORecipe(SFTRecipe):
         info = RunInfo("grpo", cfg.arguments, fingerprints,
                        {"finetune": cfg.finetune, "base_model": self._base_model(resume_from),
                         "lora": asdict(cfg.lora) if cfg.finetune != "full" else None,
-                        "total_steps": self.total_steps, "reward": self._reward_info()})
+                        "total_steps": self.total_steps, "reward": self._reward_info(), **self.monitor.run_info()})
         self.checkpointer = Checkpointer(acc, run.output_dir, info)
         if resume_from is not None:
             self.metrics = (read_run_info(resume_from) or {}).get("metrics", {})
@@ -336,12 +343,15 @@ class GRPORecipe(SFTRecipe):
 
     # ------------------------------------------------------------------ rollout
 
+    def dropped(self, index: int, epoch: int) -> bool:
+        """Whether record ``index`` has its instruction dropped in ``epoch`` (all G samples alike)."""
+        return seeded_uniform(self.config.run.seed, epoch, index) < self.config.instruction_dropout
+
     def requests(self, indices: list[int], epoch: int = 0) -> list:
         """The interpreter requests of these records (instruction dropout applied), each repeated G times."""
         cfg, out = self.config, []
         for index in indices:
-            drop = seeded_uniform(cfg.run.seed, epoch, index) < cfg.instruction_dropout
-            out += [self._request(self.prompts[index].source, drop)] * cfg.num_generations
+            out += [self._request(self.prompts[index].source, self.dropped(index, epoch))] * cfg.num_generations
         return out
 
     def stop_ids(self) -> list[int]:
@@ -414,8 +424,10 @@ class GRPORecipe(SFTRecipe):
             ref_logp = self._reference_logp(batch, mask) if cfg.beta else None
             old_logp = self._logp(batch, mask) if cfg.num_iterations > 1 else None
         prompt_ids = [self.prompts[i].source.id or str(i) for i in indices for _ in range(cfg.num_generations)]
+        shown = ["" if self.dropped(i, epoch) else self.prompts[i].source.record.get("instruction") or ""
+                 for i in indices for _ in range(cfg.num_generations)]
         return Rollout(batch, mask, prompt_ids, texts, rewards, advantages, scored.to(ids.device), ref_logp,
-                       old_logp, video)
+                       old_logp, video, shown)
 
     def _video_scores(self, position: int, indices: list[int], texts: list[str], keys: list[dict]) -> list[VideoScore]:
         """R_video of each completion; render seeds are functions of (seed, data slot, row), like sampling's."""
@@ -465,10 +477,12 @@ class GRPORecipe(SFTRecipe):
     def train(self) -> Path:
         """Run until ``total_steps``; return the folder holding the final model."""
         acc, run, cfg = self.accelerator, self.config.run, self.config
+        self.monitor.begin(total_steps=self.total_steps, step=self.step,
+                           samples_per_step=self.order.global_batch * cfg.num_generations * run.grad_accum)
         if self.step >= self.total_steps:
             log.info("nothing to do: the run is at step %d of %d", self.step, self.total_steps)
             finished = latest_checkpoint(run.output_dir) == run.output_dir
-            return run.output_dir if finished else self.save_checkpoint(final=True)
+            return self.finish(run.output_dir if finished else None)
         self.module.train()
         while self.step < self.total_steps:
             rollouts = []
@@ -492,14 +506,13 @@ class GRPORecipe(SFTRecipe):
                     stats.append({"loss": loss.detach(), **metrics})
                 self.step += 1
                 self.metrics = self._step_metrics(stats, rollouts, lr, grad_norm)
-                acc.log(self.metrics, step=self.step)
-                if self.step % cfg.log_every == 0 or self.step == 1:
-                    log.info("step %d/%d loss %.4f reward %.3f kl %.4g masked %d", self.step, self.total_steps,
-                             self.metrics["loss"], self.metrics.get("reward", float("nan")),
-                             self.metrics.get("kl", 0.0), self.metrics["masked"])
+                self.monitor.step(self.step, self.metrics)
                 if run.save_every and self.step % run.save_every == 0 and self.step < self.total_steps:
                     self.save_checkpoint()
-        return self.save_checkpoint(final=True)
+        return self.finish()
+
+    def step_logs(self) -> list[Path]:
+        return [self.config.run.output_dir / ROLLOUTS]
 
     def _step_metrics(self, stats: list[dict], rollouts: list[Rollout], lr: float, grad_norm: float | None) -> dict:
         """Step means over micro-batches and processes: loss, KL, clip fractions, rewards (of the
@@ -535,6 +548,7 @@ class GRPORecipe(SFTRecipe):
         for rollout in rollouts:
             for i, (pid, text, reward) in enumerate(zip(rollout.prompt_ids, rollout.texts, rollout.rewards)):
                 rows.append({"step": self.step + 1, "prompt_id": pid, "sample": i % self.config.num_generations,
+                             "instruction": rollout.instructions[i] if rollout.instructions else None,
                              "completion": text, "reward": reward.total, "parts": reward.parts,
                              "errors": reward.errors, "masked": not bool(rollout.scored[i]),
                              "advantage": float(rollout.advantages[i]),
@@ -546,12 +560,23 @@ class GRPORecipe(SFTRecipe):
             self.config.run.output_dir.mkdir(parents=True, exist_ok=True)
             with open(self.config.run.output_dir / ROLLOUTS, "a", encoding="utf-8") as handle:
                 handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            self._log_rollout_table(rows)
 
-    def save_checkpoint(self, final: bool = False) -> Path:
-        """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights and trainer state."""
-        return self.checkpointer.save(self.step, save_weights=self.interpreter.save_pretrained,
-                                      scheduler=self.scheduler, micro_batches=self.position,
-                                      metrics=self.metrics, final=final, order=self.order)
+    def _log_rollout_table(self, rows: list[dict]) -> None:
+        """The first ``--log-samples`` completions of this rollout (one prompt's group first) as a tracker
+        table, when one of the steps the rollout serves is a multiple of ``--log-samples-every`` (and on
+        the first step)."""
+        run, media = self.config.run, self.monitor.media
+        first, last = self.step + 1, self.step + self.config.num_iterations
+        every = run.log_samples_every
+        if not media.active or not every or not (first == 1 or last // every > (first - 1) // every):
+            return
+        parts = list(dict.fromkeys(part for row in rows for part in row["parts"]))
+        columns = ["prompt_id", "sample", "instruction", "completion", "reward", *parts, "advantage", "masked"]
+        table = [[row["prompt_id"], row["sample"], row["instruction"], row["completion"], row["reward"],
+                  *[row["parts"].get(part) for part in parts], row["advantage"], row["masked"]]
+                 for row in rows[:run.log_samples]]
+        media.table("rollouts", columns, table, first)
 
     def cleanup(self) -> None:
         super().cleanup()

@@ -45,6 +45,11 @@ Only the DiT (full or LoRA) trains; VAE, text encoder and VLM are frozen. Per tr
 l_reason, p_yes, critique, loss}`` (``critique``: the critic's reasoning about the edit).
 The run loop, checkpoints (diffusers pipeline folders: tuned ``transformer/`` or
 ``pytorch_lora_weights.safetensors``, other components linked) and LoRA attachment are drf-tune's (:class:`~vidcli.train.drf.DRFRecipe`), unchanged.
+With ``--report-to``, the trackers get (at step 0, every ``--log-samples-every`` steps and
+at the last) the first ``--log-samples`` triplets edited by the DiT as it is then —
+``vidcli generate``'s sampling (30 steps, the pipeline's guidance, noise seeded by
+``(--seed, triplet id)``) — as a source | edit GIF and frame strip captioned with the
+critic's Δ and Δ₀ on that edit.
 The saved folder loads with ``WanPipeline.from_pretrained``; its transformer edits when
 called as :meth:`InContextEditor.velocity` calls it (layout recorded in ``vidcli.json``).
 """
@@ -347,6 +352,7 @@ class ReviseRecipe(DRFRecipe):
     step_log = STEPS_LOG
     method_flag = "objective"
     record_noun = "triplets"
+    line_keys = ("loss", "l_fm", "l_reason", "gated_fraction", "lr")
 
     def load_records(self) -> tuple[list, dict[str, dict]]:
         return load_triplets(self.config)
@@ -492,15 +498,58 @@ class ReviseRecipe(DRFRecipe):
             self.metrics["l_reason"] = sum(e["l_reason"] for e in gated) / len(gated)
         if grad_norm is not None:
             self.metrics["grad_norm"] = grad_norm
-        acc.log(self.metrics, step=self.step)
+        self.monitor.step(self.step, self.metrics)
         if acc.is_main_process:
             path = cfg.run.output_dir / STEPS_LOG
             path.parent.mkdir(parents=True, exist_ok=True)
             with open(path, "a", encoding="utf-8") as handle:
                 handle.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
-        if self.step % cfg.log_every == 0 or self.step == 1:
-            log.info("step %d/%d loss %.4f gated %.2f lr %.3g", self.step, self.total_steps,
-                     self.metrics["loss"], self.metrics["gated_fraction"], lr)
+
+    def wants_heatmap(self, micro: int) -> bool:
+        return False  # the critic's gradient is not drawn
+
+    def log_samples(self) -> None:
+        """The first ``--log-samples`` triplets edited by the DiT as it is now, beside their source, with
+        the critic's Δ (and Δ₀) on the edit, to the trackers.
+
+        Sampling is ``vidcli generate``'s for an editor; every process samples through the
+        prepared module (as FSDP needs), the main process logs. No gradient; the training
+        RNG is not touched.
+        """
+        from vidcli.diffusion.edit import edit_videos
+        from vidcli.diffusion.generate import VideoModel, default_settings, to_uint8
+
+        cfg, media = self.config, self.monitor.media
+        model = VideoModel(str(cfg.model), self.adapter, "edit", {}, editor=_RoutedEditor(self.editor, self.denoiser))
+        settings = default_settings(model, num_frames=cfg.frames, height=cfg.height, width=cfg.width,
+                                    seed=cfg.run.seed)
+        for task in self.tasks[:cfg.run.log_samples]:
+            data = self.clip_data(task)
+            edited = edit_videos(model, [task.instruction], [data["source"]], [task.id], settings)[0]
+            with torch.no_grad():
+                delta = self.critic.judge(edited[data["indices"]], data["critic_source"], task.instruction,
+                                          subset=task.subset, fps=data["critic_fps"]).delta.item()
+            delta0 = self.baseline(task, data)
+            source, edit = to_uint8(task.source.pixels(cfg.frames, cfg.width, cfg.height)), to_uint8(edited)
+            length = min(len(source), len(edit))
+            pair = np.concatenate([source[:length], edit[:length]], axis=2)  # source | edit, frame by frame
+            strip = [np.concatenate(list(video[data["indices"]]), axis=1) for video in (source, edit)]
+            caption = f"{task.instruction} | critic Δ = {delta:.3f}, Δ₀ = {delta0:.3f}, Δ − Δ₀ = {delta - delta0:.3f}"
+            media.video(f"samples/{task.id}", pair, settings.fps, self.step, caption=caption)
+            media.image(f"samples/{task.id}/frames", np.concatenate(strip, axis=0), self.step, caption=caption)
+            self.accelerator.log({f"samples/{task.id}/delta": delta,
+                                  f"samples/{task.id}/delta_minus_delta0": delta - delta0}, step=self.step)
+
+
+class _RoutedEditor:
+    """The editor with ``velocity`` going through the prepared module (DDP / FSDP)."""
+
+    def __init__(self, editor: InContextEditor, velocity) -> None:
+        self._editor = editor
+        self.velocity = velocity
+
+    def __getattr__(self, name: str):
+        return getattr(self._editor, name)
 
 
 def run_revise(config: ReviseConfig) -> Path:

@@ -57,6 +57,7 @@ from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, ch
 from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
                                make_accelerator, seeded_uniform, set_seed, total_steps)
 from vidcli.train.core import run_recipe
+from vidcli.train.monitor import RunMonitor
 from vidcli.train.sft_data import CAMERA_PROMPT, load_examples
 
 log = logging.getLogger("vidcli.train")
@@ -143,10 +144,8 @@ class SFTRecipe:
         cfg, run = self.config, self.config.run
         check_output_dir(run.output_dir, run.resume)
         self.examples, fingerprints = load_examples(cfg)
-        self.accelerator = acc = make_accelerator(run, project=f"vidcli-sft-{cfg.stage}",
-                                                  hparams={"stage": cfg.stage, "finetune": cfg.finetune,
-                                                           **safe_arguments(cfg.arguments)},
-                                                  find_unused_parameters=True)  # vision tower, camera encoder
+        self.accelerator = acc = make_accelerator(run, find_unused_parameters=True)  # vision tower, camera encoder
+        self.monitor = RunMonitor(acc, run, command="sft", log_every=cfg.log_every)
         if not acc.is_main_process:
             logging.getLogger("vidcli").setLevel(logging.WARNING)  # one log per run, not one per process
         if acc.is_main_process and run.resume:
@@ -156,6 +155,10 @@ class SFTRecipe:
         if resume_from is not None:
             self._check_same_run(resume_from)
             check_same_inputs(resume_from, fingerprints)
+            self.monitor.restore(read_run_info(resume_from))
+        self.monitor.start_trackers(project=f"vidcli-sft-{cfg.stage}",
+                                    hparams={"stage": cfg.stage, "finetune": cfg.finetune,
+                                             **safe_arguments(cfg.arguments)})
         set_seed(run.seed)
         device = acc.device  # multi-CPU runs name it "cpu:0", which loaders refuse
         self.build_models("cpu" if device.type == "cpu" else str(device), acc.mixed_precision, resume_from)
@@ -172,7 +175,7 @@ class SFTRecipe:
         info = RunInfo("sft", cfg.arguments, fingerprints,
                        {"stage": cfg.stage, "finetune": cfg.finetune, "base_model": self._base_model(resume_from),
                         "lora": asdict(cfg.lora) if cfg.finetune != "full" else None,
-                        "total_steps": self.total_steps})
+                        "total_steps": self.total_steps, **self.monitor.run_info()})
         self.checkpointer = Checkpointer(acc, run.output_dir, info)
         if resume_from is not None:
             self.metrics = (read_run_info(resume_from) or {}).get("metrics", {})
@@ -340,12 +343,13 @@ class SFTRecipe:
     def train(self) -> Path:
         """Run until ``total_steps``; return the folder holding the final model."""
         acc, run = self.accelerator, self.config.run
+        self.monitor.begin(total_steps=self.total_steps, step=self.step,
+                           samples_per_step=self.order.global_batch * run.grad_accum)
         if self.step >= self.total_steps:
             log.info("nothing to do: the run is at step %d of %d", self.step, self.total_steps)
             finished = latest_checkpoint(run.output_dir) == run.output_dir
-            return run.output_dir if finished else self.save_checkpoint(final=True)
+            return self.finish(run.output_dir if finished else None)
         self.module.train()
-        progress = _progress_bar(self.total_steps, self.step, acc.is_main_process)
         while self.step < self.total_steps:
             losses = []
             for _ in range(run.grad_accum):
@@ -365,37 +369,34 @@ class SFTRecipe:
             self.metrics = {"loss": mean_loss, "lr": lr, "epoch": self.position / self.order.batches_per_epoch}
             if grad_norm is not None:
                 self.metrics["grad_norm"] = grad_norm
-            acc.log(self.metrics, step=self.step)
-            if progress is not None:
-                progress.update(1)
-                progress.set_postfix(loss=f"{mean_loss:.4f}")
-            if self.step % self.config.log_every == 0 or self.step == 1:
-                log.info("step %d/%d loss %.4f lr %.3g", self.step, self.total_steps, mean_loss, lr)
+            self.monitor.step(self.step, self.metrics)
             if run.save_every and self.step % run.save_every == 0 and self.step < self.total_steps:
                 self.save_checkpoint()
-        if progress is not None:
-            progress.close()
-        return self.save_checkpoint(final=True)
+        return self.finish()
 
-    def save_checkpoint(self, final: bool = False) -> Path:
-        """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights and trainer state."""
+    def finish(self, done: Path | None = None) -> Path:
+        """Save the final model (unless ``done`` holds it already); the run's summary goes with it
+        and closes the run on stderr."""
+        return self.monitor.finish(self.step, lambda summary: done or self.save_checkpoint(True, summary),
+                                   logs=self.step_logs())
+
+    def step_logs(self) -> list[Path]:
+        """Per-step logs the run writes beside its checkpoints (none for sft)."""
+        return []
+
+    def save_checkpoint(self, final: bool = False, summary: dict | None = None) -> Path:
+        """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights, trainer state
+        and the run's summary so far."""
+        summary = summary or self.monitor.summary(self.step, logs=self.step_logs())
         return self.checkpointer.save(self.step, save_weights=self.interpreter.save_pretrained,
                                       scheduler=self.scheduler, micro_batches=self.position,
-                                      metrics=self.metrics, final=final, order=self.order)
+                                      metrics=self.metrics, final=final, order=self.order, summary=summary)
 
     def cleanup(self) -> None:
+        if hasattr(self, "monitor"):
+            self.monitor.close()
         if hasattr(self, "accelerator"):
             self.accelerator.end_training()
-
-
-def _progress_bar(total: int, done: int, main: bool):
-    import sys
-
-    if not main or not sys.stderr.isatty() or not logging.getLogger("vidcli").isEnabledFor(logging.INFO):
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total, initial=done, unit="step", desc="sft", file=sys.stderr)
 
 
 def run_sft(config: SFTConfig) -> Path:
