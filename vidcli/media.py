@@ -188,7 +188,9 @@ def _rotation(p: Path) -> int:
             frame = next(container.decode(video=0), None)
         except av.FFmpegError:
             return 0
-    degrees = getattr(frame, "rotation", 0) or 0  # VideoFrame.rotation came with PyAV 13
+    if frame is None:  # no picture to turn
+        return 0
+    degrees = frame.rotation or 0  # the display matrix's angle (PyAV >= 13)
     return int(round(degrees / 90)) % 4 * 90
 
 
