@@ -104,7 +104,7 @@ def _fits(scene: Scene) -> bool:
 
 
 def place(scene: Scene, rng: np.random.Generator, tries: int = 200) -> Scene | None:
-    """The scene with start positions drawn so that it fits (see :func:`_fits`); None if none was found."""
+    """The scene with start positions drawn so that it _fits (see :func:`_fits`); None if none was found."""
     for _ in range(tries):
         things = tuple(replace(t, x=float(rng.uniform(0, SIZE)), y=float(rng.uniform(0, SIZE)))
                        for t in scene.things)
