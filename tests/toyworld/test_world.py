@@ -62,7 +62,8 @@ def test_a_seed_gives_the_same_world_and_scene_i_does_not_depend_on_size(tmp_pat
     for name in ("scenes.jsonl", "requests.jsonl", "triplets.jsonl", "drf.jsonl"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
         assert read_jsonl(tmp_path / "c" / name)[:2] == read_jsonl(tmp_path / "a" / name)[:2]
-    other = read_jsonl(write_world(tmp_path / "d", seed=4, count=4) and tmp_path / "d" / "scenes.jsonl")
+    write_world(tmp_path / "d", seed=4, count=4)
+    other = read_jsonl(tmp_path / "d" / "scenes.jsonl")
     assert [r["scene"] for r in other] != [r["scene"] for r in read_jsonl(tmp_path / "a" / "scenes.jsonl")]
 
 
@@ -126,12 +127,13 @@ def test_score_reads_requests_with_completions_exactly(toy_build, toy_judge, tmp
     for record in read_jsonl(out):
         scores = record["scores"]
         assert scores["format"] == 1.0 and scores["contra"] == 0.0 and scores["user"] == 1.0
+        # R_user, R_detail, R_supp cover U, S, Z (SPEC §5); S is empty (n/a) without conditions
+        assert scores["detail"] == (1.0 if record["conditions"] else None)
         everything = len(group_elements(record["key_info"]["imaginative"]))
         if record["id"].endswith("-gold"):
-            assert scores["detail"] == 1.0
+            assert scores["supp"] == 1.0
         else:  # the background is gone: its name, tone and pattern, three elements of Z
-            assert scores["detail"] == pytest.approx((everything - 3) / everything)
-        assert scores["supp"] == (1.0 if record["conditions"] else None)
+            assert scores["supp"] == pytest.approx((everything - 3) / everything)
 
 
 def test_revise_tune_reads_the_triplets(toy_build, tmp_path):
