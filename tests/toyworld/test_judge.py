@@ -32,7 +32,10 @@ def test_elements_are_judged_by_their_facts():
     assert ask("judge_element", caption=text, element="camera: static") == "no"
     assert ask("judge_element", caption=text, element="triangle") == "no"
     assert ask("judge_element", caption=text, element="background") == "yes"  # no fact: judged by its words
-    assert ask("judge_element", caption="A ball.", element="style: flat colours on a simple synthetic scene") == "no"
+    style = "style: flat colours on a simple synthetic scene"
+    assert ask("judge_element", caption="A ball.", element=style) == "no"
+    assert ask("judge_element", caption="A ball in flat colours.", element=style) == "yes"
+    assert ask("judge_element", caption="A ball. The lighting is soft.", element="lighting: soft") == "yes"
 
 
 def test_every_element_of_a_scenes_key_info_is_supported_by_its_caption_only():

@@ -41,15 +41,20 @@ from vidcli.toyworld.language import (
 )
 
 _WORD = re.compile(r"[a-z]+")
+_PREFIX = re.compile(r"^\s*[a-z_ ]+:\s*")
 
 
 def supported(caption: str, element: str) -> bool:
-    """Whether ``caption`` states ``element`` (module docstring)."""
+    """Whether ``caption`` states ``element`` (module docstring). Without a fact of the world,
+    the world's style is judged as such, anything else by its words after any "kind:" prefix
+    (key-info writes "style: …", and a caption need not say "style")."""
     wanted = read_facts(element)
     if wanted:
         return wanted <= read_facts(caption)
-    words = set(_WORD.findall(caption.lower()))
-    return bool(_WORD.findall(element.lower())) and set(_WORD.findall(element.lower())) <= words
+    if states_style(element):
+        return states_style(caption)
+    asked = set(_WORD.findall(_PREFIX.sub("", element.lower())))
+    return bool(asked) and asked <= set(_WORD.findall(caption.lower()))
 
 
 def facts_phrase(facts: list[Fact]) -> str:
