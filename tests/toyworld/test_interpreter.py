@@ -45,6 +45,7 @@ def test_the_checkpoint_loads_with_the_library(toy_build):
     assert info["command"] == "sft" and model.config.model_type == "qwen2_5_vl"
 
 
+@pytest.mark.slow
 def test_grpo_runs_a_step_judged_by_the_toy_judge(toy_build, tmp_path):
     """`vidcli grpo` unchanged, its --judge the toy judge: every element question reaches it."""
     from tests.cli.helpers import invoke, write_jsonl
