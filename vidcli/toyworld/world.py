@@ -19,7 +19,8 @@
                            caption, and key-info U (facts of the text), S (the trajectory's pan)
                            and Z (every fact of the gold caption, and its style)
 ``triplets.jsonl``         edit pairs as ReViSE triplets ``{id, source, target, instruction,
-                           literal_instruction, reasoning_type, subset: rave, edit, split}``:
+                           literal_instruction, reasoning_type, subset: rave, caption, edit, split}``
+                           (``caption``: the target scene's):
                            ``instruction`` is the implicit, reason-style one; ``edit`` holds the
                            kind, the changed facts and both scenes, for the oracle's edit adherence
 
