@@ -43,8 +43,9 @@ averaged over the step's triplets and over processes. For each triplet:
 Only the DiT (full or LoRA) trains; VAE, text encoder and VLM are frozen. Per triplet,
 ``OUTPUT/steps.jsonl`` gets ``{step, id, t, gated, cfg_drop, l_fm, delta, delta0,
 l_reason, p_yes, critique, loss}`` (``critique``: the critic's reasoning about the edit).
-The run loop, checkpoints (diffusers pipeline folders: tuned ``transformer/`` or
-``pytorch_lora_weights.safetensors``, other components linked) and LoRA attachment are drf-tune's (:class:`~vidcli.train.drf.DRFRecipe`), unchanged.
+Checkpoints are diffusers pipeline folders (tuned ``transformer/`` or
+``pytorch_lora_weights.safetensors``, other components linked) written, like the LoRA
+attachment, by the DiT-tuning helpers drf-tune uses too (:mod:`vidcli.train.dit_tuning`).
 With ``--report-to``, the trackers get (at step 0, every ``--log-samples-every`` steps and
 at the last) the first ``--log-samples`` triplets edited by the DiT as it is then —
 ``vidcli generate``'s sampling (30 steps, the pipeline's guidance, noise seeded by
@@ -55,7 +56,6 @@ called as :meth:`InContextEditor.velocity` calls it (layout recorded in ``vidcli
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,8 +67,15 @@ import torch.nn.functional as F
 
 from vidcli.errors import InputError
 from vidcli.scoring.rve import SUBSETS
-from vidcli.train.core import RunConfig, clip_and_step, read_training_records, run_recipe
-from vidcli.train.drf import FINETUNE, DRFRecipe
+from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
+from vidcli.train.core import RunConfig, run_recipe
+from vidcli.train.dit_tuning import (FINETUNE, check_same_tuning, frozen_dtype, load_generator, prepare_denoiser,
+                                     samples_due, save_pipeline, synced, train_dit)
+from vidcli.train.inputs import read_training_records
+from vidcli.train.optim import build_scheduler, clip_and_step, total_steps
+from vidcli.train.order import DataOrder
+from vidcli.train.start import RunStart, final_model, start_run
+from vidcli.train.steplog import StepLog
 
 log = logging.getLogger("vidcli.train")
 
@@ -343,24 +350,72 @@ class Critic:
 # ----------------------------------------------------------------------------- recipe
 
 
-class ReviseRecipe(DRFRecipe):
+class _RoutedEditor:
+    """The editor with ``velocity`` going through the prepared module (DDP / FSDP)."""
+
+    def __init__(self, editor: InContextEditor, velocity) -> None:
+        self._editor = editor
+        self.velocity = velocity
+
+    def __getattr__(self, name: str):
+        return getattr(self._editor, name)
+
+
+class ReviseRecipe:
     """``setup()`` → ``train()`` → ``cleanup()``; one ``optimise()`` per step (see the module docstring)."""
 
-    config: ReviseConfig
+    def __init__(self, config: ReviseConfig) -> None:
+        self.config = config
+        self.step = 0
+        self.position = 0
+        self.metrics: dict = {}
+        self.started: RunStart | None = None
 
-    command = "revise-tune"
-    step_log = STEPS_LOG
-    method_flag = "objective"
-    record_noun = "triplets"
-    line_keys = ("loss", "l_fm", "l_reason", "gated_fraction", "lr")
+    # ------------------------------------------------------------------ setup
 
-    def load_records(self) -> tuple[list, dict[str, dict]]:
-        return load_triplets(self.config)
+    def setup(self) -> None:
+        cfg, run = self.config, self.config.run
+        check_output_dir(run.output_dir, run.resume)
+        self.tasks, fingerprints = self.load_records()
+        self.started = start = start_run(
+            run, fingerprints, command="revise-tune", log_every=cfg.log_every,
+            line_keys=("loss", "l_fm", "l_reason", "gated_fraction", "lr"),
+            check_same_run=lambda folder, saved: check_same_tuning(folder, saved, cfg.finetune, "objective",
+                                                                   cfg.objective),
+            project="vidcli-revise", hparams=safe_arguments(cfg.arguments))
+        acc = self.accelerator = start.accelerator
+        self.monitor = start.monitor
+        self.base_model = start.saved.get("base_model", cfg.model)
+        self.build_models(start.device, acc.mixed_precision, start.resume_from)
+        self.denoiser, self.optimizer = prepare_denoiser(acc, self.adapter, self.editor.velocity, run.optim)
+        self.order = DataOrder(len(self.tasks), run.batch_size, run.seed, acc.num_processes, acc.process_index)
+        self.total_steps = total_steps(run, self.order.batches_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, run.optim, self.total_steps)
+        info = RunInfo("revise-tune", cfg.arguments, fingerprints,
+                       {"finetune": cfg.finetune, "objective": cfg.objective, "base_model": str(self.base_model),
+                        "vlm": cfg.vlm, "total_steps": self.total_steps,
+                        "editor": {"layout": EDITOR_LAYOUT, "source_timestep": 0, "t_shift": cfg.t_shift},
+                        **self.monitor.run_info()})
+        self.checkpointer = Checkpointer(acc, run.output_dir, info)
+        self.step, self.position, self.metrics = start.restore(self.checkpointer, self.scheduler, self.order)
+        self.steps_log = StepLog(acc, run.output_dir / STEPS_LOG)
+        self.steps_log.trim(self.step)
+        log.info("revise-tune %s/%s: %d triplets, %d steps, %d trainable parameters", cfg.objective, cfg.finetune,
+                 len(self.tasks), self.total_steps, sum(p.numel() for p in self.trainable))
 
-    def load_frozen_models(self, device: str) -> None:
+    def build_models(self, device: str, mixed_precision: str | None, resume_from: Path | None = None) -> None:
+        """Every model the run holds, placed and frozen or trainable; sets ``trainable``.
+
+        The generator (:func:`~vidcli.train.dit_tuning.load_generator`), the frozen critic,
+        the editor over the generator's DiT, then the DiT made trainable
+        (:func:`~vidcli.train.dit_tuning.train_dit`). ``--plan`` builds the same on the meta
+        device (:mod:`vidcli.weights`).
+        """
         from vidcli.rewards.vlm import VLMScorer
 
         cfg = self.config
+        self.mixed_precision = mixed_precision
+        self.adapter = load_generator(cfg, device=device, mixed_precision=mixed_precision, resume_from=resume_from)
         if type(self.adapter).__name__ != "WanAdapter":
             raise InputError(f"{cfg.model}: revise-tune needs a WanPipeline folder (the editor is a Wan DiT)")
         scorer = VLMScorer.from_pretrained(cfg.vlm, device=device, dtype=self.frozen_dtype("vlm"))
@@ -370,12 +425,15 @@ class ReviseRecipe(DRFRecipe):
         self.scorer = self.critic.scorer
         self.editor = InContextEditor(self.adapter)
         self.clips: dict[str, dict] = {}  # per triplet: latents and critic frames (frozen VAE: computed once)
+        self.trainable, self.lora_config = train_dit(self.adapter, cfg, resume_from)
 
-    def micro_batch(self) -> int:
-        return self.config.run.batch_size
+    def load_records(self) -> tuple[list, dict[str, dict]]:
+        """The run's triplets, validated, and their input fingerprints (``--plan`` reads them too)."""
+        return load_triplets(self.config)
 
-    def run_info_extra(self) -> dict:
-        return {"editor": {"layout": EDITOR_LAYOUT, "source_timestep": 0, "t_shift": self.config.t_shift}}
+    def frozen_dtype(self, which: str) -> str:
+        """The dtype a frozen model is held in: its flag's, or under ``auto`` the compute dtype."""
+        return frozen_dtype(getattr(self.config, f"{which}_dtype"), self.mixed_precision)
 
     # ------------------------------------------------------------------ data
 
@@ -403,9 +461,6 @@ class ReviseRecipe(DRFRecipe):
         drop = float(torch.rand((), generator=gen)) < self.config.cfg_drop
         eps = torch.randn(shape, generator=gen)
         return t, eps.to(self.adapter.device), drop
-
-    def dit_call(self):
-        return self.editor.velocity
 
     def baseline(self, task: Triplet, data: dict) -> float:
         """Δ₀: the critic's margin on (source, source), without gradient. Computed once per
@@ -472,7 +527,7 @@ class ReviseRecipe(DRFRecipe):
             _, indices = self.order.micro_batch(self.position)
             for slot, index in enumerate(indices):
                 last = micro == run.grad_accum - 1 and slot == len(indices) - 1
-                with self.synced(last):
+                with synced(acc, self.denoiser, last):
                     # Mixed precision applies to the DiT (the prepared module autocasts its own
                     # forward); the VAE and the critic compute in the dtypes they are held in.
                     loss, entry = self.sample_loss(self.tasks[index], self.sample_seed(slot))
@@ -486,10 +541,8 @@ class ReviseRecipe(DRFRecipe):
         return entries
 
     def _log_step(self, entries: list[dict], lr: float, grad_norm: float | None) -> None:
-        from accelerate.utils import gather_object
-
-        acc, cfg = self.accelerator, self.config
-        entries = gather_object(entries) if acc.num_processes > 1 else entries
+        cfg = self.config
+        entries = self.steps_log.gather(entries)
         gated = [e for e in entries if e["gated"]]
         self.metrics = {"loss": sum(e["loss"] for e in entries) / len(entries),
                         "l_fm": sum(e["l_fm"] for e in entries) / len(entries),
@@ -499,14 +552,29 @@ class ReviseRecipe(DRFRecipe):
         if grad_norm is not None:
             self.metrics["grad_norm"] = grad_norm
         self.monitor.step(self.step, self.metrics)
-        if acc.is_main_process:
-            path = cfg.run.output_dir / STEPS_LOG
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
+        self.steps_log.append(entries)
 
-    def wants_heatmap(self, micro: int) -> bool:
-        return False  # the critic's gradient is not drawn
+    # ------------------------------------------------------------------ loop
+
+    def train(self) -> Path:
+        """Run until ``total_steps``; return the folder holding the final model."""
+        run = self.config.run
+        self.monitor.begin(total_steps=self.total_steps, step=self.step,
+                           samples_per_step=self.order.global_batch * run.grad_accum)
+        if self.step >= self.total_steps:
+            log.info("nothing to do: the run is at step %d of %d", self.step, self.total_steps)
+            return self.finish(final_model(run.output_dir))
+        if self.step == 0 and samples_due(run, 0, self.total_steps):
+            self.log_samples()  # where the run starts from
+        while self.step < self.total_steps:
+            self.optimise()
+            if samples_due(run, self.step, self.total_steps):
+                self.log_samples()
+            if run.save_every and self.step % run.save_every == 0 and self.step < self.total_steps:
+                self.save_checkpoint()
+        return self.finish()
+
+    # ------------------------------------------------------------------ what the run shows
 
     def log_samples(self) -> None:
         """The first ``--log-samples`` triplets edited by the DiT as it is now, beside their source, with
@@ -541,15 +609,28 @@ class ReviseRecipe(DRFRecipe):
                                   f"samples/{task.id}/delta_minus_delta0": delta - delta0}, step=self.step)
 
 
-class _RoutedEditor:
-    """The editor with ``velocity`` going through the prepared module (DDP / FSDP)."""
+    # ------------------------------------------------------------------ saving
 
-    def __init__(self, editor: InContextEditor, velocity) -> None:
-        self._editor = editor
-        self.velocity = velocity
+    def finish(self, done: Path | None = None) -> Path:
+        """Save the final model (unless ``done`` holds it already); the run's summary goes with it
+        and closes the run on stderr."""
+        return self.monitor.finish(self.step, lambda summary: done or self.save_checkpoint(True, summary),
+                                   logs=[self.steps_log.path])
 
-    def __getattr__(self, name: str):
-        return getattr(self._editor, name)
+    def save_checkpoint(self, final: bool = False, summary: dict | None = None) -> Path:
+        """``checkpoint-STEP/`` (or, ``final``, the output folder itself): a pipeline folder
+        (:func:`~vidcli.train.dit_tuning.save_pipeline`), trainer state and the run's summary so far."""
+        def save_weights(folder: Path) -> None:
+            save_pipeline(folder, self.adapter, self.config, base_model=self.base_model, lora_config=self.lora_config)
+
+        return self.checkpointer.save(self.step, save_weights=save_weights, scheduler=self.scheduler,
+                                      micro_batches=self.position, metrics=self.metrics, final=final,
+                                      order=self.order,
+                                      summary=summary or self.monitor.summary(self.step, logs=[self.steps_log.path]))
+
+    def cleanup(self) -> None:
+        if self.started is not None:
+            self.started.close()
 
 
 def run_revise(config: ReviseConfig) -> Path:

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from vidcli.errors import InputError, MediaError
 from vidcli.jsonl import Source
 from vidcli.records import CONDITION_TYPES
-from vidcli.train.core import read_training_records
+from vidcli.train.inputs import read_training_records
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from vidcli.train.sft import SFTConfig
