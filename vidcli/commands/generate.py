@@ -100,7 +100,7 @@ def _generate_batch(sources, model, settings, fields, videos_dir: Path, output: 
                 raise InputError("field 'output' must be an object (generate adds 'video' to it)")
             text = _text(src.record, fields)
             if model.mode == "edit":
-                from vidcli.train.revise import read_clip
+                from vidcli.diffusion.editor import read_clip
 
                 clips.append(source_latents(model, read_clip(src.record, "source", src.base_dir, **where), settings))
             texts.append(text)

@@ -59,13 +59,14 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vidcli.diffusion.editor import EDITOR_LAYOUT, Clip, InContextEditor, read_clip
 from vidcli.errors import InputError
+from vidcli.rewards.critic import CRITIC_REASONING, Critic
 from vidcli.scoring.rve import SUBSETS
 from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
 from vidcli.train.core import RunConfig, run_recipe
@@ -81,23 +82,6 @@ log = logging.getLogger("vidcli.train")
 
 OBJECTIVES = ("sft", "rwr", "uso")
 STEPS_LOG = "steps.jsonl"
-# --critic-reasoning: the prompt of each form. "first" reasons, then gives the verdict after VERDICT_CUE.
-CRITIC_PROMPTS = {"first": "critic_revise", "none": "critic_revise_verdict_first"}
-CRITIC_REASONING = tuple(CRITIC_PROMPTS)
-VERDICT_CUE = "\nVerdict:"
-_CHECKS = {
-    "accuracy": "Edit accuracy: the edited video carries out what the instruction asks for, including the change "
-                "it implies.",
-    "preservation": "Preservation: everything the instruction does not touch (people, objects, background, "
-                    "framing) stays as in the original.",
-    "motion": "Motion: movement in the edited video is smooth and physically natural, without jumps, flicker or "
-              "warping.",
-    "realism": "Realism: the edited video looks like real footage, with plausible light, texture and detail.",
-}
-_ICVG_NOTE = ("The edited video is a new shot that uses the original only as context: it is not meant to keep the "
-              "original's content, so preservation does not count here.")
-# How the editor's DiT input is laid out (vidcli.json "editor"; `vidcli generate` checks it).
-EDITOR_LAYOUT = "target latent frames then clean source latent frames"
 
 
 def shifted_t(u: float, shift: float) -> float:
@@ -160,56 +144,12 @@ class ReviseConfig:
 
 
 @dataclass
-class Clip:
-    """A time range of a video file, in seconds (None: from the start / to the end)."""
-
-    path: Path
-    start: float | None
-    end: float | None
-
-    def pixels(self, frames: int, width: int, height: int) -> torch.Tensor:
-        """``frames`` frames spread over the range, resized: (T, 3, H, W) in [0, 1]."""
-        from vidcli.media import load_video
-
-        video = load_video(self.path, num_frames=frames, start=self.start, end=self.end, size=(width, height))
-        return torch.from_numpy(video.frames).permute(0, 3, 1, 2).float() / 255
-
-    def seconds(self) -> float:
-        """How long the range lasts (to the video's end when ``end`` is None or past it)."""
-        from vidcli.media import probe_video
-
-        duration = probe_video(self.path).duration_s
-        return min(duration, duration if self.end is None else self.end) - (self.start or 0.0)
-
-
-@dataclass
 class Triplet:
     id: str
     instruction: str
     source: Clip
     target: Clip
     subset: str | None = None  # icvg: the target is a new shot, nothing of the source is to be preserved
-
-
-def read_clip(record: dict, key: str, base_dir: Path, *, media_root: str | None = None,
-              allow_escape: bool = False) -> Clip:
-    """The clip ``record[key]`` (``{video, start, end}``), its video resolved and checked to exist."""
-    from vidcli.media import resolve_media_path
-
-    value = record.get(key)
-    if not isinstance(value, dict):
-        raise InputError(f"missing field '{key}' ({{video, start, end}} in seconds)")
-    root = Path(media_root) if media_root else None
-    path = resolve_media_path(value.get("video"), base_dir, media_root=root, allow_escape=allow_escape)
-    if not path.is_file():
-        raise InputError(f"{key} video not found: {path}")
-    start, end = value.get("start"), value.get("end")
-    for name, v in (("start", start), ("end", end)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-            raise InputError(f"{key}.{name} must be a non-negative number of seconds, got {v!r}")
-    if start is not None and end is not None and end <= start:
-        raise InputError(f"{key}: end ({end}) is not after start ({start})")
-    return Clip(path, start, end)
 
 
 def load_triplets(config: ReviseConfig) -> tuple[list[Triplet], dict[str, dict]]:
@@ -228,123 +168,6 @@ def load_triplets(config: ReviseConfig) -> tuple[list[Triplet], dict[str, dict]]
                        read_clip(record, "target", source.base_dir, **where), subset)
 
     return read_training_records(config.inputs, to_triplet, what="triplets")
-
-
-# ----------------------------------------------------------------------------- editor and critic
-
-
-class InContextEditor:
-    """A Wan DiT that edits: source latents beside the noisy target latents (module docstring)."""
-
-    def __init__(self, adapter) -> None:
-        self.adapter = adapter
-        self.dit = adapter.trainable_module()
-
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """(1, 3, T, H, W) frames in [0, 1] → normalised latents (posterior mean), no gradient."""
-        vae = self.adapter.pipe.vae
-        with torch.no_grad():
-            latents = vae.encode((frames * 2 - 1).to(self.adapter.device, vae.dtype)).latent_dist.mode()
-        shape = (1, vae.config.z_dim, 1, 1, 1)
-        mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents)
-        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents)
-        return ((latents - mean) * inv_std).float()  # the inverse of WanAdapter.decode's scaling
-
-    def velocity(self, z_t: torch.Tensor, source: torch.Tensor, t: float, text: torch.Tensor) -> torch.Tensor:
-        """v on the target frames: DiT(cat[z_t, source] over frames), timestep 1000·t on target tokens, 0 on source."""
-        dit = self.dit
-        _, p_h, p_w = dit.config.patch_size
-        per_frame = (z_t.shape[3] // p_h) * (z_t.shape[4] // p_w)
-        n_target = z_t.shape[2]
-        timestep = torch.cat([torch.full((n_target * per_frame,), 1000.0 * t),
-                              torch.zeros(source.shape[2] * per_frame)]).to(z_t.device)[None]
-        x = torch.cat([z_t, source], dim=2).to(dit.dtype)
-        out = dit(hidden_states=x, timestep=timestep, encoder_hidden_states=text, return_dict=False)[0]
-        return out[:, :, :n_target].float()
-
-
-def critic_checks(subset: str | None) -> str:
-    """What the critic is asked to check: all four points, or without preservation for ICVG
-    (as ``score --metric rve`` leaves PC out there)."""
-    names = [n for n in _CHECKS if not (subset == "icvg" and n == "preservation")]
-    count = {3: "three", 4: "four"}[len(names)]
-    listed = "\n".join(f"{i}. {_CHECKS[n]}" for i, n in enumerate(names, 1))
-    return (f"{_ICVG_NOTE}\n" if subset == "icvg" else "") + f"Check these {count} things:\n{listed}"
-
-
-class Judgement(NamedTuple):
-    delta: torch.Tensor  # ℓ(Yes) − ℓ(No) at the verdict position
-    reasoning: str | None  # what the critic wrote before its verdict (None: verdict first)
-
-
-class Critic:
-    """The frozen VLM judge of an edit: Δ = ℓ(Yes) − ℓ(No) at its verdict, given (edited, source, instruction).
-
-    ``reasoning="first"`` (the paper's order): the critic first writes a short reasoning
-    (greedy, at most ``max_tokens`` tokens, no gradient; cut where it starts a verdict of
-    its own), then one forward over [prompt + that reasoning + ``VERDICT_CUE``] gives the
-    logits of the verdict word that follows. ``"none"``: the prompt asks for the verdict
-    as the first word of the reply and Δ is read there — one forward, no generation.
-    """
-
-    def __init__(self, scorer, *, reasoning: str = "first", max_tokens: int = 64) -> None:
-        self.scorer = scorer
-        self.reasoning = reasoning
-        self.max_tokens = max_tokens
-        self.cue_ids: list[int] = []
-        if scorer.processor is None:  # built to be sized (vidcli.weights): it is never asked anything
-            self.yes_id = self.no_id = None
-            return
-        tok = scorer.processor.tokenizer
-        if reasoning == "none":
-            # The verdict is the reply's first token; each word's first token stands for it.
-            self.yes_id, self.no_id = (tok(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
-        else:
-            self.cue_ids = tok(VERDICT_CUE, add_special_tokens=False)["input_ids"]
-            self.yes_id, self.no_id = (self._word_after_cue(tok, w) for w in ("Yes", "No"))
-        if self.yes_id == self.no_id:
-            raise InputError("the critic's tokenizer starts 'Yes' and 'No' with the same token")
-
-    def _word_after_cue(self, tok, word: str) -> int:
-        """The first token of `` word`` after the cue, as the tokenizer splits "cue word"."""
-        ids = tok(f"{VERDICT_CUE} {word}", add_special_tokens=False)["input_ids"]
-        if ids[:len(self.cue_ids)] != self.cue_ids:
-            raise InputError(f"the critic's tokenizer joins {VERDICT_CUE!r} with the verdict word")
-        return ids[len(self.cue_ids)]
-
-    def question(self, instruction: str, subset: str | None = None) -> str:
-        from vidcli.prompts import render_text
-
-        return render_text(CRITIC_PROMPTS[self.reasoning], instruction=instruction, checks=critic_checks(subset))
-
-    def judge(self, edited: torch.Tensor, source: torch.Tensor, instruction: str, *, subset: str | None = None,
-              fps: tuple[float, float] = (2.0, 2.0)) -> Judgement:
-        """Δ for (F, 3, H, W) edited and source frames in [0, 1] shown at ``fps`` (edited, source);
-        differentiable in ``edited``."""
-        scorer = self.scorer
-        videos = [scorer.video_pixels(edited, fps[0]), scorer.video_pixels(source, fps[1])]
-        ids = scorer.prompt_ids(videos, self.question(instruction, subset))
-        reasoning = None
-        if self.reasoning == "first":
-            reasoning = self.reason(videos, ids)
-            ids = ids + scorer.processor.tokenizer(reasoning, add_special_tokens=False)["input_ids"] + self.cue_ids
-        logits = scorer.model(**scorer.model_inputs(videos, ids), logits_to_keep=1).logits[0, -1].float()
-        return Judgement(logits[self.yes_id] - logits[self.no_id], reasoning)
-
-    def reason(self, videos: list, prompt_ids: list[int]) -> str:
-        """The critic's short reasoning after ``prompt_ids``: greedy, bounded, without gradient."""
-        from transformers import GenerationConfig
-
-        model, tok = self.scorer.model, self.scorer.processor.tokenizer
-        config = GenerationConfig(do_sample=False, max_new_tokens=self.max_tokens,
-                                  eos_token_id=model.generation_config.eos_token_id,
-                                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-        with torch.no_grad():
-            out = model.generate(**self.scorer.model_inputs(videos, prompt_ids), generation_config=config)
-        text = tok.decode(out[0, len(prompt_ids):], skip_special_tokens=True)
-        # A verdict the critic starts itself is dropped: Δ is read after our own cue.
-        cut = text.lower().find(VERDICT_CUE.strip().lower())
-        return (text if cut < 0 else text[:cut]).strip()
 
 
 # ----------------------------------------------------------------------------- recipe
