@@ -10,6 +10,7 @@ from pathlib import Path
 import click
 
 from vidcli.commands.common import input_output_options, reports_errors, result_settings
+from vidcli.media_access import MediaAccess
 from vidcli.shard import shard_option
 
 log = logging.getLogger("vidcli")
@@ -78,7 +79,7 @@ def _text(record: dict, fields: tuple[str, ...]) -> str:
     raise InputError(f"no text to generate from: missing field {named} (choose one with --prompt-field)")
 
 
-def _generate_batch(sources, model, settings, fields, videos_dir: Path, output: str, where: dict,
+def _generate_batch(sources, model, settings, fields, videos_dir: Path, output: str, access,
                     write_dir: Path | None = None, progress: bool = False) -> list:
     """Stream stage: validate each record, sample the good ones in one call, write mp4s, then records.
 
@@ -102,7 +103,7 @@ def _generate_batch(sources, model, settings, fields, videos_dir: Path, output: 
             if model.mode == "edit":
                 from vidcli.diffusion.editor import read_clip
 
-                clips.append(source_latents(model, read_clip(src.record, "source", src.base_dir, **where), settings))
+                clips.append(source_latents(model, read_clip(src.record, "source", src.base_dir, access), settings))
             texts.append(text)
             ready.append(i)
         except InputError as exc:
@@ -207,11 +208,11 @@ def command(model_path, videos_dir, prompt_field, steps, guidance, num_frames, h
     log.info("generate: %s mode, %d steps, guidance %g, %d frames of %dx%d at %g fps; videos in %s", model.mode,
              settings.steps, settings.guidance, settings.num_frames, settings.width, settings.height, settings.fps,
              folder)
-    where = dict(media_root=media_root, allow_escape=allow_escape)
+    access = MediaAccess(media_root, allow_escape)
     # With -o FILE the videos go into FOLDER.partial, published with OUT when every record is done.
     write_dir = folder if output == "-" else partial_name(folder)
     run_records(inputs or ("-",), output,
-                lambda batch: _generate_batch(batch, model, settings, fields, folder, output, where, write_dir,
+                lambda batch: _generate_batch(batch, model, settings, fields, folder, output, access, write_dir,
                                               progress=not quiet),
                 command="generate", batch_size=batch_size, resume=resume, on_error=on_error, rejects=rejects,
                 progress=not quiet, shard=shard, media_root=media_root, settings=result_settings(),

@@ -12,6 +12,8 @@ from pathlib import Path
 import torch
 
 from vidcli.errors import InputError
+from vidcli.media_access import MediaAccess
+from vidcli.records import field_of
 
 # How the editor's DiT input is laid out (vidcli.json "editor"; `vidcli generate` checks it).
 EDITOR_LAYOUT = "target latent frames then clean source latent frames"
@@ -40,18 +42,10 @@ class Clip:
         return min(duration, duration if self.end is None else self.end) - (self.start or 0.0)
 
 
-def read_clip(record: dict, key: str, base_dir: Path, *, media_root: str | None = None,
-              allow_escape: bool = False) -> Clip:
+def read_clip(record: dict, key: str, base_dir: Path, access: MediaAccess | None = None) -> Clip:
     """The clip ``record[key]`` (``{video, start, end}``), its video resolved and checked to exist."""
-    from vidcli.media import resolve_media_path
-
-    value = record.get(key)
-    if not isinstance(value, dict):
-        raise InputError(f"missing field '{key}' ({{video, start, end}} in seconds)")
-    root = Path(media_root) if media_root else None
-    path = resolve_media_path(value.get("video"), base_dir, media_root=root, allow_escape=allow_escape)
-    if not path.is_file():
-        raise InputError(f"{key} video not found: {path}")
+    value = field_of(record, key, dict, hint="{video, start, end} in seconds")
+    path = (access or MediaAccess()).file(value.get("video"), base_dir, missing=f"{key} video not found: {{path}}")
     start, end = value.get("start"), value.get("end")
     for name, v in (("start", start), ("end", end)):
         if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):

@@ -1,4 +1,4 @@
-"""The shared training core: configs, accelerate setup, optimiser, schedule, data order.
+"""The shared training core: the run's settings and the conventions every recipe keeps.
 
 Every recipe (``sft``, ``grpo``, ``drf-tune``, ``revise-tune``) builds on these pieces
 and keeps its own loop, so a recipe reads top to bottom like its method.
@@ -7,25 +7,20 @@ Conventions shared by all recipes:
 
 - **Steps** are optimiser steps. One step consumes ``grad_accum`` micro-batches of
   ``batch_size`` examples per process.
-- **Data order** (:class:`DataOrder`) is an endless stream of micro-batches: epoch ``e``
+- **Data order** (:class:`~vidcli.train.order.DataOrder`) is an endless stream of micro-batches: epoch ``e``
   is a permutation of the examples seeded by ``(seed, e)`` and independent of every
   other random state, so the position in the stream (a micro-batch counter) is all
   that a checkpoint needs to continue exactly. A run lasts ``max_steps`` steps, or by
   default enough steps to cover ``epochs`` passes (the last step may read a few
   micro-batches of the next epoch's order to stay full).
-- **Weight decay** applies to weight matrices and convolution kernels (tensors with two
-  or more dimensions, embeddings included) and never to biases or normalisation scales
-  (one-dimensional tensors): decaying a LayerNorm/RMSNorm gain towards zero or a bias
-  towards zero is a constraint nobody asked for.
-- **Schedules** (:func:`lr_factor`): linear warm-up reaching the full rate on the last
-  warm-up step, then cosine decay towards zero, or constant.
+- **Weight decay and schedules**: see :mod:`vidcli.train.optim`.
 - **Distribution** is accelerate's: single device as a plain command, many with
   ``accelerate launch -m vidcli ...`` and the user's accelerate config; every recipe
   trains a module made by ``accelerator.prepare`` (DDP, FSDP, ...), which synchronises
   the gradients. The global batch is ``batch_size × grad_accum × processes``; runs with
   the same per-device batch and the same ``grad_accum × processes`` see the same
   examples in the same micro-batches, with the same seeds (keyed by
-  :meth:`DataOrder.stream_index`), so they train alike up to float summation order.
+  :meth:`~vidcli.train.order.DataOrder.stream_index`), so they train alike up to float summation order.
   Checkpoints store the data position in global terms and resume on another process
   count.
 """

@@ -7,6 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidcli.errors import InputError
+from vidcli.media_access import MediaAccess
+from vidcli.records import field_of, text_field
 from vidcli.train.inputs import read_training_records
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -26,37 +28,23 @@ class Task:
 
 
 def to_task(source, config: "DRFConfig") -> Task:
-    """Validate one ``decompose --schema drf`` record; InputError located at its file, line and id."""
-    from vidcli.media import resolve_media_path
-
-    try:
-        if source.error is not None:
-            raise source.error
-        record = source.record
-        prompt = record.get("caption")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError("missing or empty 'caption' (the generation prompt)")
-        questions, video = [], None
-        if config.reward != "vanilla":
-            given = record.get("questions")
-            if not isinstance(given, list):
-                raise InputError("missing field 'questions' (records from vidcli decompose --schema drf)")
-            questions = [q for q in given if isinstance(q, dict) and q.get("dim") in config.dims]
-            if not questions:
-                raise InputError(f"no questions of the dimensions {','.join(config.dims)}")
-            for q in questions:
-                ref = q.get("reference")
-                if not isinstance(q.get("question"), str) or not isinstance(ref, dict) or not ref.get("answer"):
-                    raise InputError(f"question {q.get('key', '?')!r} ({q['dim']}) lacks a question text "
-                                     "or a reference answer")
-            if any(q["dim"] in ("Phy", "VQ") for q in questions):
-                root = Path(config.media_root) if config.media_root else None
-                video = resolve_media_path(record.get("video"), source.base_dir, media_root=root,
-                                           allow_escape=config.allow_escape)
-                if not video.is_file():
-                    raise InputError(f"reference video not found: {video}")
-    except InputError as exc:
-        raise exc.located(file=source.file, line=source.line, record_id=source.id) from None
+    """Validate one ``decompose --schema drf`` record (:func:`load_tasks` locates its errors)."""
+    record = source.record
+    prompt = text_field(record, "caption", hint="the generation prompt")
+    questions, video = [], None
+    if config.reward != "vanilla":
+        given = field_of(record, "questions", list, hint="records from vidcli decompose --schema drf")
+        questions = [q for q in given if isinstance(q, dict) and q.get("dim") in config.dims]
+        if not questions:
+            raise InputError(f"no questions of the dimensions {','.join(config.dims)}")
+        for q in questions:
+            ref = q.get("reference")
+            if not isinstance(q.get("question"), str) or not isinstance(ref, dict) or not ref.get("answer"):
+                raise InputError(f"question {q.get('key', '?')!r} ({q['dim']}) lacks a question text "
+                                 "or a reference answer")
+        if any(q["dim"] in ("Phy", "VQ") for q in questions):
+            access = MediaAccess(config.media_root, config.allow_escape)
+            video = access.file(record.get("video"), source.base_dir, missing="reference video not found: {path}")
     return Task(str(record.get("id")), prompt, questions, video)
 
 

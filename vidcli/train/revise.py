@@ -66,6 +66,8 @@ import torch.nn.functional as F
 
 from vidcli.diffusion.editor import EDITOR_LAYOUT, Clip, InContextEditor, read_clip
 from vidcli.errors import InputError
+from vidcli.media_access import MediaAccess
+from vidcli.records import choice_field, text_field
 from vidcli.rewards.critic import CRITIC_REASONING, Critic
 from vidcli.scoring.rve import SUBSETS
 from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
@@ -157,15 +159,11 @@ def load_triplets(config: ReviseConfig) -> tuple[list[Triplet], dict[str, dict]]
 
     def to_triplet(source) -> Triplet:
         record = source.record
-        instruction = record.get("instruction")
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise InputError("missing or empty 'instruction'")
-        subset = record.get("subset")
-        if subset is not None and subset not in SUBSETS:
-            raise InputError(f"field 'subset' must be one of {', '.join(SUBSETS)}, got {subset!r}")
-        where = dict(media_root=config.media_root, allow_escape=config.allow_escape)
-        return Triplet(str(record.get("id")), instruction, read_clip(record, "source", source.base_dir, **where),
-                       read_clip(record, "target", source.base_dir, **where), subset)
+        instruction = text_field(record, "instruction")
+        subset = choice_field(record, "subset", SUBSETS)
+        access = MediaAccess(config.media_root, config.allow_escape)
+        return Triplet(str(record.get("id")), instruction, read_clip(record, "source", source.base_dir, access),
+                       read_clip(record, "target", source.base_dir, access), subset)
 
     return read_training_records(config.inputs, to_triplet, what="triplets")
 
