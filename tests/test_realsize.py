@@ -157,7 +157,8 @@ def test_drf_builds_generator_and_frozen_vlm_at_published_sizes(tmp_path, genera
 
 
 def test_drf_lora_holds_the_dit_in_bf16_and_trains_float32_adapters(tmp_path):
-    from vidcli.train.drf import DRFConfig, DRFRecipe, LORA_TARGETS
+    from vidcli.train.dit_tuning import LORA_TARGETS
+    from vidcli.train.drf import DRFConfig, DRFRecipe
 
     recipe = DRFRecipe(DRFConfig(model=str(REALSIZE / "wan2.1-t2v-1.3b"), vlm=str(REALSIZE / "qwen2.5-vl-7b"),
                                  inputs=[], run=run_config(tmp_path), finetune="lora", lora_rank=64))

@@ -26,7 +26,7 @@ from vidcli.mining.triplets import instruction_validator
 from vidcli.prompts import render, render_text
 from vidcli.rewards.coverage import parse_fraction, parse_yes_no
 from vidcli.testing_teacher import BANNER, REPLIES, identify, teacher_reply, teacher_server, template_names
-from vidcli.train.revise import critic_checks
+from vidcli.rewards.critic import critic_checks
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CAPTION = "A red ball rolls from the left edge to the right edge over green grass, static wide shot in daylight."

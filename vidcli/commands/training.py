@@ -153,7 +153,7 @@ def run_config(output: str, opts: dict[str, Any], *, batch_size: int = 1, grad_a
 
 def lora_settings(opts: dict[str, Any]):
     """LoraSettings from the parsed ``interpreter_options`` values."""
-    from vidcli.train.sft import LoraSettings
+    from vidcli.train.interpreter_tuning import LoraSettings
 
     lora = LoraSettings(rank=opts["lora_rank"], alpha=opts["lora_alpha"], dropout=opts["lora_dropout"])
     if opts["lora_targets"]:

@@ -115,7 +115,7 @@ class DiTProbe:
 
         def call():
             if self.editor:
-                from vidcli.train.revise import InContextEditor
+                from vidcli.diffusion.editor import InContextEditor
 
                 return InContextEditor(clone).velocity(x, x.clone(), 0.5, embeds.positive)
             if self.checkpoint_step:

@@ -321,22 +321,3 @@ def apply_umask(folder: Path) -> None:
 
 def _write_json(path: Path, value: dict) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def trim_step_log(path: Path, step: int) -> None:
-    """Keep a step log's lines of steps up to ``step`` (a resumed run redoes the rest).
-
-    Lines torn by a kill are dropped; the file is replaced atomically.
-    """
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    os.replace(tmp, path)

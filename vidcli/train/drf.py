@@ -41,35 +41,28 @@ step's first record.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vidcli.diffusion import LORA_WEIGHTS
-from vidcli.errors import InputError
-from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
-                                     read_run_info, remove_partials, safe_arguments)
-from vidcli.train.core import (DataOrder, RunConfig, aligned_storage, build_optimizer, build_scheduler,
-                               clip_and_step, make_accelerator, read_training_records, set_seed, total_steps)
-from vidcli.train.core import run_recipe
-from vidcli.train.checkpoint import trim_step_log
-from vidcli.train.monitor import RunMonitor
+from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
+from vidcli.train.core import RunConfig, run_recipe
+from vidcli.train.dit_tuning import (FINETUNE, check_same_tuning, frozen_dtype, load_generator, prepare_denoiser,
+                                     samples_due, save_pipeline, synced, train_dit)
+from vidcli.train.drf_data import Task, load_tasks
+from vidcli.train.optim import build_scheduler, clip_and_step, total_steps
+from vidcli.train.order import DataOrder
+from vidcli.train.start import RunStart, final_model, start_run
+from vidcli.train.steplog import StepLog
 
 log = logging.getLogger("vidcli.train")
 
-FINETUNE = ("full", "lora")
 REWARDS = ("vanilla", "rich", "binary")
 DIMS = ("TA", "Phy", "VQ")
 REWARDS_LOG = "rewards.jsonl"
-# The DiT blocks' attention and feed-forward projections (Wan and CogVideoX name them alike).
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2", "ff.net.0.proj", "ff.net.2"]
 
 
 @dataclass
@@ -121,91 +114,6 @@ class DRFConfig:
             raise ValueError(f"frames_vlm must be in 1..frames ({self.frames})")
 
 
-# ----------------------------------------------------------------------------- records
-
-
-@dataclass
-class Task:
-    """One training record: the generation prompt, its queries and the real video they compare with."""
-
-    id: str
-    prompt: str
-    questions: list[dict]
-    video: Path | None  # needed only by Phy / VQ queries
-
-
-def to_task(source, config: DRFConfig) -> Task:
-    """Validate one ``decompose --schema drf`` record; InputError located at its file, line and id."""
-    from vidcli.media import resolve_media_path
-
-    try:
-        if source.error is not None:
-            raise source.error
-        record = source.record
-        prompt = record.get("caption")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError("missing or empty 'caption' (the generation prompt)")
-        questions, video = [], None
-        if config.reward != "vanilla":
-            given = record.get("questions")
-            if not isinstance(given, list):
-                raise InputError("missing field 'questions' (records from vidcli decompose --schema drf)")
-            questions = [q for q in given if isinstance(q, dict) and q.get("dim") in config.dims]
-            if not questions:
-                raise InputError(f"no questions of the dimensions {','.join(config.dims)}")
-            for q in questions:
-                ref = q.get("reference")
-                if not isinstance(q.get("question"), str) or not isinstance(ref, dict) or not ref.get("answer"):
-                    raise InputError(f"question {q.get('key', '?')!r} ({q['dim']}) lacks a question text "
-                                     "or a reference answer")
-            if any(q["dim"] in ("Phy", "VQ") for q in questions):
-                root = Path(config.media_root) if config.media_root else None
-                video = resolve_media_path(record.get("video"), source.base_dir, media_root=root,
-                                           allow_escape=config.allow_escape)
-                if not video.is_file():
-                    raise InputError(f"reference video not found: {video}")
-    except InputError as exc:
-        raise exc.located(file=source.file, line=source.line, record_id=source.id) from None
-    return Task(str(record.get("id")), prompt, questions, video)
-
-
-def load_tasks(config: DRFConfig) -> tuple[list[Task], dict[str, dict]]:
-    """All records, validated before the first step, and the input fingerprints for ``vidcli.json``.
-
-    Warns once when some records have a reference answer that is not the desired verdict
-    (their real video shows the defect asked about): the reward then pulls the generator
-    towards that defect.
-    """
-    from vidcli.decompose.drf import undesired_questions
-
-    tasks, fingerprints = read_training_records(config.inputs, lambda source: to_task(source, config))
-    defects = [t.id for t in tasks if undesired_questions({"questions": t.questions})]
-    if defects:
-        log.warning("%d of %d records (e.g. %s) have a reference answer that is not the desired verdict (a Phy or "
-                    "VQ 'Yes': their real video shows the defect); the reward teaches that defect. Filter them with "
-                    "decompose --keep-consistent or leave the dimension out with --dims.",
-                    len(defects), len(tasks), defects[0])
-    return tasks, fingerprints
-
-
-class TrainedDenoiser(torch.nn.Module):
-    """The module accelerate prepares: the DiT, with the recipe's call into it as forward.
-
-    DDP (or FSDP) synchronises the gradients of forward passes made through the wrapper
-    that ``accelerator.prepare`` returns, but the recipes reach the DiT through an
-    adapter call (``adapter.denoise`` in the rollout, the editor's velocity in
-    revise-tune); that call becomes the wrapper's forward.
-    """
-
-    def __init__(self, dit: torch.nn.Module, call) -> None:
-        super().__init__()
-        self.dit = dit
-        self.call = call  # a bound method of the adapter or editor, not a registered module
-
-    def forward(self, *args):
-        return self.call(*args)
-
-
 class _RoutedAdapter:
     """The generator adapter with ``denoise`` going through the prepared module."""
 
@@ -220,144 +128,67 @@ class _RoutedAdapter:
 class DRFRecipe:
     """``setup()`` → ``train()`` → ``cleanup()``; ``save_checkpoint()`` in between."""
 
-    # What differs between the DiT trainers built on this recipe (ReviseRecipe overrides them).
-    command = "drf-tune"
-    step_log = REWARDS_LOG
-    method_flag = "reward"  # the config field a resumed run must keep, beside --finetune
-    record_noun = "records"
-    line_keys = ("loss", "reward", "lr")  # the figures of the log line
-
     def __init__(self, config: DRFConfig) -> None:
         self.config = config
         self.step = 0
         self.position = 0
         self.metrics: dict = {}
         self.heatmaps_written = 0
+        self.started: RunStart | None = None
 
     # ------------------------------------------------------------------ setup
-
-    def load_records(self) -> tuple[list, dict[str, dict]]:
-        return load_tasks(self.config)
-
-    def load_frozen_models(self, device: str) -> None:
-        """The frozen judge of the generated frames (the adapter is loaded already)."""
-        from vidcli.rewards.vlm import VLMScorer
-
-        self.scorer = VLMScorer.from_pretrained(self.config.vlm, device=device, dtype=self.frozen_dtype("vlm"))
-        if self.config.vlm_checkpointing:
-            self.scorer.checkpoint_activations()
-
-    def frozen_dtype(self, which: str) -> str:
-        """The dtype a frozen model is held in: its flag's, or under ``auto`` the compute dtype."""
-        from vidcli.train.core import compute_dtype
-
-        chosen = getattr(self.config, f"{which}_dtype")
-        return compute_dtype(self.mixed_precision) if chosen == "auto" else chosen
-
-    def micro_batch(self) -> int:
-        return 1  # one generated video per process and step
-
-    def run_info_extra(self) -> dict:
-        return {}
-
-    def dit_call(self):
-        """The call through which the recipe runs the DiT (becomes the prepared module's forward)."""
-        return self.adapter.denoise
 
     def setup(self) -> None:
         cfg, run = self.config, self.config.run
         check_output_dir(run.output_dir, run.resume)
         self.tasks, fingerprints = self.load_records()
-        self.accelerator = acc = make_accelerator(run)
-        self.monitor = RunMonitor(acc, run, command=self.command, log_every=cfg.log_every, line_keys=self.line_keys)
-        if not acc.is_main_process:
-            logging.getLogger("vidcli").setLevel(logging.WARNING)  # one log per run, not one per process
-        if acc.is_main_process and run.resume:
-            remove_partials(run.output_dir)
-        acc.wait_for_everyone()
-        resume_from = latest_checkpoint(run.output_dir) if run.resume else None
-        saved = (read_run_info(resume_from) or {}) if resume_from else {}
-        method = getattr(cfg, self.method_flag)
-        if resume_from is not None:
-            if saved.get("finetune") != cfg.finetune or saved.get(self.method_flag) != method:
-                raise InputError(f"--resume: {resume_from} was trained with --finetune {saved.get('finetune')} "
-                                 f"--{self.method_flag} {saved.get(self.method_flag)}")
-            check_same_inputs(resume_from, fingerprints)
-            self.monitor.restore(saved)
-        self.monitor.start_trackers(project="vidcli-" + self.command.split("-")[0], hparams=safe_arguments(cfg.arguments))
-        set_seed(run.seed)
-        self.base_model = saved.get("base_model", cfg.model)
-        self.build_models("cpu" if acc.device.type == "cpu" else str(acc.device), acc.mixed_precision, resume_from)
-        dit = self.adapter.trainable_module()
-        aligned_storage(dit)  # the same memory layout whatever the process count (see there)
-        self.denoiser, self.optimizer = acc.prepare(TrainedDenoiser(dit, self.dit_call()),
-                                                    build_optimizer(dit.named_parameters(), run.optim))
+        self.started = start = start_run(
+            run, fingerprints, command="drf-tune", log_every=cfg.log_every, line_keys=("loss", "reward", "lr"),
+            check_same_run=lambda folder, saved: check_same_tuning(folder, saved, cfg.finetune, "reward", cfg.reward),
+            project="vidcli-drf", hparams=safe_arguments(cfg.arguments))
+        acc = self.accelerator = start.accelerator
+        self.monitor = start.monitor
+        self.base_model = start.saved.get("base_model", cfg.model)
+        self.build_models(start.device, acc.mixed_precision, start.resume_from)
+        self.denoiser, self.optimizer = prepare_denoiser(acc, self.adapter, self.adapter.denoise, run.optim)
         self.rollout_adapter = _RoutedAdapter(self.adapter, self.denoiser)
-        self.order = DataOrder(len(self.tasks), self.micro_batch(), run.seed, acc.num_processes, acc.process_index)
+        self.order = DataOrder(len(self.tasks), 1, run.seed, acc.num_processes, acc.process_index)  # one video
         self.total_steps = total_steps(run, self.order.batches_per_epoch)
         self.scheduler = build_scheduler(self.optimizer, run.optim, self.total_steps)
-        info = RunInfo(self.command, cfg.arguments, fingerprints,
-                       {"finetune": cfg.finetune, self.method_flag: method, "base_model": str(self.base_model),
-                        "vlm": cfg.vlm, "total_steps": self.total_steps, **self.run_info_extra(),
-                        **self.monitor.run_info()})
+        info = RunInfo("drf-tune", cfg.arguments, fingerprints,
+                       {"finetune": cfg.finetune, "reward": cfg.reward, "base_model": str(self.base_model),
+                        "vlm": cfg.vlm, "total_steps": self.total_steps, **self.monitor.run_info()})
         self.checkpointer = Checkpointer(acc, run.output_dir, info)
-        if resume_from is not None:
-            self.metrics = saved.get("metrics", {})
-            progress = self.checkpointer.load(resume_from, self.scheduler)
-            self.step, self.position = progress["step"], self.order.resume_position(progress)
-            log.info("resumed from %s at step %d", resume_from, self.step)
-        if acc.is_main_process:
-            trim_step_log(run.output_dir / self.step_log, self.step)
-        log.info("%s %s/%s: %d %s, %d steps, %d trainable parameters", self.command, method, cfg.finetune,
-                 len(self.tasks), self.record_noun, self.total_steps, sum(p.numel() for p in self.trainable))
+        self.step, self.position, self.metrics = start.restore(self.checkpointer, self.scheduler, self.order)
+        self.rewards_log = StepLog(acc, run.output_dir / REWARDS_LOG)
+        self.rewards_log.trim(self.step)
+        log.info("drf-tune %s/%s: %d records, %d steps, %d trainable parameters", cfg.reward, cfg.finetune,
+                 len(self.tasks), self.total_steps, sum(p.numel() for p in self.trainable))
 
     def build_models(self, device: str, mixed_precision: str | None, resume_from: Path | None = None) -> None:
         """Every model the run holds, placed and frozen or trainable; sets ``trainable``.
 
-        The generator (its DiT in float32 for full fine-tuning — the optimiser's master
-        weights — or, under LoRA, frozen in the compute dtype), its text encoder and VAE,
-        the frozen reward model, LoRA adapters and checkpointing. ``--plan`` builds the same
-        on the meta device (:mod:`vidcli.weights`).
+        The generator (:func:`~vidcli.train.dit_tuning.load_generator`), the frozen reward
+        model, then the DiT made trainable (:func:`~vidcli.train.dit_tuning.train_dit`).
+        ``--plan`` builds the same on the meta device (:mod:`vidcli.weights`).
         """
-        from vidcli.diffusion import OffloadedTextEncoder, load_adapter, set_flow_shift
-        from vidcli.train.core import compute_dtype
+        from vidcli.rewards.vlm import VLMScorer
 
         cfg = self.config
         self.mixed_precision = mixed_precision
-        full_resume = resume_from is not None and cfg.finetune == "full"
-        self.adapter = load_adapter(resume_from if full_resume else cfg.model, device=device,
-                                    dtype="float32" if cfg.finetune == "full" else compute_dtype(mixed_precision),
-                                    text_encoder_dtype=self.frozen_dtype("text_encoder"), vae_dtype=cfg.vae_dtype)
-        self.adapter.decode_checkpointing = cfg.decode_checkpointing
-        if getattr(cfg, "shift", None) is not None:  # drf-tune's --shift (revise-tune draws its own t)
-            set_flow_shift(self.adapter.pipe, cfg.shift)
-        if cfg.offload_text_encoder:
-            self.adapter.offloaded_text_encoder = OffloadedTextEncoder(self.adapter.pipe, self.adapter.device)
-        self.load_frozen_models(device)
-        dit = self.adapter.trainable_module()
-        dit.requires_grad_(cfg.finetune == "full")
-        if cfg.finetune == "lora":
-            self._add_lora(dit, resume_from)
-            for param in dit.parameters():
-                if param.requires_grad:  # adapters take the base's dtype; the optimiser wants float32
-                    param.data = param.data.float()
-        if cfg.gradient_checkpointing:
-            dit.enable_gradient_checkpointing()
-        dit.train()
-        self.trainable = [p for p in dit.parameters() if p.requires_grad]
+        self.adapter = load_generator(cfg, device=device, mixed_precision=mixed_precision, resume_from=resume_from)
+        self.scorer = VLMScorer.from_pretrained(cfg.vlm, device=device, dtype=self.frozen_dtype("vlm"))
+        if cfg.vlm_checkpointing:
+            self.scorer.checkpoint_activations()
+        self.trainable, self.lora_config = train_dit(self.adapter, cfg, resume_from)
 
-    def _add_lora(self, dit: torch.nn.Module, resume_from: Path | None) -> None:
-        from peft import LoraConfig
-        from peft.utils import set_peft_model_state_dict
-        from safetensors.torch import load_file
+    def load_records(self) -> tuple[list, dict[str, dict]]:
+        """The run's records, validated, and their input fingerprints (``--plan`` reads them too)."""
+        return load_tasks(self.config)
 
-        cfg = self.config
-        self.lora_config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=LORA_TARGETS)
-        dit.add_adapter(self.lora_config)  # diffusers' own peft integration: the module keeps its class
-        if resume_from is not None:
-            state = load_file(resume_from / LORA_WEIGHTS)
-            prefix = "transformer."
-            set_peft_model_state_dict(dit, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    def frozen_dtype(self, which: str) -> str:
+        """The dtype a frozen model is held in: its flag's, or under ``auto`` the compute dtype."""
+        return frozen_dtype(getattr(self.config, f"{which}_dtype"), self.mixed_precision)
 
     # ------------------------------------------------------------------ one step
 
@@ -366,10 +197,6 @@ class DRFRecipe:
         resumed run, or a run split over another number of processes, draws the same noise."""
         return int(np.random.default_rng([self.config.run.seed, self.order.stream_index(self.position)])
                    .integers(2**63))
-
-    def synced(self, last: bool):
-        """Gradients are averaged over processes on a step's last backward only (no_sync before)."""
-        return contextlib.nullcontext() if last else self.accelerator.no_sync(self.denoiser)
 
     def native_fps(self) -> float:
         """The rate the generator makes videos at (Wan 16 fps, CogVideoX 8)."""
@@ -453,7 +280,7 @@ class DRFRecipe:
         results = []
         for micro in range(run.grad_accum):
             _, (index,) = self.order.micro_batch(self.position)
-            with self.synced(micro == run.grad_accum - 1):
+            with synced(acc, self.denoiser, micro == run.grad_accum - 1):
                 results.append(self.train_step(self.tasks[index], per_query=self.wants_heatmap(micro)))
             self.position += 1
         lr = self.scheduler.get_last_lr()[0]
@@ -468,8 +295,8 @@ class DRFRecipe:
         self.monitor.begin(total_steps=self.total_steps, step=self.step,
                            samples_per_step=self.order.global_batch * run.grad_accum)
         if self.step >= self.total_steps:
-            finished = latest_checkpoint(run.output_dir) == run.output_dir
-            return self.finish(run.output_dir if finished else None)
+            log.info("nothing to do: the run is at step %d of %d", self.step, self.total_steps)
+            return self.finish(final_model(run.output_dir))
         if self.step == 0 and self.samples_due(0):
             self.log_samples()  # where the run starts from
         while self.step < self.total_steps:
@@ -481,21 +308,16 @@ class DRFRecipe:
         return self.finish()
 
     def _log_step(self, results: list[dict], lr: float, grad_norm: float | None) -> None:
-        from accelerate.utils import gather_object
-
         acc, cfg = self.accelerator, self.config
-        entries = gather_object([{"step": self.step, "id": r["id"], "loss": r["loss"], "queries": r["queries"]}
-                                 for r in results])
+        entries = self.rewards_log.gather([{"step": self.step, "id": r["id"], "loss": r["loss"],
+                                            "queries": r["queries"]} for r in results])
         mean_loss = sum(e["loss"] for e in entries) / len(entries)
         self.metrics = {"loss": mean_loss, "reward": -mean_loss, "lr": lr}
         if grad_norm is not None:
             self.metrics["grad_norm"] = grad_norm
         self.monitor.step(self.step, self.metrics)
+        self.rewards_log.append(entries)
         if acc.is_main_process:
-            path = cfg.run.output_dir / REWARDS_LOG
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
             for result in results:
                 if cfg.heatmaps_dir and self.heatmaps_written < cfg.heatmap_samples:
                     path = Path(cfg.heatmaps_dir) / f"step{self.step:06d}-{result['id']}.png"
@@ -511,11 +333,8 @@ class DRFRecipe:
     # ------------------------------------------------------------------ what the run shows
 
     def samples_due(self, step: int) -> bool:
-        """Whether the trackers get media at ``step``: every ``--log-samples-every`` steps (0 included)
-        and at the last step; never without a tracker. The same answer on every process."""
-        run = self.config.run
-        every = run.log_samples_every
-        return bool(run.trackers) and bool(every) and (step % every == 0 or step == self.total_steps)
+        """Whether the trackers get media at ``step`` (:func:`~vidcli.train.dit_tuning.samples_due`)."""
+        return samples_due(self.config.run, step, self.total_steps)
 
     def wants_heatmap(self, micro: int) -> bool:
         """Whether micro-batch ``micro`` of the coming step is drawn, and so needs its per-question gradients."""
@@ -570,51 +389,26 @@ class DRFRecipe:
 
     # ------------------------------------------------------------------ saving
 
-    def save_weights(self, folder: Path) -> None:
-        """A diffusers pipeline folder: the tuned transformer (or LoRA weights), the scheduler when
-        ``--shift`` changed it, and links to the rest."""
-        base = Path(self.base_model).resolve()
-        dit = self.adapter.trainable_module()
-        own = {"transformer"} if self.config.finetune == "full" else set()
-        if getattr(self.config, "shift", None) is not None:
-            own.add("scheduler")
-            self.adapter.pipe.scheduler.save_pretrained(folder / "scheduler")
-        for entry in base.iterdir():
-            if entry.name == "model_index.json":
-                shutil.copy2(entry, folder / entry.name)
-            elif entry.is_dir() and entry.name not in own:
-                os.symlink(entry.resolve(), folder / entry.name, target_is_directory=True)
-        if self.config.finetune == "full":
-            dit.save_pretrained(folder / "transformer", safe_serialization=True)
-        else:
-            from peft.utils import get_peft_model_state_dict
-
-            type(self.adapter.pipe).save_lora_weights(
-                folder, transformer_lora_layers=get_peft_model_state_dict(dit), weight_name=LORA_WEIGHTS,
-                transformer_lora_adapter_metadata=self.lora_config.to_dict())
-
-    def step_logs(self) -> list[Path]:
-        return [self.config.run.output_dir / self.step_log]
-
     def finish(self, done: Path | None = None) -> Path:
         """Save the final model (unless ``done`` holds it already); the run's summary goes with it
         and closes the run on stderr."""
         return self.monitor.finish(self.step, lambda summary: done or self.save_checkpoint(True, summary),
-                                   logs=self.step_logs())
+                                   logs=[self.rewards_log.path])
 
     def save_checkpoint(self, final: bool = False, summary: dict | None = None) -> Path:
-        """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights, trainer state
-        and the run's summary so far."""
-        summary = summary or self.monitor.summary(self.step, logs=self.step_logs())
-        return self.checkpointer.save(self.step, save_weights=self.save_weights, scheduler=self.scheduler,
+        """``checkpoint-STEP/`` (or, ``final``, the output folder itself): a pipeline folder
+        (:func:`~vidcli.train.dit_tuning.save_pipeline`), trainer state and the run's summary so far."""
+        def save_weights(folder: Path) -> None:
+            save_pipeline(folder, self.adapter, self.config, base_model=self.base_model, lora_config=self.lora_config)
+
+        return self.checkpointer.save(self.step, save_weights=save_weights, scheduler=self.scheduler,
                                       micro_batches=self.position, metrics=self.metrics, final=final,
-                                      order=self.order, summary=summary)
+                                      order=self.order,
+                                      summary=summary or self.monitor.summary(self.step, logs=[self.rewards_log.path]))
 
     def cleanup(self) -> None:
-        if hasattr(self, "monitor"):
-            self.monitor.close()
-        if hasattr(self, "accelerator"):
-            self.accelerator.end_training()
+        if self.started is not None:
+            self.started.close()
 
 
 def run_drf(config: DRFConfig) -> Path:

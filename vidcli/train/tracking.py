@@ -42,8 +42,6 @@ def start_trackers(accelerator: "Accelerator", run: "RunConfig", *, project: str
     ``saved`` is the ``vidcli.json`` of the checkpoint the run resumes from: its step
     and W&B run id. A fresh W&B run takes ``$WANDB_RUN_ID`` when set, else a new id.
     """
-    from vidcli.train.core import tracker_config
-
     if not run.trackers:
         return {}
     saved = saved or {}
@@ -64,6 +62,19 @@ def start_trackers(accelerator: "Accelerator", run: "RunConfig", *, project: str
         logs.mkdir(parents=True, exist_ok=True)
     accelerator.init_trackers(project, config=tracker_config(hparams), init_kwargs=init_kwargs)
     return info
+
+
+def tracker_config(hparams: dict) -> dict:
+    """Hyper-parameters flattened to scalars, as TensorBoard's hparams table needs."""
+    flat: dict = {}
+    for key, value in hparams.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{k}": v for k, v in tracker_config(value).items()})
+        elif value is None or isinstance(value, (bool, int, float, str)):
+            flat[key] = "none" if value is None else value
+        else:
+            flat[key] = str(value)
+    return flat
 
 
 def new_run_id() -> str:
