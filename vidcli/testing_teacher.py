@@ -27,15 +27,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import re
-import signal
 import sys
-import threading
 from dataclasses import dataclass
 from importlib import resources
 
-from vidcli.testing_server import Action, ScriptedServer, error
+from vidcli.testing_server import Action, ScriptedServer, error, serve_until_signalled
 from vidcli.testing_teacher_reading import Request
 from vidcli.testing_teacher_replies import REPLIES
 
@@ -138,13 +135,6 @@ def teacher_server(host: str = "127.0.0.1", port: int = 0) -> ScriptedServer:
 # ------------------------------------------------------------------ command line
 
 
-def _write_atomic(path: str, text: str) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM or SIGINT (see the module docstring)."""
     parser = argparse.ArgumentParser(prog="python -m vidcli.testing_teacher", description=BANNER)
@@ -152,26 +142,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=0, help="port; 0 lets the kernel pick a free one [default: 0]")
     parser.add_argument("--url-file", default=None, help="write the base URL here once listening (removed at exit)")
     args = parser.parse_args(argv)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     print(BANNER, file=sys.stderr, flush=True)
-    try:
-        server = teacher_server(args.host, args.port).start()
-    except OSError as exc:
-        print(f"offline teacher: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    try:
-        if args.url_file:
-            _write_atomic(args.url_file, server.base_url + "\n")
-        print(server.base_url, flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        server.stop()
-        if args.url_file and os.path.exists(args.url_file):
-            os.remove(args.url_file)
-    return 0
+    return serve_until_signalled(teacher_server, args.host, args.port, args.url_file, "offline teacher")
 
 
 if __name__ == "__main__":

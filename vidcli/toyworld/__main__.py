@@ -8,37 +8,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
-import threading
 from pathlib import Path
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from vidcli.testing_server import serve_until_signalled
     from vidcli.toyworld.judge import judge_server
 
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    try:
-        server = judge_server(args.host, args.port).start()
-    except OSError as exc:
-        print(f"toy judge: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    try:
-        if args.url_file:
-            temporary = f"{args.url_file}.tmp-{os.getpid()}"
-            Path(temporary).write_text(server.base_url + "\n", encoding="utf-8")
-            os.replace(temporary, args.url_file)
-        print(server.base_url, flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        server.stop()
-        if args.url_file and os.path.exists(args.url_file):
-            os.remove(args.url_file)
-    return 0
+    return serve_until_signalled(judge_server, args.host, args.port, args.url_file, "toy judge")
 
 
 def _build(args: argparse.Namespace) -> int:
