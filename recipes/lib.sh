@@ -87,7 +87,7 @@ tiny_setup() {
   say "TINY=1: every stage runs for real, but no number it prints means anything."
   local url_file="$OUT/.teacher.$$.url"   # per run: an earlier teacher's exit cannot remove it
   mkdir -p "$OUT"
-  "$PYTHON" -m vidcli.testing_teacher --url-file "$url_file" > "$OUT/teacher.log" 2>&1 &
+  "$PYTHON" -m vidcli.testing teacher --url-file "$url_file" > "$OUT/teacher.log" 2>&1 &
   TEACHER_PID=$!
   trap 'kill "$TEACHER_PID" 2>/dev/null && wait "$TEACHER_PID" 2>/dev/null || true' EXIT
   local waited=0

@@ -13,7 +13,7 @@ from pathlib import Path
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from vidcli.testing_server import serve_until_signalled
+    from vidcli.testing.server import serve_until_signalled
     from vidcli.toyworld.judge import judge_server
 
     return serve_until_signalled(judge_server, args.host, args.port, args.url_file, "toy judge")

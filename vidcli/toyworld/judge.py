@@ -1,7 +1,7 @@
 """The toy world's exact judge, teacher and LLM, behind the same OpenAI-compatible interface as real ones.
 
 Every request is recognised by the offline teacher's template matching
-(:func:`vidcli.testing_teacher.identify`); where the toy world knows the truth the
+(:func:`vidcli.testing.teacher.identify`); where the toy world knows the truth the
 answer is exact, everywhere else the offline teacher's rule answers:
 
 - ``judge_element``: "yes" exactly when every fact the element states
@@ -32,10 +32,10 @@ import re
 
 import numpy as np
 
-from vidcli.testing_server import Action, ScriptedServer, error
-from vidcli.testing_teacher import UnknownTemplate, identify
-from vidcli.testing_teacher_reading import Request
-from vidcli.testing_teacher_replies import REPLIES
+from vidcli.testing.server import Action, ScriptedServer, error
+from vidcli.testing.teacher import UnknownTemplate, identify
+from vidcli.testing.teacher_reading import Request
+from vidcli.testing.teacher_replies import REPLIES
 from vidcli.toyworld.language import (
     Fact, elements_of, in_order, key_info_group, read_facts, self_contradictory, states_style,
 )
