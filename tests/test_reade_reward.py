@@ -117,6 +117,23 @@ def test_judged_caption():
     assert judged_caption(NO_ANSWER) is None and judged_caption("<answer> </answer>") is None
 
 
+def test_several_or_unclosed_answer_blocks_are_not_judged():
+    # The pattern a GRPO run learned when the text between the first <answer> and the next
+    # </answer> was judged: many blocks of guesses (docs/toyworld.md). No usable answer, no content reward.
+    guesses = "<think>Guessing.</think>\n<answer>\n1. Dense caption: a woman waves\n</answer>\n" \
+              "<answer>\nShe wears a yellow raincoat.\n</answer>"
+    unclosed = "<think>Guessing.</think>\n<answer>\n1. Dense caption: a woman in a yellow raincoat waves"
+    nested = "<think>Guessing <answer>a woman waves</answer></think>"
+    for text in (guesses, unclosed, nested):
+        assert judged_caption(text) is None, text
+    with ScriptedServer(script) as server:
+        results = reward_for(server).score_many([guesses, unclosed], [KEY_INFO] * 2)
+        assert not server.requests  # nothing was sent to the judge
+    for result in results:
+        assert result.parts == {"format": 0.2, "user": 0.0, "detail": 0.0, "supp": 0.0, "contra": 0.0}
+        assert not result.answer_found
+
+
 def test_embed_judge_reports_contradiction_unavailable():
     judge = load_judge("embed", device="cpu")
     (result,) = ReadeReward(judge).score_many([GOOD], [KEY_INFO])

@@ -240,7 +240,15 @@ def _think_problem(text: str) -> str | None:
     return None
 
 
-def _answer_problem(text: str) -> str | None:
+def answer_block_problem(text: str) -> str | None:
+    """Why ``text`` has no single, unambiguous answer block (None when it has one).
+
+    The block part of the answer format: exactly one ``<answer>`` and one ``</answer>``,
+    in that order, no think tag inside, not inside a think block. The caption inside is
+    not checked. An output that fails this has no answer to judge: with several blocks
+    or an unclosed one, "the answer" would be whatever text lies between the first
+    opening and the next closing tag.
+    """
     opens, closes = _tags(text, ANSWER_OPEN), _tags(text, ANSWER_CLOSE)
     problem = _count_problem(opens, closes, ANSWER_OPEN, ANSWER_CLOSE)
     if problem:
@@ -253,6 +261,14 @@ def _answer_problem(text: str) -> str | None:
         close = text.find(THINK_CLOSE, think_end)
         if think_start < start and (close < 0 or close > start):
             return "the answer block is inside the think block"
+    return None
+
+
+def _answer_problem(text: str) -> str | None:
+    problem = answer_block_problem(text)
+    if problem:
+        return problem
+    (_, inner_start), (inner_end, _) = _tags(text, ANSWER_OPEN)[0], _tags(text, ANSWER_CLOSE)[0]
     caption = parse_caption(text[inner_start:inner_end])
     if caption.missing:
         return f"caption parts missing: {', '.join(caption.missing)}"

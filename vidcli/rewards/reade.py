@@ -9,7 +9,7 @@ that order, as SPEC §5 lists them: R_detail is over S and R_supp over Z, althou
 names might suggest otherwise. R_contra is 1 when the caption contradicts itself.
 
 Only the ``<answer>`` block is judged (:func:`judged_caption`). A completion without a
-usable answer gets R_content = 0: coverage parts 0.0 and no contradiction penalty; its
+usable answer (no block, an unclosed block, several blocks) gets R_content = 0: coverage parts 0.0 and no contradiction penalty; its
 format reward still counts.
 
 Where a part cannot be had, the result says so and the total uses a documented fallback,
@@ -31,7 +31,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from vidcli.decompose.reade import parse_key_info
-from vidcli.interpreter.format import generator_prompt, parse_output
+from vidcli.interpreter.format import answer_block_problem, generator_prompt, parse_output
 from vidcli.rewards.coverage import CoverageJudge, group_elements
 from vidcli.rewards.format import format_reward
 
@@ -80,7 +80,13 @@ class RewardResult:
 
 
 def judged_caption(completion: str) -> str | None:
-    """The text the judge reads: the ``<answer>`` block, or None when there is none.
+    """The text the judge reads: the ``<answer>`` block, or None when there is no usable one.
+
+    Usable means one unambiguous block (:func:`~vidcli.interpreter.format.answer_block_problem`):
+    with several ``<answer>`` tags, or one left open, the text between the first opening
+    and the next closing tag is no answer, and judging it pays a policy for repeating
+    the tags around many guesses — a GRPO run from the toy world's interpreter start
+    point learned exactly that within 30 steps (docs/toyworld.md).
 
     When the block parses into caption parts, their texts are joined in caption order
     (after any preamble) without the "3. Background caption:" labels, which are not
@@ -88,7 +94,7 @@ def judged_caption(completion: str) -> str | None:
     elements against the label "Camera caption"). Otherwise the block's text as is.
     """
     parsed = parse_output(completion)
-    if parsed.answer is None or not parsed.answer.strip():
+    if answer_block_problem(completion) or parsed.answer is None or not parsed.answer.strip():
         return None
     caption = parsed.caption
     if caption is None or not any(text.strip() for text in caption.parts.values()):
