@@ -3,6 +3,7 @@
     python -m vidcli.toyworld build DIR [--quick] [--seed N]
     python -m vidcli.toyworld judge [--host 127.0.0.1] [--port 0] [--url-file FILE]
     python -m vidcli.toyworld oracle-accuracy [--count N] [--seed N]
+    python -m vidcli.toyworld report OUT [--quick] [--seed N]
 """
 from __future__ import annotations
 
@@ -34,6 +35,15 @@ def _accuracy(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from vidcli.toyworld.report import last_line, report
+
+    result = report(args.out, quick=args.quick, seed=args.seed)
+    print(f"report: {args.out / 'report.md'}")
+    print(last_line(result))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidcli.toyworld", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -52,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
     accuracy.add_argument("--count", type=int, default=1000, help="scenes to draw")
     accuracy.add_argument("--seed", type=int, default=12345)
     accuracy.set_defaults(run=_accuracy)
+    rep = sub.add_parser("report", help="run each method in the toy world through vidcli; write OUT/report.md")
+    rep.add_argument("out", type=Path)
+    rep.add_argument("--quick", action="store_true", help="the quick build and shorter runs, for CI")
+    rep.add_argument("--seed", type=int, default=0, help="the build's seed (the runs' seeds are in the report)")
+    rep.set_defaults(run=_report)
     args = parser.parse_args(argv)
     return args.run(args)
 
