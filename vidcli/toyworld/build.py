@@ -121,8 +121,9 @@ def _interpreter(ctx: Context) -> dict:
     heldout = ctx.interpreter / "heldout.jsonl"
     lines = (ctx.world / "requests.test.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     heldout.write_text("".join(lines[:ctx.size.heldout]), encoding="utf-8")
+    # The subset lives outside the world's folder: its camera files resolve against the world.
     _vidcli(ctx, "interpret", "-q", "--model", str(sft), "--input", str(heldout), "-o", str(interpreted),
-            "--max-new-tokens", "640", "--batch-size", "16")
+            "--max-new-tokens", "640", "--batch-size", "16", "--media-root", str(ctx.world))
     return interpreter_scores(ctx, interpreted)
 
 

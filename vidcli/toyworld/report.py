@@ -73,7 +73,7 @@ def heldout_scores(ctx: Context, model: Path, out: Path, s: ReadeSettings) -> di
     requests.write_text("".join(lines[:s.heldout]), encoding="utf-8")
     if not scored.exists():
         _vidcli(ctx, "interpret", "-q", "--model", str(model), "--input", str(requests), "-o", str(interpreted),
-                "--max-new-tokens", str(s.max_tokens), "--batch-size", "20")
+                "--max-new-tokens", str(s.max_tokens), "--batch-size", "20", "--media-root", str(ctx.world))
         _vidcli(ctx, "score", "-q", "--metric", "format,coverage,reward", "--judge", "openai:toy",
                 str(interpreted), "-o", str(scored))
     result = {}
