@@ -38,7 +38,7 @@ def test_training_curve_and_its_plot(tmp_path):
     (tmp_path / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     curve = training_curve(tmp_path)
     assert curve == [(1, 0.5, 0.5), (2, 2.5, 1.0)]
-    plot_curves({"run": curve}, tmp_path / "curves.png")
+    plot_curves({"run": [(0, 1.0), (30, 1.5)]}, {"run": curve}, tmp_path / "curves.png")
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -46,3 +46,26 @@ def test_last_line_names_the_gain_and_its_interval():
     result = {"reade": {"gain": {"reward": {"n": 20, "mean": 0.25, "ci95": [0.05, 0.45]}}}}
     line = last_line(result)
     assert line.startswith("toyworld: ") and line.endswith("grpo +0.250 [+0.050, +0.450] (n=20)")
+
+
+def test_heldout_curve_scores_each_checkpoint_once_from_the_start_point(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from vidcli.toyworld import report
+
+    run = tmp_path / "run"
+    for step in (60, 30):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+    (run / "checkpoint-30.partial").mkdir()  # not a checkpoint
+    scored = []
+
+    def fake_scores(ctx, model, out, s):
+        scored.append(model)
+        return {"a": {"reward": float(len(scored))}, "b": {"reward": None}}
+
+    monkeypatch.setattr(report, "heldout_scores", fake_scores)
+    settings = replace(report.READE_FULL, steps=60)
+    curve = report.heldout_curve(None, run, tmp_path / "eval", settings, {"a": {"reward": 0.5}})
+    # the final model is checkpoint-60's step: not scored twice
+    assert curve == [(0, 0.5), (30, 1.0), (60, 2.0)]
+    assert scored == [run / "checkpoint-30", run / "checkpoint-60"]

@@ -108,17 +108,28 @@ def training_curve(run: Path) -> list[tuple[int, float, float]]:
              sum(r["parts"].get("format") == 1.0 for r in rows) / len(rows)) for step, rows in sorted(steps.items())]
 
 
+def heldout_curve(ctx: Context, run: Path, out: Path, s: ReadeSettings, base: dict[str, dict]) -> list[tuple]:
+    """(step, mean held-out reward) from the start point through each saved checkpoint to the final model."""
+    points = [(0, mean_of([base], "reward"))]
+    checkpoints = sorted((int(p.name.split("-")[1]), p) for p in run.glob("checkpoint-*") if p.name[11:].isdigit())
+    for step, path in [*checkpoints, (s.steps, run)]:
+        if step > points[-1][0]:
+            points.append((step, mean_of([heldout_scores(ctx, path, out / f"step{step}", s)], "reward")))
+    return points
+
+
 def reade_section(ctx: Context, out: Path, s: ReadeSettings) -> dict:
     """The ReaDe runs and their held-out scores; the report's ReaDe table as a dict."""
     from vidcli.testing import ensure_tiny_models
 
     start = ctx.interpreter / "sft"
     base = heldout_scores(ctx, start, out / "eval" / "sft", s)
-    tuned, curves = [], {}
+    tuned, curves, heldout = [], {}, {}
     for seed in s.seeds:
         run = grpo(ctx, start, out / f"grpo-seed{seed}", s, seed)
         tuned.append(heldout_scores(ctx, run, out / "eval" / f"grpo-seed{seed}", s))
         curves[f"SFT then GRPO, seed {seed}"] = training_curve(run)
+        heldout[f"SFT then GRPO, seed {seed}"] = heldout_curve(ctx, run, out / "eval" / f"grpo-seed{seed}", s, base)
     rows = {"SFT (start point)": [base], "SFT then GRPO": tuned}
     if s.ablation:
         untrained = Path(ensure_tiny_models("vlm")["vlm"])
@@ -128,7 +139,8 @@ def reade_section(ctx: Context, out: Path, s: ReadeSettings) -> dict:
     table = {name: {part: mean_of(runs, part) for part in READE_PARTS} for name, runs in rows.items()}
     gains = {part: paired_gain(base, tuned, part) for part in READE_PARTS}
     return {"settings": asdict(s), "heldout": len(base), "table": table, "gain": gains,
-            "per_seed_reward": [mean_of([run], "reward") for run in tuned], "curves": curves}
+            "per_seed_reward": [mean_of([run], "reward") for run in tuned], "curves": curves,
+            "heldout_curves": heldout}
 
 
 # ----------------------------------------------------------------------------- output
@@ -163,25 +175,24 @@ def reade_markdown(section: dict) -> list[str]:
     return lines
 
 
-def plot_curves(curves: dict[str, list], path: Path) -> None:
-    """Training reward and share in format against steps, one line per run (a small PNG)."""
+def plot_curves(heldout: dict[str, list], rollouts: dict[str, list], path: Path) -> None:
+    """Held-out reward at each checkpoint, and the rollouts' reward, against steps (a small PNG)."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
     fig = Figure(figsize=(7, 2.6), dpi=80)
     FigureCanvasAgg(fig)
-    reward, fmt = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for name, points in curves.items():
-        steps = [p[0] for p in points]
-        for ax, column in ((reward, 1), (fmt, 2)):
-            values = [p[column] for p in points]
-            window = 5  # a trailing mean: one step is one prompt's group, too noisy to read alone
-            smooth = [sum(values[max(0, i - window + 1):i + 1]) / len(values[max(0, i - window + 1):i + 1])
-                      for i in range(len(values))]
-            ax.plot(steps, smooth, label=name)
-    reward.set(title="ReaDe reward of the rollouts", xlabel="step")
-    fmt.set(title="completions in format", xlabel="step", ylim=(0, 1))
-    reward.legend(fontsize=6)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for name, points in heldout.items():
+        left.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    window = 10  # a trailing mean: one step is one prompt's group, whose reward is mostly the prompt's difficulty
+    for name, points in rollouts.items():
+        values = [p[1] for p in points]
+        smooth = [sum(values[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(values))]
+        right.plot([p[0] for p in points], smooth, label=name)
+    left.set(title="held-out reward (greedy)", xlabel="step")
+    right.set(title=f"rollout reward, {window}-step mean", xlabel="step")
+    left.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path)
 
@@ -197,7 +208,7 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0) -> dict:
     with judge_server() as judge:
         ctx.judge_url = judge.base_url
         reade = reade_section(ctx, out / "reade", READE_QUICK if quick else READE_FULL)
-    plot_curves(reade["curves"], out / "reade_curves.png")
+    plot_curves(reade["heldout_curves"], reade["curves"], out / "reade_curves.png")
     result = {"build": {"dir": str(root), "key": state["key"], "quick": quick}, "reade": reade}
     (out / "report.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     lines = ["# The toy world: does each method learn?", "",
