@@ -33,9 +33,11 @@ def test_paired_gain_leaves_out_requests_without_a_value_in_every_run():
 
 
 def test_training_curve_and_its_plot(tmp_path):
-    rows = [{"step": 1, "reward": 1.0, "parts": {"format": 1.0}}, {"step": 1, "reward": 0.0, "parts": {"format": 0.2}},
+    rows = [{"step": 1, "reward": 1.0, "parts": {"format": 1.0}, "completion": "x\u2028y\x1cz"},
+            {"step": 1, "reward": 0.0, "parts": {"format": 0.2}},
             {"step": 2, "reward": 3.0, "parts": {"format": 1.0}}, {"step": 2, "reward": 2.0, "parts": {"format": 1.0}}]
-    (tmp_path / "rollouts.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows)  # as the trainers write it
+    (tmp_path / "rollouts.jsonl").write_text(text, encoding="utf-8")
     curve = training_curve(tmp_path)
     assert curve == [(1, 0.5, 0.5), (2, 2.5, 1.0)]
     plot_curves({"run": [(0, 1.0), (30, 1.5)]}, {"run": curve}, tmp_path / "curves.png")

@@ -132,7 +132,7 @@ def interpreter_scores(ctx: Context, interpreted: Path) -> dict:
     scored, summary = ctx.interpreter / "heldout.scored.jsonl", ctx.interpreter / "heldout.summary.json"
     _vidcli(ctx, "score", "-q", "--metric", "format,coverage", "--judge", "openai:toy", str(interpreted),
             "-o", str(scored), "--summary", str(summary))
-    records = [json.loads(line) for line in scored.read_text(encoding="utf-8").splitlines()]
+    records = [json.loads(line) for line in scored.read_text(encoding="utf-8").split("\n") if line]
     report = {"heldout": len(records),
               "format_rate": sum(r["scores"]["format"] == 1.0 for r in records) / len(records)}
     for part in ("format", "user", "detail", "supp"):  # coverage of U, S and Z (SPEC §5)

@@ -77,10 +77,15 @@ def heldout_scores(ctx: Context, model: Path, out: Path, s: ReadeSettings) -> di
         _vidcli(ctx, "score", "-q", "--metric", "format,coverage,reward", "--judge", "openai:toy",
                 str(interpreted), "-o", str(scored))
     result = {}
-    for line in scored.read_text(encoding="utf-8").splitlines():
-        record = json.loads(line)
+    for record in _rows(scored):
         result[record["id"]] = {part: record["scores"].get(part) for part in READE_PARTS}
     return result
+
+
+def _rows(path: Path) -> list[dict]:
+    """A JSONL file's records. Lines end at "\n" only: an untrained policy's completions hold
+    characters (U+2028, U+001C) that ``str.splitlines`` would also cut at."""
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").split("\n") if line.strip()]
 
 
 def paired_gain(base: dict[str, dict], tuned: list[dict[str, dict]], part: str) -> dict:
@@ -101,8 +106,7 @@ def mean_of(runs: list[dict[str, dict]], part: str) -> float | None:
 def training_curve(run: Path) -> list[tuple[int, float, float]]:
     """(step, mean reward, share of completions in format) per step, from the run's rollouts.jsonl."""
     steps: dict[int, list[dict]] = {}
-    for line in (run / "rollouts.jsonl").read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
+    for row in _rows(run / "rollouts.jsonl"):
         steps.setdefault(row["step"], []).append(row)
     return [(step, sum(r["reward"] for r in rows) / len(rows),
              sum(r["parts"].get("format") == 1.0 for r in rows) / len(rows)) for step, rows in sorted(steps.items())]

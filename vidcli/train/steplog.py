@@ -46,12 +46,14 @@ class StepLog:
 def trim_step_log(path: Path, step: int) -> None:
     """Keep a step log's lines of steps up to ``step``.
 
-    Lines torn by a kill are dropped; the file is replaced atomically.
+    Lines torn by a kill are dropped; the file is replaced atomically. Records end at
+    ``"\n"`` only: ``str.splitlines`` would also cut at characters such as U+2028 or
+    U+001C, which JSON leaves unescaped and a sampled completion can hold.
     """
     if not path.exists():
         return
     kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in path.read_text(encoding="utf-8").split("\n"):
         try:
             if json.loads(line)["step"] <= step:
                 kept.append(line + "\n")
