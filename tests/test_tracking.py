@@ -7,7 +7,7 @@ import click
 import numpy as np
 import pytest
 
-from vidcli.commands.training import parse_report_to
+from vidcli.train.config import parse_report_to
 from vidcli.train.core import RunConfig
 from vidcli.train.tracking import gif_bytes, markdown_table, new_run_id
 

@@ -13,6 +13,8 @@ from typing import Callable
 import click
 
 from vidcli.errors import BackendError, InputError
+from vidcli.media_access import MediaSettings
+from vidcli.settings import options_from
 
 # Options that do not change what a data command writes (how fast, where, how loud):
 # left out of the settings that --resume compares (vidcli.provenance).
@@ -84,10 +86,7 @@ def input_output_options(func: Callable) -> Callable:
                      help="fail: stop with status 1 at the first bad record; skip: write it to the rejects file and go on."),
         click.option("--rejects", type=click.Path(), default=None,
                      help="Rejects file for --on-error skip [default: OUT.rejects.jsonl]."),
-        click.option("--media-root", type=click.Path(file_okay=False), default=None,
-                     help="Resolve relative media paths against this folder instead of each JSONL file's folder."),
-        click.option("--allow-escape", is_flag=True,
-                     help="Allow relative media paths that leave the media folder with '..'."),
+        options_from(MediaSettings),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar and no info logs."),
         click.option("-v", "--verbose", count=True, help="More logs on stderr (-vv for debug)."),
     ]
