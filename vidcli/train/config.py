@@ -303,7 +303,12 @@ class GRPOConfig(InterpreterTuning):
                                  help="Sampling temperature (log-probs are taken at the same temperature).")
     top_p: float = setting(1.0, type=click.FloatRange(0, 1, min_open=True))
     max_completion_tokens: int = setting(768, type=click.IntRange(1))
-    min_completion_tokens: int = 0  # > 0 forces lengths (benchmarks); normally 0
+    # > 0 holds EOS back: the longest steps' memory and speed, measured before a real run (tests/bench use it too).
+    min_completion_tokens: int = setting(0, type=click.IntRange(0),
+                                         help="Sample at least N tokens per completion (the stop token is held back "
+                                              "until then); equal to --max-completion-tokens, every completion is "
+                                              "as long as allowed: the peak memory and speed of the longest steps, "
+                                              "measured before a real run. 0: completions end at their stop token.")
     epsilon: float = setting(0.2, type=click.FloatRange(0, min_open=True),
                              help="Clip range of the ratio: [1-ε, 1+ε].")
     beta: float = setting(0.001, type=click.FloatRange(0),
