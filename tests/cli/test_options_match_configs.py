@@ -13,19 +13,24 @@ import click
 import pytest
 
 from tests.cli.helpers import invoke
+from vidcli.rewards.video_feedback_config import VideoFeedbackConfig
 from vidcli.settings import OPTION, config_from, settings_of
 from vidcli.train.config import DRFConfig, GRPOConfig, ReviseConfig, SFTConfig
 
 COMMANDS = {"sft": SFTConfig, "grpo": GRPOConfig, "drf_tune": DRFConfig, "revise_tune": ReviseConfig}
+# The settings of a group a command checks itself: grpo's --reward video-feedback.
+GROUPS = {"grpo": [VideoFeedbackConfig]}
 # What a command's options set besides its config's settings: the inputs and models it reads, how loud
-# it is, --plan, and grpo's --reward video-feedback group (checked together by the command).
+# it is, --plan, and grpo's --reward and --generator (its --vlm is already a name above).
 NOT_SETTINGS = {"inputs", "model", "vlm", "quiet", "verbose", "plan", "gpu_memory", "plan_processes",
                 "accelerate_config", "plan_visual_tokens", "plan_target_tokens"}
-VIDEO_FEEDBACK = {"reward", "generator", "video_weight", "render_steps", "render_frames", "render_height",
-                  "render_width", "render_guidance", "render_prompt_style", "render_batch", "vlm_frames"}
+VIDEO_FEEDBACK = {"reward", "generator"}
 # Options whose flag is not the field's name, on purpose (a keyword, a clearer flag, a saved argument's name).
 RENAMED = {"lam": "--lambda", "heatmaps_dir": "--save-grad-heatmaps", "output": "--output"}
-FIELD_OF_PARAM = {"output": "output_dir", "step_checkpointing": "checkpoint_steps"}
+FIELD_OF_PARAM = {"output": "output_dir", "step_checkpointing": "checkpoint_steps", "video_weight": "weight",
+                  "render_steps": "steps", "render_frames": "frames", "render_height": "height",
+                  "render_width": "width", "render_guidance": "guidance", "render_batch": "batch",
+                  "render_prompt_style": "prompt_style"}
 TYPES = {"int": (click.types.IntParamType,), "float": (click.types.FloatParamType,),
          "str": (click.types.StringParamType, click.Choice, click.Path), "Path": (click.Path,)}
 
@@ -54,6 +59,8 @@ def _field_default(field: dataclasses.Field):
 def test_every_option_sets_a_field_with_its_name_default_and_type(module):
     config, command = COMMANDS[module], _command(module)
     settings = _settings(config)
+    for group in GROUPS.get(module, []):
+        settings.update(_settings(group))
     options = {p.name: p for p in command.params if p.name != "help"}
     extra = NOT_SETTINGS | (VIDEO_FEEDBACK | {"vlm"} if module == "grpo" else set())
     assert sorted(set(options) - set(settings) - extra) == [], "options that set no config field"

@@ -5,9 +5,9 @@ import click
 
 from vidcli.commands.common import LocalModel, reports_errors
 from vidcli.commands.training import build_config, log_options, plan_options, print_plan, require_cuda_for_qlora
-from vidcli.interpreter.format import PROMPT_STYLES
 from vidcli.rewards.coverage import CHOOSE_A_JUDGE
-from vidcli.settings import options_from
+from vidcli.rewards.video_feedback_config import VideoFeedbackConfig
+from vidcli.settings import OPTION, config_from, flag_words, options_from, settings_of
 from vidcli.train.config import GRPOConfig
 
 EXAMPLES = """\b
@@ -27,7 +27,8 @@ Examples:
 
 
 def video_feedback_options(func):
-    """The --reward video-feedback options (generator, VLM, weight, render size)."""
+    """--reward, the frozen models of --reward video-feedback, and its settings (generated from
+    VideoFeedbackConfig)."""
     options = [
         click.option("--reward", type=click.Choice(["reade", "video-feedback"]), default="reade", show_default=True,
                      help="reade: the text reward alone; video-feedback: plus w·R_video from a frozen generator "
@@ -37,23 +38,7 @@ def video_feedback_options(func):
                                                   "or drf-tune output that renders the prompts."),
         click.option("--vlm", default=None, type=LocalModel(spec=True), metavar="[hf:]PATH",
                      help="video-feedback: frozen Qwen2-VL / Qwen2.5-VL that scores the renders."),
-        click.option("--video-weight", type=float, default=1.0, show_default=True, help="w: weight of R_video."),
-        click.option("--render-steps", type=click.IntRange(1), default=10, show_default=True,
-                     help="Denoising steps per render."),
-        click.option("--render-frames", type=click.IntRange(1), default=17, show_default=True,
-                     help="Frames per render (4k+1)."),
-        click.option("--render-height", type=click.IntRange(16), default=256, show_default=True,
-                     help="Multiple of 16."),
-        click.option("--render-width", type=click.IntRange(16), default=448, show_default=True,
-                     help="Multiple of 16."),
-        click.option("--render-guidance", type=click.FloatRange(0), default=5.0, show_default=True,
-                     help="Classifier-free guidance of the renders (<= 1: off, half the DiT forwards)."),
-        click.option("--render-prompt-style", type=click.Choice(PROMPT_STYLES), default="dense",
-                     show_default=True, help="Generator prompt from the answer, as in vidcli interpret."),
-        click.option("--render-batch", type=click.IntRange(1), default=8, show_default=True,
-                     help="Renders per pipeline call and questions per VLM forward (lower it to save memory)."),
-        click.option("--vlm-frames", type=click.IntRange(1), default=8, show_default=True,
-                     help="Frames of each render shown to the VLM (uniform, first and last included)."),
+        options_from(VideoFeedbackConfig),
     ]
     for option in reversed(options):
         func = option(func)
@@ -64,8 +49,7 @@ def video_feedback_config(ctx: click.Context, reward: str, generator: str | None
     """The VideoFeedbackConfig of --reward video-feedback (None for reade); inconsistent flags are usage errors."""
     from click.core import ParameterSource
 
-    names = ("generator", "vlm", "video_weight", "render_steps", "render_frames", "render_height", "render_width",
-             "render_guidance", "render_prompt_style", "render_batch", "vlm_frames")
+    names = ["generator", "vlm"] + [name for name in opts if name in _VIDEO_SETTINGS]
     if reward == "reade":
         given = [n for n in names if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
         if given:
@@ -73,19 +57,13 @@ def video_feedback_config(ctx: click.Context, reward: str, generator: str | None
         return None
     if generator is None or vlm is None:
         raise click.UsageError("--reward video-feedback needs --generator PIPELINE_DIR and --vlm hf:PATH")
-    frames, height, width = opts["render_frames"], opts["render_height"], opts["render_width"]
-    if frames % 4 != 1:
-        raise click.UsageError(f"--render-frames must be 4k+1 (1, 5, 9, 17, ...), got {frames}")
-    if height % 16 or width % 16:
-        raise click.UsageError(f"--render-height and --render-width must be multiples of 16, got {height}x{width}")
-    if opts["vlm_frames"] > frames:
-        raise click.UsageError(f"--vlm-frames {opts['vlm_frames']} is more than --render-frames {frames}")
-    from vidcli.rewards.video_feedback import VideoFeedbackConfig
+    try:
+        return config_from(VideoFeedbackConfig, opts, generator=generator, vlm=vlm)
+    except ValueError as exc:
+        raise click.UsageError(flag_words(str(exc), VideoFeedbackConfig)) from None
 
-    return VideoFeedbackConfig(
-        generator=generator, vlm=vlm, weight=opts["video_weight"], steps=opts["render_steps"], frames=frames,
-        height=height, width=width, guidance=opts["render_guidance"], vlm_frames=opts["vlm_frames"],
-        batch=opts["render_batch"], prompt_style=opts["render_prompt_style"])
+
+_VIDEO_SETTINGS = {field.metadata[OPTION]["name"] or field.name for field, _ in settings_of(VideoFeedbackConfig)}
 
 
 @click.command("grpo", epilog=EXAMPLES)
