@@ -15,7 +15,8 @@ import pytest
 from tests.cli.helpers import invoke
 from vidcli.rewards.video_feedback_config import VideoFeedbackConfig
 from vidcli.settings import OPTION, config_from, settings_of
-from vidcli.train.config import DRFConfig, GRPOConfig, ReviseConfig, SFTConfig
+from vidcli.train.dit_config import DRFConfig, ReviseConfig
+from vidcli.train.interpreter_config import GRPOConfig, SFTConfig
 
 COMMANDS = {"sft": SFTConfig, "grpo": GRPOConfig, "drf_tune": DRFConfig, "revise_tune": ReviseConfig}
 # The settings of a group a command checks itself: grpo's --reward video-feedback.

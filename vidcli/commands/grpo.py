@@ -8,7 +8,7 @@ from vidcli.commands.training import build_config, log_options, plan_options, pr
 from vidcli.rewards.coverage import CHOOSE_A_JUDGE
 from vidcli.rewards.video_feedback_config import VideoFeedbackConfig
 from vidcli.settings import OPTION, config_from, flag_words, options_from, settings_of
-from vidcli.train.config import GRPOConfig
+from vidcli.train.interpreter_config import GRPOConfig
 
 EXAMPLES = """\b
 Examples:

@@ -6,7 +6,7 @@ import click
 from vidcli.commands.common import LocalModel, reports_errors
 from vidcli.commands.training import build_config, log_options, plan_options, print_plan
 from vidcli.settings import options_from
-from vidcli.train.config import ReviseConfig
+from vidcli.train.dit_config import ReviseConfig
 
 EXAMPLES = """\b
 Examples:

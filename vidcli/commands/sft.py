@@ -6,7 +6,7 @@ import click
 from vidcli.commands.common import reports_errors
 from vidcli.commands.training import build_config, log_options, plan_options, print_plan, require_cuda_for_qlora
 from vidcli.settings import options_from
-from vidcli.train.config import SFTConfig
+from vidcli.train.interpreter_config import SFTConfig
 
 EXAMPLES = """\b
 Examples:

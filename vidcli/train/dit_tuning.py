@@ -11,7 +11,7 @@
   when ``--shift`` changed it, links to the other components of the base pipeline — so
   ``WanPipeline.from_pretrained(OUTPUT)`` (plus ``load_lora_weights(OUTPUT)``) loads it.
 
-The settings read here are declared once, in :class:`~vidcli.train.config.DitTuning`, which
+The settings read here are declared once, in :class:`~vidcli.train.dit_config.DitTuning`, which
 :class:`~vidcli.train.drf.DRFConfig` and :class:`~vidcli.train.revise.ReviseConfig` extend
 (plus ``model`` and drf-tune's ``shift``).
 """

@@ -49,7 +49,7 @@ import torch
 
 from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
 from vidcli.train.core import run_recipe
-from vidcli.train.config import DIMS, DRFConfig, DRFRun  # noqa: F401 (the recipe's settings, named with it)
+from vidcli.train.dit_config import DIMS, DRFConfig, DRFRun  # noqa: F401 (the recipe's settings, named with it)
 from vidcli.train.dit_tuning import (check_same_tuning, frozen_dtype, load_generator, prepare_denoiser,
                                      samples_due, save_pipeline, synced, train_dit)
 from vidcli.train.drf_data import Task, load_tasks

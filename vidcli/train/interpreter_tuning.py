@@ -12,7 +12,7 @@
   interpreter request, and every prompt measured against its budget before the first
   step.
 
-The settings read here are declared once, in :class:`~vidcli.train.config.InterpreterTuning`, which
+The settings read here are declared once, in :class:`~vidcli.train.interpreter_config.InterpreterTuning`, which
 :class:`~vidcli.train.sft.SFTConfig` and :class:`~vidcli.train.grpo.GRPOConfig` extend
 (plus ``model``).
 """

@@ -72,7 +72,7 @@ from vidcli.rewards.critic import Critic
 from vidcli.scoring.rve import SUBSETS
 from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
 from vidcli.train.core import run_recipe
-from vidcli.train.config import ReviseConfig, ReviseRun  # noqa: F401 (the recipe's settings, named with it)
+from vidcli.train.dit_config import ReviseConfig, ReviseRun  # noqa: F401 (the recipe's settings, named with it)
 from vidcli.train.dit_tuning import (check_same_tuning, frozen_dtype, load_generator, prepare_denoiser,
                                      samples_due, save_pipeline, synced, train_dit)
 from vidcli.train.inputs import read_training_records

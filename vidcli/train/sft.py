@@ -54,7 +54,7 @@ from torch import nn
 from vidcli.errors import InputError
 from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
 from vidcli.train.core import run_recipe
-from vidcli.train.config import SFTConfig, SFTRun  # noqa: F401 (the recipe's settings, named with it)
+from vidcli.train.interpreter_config import SFTConfig, SFTRun  # noqa: F401 (the recipe's settings, named with it)
 from vidcli.train.interpreter_tuning import check_prompt_lengths, load_interpreter, record_request
 from vidcli.train.optim import build_optimizer, build_scheduler, clip_and_step, total_steps
 from vidcli.train.order import DataOrder, seeded_uniform
