@@ -63,7 +63,8 @@ def plain_llm_generate(path, conversation, **options) -> str:
 
     tok = AutoTokenizer.from_pretrained(path)
     model = AutoModelForCausalLM.from_pretrained(path).eval()
-    flat = [{**m, "content": m["content"] if isinstance(m["content"], str) else " ".join(p["text"] for p in m["content"])}
+    flat = [{**m, "content": m["content"] if isinstance(m["content"], str)
+             else " ".join(p["text"] for p in m["content"])}
             for m in conversation]
     enc = tok.apply_chat_template(flat, add_generation_prompt=True, return_dict=True, return_tensors="pt")
     out = model.generate(**enc, **options)
@@ -75,7 +76,8 @@ def plain_vlm_generate(path, conversation, **options) -> str:
 
     processor = AutoProcessor.from_pretrained(path)
     model = AutoModelForImageTextToText.from_pretrained(path).eval()
-    videos = [p for m in conversation if not isinstance(m["content"], str) for p in m["content"] if p["type"] == "video"]
+    videos = [p for m in conversation if not isinstance(m["content"], str)
+              for p in m["content"] if p["type"] == "video"]
     kwargs = {}
     if videos:
         kwargs["processor_kwargs"] = {"video_metadata": [
@@ -166,7 +168,8 @@ def test_a_conversation_the_template_refuses_fails_alone(tiny, tmp_path):
     strict = tmp_path / "strict-llm"
     shutil.copytree(tiny["llm"], strict)
     template = (strict / "chat_template.jinja").read_text()
-    refusing = "{%- if messages[-1]['role'] != 'user' -%}{{- raise_exception('last turn must be the user') -}}{%- endif -%}"
+    refusing = ("{%- if messages[-1]['role'] != 'user' -%}"
+                "{{- raise_exception('last turn must be the user') -}}{%- endif -%}")
     (strict / "chat_template.jinja").write_text(refusing + template)
     model = HFChatModel(str(strict), device="cpu", batch_size=8)
     bad = TEXT_CHATS[0] + [{"role": "assistant", "content": "No."}]

@@ -24,7 +24,8 @@ PARSED = [
     ('```\n{"x": [1, {"y": 2}]}\n```', {"x": [1, {"y": 2}]}),
     ('The answer is {"answer": "yes", "reason": "it is"} as requested.', {"answer": "yes", "reason": "it is"}),
     # braces, brackets and escaped quotes inside strings must not end the object
-    ('Result: {"text": "use {braces} and [brackets] }", "q": "say \\"hi}\\""} done', {"text": "use {braces} and [brackets] }", "q": 'say "hi}"'}),
+    ('Result: {"text": "use {braces} and [brackets] }", "q": "say \\"hi}\\""} done',
+     {"text": "use {braces} and [brackets] }", "q": 'say "hi}"'}),
     # two objects: the first complete one wins
     ('{"first": 1}\n{"second": 2}', {"first": 1}),
     # a bracketed aside that is not JSON is skipped

@@ -98,7 +98,9 @@ def test_detected_cuts_match_known_cuts(films):
         detected = [start for start, _ in shots[1:]]
         f1, hits = cut_f1(detected, film.cuts, tolerance=1.0 / film.fps)
         assert f1 >= 0.9, (film.path.name, detected, film.cuts)
-        total_hits, total_detected, total_truth = total_hits + hits, total_detected + len(detected), total_truth + len(film.cuts)
+        total_hits += hits
+        total_detected += len(detected)
+        total_truth += len(film.cuts)
     precision, recall = total_hits / total_detected, total_hits / total_truth
     assert 2 * precision * recall / (precision + recall) >= 0.95
 

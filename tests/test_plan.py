@@ -122,7 +122,8 @@ def sft_recipe(small, tmp_path, **fields):
     batch = recipe.batch(0, [0])
     labels = batch["labels"][0]
     image = recipe.interpreter.model.config.image_token_id
-    work = Workload(int((labels == -100).sum()), int((batch["input_ids"][0] == image).sum()), int((labels != -100).sum()))
+    work = Workload(int((labels == -100).sum()), int((batch["input_ids"][0] == image).sum()),
+                    int((labels != -100).sum()))
     recipe.save_checkpoint = lambda final=False, summary=None: config.run.output_dir  # measured steps write nothing
     recipe.total_steps = 1
     return recipe, config, work

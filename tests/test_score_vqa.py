@@ -57,7 +57,8 @@ def media(tmp_path_factory):
 def expected_probability(scorer, videos: list[np.ndarray], fps: list[float], question: str, verdict: str) -> float:
     """p(verdict) from one plain forward over the processor's own inputs (prompt + reply prefix + verdict)."""
     processor = scorer.processor
-    conversation = [{"role": "user", "content": [{"type": "video"}] * len(videos) + [{"type": "text", "text": question}]}]
+    content = [{"type": "video"}] * len(videos) + [{"type": "text", "text": question}]
+    conversation = [{"role": "user", "content": content}]
     answer = VERDICT_PREFIX + verdict
     text = processor.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False) + answer
     metadata = [{"total_num_frames": len(v), "fps": f, "frames_indices": list(range(len(v)))}
@@ -118,7 +119,8 @@ def test_unreadable_records_say_what_is_missing(scorer, media):
 
     videos = VideoInputs(frames=FRAMES, base_dirs=(media,))
     cases = [({"questions": [TA_MOTION]}, "missing field 'output.video' (a video path)"),
-             ({"output": {"video": "gen.mp4"}}, "missing field 'questions' (add it with: vidcli decompose --schema drf)"),
+             ({"output": {"video": "gen.mp4"}},
+              "missing field 'questions' (add it with: vidcli decompose --schema drf)"),
              ({"output": {"video": "gen.mp4"}, "questions": [VQ]}, "missing field 'video' (the real reference video"),
              ({"output": {"video": "gen.mp4"}, "questions": [{**VQ, "dim": "XX"}]}, "questions[0]: 'dim' must be"),
              ({"output": {"video": "../gen.mp4"}, "questions": [TA_MOTION]}, "field 'output.video': media path")]

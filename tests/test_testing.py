@@ -126,7 +126,8 @@ def test_wan_pipeline_runs_two_steps(tiny):
     pipe = WanPipeline.from_pretrained(tiny["wan"])
     scheduler = pipe.scheduler.config
     assert isinstance(pipe.scheduler, UniPCMultistepScheduler)
-    assert (scheduler.prediction_type, scheduler.use_flow_sigmas, scheduler.flow_shift) == ("flow_prediction", True, 3.0)
+    assert (scheduler.prediction_type, scheduler.use_flow_sigmas, scheduler.flow_shift) == \
+        ("flow_prediction", True, 3.0)
     assert type(pipe.text_encoder).__name__ == "UMT5EncoderModel"
     assert pipe.tokenizer.tokenize("a red car") == ["▁a", "▁red", "▁car"]
     steps = []

@@ -76,9 +76,11 @@ CASES = {
     "cot_depth": (user_turn(CHANGING, text("cot_depth", hint="")), lambda r: "moved" in value_of("description")(r)),
     "cot_pose": (user_turn(STILL, text("cot_pose", hint=' The user described it as: "a dancer".')),
                  lambda r: "a dancer" in value_of("description")(r)),
-    "cot_video": (user_turn(STILL, text("cot_video", hint="")), lambda r: "barely changes" in value_of("description")(r)),
+    "cot_video": (user_turn(STILL, text("cot_video", hint="")),
+                  lambda r: "barely changes" in value_of("description")(r)),
     "cot_camera_video": (user_turn(STILL, text("cot_camera_video")), lambda r: "fixed" in value_of("camera")(r)),
-    "mine_caption": (user_turn(STILL, text("mine_caption")), lambda r: value_of("caption")(r).startswith("A mostly red")),
+    "mine_caption": (user_turn(STILL, text("mine_caption")),
+                     lambda r: value_of("caption")(r).startswith("A mostly red")),
     "mine_rave": (render("mine_rave", literal="melt the snowman", context="", types=", ".join(RAVE_TYPES),
                          type_notes="", examples=""),
                   lambda r: instruction_validator(RAVE_TYPES, "melt the snowman")(extract_json(r)) is None
@@ -273,8 +275,9 @@ def test_command_line_serves_until_sigterm(tmp_path):
         assert url.startswith("http://127.0.0.1:") and url.endswith("/v1")
         models = json.loads(urllib.request.urlopen(url + "/models", timeout=5).read())
         assert models["data"][0]["id"] == "teacher"
-        bad = urllib.request.Request(url + "/chat/completions", method="POST", headers={"Content-Type": "application/json"},
-                                     data=json.dumps({"model": "any", "messages": [{"role": "user", "content": "hi"}]}).encode())
+        body = json.dumps({"model": "any", "messages": [{"role": "user", "content": "hi"}]}).encode()
+        bad = urllib.request.Request(url + "/chat/completions", method="POST",
+                                     headers={"Content-Type": "application/json"}, data=body)
         with pytest.raises(urllib.error.HTTPError) as caught:
             urllib.request.urlopen(bad, timeout=5)
         assert caught.value.code == 400 and "'hi'" in json.loads(caught.value.read())["error"]["message"]

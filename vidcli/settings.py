@@ -169,5 +169,6 @@ def config_from(cls: type, values: dict[str, Any], prefix: str = "", **given: An
 def flag_words(message: str, cls: type) -> str:
     """``message`` with each of ``cls``'s setting names written as its flag (``k_grad`` → ``--k-grad``)."""
     flags = {prefix + field.name: flag_of(field, prefix) for field, prefix in settings_of(cls)}
-    pattern = re.compile(r"(?<![\w-])(" + "|".join(sorted(map(re.escape, flags), key=len, reverse=True)) + r")(?![\w-])")
+    names = "|".join(sorted(map(re.escape, flags), key=len, reverse=True))
+    pattern = re.compile(r"(?<![\w-])(" + names + r")(?![\w-])")
     return pattern.sub(lambda m: flags[m.group(1)], message)

@@ -36,7 +36,8 @@ def test_help_says_where_defaults_come_from():
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     for wanted in ("--steps INTEGER RANGE", "default: 30", "the pipeline's: Wan 5.0",
-                   "vidcli.json recorded for training", "default: Wan 16, CogVideoX 8", "--batch-size", "default: 1;", "--shard I/N", "--resume",
+                   "vidcli.json recorded for training", "default: Wan 16, CogVideoX 8", "--batch-size", "default: 1;",
+                   "--shard I/N", "--resume",
                    "OUT-stem.videos/", "Examples:", "vidcli generate --model runs/revise triplets.jsonl"):
         assert wanted in text, wanted
     assert "generate" in invoke(["--help"]).output

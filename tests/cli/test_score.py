@@ -13,7 +13,8 @@ from vidcli.testing.server import ScriptedServer, error
 RECORDS = [
     {"id": "good", "conditions": [{"type": "identity", "path": "face.png"}], "key_info": KEY_INFO,
      "output": {"raw": GOOD, "prompt": "ignored"}, "completion": "ignored: output.raw comes first"},
-    {"id": "bad", "conditions": [{"type": "depth", "path": "d.mp4"}], "key_info": KEY_INFO, "completion": CONTRADICTORY},
+    {"id": "bad", "conditions": [{"type": "depth", "path": "d.mp4"}], "key_info": KEY_INFO,
+     "completion": CONTRADICTORY},
     {"id": "none", "conditions": [{"type": "depth", "path": "d.mp4"}], "key_info": KEY_INFO,
      "output": {"raw": NO_ANSWER}},
 ]

@@ -83,7 +83,8 @@ def input_output_options(func: Callable) -> Callable:
                      help="Continue an earlier run into the same -o file: skip ids already written. Refused when "
                           "another command, other settings or other inputs made it."),
         click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
-                     help="fail: stop with status 1 at the first bad record; skip: write it to the rejects file and go on."),
+                     help="fail: stop with status 1 at the first bad record; skip: write it to the rejects file "
+                          "and go on."),
         click.option("--rejects", type=click.Path(), default=None,
                      help="Rejects file for --on-error skip [default: OUT.rejects.jsonl]."),
         options_from(MediaSettings),

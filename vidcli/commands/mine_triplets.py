@@ -53,7 +53,8 @@ FINISH_OPTIONS = ("holdout", "seed", "export_clips")
                    "(required, except with --merge).")
 @click.option("--llm", "llm_spec", default=None, metavar="SPEC",
               help="Text model that writes the instructions: openai:MODEL or hf:PATH (required, except with --merge).")
-@click.option("--vlm", "vlm_spec", default=None, metavar="SPEC", help="icvg: the clip captioner (openai:MODEL or hf:PATH).")
+@click.option("--vlm", "vlm_spec", default=None, metavar="SPEC",
+              help="icvg: the clip captioner (openai:MODEL or hf:PATH).")
 @click.option("--embedder", "embedder_spec", default=None, metavar="hf:PATH",
               help="icvg: SigLIP-style image-text model for clip embeddings.")
 @click.option("--video", "videos", multiple=True, type=click.Path(dir_okay=False),

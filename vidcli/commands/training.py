@@ -54,7 +54,8 @@ def plan_options(*, interpreter: bool = False) -> Callable:
                            "by phase, peak) and exit: no weights are read (a folder of config files is enough), "
                            "nothing is trained."),
         click.option("--gpu-memory", type=click.FloatRange(0, min_open=True), default=None, metavar="GIB",
-                     help="With --plan: the memory of one GPU; the plan lists the measures that bring the peak under it."),
+                     help="With --plan: the memory of one GPU; the plan lists the measures that bring the peak "
+                          "under it."),
         click.option("--plan-processes", type=click.IntRange(1), default=None, metavar="N",
                      help="With --plan: processes (GPUs) of the run [default: the accelerate config's, else 1]."),
         click.option("--accelerate-config", type=click.Path(dir_okay=False), default=None,
@@ -84,7 +85,8 @@ def print_plan(command: str, config: Any, opts: dict[str, Any]) -> bool:
         work = default_workload(command, config)
         visual = opts.get("plan_visual_tokens")
         target = opts.get("plan_target_tokens") if command == "sft" else work.target_tokens
-        workload = type(work)(work.prompt_tokens, work.visual_tokens if visual is None else min(visual, work.prompt_tokens),
+        workload = type(work)(work.prompt_tokens,
+                              work.visual_tokens if visual is None else min(visual, work.prompt_tokens),
                               target)
     plan = plan_run(command, config, sharding=sharding, gpu_memory=opts.get("gpu_memory"), workload=workload)
     click.echo(plan.render())

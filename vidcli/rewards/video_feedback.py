@@ -13,8 +13,9 @@ text-to-video generator and a frozen VLM, both loaded once and never trained:
    prompts per pipeline call. Each completion draws its noise from its own generator,
    seeded by :func:`render_seed` (run seed, the record's slot in the data stream, row): a
    batched render equals the diffusers pipeline's own output for that prompt and seed, and
-   a resumed run (or the same batch split over more processes) renders the same videos. Only the ``vlm_frames`` frames the VLM sees (uniform over the
-   clip, first and last included) are decoded.
+   a resumed run (or the same batch split over more processes) renders the same videos.
+   Only the ``vlm_frames`` frames the VLM sees (uniform over the clip, first and last
+   included) are decoded.
 3. **Ask.** The VLM sees those frames and is asked yes/no questions: whether the video
    carries out the user's instruction (record field ``instruction``), and one question per
    element of the key-info group U (``user``), elements as
