@@ -8,8 +8,17 @@ import pytest
 
 from tests.cli.helpers import read_jsonl, write_jsonl
 from vidcli.cot import steps
-from vidcli.cot.filters import (FilterOptions, balance, deduplicate, filter_file, filter_records, group_of,
-                                normalise, overlapping, read_instructions)
+from vidcli.cot.filters import (
+    FilterOptions,
+    balance,
+    deduplicate,
+    filter_file,
+    filter_records,
+    group_of,
+    normalise,
+    overlapping,
+    read_instructions,
+)
 from vidcli.errors import InputError
 
 

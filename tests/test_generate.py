@@ -9,8 +9,15 @@ import torch
 
 from tests.cli.helpers import invoke
 from tests.test_revise import BALL, SQUARES, write_triplets
-from vidcli.diffusion.generate import (Settings, check_settings, default_settings, generate_videos, load_video_model,
-                                       record_generator, to_uint8)
+from vidcli.diffusion.generate import (
+    Settings,
+    check_settings,
+    default_settings,
+    generate_videos,
+    load_video_model,
+    record_generator,
+    to_uint8,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -5,8 +5,16 @@ import numpy as np
 import pytest
 import torch
 
-from vidcli.train.heatmaps import (COLORMAP, OVERLAY, figure_pixels, gradient_magnitude, heatmap_figure, overlay,
-                                   question_label, save_heatmap)
+from vidcli.train.heatmaps import (
+    COLORMAP,
+    OVERLAY,
+    figure_pixels,
+    gradient_magnitude,
+    heatmap_figure,
+    overlay,
+    question_label,
+    save_heatmap,
+)
 
 QUESTION = {"dim": "TA", "key": "objects", "question": "Is there a red ball rolling over the green grass?"}
 

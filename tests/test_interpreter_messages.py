@@ -10,8 +10,15 @@ import pytest
 from vidcli.camera import describe_motion, load_trajectory
 from vidcli.errors import InputError, MediaError
 from vidcli.interpreter.format import build_target, generator_prompt
-from vidcli.interpreter.messages import (CAMERA_PLACEHOLDER, CONDITION_ORDER, NO_INSTRUCTION, expand_cameras,
-                                         output_record, request_from_record, server_conversation)
+from vidcli.interpreter.messages import (
+    CAMERA_PLACEHOLDER,
+    CONDITION_ORDER,
+    NO_INSTRUCTION,
+    expand_cameras,
+    output_record,
+    request_from_record,
+    server_conversation,
+)
 from vidcli.media import load_audio, load_image, load_video, video_frames_as_pil
 from vidcli.prompts import render
 

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from vidcli.errors import MediaError
-from vidcli.media import load_video, probe_video
+from vidcli.media import load_video, probe_video, write_video
 from vidcli.mining.shots import Clip, clips_from_shots, detect_shots
 from vidcli.mining.synthetic import make_film, render_film
-from vidcli.media import write_video
 
 # (seed, fps, duration_s): several frame rates and lengths.
 FILMS = [(0, 10.0, 30.0), (1, 8.0, 20.0), (2, 12.0, 40.0), (3, 10.0, 25.0)]

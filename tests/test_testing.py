@@ -11,9 +11,9 @@ import pytest
 import torch
 from PIL import Image
 
+from vidcli.testing import build_tiny_models, ensure_tiny_models
 from vidcli.testing import models as testing
 from vidcli.testing.cli import main as kit_cli
-from vidcli.testing import build_tiny_models, ensure_tiny_models
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

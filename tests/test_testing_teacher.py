@@ -7,9 +7,9 @@ import signal
 import subprocess
 import sys
 import time
-from concurrent.futures import ThreadPoolExecutor
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -25,8 +25,8 @@ from vidcli.mining.rave import RAVE_TYPES
 from vidcli.mining.triplets import instruction_validator
 from vidcli.prompts import render, render_text
 from vidcli.rewards.coverage import parse_fraction, parse_yes_no
-from vidcli.testing.teacher import BANNER, REPLIES, identify, teacher_reply, teacher_server, template_names
 from vidcli.rewards.critic import critic_checks
+from vidcli.testing.teacher import BANNER, REPLIES, identify, teacher_reply, teacher_server, template_names
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CAPTION = "A red ball rolls from the left edge to the right edge over green grass, static wide shot in daylight."

@@ -12,11 +12,29 @@ import torch
 from torch import nn
 
 from vidcli.errors import InputError
-from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
-                                     remove_partials, safe_arguments)
-from vidcli.train.core import (DataOrder, OptimConfig, RunConfig, build_optimizer, build_scheduler,
-                               decay_groups, file_sha256, lr_factor, make_accelerator, seeded_uniform,
-                               set_seed, total_steps)
+from vidcli.train.checkpoint import (
+    Checkpointer,
+    RunInfo,
+    check_output_dir,
+    check_same_inputs,
+    latest_checkpoint,
+    remove_partials,
+    safe_arguments,
+)
+from vidcli.train.core import (
+    DataOrder,
+    OptimConfig,
+    RunConfig,
+    build_optimizer,
+    build_scheduler,
+    decay_groups,
+    file_sha256,
+    lr_factor,
+    make_accelerator,
+    seeded_uniform,
+    set_seed,
+    total_steps,
+)
 
 # ----------------------------------------------------------------------------- schedule
 
@@ -228,10 +246,10 @@ def test_resume_restores_rng_state(tmp_path):
     _train(tmp_path / "run", 4, crash_after=2)
     ckpt = latest_checkpoint(tmp_path / "run")
     # The saved RNG states are those at save time: loading them gives the same draws.
-    from accelerate import Accelerator
     import random
 
     import numpy as np
+    from accelerate import Accelerator
 
     def draws():
         return torch.rand(3).tolist(), np.random.rand(3).tolist(), [random.random() for _ in range(3)]

@@ -11,8 +11,13 @@ from tests.test_grpo import grpo_kit, make_config  # noqa: F401  (fixtures)
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 from vidcli.interpreter.format import build_target
 from vidcli.rewards.reade import RewardResult
-from vidcli.rewards.video_feedback import (VideoFeedback, VideoFeedbackConfig, render_seed, video_questions,
-                                           yes_probabilities)
+from vidcli.rewards.video_feedback import (
+    VideoFeedback,
+    VideoFeedbackConfig,
+    render_seed,
+    video_questions,
+    yes_probabilities,
+)
 from vidcli.train.grpo import GRPORecipe, completion_mask
 
 INSTRUCTION = "a brown dog running"
@@ -155,8 +160,8 @@ def test_a_drf_tune_lora_output_renders_with_its_adapter_fused(tiny_models, tmp_
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
 
-    from vidcli.rewards.video_feedback import load_generator
     from vidcli.diffusion import LORA_WEIGHTS
+    from vidcli.rewards.video_feedback import load_generator
 
     base, out = tiny_models["wan"], tmp_path / "drf"
     out.mkdir()

@@ -8,8 +8,15 @@ import pytest
 import torch
 
 from vidcli.media import load_video
-from vidcli.rewards.vlm import (VANILLA_QUESTION, VERDICT_PREFIX, VLMScorer, reference_answer, vanilla_reward,
-                                video_pixels, vqa_loss)
+from vidcli.rewards.vlm import (
+    VANILLA_QUESTION,
+    VERDICT_PREFIX,
+    VLMScorer,
+    reference_answer,
+    vanilla_reward,
+    video_pixels,
+    vqa_loss,
+)
 
 BALL = Path(__file__).resolve().parent.parent / "examples" / "media" / "ball.mp4"
 FPS = 4.0

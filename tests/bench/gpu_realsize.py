@@ -202,8 +202,8 @@ def triplet_records(work: Path) -> Path:
 
 
 def sft_records(work: Path, images: int, side: int, instruction_words: int, target_words: int) -> Path:
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     rng = np.random.default_rng(0)
     for i in range(images):
@@ -575,10 +575,10 @@ def main(argv: list[str] | None = None) -> int:
     report = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
               "torch": torch.__version__, "small": args.small, "runs": []}
     try:
-        import transformers
-        import diffusers
         import accelerate
+        import diffusers
         import peft
+        import transformers
 
         report.update(transformers=transformers.__version__, diffusers=diffusers.__version__,
                       accelerate=accelerate.__version__, peft=peft.__version__)

@@ -159,9 +159,8 @@ def reports_errors(func: Callable) -> Callable:
 
 
 def _check_paths(ctx: click.Context, kwargs: dict) -> None:
-    from vidcli.jsonl import check_inputs, check_output
-
     from vidcli.backends import check_local_model
+    from vidcli.jsonl import check_inputs, check_output
 
     planning = bool(kwargs.get("plan"))  # --plan reads records only when they exist, and writes nothing
     for name in ("inputs", "input_files"):  # interpret takes its records with --input

@@ -38,8 +38,17 @@ import torch
 from vidcli import weights
 from vidcli.plan.interpreter import _autocast, ordinary_ids
 from vidcli.plan.meter import LiveTensors
-from vidcli.plan.probe import (Reading, cut_copy, depths_of, fake_mode, fit_depths, materialise, measure, remembered,
-                               stacks)
+from vidcli.plan.probe import (
+    Reading,
+    cut_copy,
+    depths_of,
+    fake_mode,
+    fit_depths,
+    materialise,
+    measure,
+    remembered,
+    stacks,
+)
 from vidcli.plan.report import Phase, Plan, Term, count_text
 from vidcli.plan.static import Sharding, trained_terms, weight_term
 

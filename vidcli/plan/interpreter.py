@@ -34,7 +34,6 @@ from vidcli.plan.report import Phase, Plan, Term, count_text
 from vidcli.plan.static import Sharding, trained_terms, weight_term
 
 
-
 @dataclass(frozen=True)
 class Workload:
     """Tokens of one example: prompt (of which visual) and target (sft) or completion (grpo)."""

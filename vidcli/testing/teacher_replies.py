@@ -14,9 +14,30 @@ import re
 from typing import Callable
 
 from vidcli.testing.teacher_reading import (
-    LIGHT_WORDS, PLACE_WORDS, SPATIAL_WORDS, STYLE_WORDS, Request, brightness, camera_clauses, clauses, colour_name,
-    colour_phrases, content_words, described_object, difference, first_words, flicker, has_word, last_time,
-    motion_clauses, motion_sentence, objects, one_line, place_phrases, sentence, supports,
+    LIGHT_WORDS,
+    PLACE_WORDS,
+    SPATIAL_WORDS,
+    STYLE_WORDS,
+    Request,
+    brightness,
+    camera_clauses,
+    clauses,
+    colour_name,
+    colour_phrases,
+    content_words,
+    described_object,
+    difference,
+    first_words,
+    flicker,
+    has_word,
+    last_time,
+    motion_clauses,
+    motion_sentence,
+    objects,
+    one_line,
+    place_phrases,
+    sentence,
+    supports,
 )
 
 

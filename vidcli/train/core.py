@@ -33,11 +33,19 @@ from pathlib import Path
 from vidcli.provenance import file_sha256  # noqa: F401
 from vidcli.train.config import MIXED_PRECISION, TRACKERS, RunConfig, parse_report_to  # noqa: F401
 from vidcli.train.inputs import read_training_records  # noqa: F401
-from vidcli.train.optim import (OPTIMIZERS, SCHEDULES, OptimConfig, build_optimizer, build_scheduler,  # noqa: F401
-                                clip_and_step, decay_groups, lr_factor, total_steps)
+from vidcli.train.optim import (  # noqa: F401
+    OPTIMIZERS,
+    SCHEDULES,
+    OptimConfig,
+    build_optimizer,
+    build_scheduler,
+    clip_and_step,
+    decay_groups,
+    lr_factor,
+    total_steps,
+)
 from vidcli.train.order import DataOrder, seeded_uniform  # noqa: F401
-from vidcli.train.start import (aligned_storage, compute_dtype, make_accelerator, resolve_mixed_precision,  # noqa: F401
-                                set_seed)
+from vidcli.train.start import aligned_storage, compute_dtype, make_accelerator, resolve_mixed_precision, set_seed  # noqa: F401
 from vidcli.train.tracking import tracker_config  # noqa: F401
 
 

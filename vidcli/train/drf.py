@@ -50,8 +50,16 @@ import torch
 from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
 from vidcli.train.core import run_recipe
 from vidcli.train.dit_config import DIMS, DRFConfig, DRFRun  # noqa: F401 (the recipe's settings, named with it)
-from vidcli.train.dit_tuning import (check_same_tuning, frozen_dtype, load_generator, prepare_denoiser,
-                                     samples_due, save_pipeline, synced, train_dit)
+from vidcli.train.dit_tuning import (
+    check_same_tuning,
+    frozen_dtype,
+    load_generator,
+    prepare_denoiser,
+    samples_due,
+    save_pipeline,
+    synced,
+    train_dit,
+)
 from vidcli.train.drf_data import Task, load_tasks
 from vidcli.train.optim import build_scheduler, clip_and_step, total_steps
 from vidcli.train.order import DataOrder

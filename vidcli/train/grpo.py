@@ -64,12 +64,11 @@ from torch import nn
 
 from vidcli.errors import BackendError, BackendUnavailable, InputError
 from vidcli.rewards.reade import PARTS, RewardResult
-from vidcli.rewards.video_feedback import (VIDEO_PARTS, VideoFeedback, VideoScore,
-                                           add_video_reward, render_seed)
+from vidcli.rewards.video_feedback import VIDEO_PARTS, VideoFeedback, VideoScore, add_video_reward, render_seed
 from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
 from vidcli.train.core import run_recipe
-from vidcli.train.grpo_loss import group_advantages, grpo_loss, scored_rows, token_logprobs
 from vidcli.train.grpo_data import Rollout, append_completions, completion_mask, load_prompts
+from vidcli.train.grpo_loss import group_advantages, grpo_loss, scored_rows, token_logprobs
 from vidcli.train.interpreter_config import GRPOConfig, GRPORun  # noqa: F401 (the recipe's settings, named with it)
 from vidcli.train.interpreter_tuning import check_prompt_lengths, load_interpreter, record_request
 from vidcli.train.optim import build_optimizer, build_scheduler, clip_and_step, total_steps
