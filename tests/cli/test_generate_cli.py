@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tests.cli.helpers import invoke, read_jsonl, write_jsonl
-from tests.test_generate import PROMPTS, SETTINGS, gen_kit  # noqa: F401  (fixtures)
-from tests.test_revise import BALL, SQUARES
+from tests.diffusion.test_generate import PROMPTS, SETTINGS, gen_kit  # noqa: F401  (fixtures)
+from tests.train.test_revise import BALL, SQUARES
 from vidcli.media import load_video, probe_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

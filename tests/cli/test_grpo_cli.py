@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.cli.helpers import invoke, kill_when, read_jsonl
-from tests.test_grpo import grpo_kit  # noqa: F401  (fixtures)
+from tests.train.test_grpo import grpo_kit  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from tests.cli.helpers import invoke, read_jsonl
-from tests.test_revise import BALL, SQUARES, revise_kit, write_triplets  # noqa: F401  (fixtures)
-from tests.trackers import (
+from tests.train.test_revise import BALL, SQUARES, revise_kit, write_triplets  # noqa: F401  (fixtures)
+from tests.train.trackers import (
     need_trackers,
     offline_wandb,
     tensorboard_events,

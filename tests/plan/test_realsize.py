@@ -19,7 +19,7 @@ import torch
 from vidcli import weights
 from vidcli.train.core import RunConfig
 
-REALSIZE = Path(__file__).resolve().parent / "data" / "realsize"
+REALSIZE = Path(__file__).resolve().parents[1] / "data" / "realsize"
 
 # Published totals (SOURCES.md): the checkpoints' safetensors metadata, parameter counts.
 QWEN25_VL_7B = 8_292_166_656

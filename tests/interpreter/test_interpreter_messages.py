@@ -22,7 +22,7 @@ from vidcli.interpreter.messages import (
 from vidcli.media import load_audio, load_image, load_video, video_frames_as_pil
 from vidcli.prompts import render
 
-MEDIA = Path(__file__).resolve().parents[1] / "examples" / "media"
+MEDIA = Path(__file__).resolve().parents[2] / "examples" / "media"
 PARTS = {
     "dense": "A woman in a yellow raincoat waves in a sunny park.",
     "main_object": "A woman with short black hair and round glasses.",

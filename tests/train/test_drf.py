@@ -15,7 +15,7 @@ from vidcli.train.drf import DRFConfig, DRFRecipe, load_tasks
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
-BALL = Path(__file__).resolve().parent.parent / "examples" / "media" / "ball.mp4"
+BALL = Path(__file__).resolve().parents[2] / "examples" / "media" / "ball.mp4"
 TA = {"dim": "TA", "key": "objects", "question": "Is there a red ball?",
       "reference": {"answer": "Yes", "explanation": "A red ball rolls over the grass."}}
 VQ = {"dim": "VQ", "key": "quality", "question": "Compared with the second video, is the first one blurry?",

@@ -40,7 +40,7 @@ def write_data(folder: Path) -> dict[str, Path]:
     media.mkdir(parents=True, exist_ok=True)
     for i, colour in enumerate([(200, 30, 30), (30, 200, 30)]):
         Image.new("RGB", (56, 56), colour).save(media / f"img{i}.png")
-    shutil.copy(Path(__file__).parents[1] / "examples" / "media" / "camera_dolly_pan.txt", media / "cam.txt")
+    shutil.copy(Path(__file__).parents[2] / "examples" / "media" / "camera_dolly_pan.txt", media / "cam.txt")
     cot = [
         {"id": "a", "instruction": "make the dog run", "conditions": [{"type": "identity", "path": "media/img0.png"}],
          "cot": {"target": cot_target("dog"), "no_instruction": {"target": BLIND_DOG}}},

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.cli.helpers import invoke
-from tests.test_revise import BALL, SQUARES, write_triplets
+from tests.train.test_revise import BALL, SQUARES, write_triplets
 from vidcli.diffusion.generate import (
     Settings,
     check_settings,
@@ -29,7 +29,7 @@ PROMPTS = {"car": "a red car drives through the street", "dog": "a small dog run
 @pytest.fixture(scope="session")
 def gen_kit(tmp_path_factory):
     """The tiny Wan folder, a one-step drf-tune LoRA output and a one-step revise-tune editor."""
-    from tests.test_drf import RECORD, write_records
+    from tests.train.test_drf import RECORD, write_records
     from vidcli.testing import ensure_tiny_models
 
     paths = ensure_tiny_models(["wan", "vlm"])

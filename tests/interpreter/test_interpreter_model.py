@@ -16,7 +16,7 @@ from vidcli.interpreter.model import Interpreter
 from vidcli.testing import ensure_tiny_models
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-MEDIA = Path(__file__).resolve().parents[1] / "examples" / "media"
+MEDIA = Path(__file__).resolve().parents[2] / "examples" / "media"
 SMALL_CAMERA = CameraEncoderConfig(hidden_size=32, depth=1, num_heads=2, image_size=(32, 48), out_hidden_size=64)
 RECORDS = [
     {"id": "ids", "instruction": "make them wave", "conditions": [{"type": "identity", "path": "identity_a.png"},

@@ -6,7 +6,7 @@ import json
 import pytest
 import torch
 
-from tests.test_grpo import grpo_kit, make_config  # noqa: F401  (fixtures)
+from tests.train.test_grpo import grpo_kit, make_config  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 from vidcli.interpreter.format import build_target

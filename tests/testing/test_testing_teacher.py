@@ -28,7 +28,7 @@ from vidcli.rewards.coverage import parse_fraction, parse_yes_no
 from vidcli.rewards.critic import critic_checks
 from vidcli.testing.teacher import BANNER, REPLIES, identify, teacher_reply, teacher_server, template_names
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 CAPTION = "A red ball rolls from the left edge to the right edge over green grass, static wide shot in daylight."
 
 

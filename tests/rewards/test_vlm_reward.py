@@ -18,7 +18,7 @@ from vidcli.rewards.vlm import (
     vqa_loss,
 )
 
-BALL = Path(__file__).resolve().parent.parent / "examples" / "media" / "ball.mp4"
+BALL = Path(__file__).resolve().parents[2] / "examples" / "media" / "ball.mp4"
 FPS = 4.0
 
 TA = {"dim": "TA", "key": "objects", "question": "Look at the video. Is there a red car?",

@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.test_rewards_coverage import KEY_INFO, SUPPORTED
+from tests.rewards.test_rewards_coverage import KEY_INFO, SUPPORTED
 from vidcli.backends import load_chat_model
 from vidcli.interpreter.format import build_target
 from vidcli.rewards.coverage import LLMJudge, load_judge

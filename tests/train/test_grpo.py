@@ -20,7 +20,7 @@ from vidcli.train.interpreter_tuning import record_request
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
-MEDIA = Path(__file__).parents[1] / "examples" / "media"
+MEDIA = Path(__file__).parents[2] / "examples" / "media"
 KEY_INFO = {"user": {"objects": [{"name": "dog", "attributes": ["brown"]}], "actions": ["runs"]},
             "supplementary": {"objects": [], "camera": ["pans left"]}, "imaginative": {"style": ["cinematic"]}}
 

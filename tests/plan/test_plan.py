@@ -25,7 +25,7 @@ from vidcli.train.core import OptimConfig, RunConfig
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
-EXAMPLES = Path(__file__).resolve().parents[1] / "examples" / "media"
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "media"
 TOLERANCE = 0.10
 
 
@@ -144,7 +144,7 @@ def test_grpo_plan_matches_a_measured_step(small, tmp_path, finetune):
 
     from vidcli.train.grpo import GRPOConfig, GRPORecipe
 
-    sys.path.insert(0, str(Path(__file__).parent / "bench"))
+    sys.path.insert(0, str(Path(__file__).parents[1] / "bench"))
     from gpu_realsize import LengthReward
 
     key = {k: {"objects": [{"name": "ball", "attributes": ["red"]}], "actions": ["rolls"], "camera": [], "style": []}

@@ -16,7 +16,7 @@ from vidcli.train.revise import ReviseConfig, ReviseRecipe, load_triplets, shift
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
-MEDIA = Path(__file__).resolve().parent.parent / "examples" / "media"
+MEDIA = Path(__file__).resolve().parents[2] / "examples" / "media"
 BALL = {"id": "ball-later", "instruction": "show where the ball will be a moment later",
         "source": {"video": "ball.mp4", "start": 0.0, "end": 1.5},
         "target": {"video": "ball.mp4", "start": 1.5, "end": 3.0}, "subset": "icvg"}
