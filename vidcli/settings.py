@@ -30,8 +30,7 @@ GROUP = "vidcli.group"
 def setting(default: Any = dataclasses.MISSING, *, help: str | None = None, flag: str | tuple[str, ...] | None = None,
             name: str | None = None, type: Any = None, metavar: str | None = None,
             callback: Callable | None = None, cli_default: Any = dataclasses.MISSING,
-            convert: Callable[[Any], Any] | None = None, default_factory: Any = dataclasses.MISSING,
-            cli: bool = True) -> Any:
+            convert: Callable[[Any], Any] | None = None, cli: bool = True) -> Any:
     """A config field that is also an option.
 
     ``flag``: the option's declarations (default ``--field-name``; ``--x/--no-x`` for an on/off
@@ -44,7 +43,7 @@ def setting(default: Any = dataclasses.MISSING, *, help: str | None = None, flag
     option = {"help": help, "flag": flag, "name": name, "type": type, "metavar": metavar, "callback": callback,
               "cli_default": cli_default, "convert": convert}
     metadata = {OPTION: option} if cli else {}
-    return dataclasses.field(default=default, default_factory=default_factory, metadata=metadata)
+    return dataclasses.field(default=default, metadata=metadata)
 
 
 def group(cls: type, *, prefix: str = "", required: bool = False) -> Any:
@@ -56,17 +55,14 @@ def group(cls: type, *, prefix: str = "", required: bool = False) -> Any:
 
 
 def retune(cls: type, name: str, default: Any = dataclasses.MISSING, *, help: str | None = None,
-           cli: bool | None = None, **option: Any) -> Any:
-    """Field ``name`` of ``cls`` again, with another ``default``, ``help`` or option setting (``cli=False``:
-    not offered by this command)."""
+           cli: bool = True) -> Any:
+    """Field ``name`` of ``cls`` again, with another ``default`` or ``help`` (``cli=False``: not offered
+    by this command; its default applies). For a group field, ``default`` is the group's new class."""
     base = next(f for f in dataclasses.fields(cls) if f.name == name)
     metadata = dict(base.metadata)
-    if OPTION in metadata:
-        changed = dict(metadata[OPTION], **option)
-        if help is not None:
-            changed["help"] = help
-        metadata[OPTION] = changed
-    if cli is False:
+    if OPTION in metadata and help is not None:
+        metadata[OPTION] = dict(metadata[OPTION], help=help)
+    if not cli:
         metadata.pop(OPTION, None)
     if GROUP in metadata and default is not dataclasses.MISSING:  # a group retuned to a subclass of its own
         metadata[GROUP] = default
@@ -85,6 +81,7 @@ def flag_of(field: dataclasses.Field, prefix: str = "") -> str:
 
 
 def param_name(field: dataclasses.Field, prefix: str = "") -> str:
+    """The click parameter's name (the key of the run's saved arguments)."""
     return field.metadata[OPTION]["name"] or prefix + field.name
 
 
