@@ -56,6 +56,14 @@ def plain_model(path):
     return AutoProcessor.from_pretrained(path), AutoModelForImageTextToText.from_pretrained(path).eval()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _release_plain_models():
+    """The cached reference models go with this module: later tests count the models alive
+    (tests/train/test_grpo.py's LoRA reference test)."""
+    yield
+    plain_model.cache_clear()
+
+
 def plain_generate(path, request, max_new_tokens) -> str:
     """The library's documented path, one conversation at a time, no vidcli code."""
     processor, model = plain_model(path)
