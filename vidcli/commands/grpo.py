@@ -4,10 +4,17 @@ from __future__ import annotations
 import click
 
 from vidcli.commands.common import LocalModel, reports_errors
-from vidcli.commands.training import build_config, log_options, plan_options, print_plan, require_cuda_for_qlora
+from vidcli.commands.training import (
+    build_config,
+    log_options,
+    plan_options,
+    print_plan,
+    require_cuda_for_qlora,
+    settings_from,
+)
 from vidcli.rewards.coverage import CHOOSE_A_JUDGE
 from vidcli.rewards.video_feedback_config import VideoFeedbackConfig
-from vidcli.settings import OPTION, config_from, flag_words, options_from, settings_of
+from vidcli.settings import OPTION, options_from, settings_of
 from vidcli.train.interpreter_config import GRPOConfig
 
 EXAMPLES = """\b
@@ -57,10 +64,7 @@ def video_feedback_config(ctx: click.Context, reward: str, generator: str | None
         return None
     if generator is None or vlm is None:
         raise click.UsageError("--reward video-feedback needs --generator PIPELINE_DIR and --vlm hf:PATH")
-    try:
-        return config_from(VideoFeedbackConfig, opts, generator=generator, vlm=vlm)
-    except ValueError as exc:
-        raise click.UsageError(flag_words(str(exc), VideoFeedbackConfig)) from None
+    return settings_from(VideoFeedbackConfig, generator=generator, vlm=vlm)
 
 
 _VIDEO_SETTINGS = {field.metadata[OPTION]["name"] or field.name for field, _ in settings_of(VideoFeedbackConfig)}

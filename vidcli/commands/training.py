@@ -26,16 +26,20 @@ def log_options(func: Callable) -> Callable:
     ])
 
 
-def build_config(cls: type, **given: Any) -> Any:
-    """The command's config from its parsed options (and the ``given`` fields); a config check that
+def settings_from(cls: type, **given: Any) -> Any:
+    """``cls`` from the command's parsed options (and the ``given`` fields); a check of ``cls`` that
     fails is a usage error, in the command's flag names (exit 2)."""
     from vidcli.settings import config_from, flag_words
 
-    ctx = click.get_current_context()
     try:
-        return config_from(cls, ctx.params, arguments=dict(ctx.params), **given)
+        return config_from(cls, click.get_current_context().params, **given)
     except ValueError as exc:
         raise click.UsageError(flag_words(str(exc), cls)) from None
+
+
+def build_config(cls: type, **given: Any) -> Any:
+    """The command's config (:func:`settings_from`), with its arguments as given, for vidcli.json."""
+    return settings_from(cls, arguments=dict(click.get_current_context().params), **given)
 
 
 def require_cuda_for_qlora(finetune: str) -> None:
