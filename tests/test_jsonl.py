@@ -1,6 +1,4 @@
-import io
 import json
-import sys
 
 import pytest
 

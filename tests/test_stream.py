@@ -37,7 +37,8 @@ def test_skip_writes_good_records_in_order_and_rejects_the_rest(tmp_path, inputs
     assert [r["id"] for r in lines(out)] == ["1", "4"]
     assert lines(out)[0] == {"id": "1", "text": "a", "extra": {"k": [1]}, "upper": "A"}
     rejects = lines(out + ".rejects.jsonl")
-    assert rejects[0]["id"] == "2" and rejects[0]["errors"] == [{"stage": "input", "message": "field 'text' must be a string"}]
+    assert rejects[0]["id"] == "2"
+    assert rejects[0]["errors"] == [{"stage": "input", "message": "field 'text' must be a string"}]
     assert rejects[1]["raw"] == "{bad" and rejects[1]["rejected_from"]["line"] == 3
     assert (stats.written, stats.rejected, stats.dropped) == (2, 2, 1)
 

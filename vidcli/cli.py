@@ -16,14 +16,21 @@ from vidcli import __version__
 COMMANDS: dict[str, tuple[str, str]] = {
     "decompose": ("vidcli.commands.decompose", "Split captions into checkable elements, questions and key-info."),
     "make-cot": ("vidcli.commands.make_cot", "Build four-step chain-of-thought training records (ReaDe stage 1)."),
-    "sft": ("vidcli.commands.sft", "Fine-tune the interpreter on CoT records, or pre-train its camera encoder (ReaDe stage 1)."),
+    "sft": ("vidcli.commands.sft",
+            "Fine-tune the interpreter on CoT records, or pre-train its camera encoder (ReaDe stage 1)."),
     "grpo": ("vidcli.commands.grpo", "Reinforce the interpreter with the ReaDe reward by GRPO (ReaDe stage 2)."),
-    "drf-tune": ("vidcli.commands.drf_tune", "Fine-tune a video DiT on a frozen VLM's differentiable reward (Diffusion-DRF)."),
-    "revise-tune": ("vidcli.commands.revise_tune", "Train a video editor with flow matching and a frozen VLM critic (ReViSE)."),
-    "mine-triplets": ("vidcli.commands.mine_triplets", "Mine reasoning-informed editing triplets from films (icvg) or edit pairs (rave)."),
-    "interpret": ("vidcli.commands.interpret", "Interpret a video request: reasoning, six-part caption, generator prompt."),
-    "generate": ("vidcli.commands.generate", "Generate videos from prompts, or edit source clips, with a video checkpoint."),
-    "score": ("vidcli.commands.score", "Score records (format, coverage, reward, vqa, rve) and summarise with 95% intervals."),
+    "drf-tune": ("vidcli.commands.drf_tune",
+                 "Fine-tune a video DiT on a frozen VLM's differentiable reward (Diffusion-DRF)."),
+    "revise-tune": ("vidcli.commands.revise_tune",
+                    "Train a video editor with flow matching and a frozen VLM critic (ReViSE)."),
+    "mine-triplets": ("vidcli.commands.mine_triplets",
+                      "Mine reasoning-informed editing triplets from films (icvg) or edit pairs (rave)."),
+    "interpret": ("vidcli.commands.interpret",
+                  "Interpret a video request: reasoning, six-part caption, generator prompt."),
+    "generate": ("vidcli.commands.generate",
+                 "Generate videos from prompts, or edit source clips, with a video checkpoint."),
+    "score": ("vidcli.commands.score",
+              "Score records (format, coverage, reward, vqa, rve) and summarise with 95% intervals."),
 }
 
 

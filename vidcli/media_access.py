@@ -19,7 +19,21 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
 from vidcli.errors import InputError, MediaError
+from vidcli.settings import setting
+
+
+@dataclass(kw_only=True)
+class MediaSettings:
+    """``--media-root`` and ``--allow-escape``: the settings every media-reading command shares
+    (the stream commands' options and a field group of the trainers' configs)."""
+
+    media_root: str | None = setting(None, type=click.Path(file_okay=False),
+                                     help="Resolve relative media paths against this folder instead of each JSONL "
+                                          "file's folder.")
+    allow_escape: bool = setting(False, help="Allow relative media paths that leave the media folder with '..'.")
 
 
 def resolve_media_path(value: str, base_dir: Path, *, media_root: Path | None = None,

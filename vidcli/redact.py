@@ -31,8 +31,8 @@ def public_url(url: str) -> str:
     if not parts.scheme or not parts.netloc:
         return url
     host = parts.netloc.rpartition("@")[2]
-    query = urlencode([(k, "***" if is_secret_name(k) else v) for k, v in parse_qsl(parts.query, keep_blank_values=True)],
-                      safe="*")
+    pairs = parse_qsl(parts.query, keep_blank_values=True)
+    query = urlencode([(k, "***" if is_secret_name(k) else v) for k, v in pairs], safe="*")
     return urlunsplit((parts.scheme, host, parts.path, query, parts.fragment))
 
 

@@ -202,8 +202,8 @@ def triplet_records(work: Path) -> Path:
 
 
 def sft_records(work: Path, images: int, side: int, instruction_words: int, target_words: int) -> Path:
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     rng = np.random.default_rng(0)
     for i in range(images):
@@ -349,7 +349,6 @@ def release(recipe) -> None:
 
 def run_dit(kind: str, label: str, config, *, steps: int, device: str, frames_fn) -> dict:
     """Set up a drf-tune / revise-tune recipe with random weights and run ``steps`` optimiser steps."""
-    import torch
 
     from vidcli import weights
     from vidcli.train.drf import DRFRecipe
@@ -478,7 +477,8 @@ def dit_runs(kind: str, work: Path, small: bool, device: str) -> list[tuple[str,
 
     wan = wan_folder("wan2.1-t2v-1.3b", work, small)
     vlm = vlm_folder("qwen2.5-vl-7b", work, small)
-    size = dict(height=64, width=96, frames=9 if small else 17) if small or DEPTH else dict(height=288, width=512, frames=49)
+    size = (dict(height=64, width=96, frames=9 if small else 17) if small or DEPTH
+            else dict(height=288, width=512, frames=49))
 
     def run(name: str, **optim) -> RunConfig:
         return RunConfig(work / "runs" / name, batch_size=1, grad_accum=optim.pop("grad_accum", 1), save_every=0,
@@ -487,7 +487,8 @@ def dit_runs(kind: str, work: Path, small: bool, device: str) -> list[tuple[str,
 
     if kind == "drf":
         records = drf_records(work, questions=2 if small else 5)
-        base = DRFConfig(model=str(wan), vlm=str(vlm), inputs=[str(records)], run=run("drf"), steps=4 if small or DEPTH else 25,
+        base = DRFConfig(model=str(wan), vlm=str(vlm), inputs=[str(records)], run=run("drf"),
+                         steps=4 if small or DEPTH else 25,
                          k_grad=4, frames_vlm=4 if small else 10, gradient_checkpointing=True,
                          decode_checkpointing=False, **size)
         return [
@@ -574,10 +575,10 @@ def main(argv: list[str] | None = None) -> int:
     report = {"device": torch.cuda.get_device_name(0) if device == "cuda" else "cpu",
               "torch": torch.__version__, "small": args.small, "runs": []}
     try:
-        import transformers
-        import diffusers
         import accelerate
+        import diffusers
         import peft
+        import transformers
 
         report.update(transformers=transformers.__version__, diffusers=diffusers.__version__,
                       accelerate=accelerate.__version__, peft=peft.__version__)

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.helpers import invoke, read_jsonl, run_cli, write_jsonl
-from vidcli.testing.server import ScriptedServer, error, garbage, reply
+from vidcli.testing.server import ScriptedServer, error, garbage
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -23,7 +23,8 @@ BALL_ELEMENTS = {
     "camera": ["static wide shot"],
 }
 KEY_INFO = {
-    "user": {"objects": [{"name": "woman", "attributes": []}], "actions": ["the woman waves"], "camera": [], "style": []},
+    "user": {"objects": [{"name": "woman", "attributes": []}], "actions": ["the woman waves"], "camera": [],
+             "style": []},
     "supplementary": {"objects": [{"name": "woman", "attributes": ["short black hair", "round glasses"]}],
                       "actions": [], "camera": [], "style": []},
     "imaginative": {"objects": [{"name": "oak trees", "attributes": []}], "actions": [], "camera": [],
@@ -87,7 +88,8 @@ def test_drf_schema_adds_elements_and_questions(examples):
     ta = [q for q in ball["questions"] if q["dim"] == "TA"]
     # one TA question per non-empty key, in key order
     assert [q["key"] for q in ta] == ["environment", "objects", "motion", "color", "lighting", "camera"]
-    assert ta[3]["reference"] == {"answer": "Yes", "explanation": "The colours match: the ball is red; the sky is blue.",
+    assert ta[3]["reference"] == {"answer": "Yes",
+                                  "explanation": "The colours match: the ball is red; the sky is blue.",
                                   "source": "elements"}
     assert "the ball is red; the sky is blue" in ta[3]["question"]
     dims = [q["dim"] for q in ball["questions"]]
@@ -294,7 +296,7 @@ def test_bad_media_is_a_located_error(examples, video, expected):
                         "-q", str(inp)])
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     line = proc.stderr.splitlines()[0]
-    assert f"bad.jsonl:1: id=v: media: " in line and expected in line
+    assert "bad.jsonl:1: id=v: media: " in line and expected in line
 
 
 def test_usage_errors_exit_2(tmp_path):

@@ -11,9 +11,15 @@ import pytest
 import torch
 
 from tests.cli.helpers import invoke, read_jsonl
-from tests.test_drf import RECORD, drf_kit, write_records  # noqa: F401  (fixtures)
-from tests.trackers import (need_trackers, offline_wandb, tensorboard_events, trackers_installed, wandb_history,
-                            wandb_runs)
+from tests.train.test_drf import RECORD, drf_kit, write_records  # noqa: F401  (fixtures)
+from tests.train.trackers import (
+    need_trackers,
+    offline_wandb,
+    tensorboard_events,
+    trackers_installed,
+    wandb_history,
+    wandb_runs,
+)
 from vidcli.train.heatmaps import figure_pixels, heatmap_figure
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

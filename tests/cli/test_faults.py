@@ -133,7 +133,8 @@ def test_ctrl_c_leaves_the_partial_file_and_the_earlier_output(tmp_path):
     out.write_text(EARLIER)
     partial = tmp_path / "out.jsonl.partial"
     with ScriptedServer(default=reply(json.dumps(BALL_ELEMENTS), delay_ms=50)) as server:
-        proc = subprocess.Popen([sys.executable, "-m", "vidcli", *_decompose(server.base_url), str(data), "-o", str(out)],
+        proc = subprocess.Popen([sys.executable, "-m", "vidcli", *_decompose(server.base_url), str(data),
+                                 "-o", str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 60
         while time.time() < deadline and not (partial.exists() and partial.read_bytes().count(b"\n") >= 2):
@@ -173,7 +174,8 @@ def _adapter(tmp_path: Path, tiny_models) -> Path:
 
 MODEL_CASES = {
     "interpret, truncated weights": (lambda t, m: ["interpret", "--model", str(_copy_with_truncated(
-        Path(m["vlm"]), t / "vlm", "model.safetensors")), "--text", "hi"], "model.safetensors: weights file is truncated"),
+        Path(m["vlm"]), t / "vlm", "model.safetensors")), "--text", "hi"],
+        "model.safetensors: weights file is truncated"),
     "interpret, damaged LoRA adapter": (lambda t, m: ["interpret", "--model", str(_adapter(t, m)), "--text", "hi"],
                                         "adapter_model.safetensors: weights file is"),
     "sft --model, truncated weights": (lambda t, m: ["sft", "--stage", "camera", "--model", str(_copy_with_truncated(
@@ -217,4 +219,5 @@ def test_local_model_options_take_the_backend_spec_or_a_path(value, seen):
 def test_interpret_input_typo_is_found_before_the_model_loads(tmp_path):
     result = invoke(["interpret", "--model", str(tmp_path / "never-loaded"), "--input", str(tmp_path / "typo.jsonl"),
                      "-o", str(tmp_path / "out.jsonl")])
-    assert result.exit_code == 1 and result.stderr == f"vidcli interpret: error: {tmp_path / 'typo.jsonl'}: input file not found\n"
+    assert result.exit_code == 1
+    assert result.stderr == f"vidcli interpret: error: {tmp_path / 'typo.jsonl'}: input file not found\n"

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from tests.cli.helpers import invoke, read_jsonl, write_jsonl
-from tests.test_generate import PROMPTS, SETTINGS, gen_kit  # noqa: F401  (fixtures)
-from tests.test_revise import BALL, SQUARES
+from tests.diffusion.test_generate import PROMPTS, SETTINGS, gen_kit  # noqa: F401  (fixtures)
+from tests.train.test_revise import BALL, SQUARES
 from vidcli.media import load_video, probe_video
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -36,7 +36,8 @@ def test_help_says_where_defaults_come_from():
     assert result.exit_code == 0
     text = " ".join(result.output.split())
     for wanted in ("--steps INTEGER RANGE", "default: 30", "the pipeline's: Wan 5.0",
-                   "vidcli.json recorded for training", "default: Wan 16, CogVideoX 8", "--batch-size", "default: 1;", "--shard I/N", "--resume",
+                   "vidcli.json recorded for training", "default: Wan 16, CogVideoX 8", "--batch-size", "default: 1;",
+                   "--shard I/N", "--resume",
                    "OUT-stem.videos/", "Examples:", "vidcli generate --model runs/revise triplets.jsonl"):
         assert wanted in text, wanted
     assert "generate" in invoke(["--help"]).output

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from tests.cli.helpers import invoke, kill_when, read_jsonl
-from tests.test_grpo import grpo_kit  # noqa: F401  (fixtures)
+from tests.train.test_grpo import grpo_kit  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -92,6 +92,17 @@ def test_usage_errors_exit_2(grpo_kit, tmp_path):
     assert result.exit_code == 2 and "apply to LLM judges" in result.stderr
     assert invoke(grpo_args(grpo_kit, tmp_path / "run", "-G", "1")).exit_code == 2
     assert invoke(["grpo", "--model", "m", "-o", str(tmp_path)]).exit_code == 2  # no INPUT
+
+
+def test_min_completion_tokens_makes_every_completion_that_long(grpo_kit, tmp_path):
+    done = invoke(grpo_args(grpo_kit, tmp_path / "run", "--max-steps", "1", "--grad-accum", "1",
+                            "--min-completion-tokens", "6"))
+    assert done.exit_code == 0, done.stderr
+    rows = read_jsonl(tmp_path / "run" / "rollouts.jsonl")
+    assert rows and all(row["length"] == 6 for row in rows)
+    wrong = invoke(grpo_args(grpo_kit, tmp_path / "other", "--min-completion-tokens", "7"))
+    assert wrong.exit_code == 2
+    assert "--min-completion-tokens must be between 0 and --max-completion-tokens" in wrong.stderr
 
 
 def test_the_judge_is_an_explicit_choice(grpo_kit, tmp_path):

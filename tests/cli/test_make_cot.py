@@ -149,8 +149,10 @@ def test_end_to_end_every_condition_type(examples):
         "audio": "- Audio: a steady high whistle",
         "text": "No non-text inputs were given; the request is text only.",
         "mixed": "\n".join([
-            "- Identity 1: a figure whose mean colour is " + mean_colour(load_image(examples / "media" / "identity_a.png")),
-            "- Identity 2: a figure whose mean colour is " + mean_colour(load_image(examples / "media" / "identity_b.png")),
+            "- Identity 1: a figure whose mean colour is "
+            + mean_colour(load_image(examples / "media" / "identity_a.png")),
+            "- Identity 2: a figure whose mean colour is "
+            + mean_colour(load_image(examples / "media" / "identity_b.png")),
             f"- Camera trajectory: {trajectory}; in the original video, "
             "the camera pans slowly to the left, the shot ends on a static frame",
         ]),
@@ -180,7 +182,8 @@ def test_end_to_end_every_condition_type(examples):
         blind = cot["no_instruction"]
         no_text = "(none: the user gave no text, only the non-text inputs)"
         assert blind["steps"] == {"intent": f"INFERRED from {cot['steps']['nontext'].splitlines()[0]}",
-                                  "alignment": f"ALIGNMENT for '{no_text}'", "supplement": f"SUPPLEMENT for '{no_text}'"}
+                                  "alignment": f"ALIGNMENT for '{no_text}'",
+                                  "supplement": f"SUPPLEMENT for '{no_text}'"}
         blind_target = parse_output(blind["target"])
         assert blind_target.think_ok and blind_target.answer == parsed.answer
         assert f"Step 2 - Non-textual understanding: {cot['steps']['nontext']}" in blind_target.think
@@ -197,12 +200,14 @@ def test_end_to_end_every_condition_type(examples):
     identity_prompt = next(user_text(b) for b in vlm if "a woman in a yellow raincoat" in user_text(b))
     assert "This image is a reference" in identity_prompt  # the condition's caption is a hint
     # Step 3 sees step 1 and step 2; step 4 sees step 3 and the rendered six-part gold.
-    align = next(user_text(b) for b in requests if "Reconcile the two" in user_text(b) and "quiet street" in user_text(b))
+    align = next(user_text(b) for b in requests
+                 if "Reconcile the two" in user_text(b) and "quiet street" in user_text(b))
     assert "INTENT for 'a quiet street at dusk'" in align and trajectory in align
     supp = next(user_text(b) for b in requests if "add only what is missing" in user_text(b)
                 and "quiet street" in user_text(b))
     assert "ALIGNMENT for 'a quiet street at dusk'" in supp and render_caption(GOLD) in supp
-    intent = next(user_text(b) for b in requests if "Work out the intent" in user_text(b) and "two friends" in user_text(b))
+    intent = next(user_text(b) for b in requests
+                  if "Work out the intent" in user_text(b) and "two friends" in user_text(b))
     assert "Besides the text they supplied: two identity reference images and a camera trajectory." in intent
     intent = next(user_text(b) for b in requests if "Work out the intent" in user_text(b) and "snowy" in user_text(b))
     assert "Besides the text they supplied: nothing else." in intent
@@ -361,7 +366,8 @@ def test_bad_conditions_are_located_errors(examples, condition, stage, expected)
 
 def test_media_conditions_need_a_vlm_and_gold_is_checked(examples):
     inp = write_jsonl(examples / "in.jsonl", [
-        {"id": "img", "instruction": "her", "gold": GOLD, "conditions": [{"type": "identity", "path": "media/identity_a.png"}]},
+        {"id": "img", "instruction": "her", "gold": GOLD,
+         "conditions": [{"type": "identity", "path": "media/identity_a.png"}]},
         {"id": "gold", "instruction": "a scene", "gold": {**GOLD, "camera": ""}},
         {"id": "ok", "instruction": "a scene", "gold": GOLD,
          "conditions": [{"type": "camera", "path": "media/camera_orbit.json"}]},

@@ -148,7 +148,8 @@ def test_icvg_end_to_end(films, siglip, tmp_path):
         # Times in seconds, on the film's true cuts.
         assert (src["start"], src["end"]) in film.shots and (tgt["start"], tgt["end"]) in film.shots
         for side in (src, tgt):  # each clip got the caption of its own scene
-            assert side["caption"] == f"In {paths[src['video']]}, " + film.captions[scene_at(film, side["start"], side["end"])]
+            scene = scene_at(film, side["start"], side["end"])
+            assert side["caption"] == f"In {paths[src['video']]}, " + film.captions[scene]
         assert t["instruction"] == f"From <{src['caption']}> reason to <{tgt['caption']}>"
         assert t["reasoning_type"] == "commonsense" and t["subset"] == "icvg"
         mining = by_video[t["video_id"]]
@@ -259,7 +260,8 @@ def test_rave_rewrites_literal_instructions(films, tmp_path):
     records = {r["id"]: r for r in read_jsonl(out)}
     assert set(records) == {"boat", "rain"}, [r["errors"] for r in read_jsonl(str(out) + ".rejects.jsonl")]
     boat, rain = records["boat"], records["rain"]
-    assert boat["instruction"] == "implicit cue for <Removetheboat.>" and boat["literal_instruction"] == "Remove the boat."
+    assert boat["instruction"] == "implicit cue for <Removetheboat.>"
+    assert boat["literal_instruction"] == "Remove the boat."
     assert boat["reasoning_type"] == "semantic" and rain["reasoning_type"] == "physical"
     assert {boat["subset"], rain["subset"]} == {"rave"} and {boat["split"], rain["split"]} == {"train", "test"}
     assert (boat["source"]["start"], boat["source"]["end"]) == (1.0, 3.0)

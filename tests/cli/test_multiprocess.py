@@ -45,9 +45,9 @@ from safetensors.torch import load_file
 
 from tests.cli.helpers import invoke, read_jsonl
 from tests.cli.test_grpo_cli import grpo_args
-from tests.test_drf import RECORD, drf_kit, write_records  # noqa: F401  (fixtures)
-from tests.test_grpo import grpo_kit  # noqa: F401  (fixture)
-from tests.test_sft import sft_kit  # noqa: F401  (fixture)
+from tests.train.test_drf import RECORD, drf_kit, write_records  # noqa: F401  (fixtures)
+from tests.train.test_grpo import grpo_kit  # noqa: F401  (fixture)
+from tests.train.test_sft import sft_kit  # noqa: F401  (fixture)
 from vidcli.errors import InputError
 from vidcli.train.core import DataOrder
 

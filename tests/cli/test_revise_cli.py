@@ -11,9 +11,15 @@ import pytest
 import torch
 
 from tests.cli.helpers import invoke, read_jsonl
-from tests.test_revise import BALL, SQUARES, revise_kit, write_triplets  # noqa: F401  (fixtures)
-from tests.trackers import (need_trackers, offline_wandb, tensorboard_events, trackers_installed, wandb_history,
-                            wandb_runs)
+from tests.train.test_revise import BALL, SQUARES, revise_kit, write_triplets  # noqa: F401  (fixtures)
+from tests.train.trackers import (
+    need_trackers,
+    offline_wandb,
+    tensorboard_events,
+    trackers_installed,
+    wandb_history,
+    wandb_runs,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -6,18 +6,19 @@ import json
 import pytest
 
 from tests.cli.helpers import invoke, read_jsonl, write_jsonl
-from tests.test_reade_reward import CONTRADICTORY, GOOD, NO_ANSWER, script
-from tests.test_rewards_coverage import KEY_INFO
+from tests.rewards.test_reade_reward import CONTRADICTORY, GOOD, NO_ANSWER, script
+from tests.rewards.test_rewards_coverage import KEY_INFO
 from vidcli.testing.server import ScriptedServer, error
 
 RECORDS = [
     {"id": "good", "conditions": [{"type": "identity", "path": "face.png"}], "key_info": KEY_INFO,
      "output": {"raw": GOOD, "prompt": "ignored"}, "completion": "ignored: output.raw comes first"},
-    {"id": "bad", "conditions": [{"type": "depth", "path": "d.mp4"}], "key_info": KEY_INFO, "completion": CONTRADICTORY},
+    {"id": "bad", "conditions": [{"type": "depth", "path": "d.mp4"}], "key_info": KEY_INFO,
+     "completion": CONTRADICTORY},
     {"id": "none", "conditions": [{"type": "depth", "path": "d.mp4"}], "key_info": KEY_INFO,
      "output": {"raw": NO_ANSWER}},
 ]
-# Hand-computed from the scripted judge (see tests/test_reade_reward.py).
+# Hand-computed from the scripted judge (see tests/rewards/test_reade_reward.py).
 EXPECTED = {
     "good": {"format": 1.0, "user": 1.0, "detail": 0.75, "supp": 0.5, "contra": 0.0, "reward": 3.15},
     "bad": {"format": 0.2, "user": 1.0, "detail": 0.75, "supp": 0.5, "contra": 1.0, "reward": 1.65},

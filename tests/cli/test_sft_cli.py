@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from tests.cli.helpers import invoke, kill_when
-from tests.test_sft import sft_kit  # noqa: F401  (fixtures)
+from tests.train.test_sft import sft_kit  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

@@ -12,7 +12,7 @@ import pytest
 from tests.cli.helpers import invoke, read_jsonl, write_jsonl
 from tests.cli.test_decompose import make_server
 from tests.cli.test_make_cot import GOLD, answer
-from tests.test_reade_reward import CONTRADICTORY, GOOD, NO_ANSWER
+from tests.rewards.test_reade_reward import CONTRADICTORY, GOOD, NO_ANSWER
 from vidcli.shard import Shard
 from vidcli.testing.server import ScriptedServer
 

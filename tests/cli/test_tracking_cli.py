@@ -12,10 +12,17 @@ import pytest
 from tests.cli.helpers import invoke, read_jsonl
 from tests.cli.test_grpo_cli import grpo_args
 from tests.cli.test_sft_cli import sft_args
-from tests.test_grpo import grpo_kit  # noqa: F401  (fixtures)
-from tests.test_sft import sft_kit  # noqa: F401  (fixtures)
-from tests.trackers import (need_trackers, offline_wandb, tensorboard_events, tensorboard_text, wandb_history,
-                            wandb_run_id, wandb_runs)
+from tests.train.test_grpo import grpo_kit  # noqa: F401  (fixtures)
+from tests.train.test_sft import sft_kit  # noqa: F401  (fixtures)
+from tests.train.trackers import (
+    need_trackers,
+    offline_wandb,
+    tensorboard_events,
+    tensorboard_text,
+    wandb_history,
+    wandb_run_id,
+    wandb_runs,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

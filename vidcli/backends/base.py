@@ -11,7 +11,7 @@ Media are in-memory objects (already decoded), so backends never touch paths.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, asdict
+from dataclasses import asdict, dataclass
 from typing import Protocol, runtime_checkable
 
 Message = dict

@@ -72,7 +72,7 @@ class Embedder:
 
     detects_contradiction = False
     spec = "embed"
-    # Chosen on hand-made caption/element sets (two of them are in tests/test_embed.py):
+    # Chosen on hand-made caption/element sets (two of them are in tests/backends/test_embed.py):
     # elements a caption states, in its words or others, scored 0.55-1.0 against its
     # units; elements it never mentions scored 0.09-0.39. Paraphrases across very
     # different words ("early morning" for "at dawn", 0.39) fall below: a known miss.

@@ -73,10 +73,17 @@ class HFChatModel:
 
     def _load(self) -> None:
         import torch
-        from transformers import (AutoConfig, AutoModelForCausalLM, AutoModelForImageTextToText,
-                                  AutoProcessor, AutoTokenizer)
-        from transformers.models.auto.modeling_auto import (MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-                                                            MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES)
+        from transformers import (
+            AutoConfig,
+            AutoModelForCausalLM,
+            AutoModelForImageTextToText,
+            AutoProcessor,
+            AutoTokenizer,
+        )
+        from transformers.models.auto.modeling_auto import (
+            MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+            MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES,
+        )
 
         remote = self.trust_remote_code
         try:

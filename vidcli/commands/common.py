@@ -13,6 +13,8 @@ from typing import Callable
 import click
 
 from vidcli.errors import BackendError, InputError
+from vidcli.media_access import MediaSettings
+from vidcli.settings import options_from
 
 # Options that do not change what a data command writes (how fast, where, how loud):
 # left out of the settings that --resume compares (vidcli.provenance).
@@ -81,13 +83,11 @@ def input_output_options(func: Callable) -> Callable:
                      help="Continue an earlier run into the same -o file: skip ids already written. Refused when "
                           "another command, other settings or other inputs made it."),
         click.option("--on-error", type=click.Choice(["fail", "skip"]), default="fail", show_default=True,
-                     help="fail: stop with status 1 at the first bad record; skip: write it to the rejects file and go on."),
+                     help="fail: stop with status 1 at the first bad record; skip: write it to the rejects file "
+                          "and go on."),
         click.option("--rejects", type=click.Path(), default=None,
                      help="Rejects file for --on-error skip [default: OUT.rejects.jsonl]."),
-        click.option("--media-root", type=click.Path(file_okay=False), default=None,
-                     help="Resolve relative media paths against this folder instead of each JSONL file's folder."),
-        click.option("--allow-escape", is_flag=True,
-                     help="Allow relative media paths that leave the media folder with '..'."),
+        options_from(MediaSettings),
         click.option("-q", "--quiet", is_flag=True, help="No progress bar and no info logs."),
         click.option("-v", "--verbose", count=True, help="More logs on stderr (-vv for debug)."),
     ]
@@ -159,9 +159,8 @@ def reports_errors(func: Callable) -> Callable:
 
 
 def _check_paths(ctx: click.Context, kwargs: dict) -> None:
-    from vidcli.jsonl import check_inputs, check_output
-
     from vidcli.backends import check_local_model
+    from vidcli.jsonl import check_inputs, check_output
 
     planning = bool(kwargs.get("plan"))  # --plan reads records only when they exist, and writes nothing
     for name in ("inputs", "input_files"):  # interpret takes its records with --input

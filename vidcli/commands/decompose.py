@@ -12,7 +12,6 @@ import click
 from vidcli.commands.common import backend_options, input_output_options, reports_errors, result_settings
 from vidcli.shard import shard_option
 
-
 EXAMPLES = """\b
 Examples:
   vidcli decompose --llm openai:gpt-4o captions.jsonl -o decomposed.jsonl

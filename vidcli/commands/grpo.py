@@ -5,11 +5,17 @@ import click
 
 from vidcli.commands.common import LocalModel, reports_errors
 from vidcli.commands.training import (
-    interpreter_fields, interpreter_options, lora_settings, plan_options, print_plan, require_cuda_for_qlora,
-    run_config, run_options,
+    build_config,
+    log_options,
+    plan_options,
+    print_plan,
+    require_cuda_for_qlora,
+    settings_from,
 )
-from vidcli.interpreter.format import PROMPT_STYLES
 from vidcli.rewards.coverage import CHOOSE_A_JUDGE
+from vidcli.rewards.video_feedback_config import VideoFeedbackConfig
+from vidcli.settings import OPTION, options_from, settings_of
+from vidcli.train.interpreter_config import GRPOConfig
 
 EXAMPLES = """\b
 Examples:
@@ -28,7 +34,8 @@ Examples:
 
 
 def video_feedback_options(func):
-    """The --reward video-feedback options (generator, VLM, weight, render size)."""
+    """--reward, the frozen models of --reward video-feedback, and its settings (generated from
+    VideoFeedbackConfig)."""
     options = [
         click.option("--reward", type=click.Choice(["reade", "video-feedback"]), default="reade", show_default=True,
                      help="reade: the text reward alone; video-feedback: plus w·R_video from a frozen generator "
@@ -38,23 +45,7 @@ def video_feedback_options(func):
                                                   "or drf-tune output that renders the prompts."),
         click.option("--vlm", default=None, type=LocalModel(spec=True), metavar="[hf:]PATH",
                      help="video-feedback: frozen Qwen2-VL / Qwen2.5-VL that scores the renders."),
-        click.option("--video-weight", type=float, default=1.0, show_default=True, help="w: weight of R_video."),
-        click.option("--render-steps", type=click.IntRange(1), default=10, show_default=True,
-                     help="Denoising steps per render."),
-        click.option("--render-frames", type=click.IntRange(1), default=17, show_default=True,
-                     help="Frames per render (4k+1)."),
-        click.option("--render-height", type=click.IntRange(16), default=256, show_default=True,
-                     help="Multiple of 16."),
-        click.option("--render-width", type=click.IntRange(16), default=448, show_default=True,
-                     help="Multiple of 16."),
-        click.option("--render-guidance", type=click.FloatRange(0), default=5.0, show_default=True,
-                     help="Classifier-free guidance of the renders (<= 1: off, half the DiT forwards)."),
-        click.option("--render-prompt-style", type=click.Choice(PROMPT_STYLES), default="dense",
-                     show_default=True, help="Generator prompt from the answer, as in vidcli interpret."),
-        click.option("--render-batch", type=click.IntRange(1), default=8, show_default=True,
-                     help="Renders per pipeline call and questions per VLM forward (lower it to save memory)."),
-        click.option("--vlm-frames", type=click.IntRange(1), default=8, show_default=True,
-                     help="Frames of each render shown to the VLM (uniform, first and last included)."),
+        options_from(VideoFeedbackConfig),
     ]
     for option in reversed(options):
         func = option(func)
@@ -65,8 +56,7 @@ def video_feedback_config(ctx: click.Context, reward: str, generator: str | None
     """The VideoFeedbackConfig of --reward video-feedback (None for reade); inconsistent flags are usage errors."""
     from click.core import ParameterSource
 
-    names = ("generator", "vlm", "video_weight", "render_steps", "render_frames", "render_height", "render_width",
-             "render_guidance", "render_prompt_style", "render_batch", "vlm_frames")
+    names = ["generator", "vlm"] + [name for name in opts if name in _VIDEO_SETTINGS]
     if reward == "reade":
         given = [n for n in names if ctx.get_parameter_source(n) == ParameterSource.COMMANDLINE]
         if given:
@@ -74,19 +64,10 @@ def video_feedback_config(ctx: click.Context, reward: str, generator: str | None
         return None
     if generator is None or vlm is None:
         raise click.UsageError("--reward video-feedback needs --generator PIPELINE_DIR and --vlm hf:PATH")
-    frames, height, width = opts["render_frames"], opts["render_height"], opts["render_width"]
-    if frames % 4 != 1:
-        raise click.UsageError(f"--render-frames must be 4k+1 (1, 5, 9, 17, ...), got {frames}")
-    if height % 16 or width % 16:
-        raise click.UsageError(f"--render-height and --render-width must be multiples of 16, got {height}x{width}")
-    if opts["vlm_frames"] > frames:
-        raise click.UsageError(f"--vlm-frames {opts['vlm_frames']} is more than --render-frames {frames}")
-    from vidcli.rewards.video_feedback import VideoFeedbackConfig
+    return settings_from(VideoFeedbackConfig, generator=generator, vlm=vlm)
 
-    return VideoFeedbackConfig(
-        generator=generator, vlm=vlm, weight=opts["video_weight"], steps=opts["render_steps"], frames=frames,
-        height=height, width=width, guidance=opts["render_guidance"], vlm_frames=opts["vlm_frames"],
-        batch=opts["render_batch"], prompt_style=opts["render_prompt_style"])
+
+_VIDEO_SETTINGS = {field.metadata[OPTION]["name"] or field.name for field, _ in settings_of(VideoFeedbackConfig)}
 
 
 @click.command("grpo", epilog=EXAMPLES)
@@ -94,54 +75,12 @@ def video_feedback_config(ctx: click.Context, reward: str, generator: str | None
 @click.option("--model", required=True, metavar="PATH",
               help="The starting policy and KL reference: an sft checkpoint (full or adapter) or any "
                    "image-text-to-text model.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
-              help="Run folder: checkpoint-STEP/, rollouts.jsonl, and the final model in the folder itself.")
-@click.option("--finetune", type=click.Choice(["full", "lora", "qlora"]), default="full", show_default=True,
-              help="full (the paper's): a frozen second copy of the model is kept as reference. lora/qlora: the "
-                   "reference is the base with adapters disabled (no copy), but at the full-model rate the "
-                   "adapters barely move: raise --lr.")
-@click.option("--judge", default=None, metavar="SPEC",
-              help="Coverage judge (required): openai:MODEL (the paper's: an LLM, with --judge-mode number), "
-                   "hf:PATH, or embed (offline matcher for smoke runs: no contradiction term, and close wording "
-                   "passes even when it contradicts).")
-@click.option("--judge-mode", type=click.Choice(["elements", "number"]), default="elements", show_default=True,
-              help="LLM judges: one yes/no per element, or one coverage number per element set (the paper's).")
-@click.option("--judge-base-url", default=None, metavar="URL",
-              help="OpenAI-compatible endpoint of an openai: judge [default: $OPENAI_BASE_URL].")
-@click.option("--judge-concurrency", type=click.IntRange(1), default=8, show_default=True,
-              help="Judge requests in flight at once.")
-@click.option("--alpha", type=float, default=1.0, show_default=True, help="Weight of R_user.")
-@click.option("--rho", type=float, default=1.0, show_default=True, help="Weight of R_detail (over S).")
-@click.option("--gamma", type=float, default=0.8, show_default=True, help="Weight of R_supp (over Z).")
-@click.option("--lambda", "lam", type=float, default=0.7, show_default=True, help="Weight of the R_contra penalty.")
-@click.option("-G", "--num-generations", type=click.IntRange(2), default=8, show_default=True,
-              help="Completions sampled per prompt (one group).")
-@click.option("--temperature", type=click.FloatRange(0, min_open=True), default=1.0, show_default=True,
-              help="Sampling temperature (log-probs are taken at the same temperature).")
-@click.option("--top-p", type=click.FloatRange(0, 1, min_open=True), default=1.0, show_default=True)
-@click.option("--max-completion-tokens", type=click.IntRange(1), default=768, show_default=True)
-@click.option("--epsilon", type=click.FloatRange(0, min_open=True), default=0.2, show_default=True,
-              help="Clip range of the ratio: [1-ε, 1+ε].")
-@click.option("--beta", type=click.FloatRange(0), default=0.001, show_default=True,
-              help="Weight of the per-token KL to the reference (0: no reference at all).")
-@click.option("--num-iterations", type=click.IntRange(1), default=1, show_default=True,
-              help="μ: optimiser steps per rollout (must divide --save-every).")
-@run_options(lr=2.5e-6, schedule="constant", warmup_steps=50, weight_decay=0.01, save_every=100, batch_size=1,
-             grad_accum=2, lr_help="AdamW learning rate (paper: identity 2.5e-6, depth 1.5e-6, camera 1.5e-6, "
-                                   "pose 1e-6).",
-             batch_help="Prompts per device per micro-batch (each sampled G times).",
-             samples=("tables of rollouts (instruction, completion, reward parts, advantage)",
-                      "completions in each table (the first prompt's group first)", 8))
+@options_from(GRPOConfig)
 @video_feedback_options
-@click.option("--instruction-dropout", type=click.FloatRange(0, 1), default=0.4, show_default=True,
-              help="Probability that a prompt's instruction is replaced by an empty one (all G samples alike; "
-                   "decided per seed, epoch and record, as in sft).")
-@interpreter_options(dense_prompt_tokens=2048)
+@log_options
 @plan_options(interpreter=True)
 @reports_errors
-def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, judge_concurrency, alpha, rho,
-            gamma, lam, num_generations, temperature, top_p, max_completion_tokens, epsilon, beta, num_iterations,
-            instruction_dropout, reward, generator, vlm, quiet, verbose, **opts):
+def command(inputs, model, reward, generator, vlm, quiet, verbose, **opts):
     """GRPO of the interpreter (ReaDe stage 2) with the ReaDe reward, optionally plus video feedback.
 
     \b
@@ -173,28 +112,14 @@ def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, 
     There is no default judge: --judge is required.
     """
     from vidcli.log import setup_logging
-    from vidcli.rewards.reade import RewardWeights
-    from vidcli.train.grpo import GRPOConfig, run_grpo
+    from vidcli.train.grpo import run_grpo
 
     setup_logging(verbose, quiet)
-    if judge is None and not opts["plan"]:  # a plan needs no judge: rewards take no GPU memory
+    if opts["judge"] is None and not opts["plan"]:  # a plan needs no judge: rewards take no GPU memory
         raise click.UsageError(CHOOSE_A_JUDGE)
-    if opts["save_every"] % num_iterations:
-        raise click.UsageError("--num-iterations must divide --save-every (checkpoints fall between rollouts)")
-    if judge == "embed" and (judge_mode != "elements" or judge_base_url):
-        raise click.UsageError("--judge-mode and --judge-base-url apply to LLM judges (openai:MODEL, hf:PATH)")
+    video = video_feedback_config(click.get_current_context(), reward, generator, vlm, opts)
+    config = build_config(GRPOConfig, model=model, inputs=list(inputs), video_feedback=video)
     if not opts["plan"]:
-        require_cuda_for_qlora(finetune)
-    ctx = click.get_current_context()
-    video = video_feedback_config(ctx, reward, generator, vlm, opts)
-    config = GRPOConfig(
-        model=model, inputs=list(inputs), run=run_config(output, opts), finetune=finetune, lora=lora_settings(opts),
-        num_generations=num_generations, temperature=temperature, top_p=top_p,
-        max_completion_tokens=max_completion_tokens, epsilon=epsilon, beta=beta, num_iterations=num_iterations,
-        judge=judge, judge_mode=judge_mode, judge_base_url=judge_base_url, judge_concurrency=judge_concurrency,
-        instruction_dropout=instruction_dropout,
-        weights=RewardWeights(alpha=alpha, rho=rho, gamma=gamma, lam=lam), video_feedback=video,
-        log_every=opts["log_every"], arguments=dict(ctx.params), **interpreter_fields(opts),
-    )
+        require_cuda_for_qlora(config.finetune)
     if not print_plan("grpo", config, opts):
         run_grpo(config)

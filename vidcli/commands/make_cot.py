@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import click
 
-from vidcli.commands.common import (backend_options, input_output_options, output_provenance, reports_errors,
-                                   result_settings)
+from vidcli.commands.common import (
+    backend_options,
+    input_output_options,
+    output_provenance,
+    reports_errors,
+    result_settings,
+)
 from vidcli.shard import merge_option, shard_option
 
 EXAMPLES = """\b

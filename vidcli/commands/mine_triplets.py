@@ -9,8 +9,13 @@ from __future__ import annotations
 
 import click
 
-from vidcli.commands.common import (backend_options, input_output_options, output_provenance, reports_errors,
-                                   result_settings)
+from vidcli.commands.common import (
+    backend_options,
+    input_output_options,
+    output_provenance,
+    reports_errors,
+    result_settings,
+)
 from vidcli.shard import merge_option, shard_option
 
 EXAMPLES = """\b
@@ -53,7 +58,8 @@ FINISH_OPTIONS = ("holdout", "seed", "export_clips")
                    "(required, except with --merge).")
 @click.option("--llm", "llm_spec", default=None, metavar="SPEC",
               help="Text model that writes the instructions: openai:MODEL or hf:PATH (required, except with --merge).")
-@click.option("--vlm", "vlm_spec", default=None, metavar="SPEC", help="icvg: the clip captioner (openai:MODEL or hf:PATH).")
+@click.option("--vlm", "vlm_spec", default=None, metavar="SPEC",
+              help="icvg: the clip captioner (openai:MODEL or hf:PATH).")
 @click.option("--embedder", "embedder_spec", default=None, metavar="hf:PATH",
               help="icvg: SigLIP-style image-text model for clip embeddings.")
 @click.option("--video", "videos", multiple=True, type=click.Path(dir_okay=False),

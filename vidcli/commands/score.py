@@ -133,8 +133,15 @@ def command(metric_values, judge, judge_mode, threshold, judge_temperature, judg
     """
     from vidcli.jsonl import STDIO
     from vidcli.log import setup_logging
-    from vidcli.scoring.setup import (build_setup, build_video_setup, close_setup, merge_scored, scoring_stage,
-                                      summary_keys, summary_records)
+    from vidcli.scoring.setup import (
+        build_setup,
+        build_video_setup,
+        close_setup,
+        merge_scored,
+        scoring_stage,
+        summary_keys,
+        summary_records,
+    )
     from vidcli.scoring.summary import summarize
     from vidcli.shard import check_merge
     from vidcli.stream import run_records

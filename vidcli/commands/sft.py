@@ -4,10 +4,9 @@ from __future__ import annotations
 import click
 
 from vidcli.commands.common import reports_errors
-from vidcli.commands.training import (
-    interpreter_fields, interpreter_options, lora_settings, plan_options, print_plan, require_cuda_for_qlora,
-    run_config, run_options,
-)
+from vidcli.commands.training import build_config, log_options, plan_options, print_plan, require_cuda_for_qlora
+from vidcli.settings import options_from
+from vidcli.train.interpreter_config import SFTConfig
 
 EXAMPLES = """\b
 Examples:
@@ -27,25 +26,11 @@ Examples:
 @click.argument("inputs", nargs=-1, required=True, metavar="INPUT...", type=click.Path(allow_dash=True))
 @click.option("--model", required=True, metavar="PATH",
               help="Hugging Face image-text-to-text model (folder or id), or a vidcli checkpoint.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False),
-              help="Run folder: checkpoint-STEP/ folders, and the final model in the folder itself.")
-@click.option("--stage", type=click.Choice(["cot", "camera"]), default="cot", show_default=True,
-              help="cot: learn cot.target; camera: pre-train only the camera encoder on camera-to-text records.")
-@click.option("--finetune", type=click.Choice(["full", "lora", "qlora"]), default="full", show_default=True,
-              help="Which weights train; qlora (4-bit base + LoRA) needs a CUDA GPU.")
-@run_options(lr=1e-5, schedule="cosine", warmup_steps=200, weight_decay=0.01, save_every=500, batch_size=6,
-             grad_accum=2, lr_help="Peak AdamW learning rate.",
-             seed_help="Seeds data order, instruction dropout and new weights.")
-@click.option("--instruction-dropout", type=click.FloatRange(0, 1), default=0.4, show_default=True,
-              help="Probability that an example's instruction is replaced by an empty one (stage cot; records "
-                   "with conditions). The target is then make-cot's cot.no_instruction.target, which never "
-                   "quotes the request; older records without it drop their step 1 (the intent, which quotes "
-                   "it) rather than keep it, though steps 3-4 may still mention the text; a target without "
-                   "make-cot's step labels keeps its instruction.")
-@interpreter_options(dense_prompt_tokens=1024)
+@options_from(SFTConfig)
+@log_options
 @plan_options(interpreter=True)
 @reports_errors
-def command(inputs, model, output, stage, finetune, instruction_dropout, quiet, verbose, **opts):
+def command(inputs, model, quiet, verbose, **opts):
     """Supervised fine-tuning of the interpreter on make-cot records (or camera-to-text pairs).
 
     \b
@@ -62,17 +47,11 @@ def command(inputs, model, output, stage, finetune, instruction_dropout, quiet, 
     to 1024 tokens for every condition type (measured before the first step).
     """
     from vidcli.log import setup_logging
-    from vidcli.train.sft import SFTConfig, run_sft
+    from vidcli.train.sft import run_sft
 
     setup_logging(verbose, quiet)
-    if stage == "camera" and finetune != "full":
-        raise click.UsageError("--stage camera trains only the camera encoder; leave --finetune at full")
+    config = build_config(SFTConfig, model=model, inputs=list(inputs))
     if not opts["plan"]:
-        require_cuda_for_qlora(finetune)
-    config = SFTConfig(
-        model=model, inputs=list(inputs), run=run_config(output, opts), stage=stage, finetune=finetune,
-        lora=lora_settings(opts), instruction_dropout=instruction_dropout, log_every=opts["log_every"],
-        arguments=dict(click.get_current_context().params), **interpreter_fields(opts),
-    )
+        require_cuda_for_qlora(config.finetune)
     if not print_plan("sft", config, opts):
         run_sft(config)

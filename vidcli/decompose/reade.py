@@ -74,8 +74,8 @@ def parse_key_info(value: object) -> dict:
         for j, obj in enumerate(objects):
             if not isinstance(obj, dict) or not isinstance(obj.get("name"), str) or not obj["name"].strip():
                 raise ValueError(f"'{group}.objects[{j}]' must be an object with a 'name'")
-            parsed_objects.append({"name": obj["name"].strip(),
-                                   "attributes": _string_list(obj.get("attributes"), f"'{group}.objects[{j}].attributes'")})
+            attributes = _string_list(obj.get("attributes"), f"'{group}.objects[{j}].attributes'")
+            parsed_objects.append({"name": obj["name"].strip(), "attributes": attributes})
         info[group] = {"objects": parsed_objects,
                        **{key: _string_list(body.get(key), f"'{group}.{key}'") for key in LISTS}}
     return info

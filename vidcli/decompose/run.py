@@ -160,7 +160,8 @@ def _add_vlm_references(sources, records, outcomes, vlm, opts) -> None:
     for i, record in records.items():
         if record.get(opts.video_field) is None:
             if opts.keep_consistent:
-                outcomes[i] = Outcome.fail("input", f"--keep-consistent needs a real video in field '{opts.video_field}'")
+                outcomes[i] = Outcome.fail("input",
+                                           f"--keep-consistent needs a real video in field '{opts.video_field}'")
             continue
         try:
             frames, fps = _video_frames(sources[i], opts)

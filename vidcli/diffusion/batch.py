@@ -13,7 +13,6 @@ from pathlib import Path
 
 from vidcli.errors import InputError
 
-
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 
 

@@ -65,7 +65,8 @@ class CogVideoXAdapter:
 
         own = {}
         if vae_dtype is not None:
-            own["vae"] = weights.load_model(AutoencoderKLCogVideoX, path, subfolder="vae", dtype=resolve_dtype(vae_dtype))
+            own["vae"] = weights.load_model(AutoencoderKLCogVideoX, path, subfolder="vae",
+                                            dtype=resolve_dtype(vae_dtype))
         if text_encoder_dtype is not None:
             own["text_encoder"] = weights.load_model(T5EncoderModel, path, subfolder="text_encoder",
                                                      dtype=resolve_dtype(text_encoder_dtype))

@@ -30,8 +30,7 @@ import torch.nn.functional as F
 
 from vidcli.errors import InputError
 from vidcli.interpreter.camera_encoder import CameraEncoder, CameraEncoderConfig
-from vidcli.interpreter.messages import (CAMERA_PLACEHOLDER, Request, audio_problem, camera_descriptions,
-                                         expand_cameras)
+from vidcli.interpreter.messages import CAMERA_PLACEHOLDER, Request, audio_problem, camera_descriptions, expand_cameras
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from transformers import PreTrainedModel, ProcessorMixin

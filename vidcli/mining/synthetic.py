@@ -5,7 +5,8 @@ A film is a sequence of shots; each shot belongs to a scene, and scenes come bac
 scene is a wide "set": a background picture (a two-colour gradient with large blobs in
 the scene's palette) and a cast of coloured shapes. Each shot of a scene frames that set
 differently (another part of the background, another zoom), pans or zooms slowly during
-the shot (``camera``: or holds still, or pans fast as hand-held footage does), and shows a changed cast (which shapes, where, how big, moving where). So
+the shot (``camera``: or holds still, or pans fast as hand-held footage does), and shows a
+changed cast (which shapes, where, how big, moving where). So
 shots of one scene share palette and context but differ in framing and objects, and a
 cut between two shots of the same scene is still a visible change of framing.
 

@@ -133,7 +133,8 @@ def measures(command: str, config: Any) -> list[tuple[str, Any]]:
         add(("--optimizer adamw8bit", lambda c: _with(c, optim__optimizer="adamw8bit")))
     if config.finetune == "full" and getattr(config, "stage", "cot") != "camera":
         add(("--finetune lora (raise --lr)", lambda c: _with(c, finetune="lora")))
-    if command in ("sft", "grpo") and config.finetune in ("full", "lora") and getattr(config, "stage", "cot") != "camera":
+    if (command in ("sft", "grpo") and config.finetune in ("full", "lora")
+            and getattr(config, "stage", "cot") != "camera"):
         add(("--finetune qlora", lambda c: _with(c, finetune="qlora")))
     if command == "drf-tune":
         if config.k_grad > 1:

@@ -30,17 +30,25 @@ per frame and in latent frames, VLM bytes linear in frames.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
-import math
 from dataclasses import dataclass
 
 import torch
 
 from vidcli import weights
 from vidcli.plan.interpreter import _autocast, ordinary_ids
-from vidcli.plan.meter import LiveTensors, SavedTensors
-from vidcli.plan.probe import Reading, cut_copy, depths_of, fake_mode, fit_depths, materialise, measure, remembered, stacks
+from vidcli.plan.meter import LiveTensors
+from vidcli.plan.probe import (
+    Reading,
+    cut_copy,
+    depths_of,
+    fake_mode,
+    fit_depths,
+    materialise,
+    measure,
+    remembered,
+    stacks,
+)
 from vidcli.plan.report import Phase, Plan, Term, count_text
 from vidcli.plan.static import Sharding, trained_terms, weight_term
 
@@ -400,8 +408,9 @@ def plan_drf(recipe, *, mixed_precision: str | None, sharding: Sharding) -> Plan
               Phase("decode backward", [rollout, "decode backward"], early),
               Phase("DiT backward", [rollout, "DiT backward: one step, beyond its held bytes"], later)]
     dit_model, vlm_model = adapter.pipe.transformer, recipe.scorer.model
-    setting = (f"{type(dit_model).__name__} ({count_text(sum(p.numel() for p in dit_model.parameters()))}) "
-               f"{cfg.finetune} + {type(vlm_model).__name__} ({count_text(sum(p.numel() for p in vlm_model.parameters()))}), "
+    dit_size, vlm_size = (count_text(sum(p.numel() for p in m.parameters())) for m in (dit_model, vlm_model))
+    setting = (f"{type(dit_model).__name__} ({dit_size}) "
+               f"{cfg.finetune} + {type(vlm_model).__name__} ({vlm_size}), "
                f"{mixed_precision or 'float32'} mixed precision, {cfg.frames}×{cfg.height}×{cfg.width}, "
                f"{cfg.steps} steps, K={cfg.k_grad}, N_f={cfg.frames_vlm}, {cfg.reward} reward, "
                f"DiT checkpointing {'on' if cfg.gradient_checkpointing else 'off'}, decode checkpointing "

@@ -26,14 +26,12 @@ import math
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 
 from vidcli import weights
 from vidcli.plan.meter import LiveTensors
 from vidcli.plan.probe import Reading, cut_copy, depths_of, fake_mode, fit_depths, measure, remembered, stacks
 from vidcli.plan.report import Phase, Plan, Term, count_text
-from vidcli.plan.static import Sharding, module_bytes, trained_terms, weight_term
-
+from vidcli.plan.static import Sharding, trained_terms, weight_term
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ with a storage of the right size but no data, so a probe of a 7 B model at 10 K 
 takes a second and no memory. Small integer inputs (token ids, image grids) stay real, so
 the model code that reads their values (rope positions, patch windows) runs as usual.
 Measured this way, bytes equal those of the same step computed for real
-(``tests/test_plan.py`` compares both on small models).
+(``tests/plan/test_plan.py`` compares both on small models).
 
 Parameter gradients are left out of a probe's peak (counted apart, with the optimiser
 state). One and two layers per stack give each stack's bytes per layer and the part

@@ -89,7 +89,8 @@ class Plan:
                 lines.append(f"fits --gpu-memory {self.budget / GiB:g} GiB ({(self.budget - self.peak) / GiB:.1f} GiB "
                              "to spare, before the allocator's fragmentation and the CUDA context, ~1-2 GiB)")
             else:
-                lines.append(f"over --gpu-memory {self.budget / GiB:g} GiB by {(self.peak - self.budget) / GiB:.1f} GiB."
+                over = (self.peak - self.budget) / GiB
+                lines.append(f"over --gpu-memory {self.budget / GiB:g} GiB by {over:.1f} GiB."
                              + (" Measures, each added to the ones above it:" if self.measures else
                                 " No measure vidcli offers brings it under; use more processes with sharding."))
                 for flags, peak in self.measures:

@@ -6,11 +6,12 @@ as in ``score --metric rve``), motion and realism.
 """
 from __future__ import annotations
 
-from typing import NamedTuple
-
-import torch
+from typing import TYPE_CHECKING, NamedTuple
 
 from vidcli.errors import InputError
+
+if TYPE_CHECKING:  # pragma: no cover - typing only; torch is imported where the critic runs
+    import torch
 
 # --critic-reasoning: the prompt of each form. "first" reasons, then gives the verdict after VERDICT_CUE.
 CRITIC_PROMPTS = {"first": "critic_revise", "none": "critic_revise_verdict_first"}
@@ -99,6 +100,7 @@ class Critic:
 
     def reason(self, videos: list, prompt_ids: list[int]) -> str:
         """The critic's short reasoning after ``prompt_ids``: greedy, bounded, without gradient."""
+        import torch
         from transformers import GenerationConfig
 
         model, tok = self.scorer.model, self.scorer.processor.tokenizer

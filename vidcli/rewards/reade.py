@@ -34,6 +34,7 @@ from vidcli.decompose.reade import parse_key_info
 from vidcli.interpreter.format import answer_block_problem, generator_prompt, parse_output
 from vidcli.rewards.coverage import CoverageJudge, group_elements
 from vidcli.rewards.format import format_reward
+from vidcli.settings import setting
 
 PARTS = ("format", "user", "detail", "supp", "contra")
 # Reward part → key-info group, in SPEC §5's order (U, S, Z).
@@ -45,10 +46,10 @@ _LETTER = {"user": "U", "supplementary": "S", "imaginative": "Z"}
 class RewardWeights:
     """α (user), ρ (detail), γ (supp), λ (contradiction penalty)."""
 
-    alpha: float = 1.0
-    rho: float = 1.0
-    gamma: float = 0.8
-    lam: float = 0.7
+    alpha: float = setting(1.0, type=float, help="Weight of R_user.")
+    rho: float = setting(1.0, type=float, help="Weight of R_detail (over S).")
+    gamma: float = setting(0.8, type=float, help="Weight of R_supp (over Z).")
+    lam: float = setting(0.7, type=float, flag="--lambda", name="lam", help="Weight of the R_contra penalty.")
 
 
 @dataclass

@@ -13,8 +13,9 @@ text-to-video generator and a frozen VLM, both loaded once and never trained:
    prompts per pipeline call. Each completion draws its noise from its own generator,
    seeded by :func:`render_seed` (run seed, the record's slot in the data stream, row): a
    batched render equals the diffusers pipeline's own output for that prompt and seed, and
-   a resumed run (or the same batch split over more processes) renders the same videos. Only the ``vlm_frames`` frames the VLM sees (uniform over the
-   clip, first and last included) are decoded.
+   a resumed run (or the same batch split over more processes) renders the same videos.
+   Only the ``vlm_frames`` frames the VLM sees (uniform over the clip, first and last
+   included) are decoded.
 3. **Ask.** The VLM sees those frames and is asked yes/no questions: whether the video
    carries out the user's instruction (record field ``instruction``), and one question per
    element of the key-info group U (``user``), elements as
@@ -49,45 +50,15 @@ import torch
 
 from vidcli.decompose.reade import parse_key_info
 from vidcli.diffusion import GeneratorAdapter
-from vidcli.interpreter.format import PROMPT_STYLES
 from vidcli.prompts import render_text
 from vidcli.rewards.coverage import group_elements
 from vidcli.rewards.reade import RewardResult, judged_caption
+from vidcli.rewards.video_feedback_config import VideoFeedbackConfig  # noqa: F401 (named with the reward)
 from vidcli.rewards.vlm import VideoPixels, VLMScorer
 
 REWARDS = ("reade", "video-feedback")
 # Reward parts this module adds beside the ReaDe parts (rollouts.jsonl, tracker scalars).
 VIDEO_PARTS = ("video", "video_instruction", "video_elements")
-
-
-@dataclass(frozen=True)
-class VideoFeedbackConfig:
-    """The frozen generator and VLM, the term's weight and the render settings."""
-
-    generator: str  # diffusers Wan / CogVideoX pipeline folder, or a drf-tune output
-    vlm: str  # hf:PATH of a Qwen2-VL / Qwen2.5-VL
-    weight: float = 1.0
-    steps: int = 10
-    frames: int = 17
-    height: int = 256
-    width: int = 448
-    guidance: float = 5.0
-    vlm_frames: int = 8
-    fps: float = 2.0  # frame rate the VLM is told its frames have (as drf-tune)
-    batch: int = 8  # renders per pipeline call and rows per VLM forward
-    prompt_style: str = "dense"
-
-    def __post_init__(self) -> None:
-        if self.steps < 1 or self.batch < 1:
-            raise ValueError("steps and batch must be at least 1")
-        if self.frames % 4 != 1:
-            raise ValueError(f"frames must be 4k+1 (the VAEs compress time by 4), got {self.frames}")
-        if self.height % 16 or self.width % 16:
-            raise ValueError(f"height and width must be multiples of 16, got {self.height}x{self.width}")
-        if not 1 <= self.vlm_frames <= self.frames:
-            raise ValueError(f"vlm_frames must be between 1 and frames ({self.frames})")
-        if self.prompt_style not in PROMPT_STYLES:
-            raise ValueError(f"prompt_style must be one of {PROMPT_STYLES}")
 
 
 @dataclass

@@ -123,7 +123,6 @@ def judge_conversation(source_clip, edited_clip, instruction: str, with_pc: bool
 def score_rve(records: list[dict], setup: "ScoreSetup") -> list["MetricOutput | InputError"]:
     """The rve metric over a batch: one judge round (concurrent) for all readable records."""
     from vidcli.backends.jsonreply import generate_json
-    from vidcli.scoring import MetricOutput
 
     judge, videos = setup.rve_judge, setup.videos
     outputs: list[MetricOutput | InputError | None] = [None] * len(records)

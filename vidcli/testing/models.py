@@ -231,8 +231,13 @@ def build_llm(outdir: Path) -> None:
 
 def build_vlm(outdir: Path) -> None:
     """Tiny Qwen2.5-VL with its processor; images and videos are kept to a few patches."""
-    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration,
-                              Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     tok = _qwen_tokenizer()
     ids = dict(zip(QWEN_SPECIAL_TOKENS, tok.convert_tokens_to_ids(QWEN_SPECIAL_TOKENS)))
@@ -323,8 +328,13 @@ def build_siglip(outdir: Path) -> None:
 
 def build_qwen2_vl(outdir: Path) -> None:
     """Tiny Qwen2-VL (the first generation: no window attention, plain 1D rope in the ViT)."""
-    from transformers import (Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLImageProcessor,
-                              Qwen2VLProcessor, Qwen2VLVideoProcessor)
+    from transformers import (
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     tok = _qwen_tokenizer()
     ids = dict(zip(QWEN_SPECIAL_TOKENS, tok.convert_tokens_to_ids(QWEN_SPECIAL_TOKENS)))
@@ -402,9 +412,14 @@ def _omni_tokenizer():
 
 def build_omni(outdir: Path) -> None:
     """Tiny Qwen2.5-Omni thinker (text, image, video and audio in; text out) with its processor."""
-    from transformers import (Qwen2_5OmniProcessor, Qwen2_5OmniThinkerConfig,
-                              Qwen2_5OmniThinkerForConditionalGeneration, Qwen2VLImageProcessor,
-                              Qwen2VLVideoProcessor, WhisperFeatureExtractor)
+    from transformers import (
+        Qwen2_5OmniProcessor,
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        WhisperFeatureExtractor,
+    )
 
     tok = _omni_tokenizer()
     ids = {name: tok.convert_tokens_to_ids(token) for name, token in OMNI_SPECIAL_TOKENS.items()}
@@ -447,8 +462,7 @@ def build_omni(outdir: Path) -> None:
 
 def build_cogvideox(outdir: Path) -> None:
     """Tiny CogVideoXPipeline folder, laid out like CogVideoX-5b (3D rotary positions, v-prediction DDIM)."""
-    from diffusers import (AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline,
-                           CogVideoXTransformer3DModel)
+    from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
     tok = _unigram_tokenizer(vocab_size=400)

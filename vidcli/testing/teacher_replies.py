@@ -14,9 +14,30 @@ import re
 from typing import Callable
 
 from vidcli.testing.teacher_reading import (
-    LIGHT_WORDS, PLACE_WORDS, SPATIAL_WORDS, STYLE_WORDS, Request, brightness, camera_clauses, clauses, colour_name,
-    colour_phrases, content_words, described_object, difference, first_words, flicker, has_word, last_time,
-    motion_clauses, motion_sentence, objects, one_line, place_phrases, sentence, supports,
+    LIGHT_WORDS,
+    PLACE_WORDS,
+    SPATIAL_WORDS,
+    STYLE_WORDS,
+    Request,
+    brightness,
+    camera_clauses,
+    clauses,
+    colour_name,
+    colour_phrases,
+    content_words,
+    described_object,
+    difference,
+    first_words,
+    flicker,
+    has_word,
+    last_time,
+    motion_clauses,
+    motion_sentence,
+    objects,
+    one_line,
+    place_phrases,
+    sentence,
+    supports,
 )
 
 
@@ -89,7 +110,8 @@ def six_parts(text: str) -> dict[str, str]:
                                 + ", ".join(f"a {t}" for t in things)) if things else sentence(first_words(text, 12)),
         "background": sentence("the scene is set " + ", ".join(setting)) if setting
         else "A plain, neutral background; the setting is not described.",
-        "movement": sentence("; ".join(motion_clauses(text))) or "Nothing is described as moving; the scene holds still.",
+        "movement": (sentence("; ".join(motion_clauses(text)))
+                     or "Nothing is described as moving; the scene holds still."),
         "style": sentence("; ".join(styles)) or "Realistic footage with natural colours.",
         "camera": sentence("; ".join(camera_clauses(text))) or "No camera movement is described; a steady view.",
     }
@@ -125,8 +147,8 @@ def _alignment(r: Request) -> str:
                                f'I will make a video of "{instruction}" exactly as the text asks.')
     labels = [line.lstrip("- ").split(": ", 1)[0].lower() for line in nontext.splitlines() if line.strip()]
     shown = first_words(nontext.splitlines()[0].lstrip("- ").partition(": ")[2], 20)
-    return _json(alignment=f'The text asks for "{instruction}", and the inputs ({", ".join(labels)}) add what they show '
-                           f"({shown}). Nothing in them conflicts with the text, so nothing is set aside. "
+    return _json(alignment=f'The text asks for "{instruction}", and the inputs ({", ".join(labels)}) add what '
+                           f"they show ({shown}). Nothing in them conflicts with the text, so nothing is set aside. "
                            f'I will make a video of "{instruction}" that keeps what the inputs show.')
 
 
@@ -182,11 +204,13 @@ def _verdict_ta(r: Request) -> str:
 def _verdict_phy(r: Request) -> str:
     aspects = dict.fromkeys(("liquid_flow", "deformation", "material", "motion", "interpenetration"), "No")
     return _json(aspects=aspects, answer="No",
-                 explanation="Objects keep their shapes and materials, move smoothly and never pass through each other.")
+                 explanation="Objects keep their shapes and materials, move smoothly and never pass through each "
+                             "other.")
 
 
 def _verdict_vq(r: Request) -> str:
-    return _json(answer="No", issue="none", explanation="The frames are clean: no blur, banding, noise or flicker stands out.")
+    return _json(answer="No", issue="none",
+                 explanation="The frames are clean: no blur, banding, noise or flicker stands out.")
 
 
 def _types(r: Request) -> list[str]:
@@ -242,7 +266,8 @@ def _rve(r: Request) -> str:
     scores = {"EA": 8 if change > 0.02 else 3, "PC": max(2, min(10, round(10 - 40 * change))),
               "GN": max(3, min(9, round(9 - 60 * flicker(produced)))), "GR": 7}
     reason = ("The produced video visibly differs from the source" if change > 0.02
-              else "The produced video looks almost unchanged from the source") + "; motion is judged from frame changes."
+              else "The produced video looks almost unchanged from the source")
+    reason += "; motion is judged from frame changes."
     return json.dumps({**{c: scores[c] for c in criteria}, "reason": reason})
 
 

@@ -5,8 +5,10 @@ complete class with ``setup``, ``train``, ``save_checkpoint`` and ``cleanup`` th
 top to bottom like the method's section in SPEC.md; no recipe subclasses another. What
 they share, each in one place:
 
-- :mod:`~vidcli.train.core`: the run's settings (:class:`~vidcli.train.core.RunConfig`)
-  and the conventions every recipe keeps;
+- :mod:`~vidcli.train.config` (the run), :mod:`~vidcli.train.interpreter_config` (sft, grpo),
+  :mod:`~vidcli.train.dit_config` (drf-tune, revise-tune): every trainer's settings, declared
+  once (field, default, help, checks); the commands generate their options from them;
+- :mod:`~vidcli.train.core`: the conventions every recipe keeps;
 - :mod:`~vidcli.train.start`: starting a run (accelerator, resume state, trackers, seeds);
 - :mod:`~vidcli.train.optim`: optimiser, schedule, step count, clipping;
 - :mod:`~vidcli.train.order`: data order and per-example seeds;

@@ -1,4 +1,5 @@
-"""The shared training core: the run's settings and the conventions every recipe keeps.
+"""The shared training core: the conventions every recipe keeps (the run's settings,
+:class:`~vidcli.train.config.RunConfig`, are declared in :mod:`vidcli.train.config`).
 
 Every recipe (``sft``, ``grpo``, ``drf-tune``, ``revise-tune``) builds on these pieces
 and keeps its own loop, so a recipe reads top to bottom like its method.
@@ -26,60 +27,26 @@ Conventions shared by all recipes:
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 
 # The pieces every recipe is built from, named here together for callers outside vidcli.train.
 from vidcli.provenance import file_sha256  # noqa: F401
+from vidcli.train.config import MIXED_PRECISION, TRACKERS, RunConfig, parse_report_to  # noqa: F401
 from vidcli.train.inputs import read_training_records  # noqa: F401
-from vidcli.train.optim import (OPTIMIZERS, SCHEDULES, OptimConfig, build_optimizer, build_scheduler,  # noqa: F401
-                                clip_and_step, decay_groups, lr_factor, total_steps)
+from vidcli.train.optim import (  # noqa: F401
+    OPTIMIZERS,
+    SCHEDULES,
+    OptimConfig,
+    build_optimizer,
+    build_scheduler,
+    clip_and_step,
+    decay_groups,
+    lr_factor,
+    total_steps,
+)
 from vidcli.train.order import DataOrder, seeded_uniform  # noqa: F401
-from vidcli.train.start import (aligned_storage, compute_dtype, make_accelerator, resolve_mixed_precision,  # noqa: F401
-                                set_seed)
+from vidcli.train.start import aligned_storage, compute_dtype, make_accelerator, resolve_mixed_precision, set_seed  # noqa: F401
 from vidcli.train.tracking import tracker_config  # noqa: F401
-
-MIXED_PRECISION = ("auto", "bf16", "fp16", "no")
-TRACKERS = ("tensorboard", "wandb")
-
-
-@dataclass
-class RunConfig:
-    """How long a run lasts, how it is batched, saved, logged and seeded."""
-
-    output_dir: Path
-    seed: int = 0
-    epochs: int = 1
-    max_steps: int | None = None  # overrides epochs when set
-    batch_size: int = 6  # per device (process)
-    grad_accum: int = 2
-    save_every: int = 500  # steps between checkpoints; 0 = only the final model
-    mixed_precision: str = "auto"
-    report_to: str = "none"  # "none", or trackers joined by commas: "tensorboard", "wandb", "tensorboard,wandb"
-    log_samples_every: int = 100  # steps between the media a trainer sends to the trackers (0: never)
-    log_samples: int = 2  # how many samples (rollouts, prompts, triplets) each time
-    resume: bool = False
-    optim: OptimConfig = field(default_factory=OptimConfig)
-
-    def __post_init__(self) -> None:
-        self.output_dir = Path(self.output_dir)
-        if self.mixed_precision not in MIXED_PRECISION:
-            raise ValueError(f"mixed_precision must be one of {MIXED_PRECISION}")
-        if self.report_to != "none" and (not self.trackers or set(self.trackers) - set(TRACKERS)):
-            raise ValueError(f"report_to must be 'none' or a comma-separated choice of {TRACKERS}")
-        if self.log_samples_every < 0 or self.log_samples < 1:
-            raise ValueError("log_samples_every must be >= 0 and log_samples >= 1")
-        if self.batch_size < 1 or self.grad_accum < 1 or self.epochs < 1 or self.save_every < 0:
-            raise ValueError("batch_size, grad_accum and epochs must be >= 1; save_every >= 0")
-        if self.max_steps is not None and self.max_steps < 1:
-            raise ValueError("max_steps must be >= 1")
-
-    @property
-    def trackers(self) -> tuple[str, ...]:
-        """The trackers of ``report_to``, in the order given (empty for ``none``)."""
-        if self.report_to == "none":
-            return ()
-        return tuple(dict.fromkeys(name.strip() for name in self.report_to.split(",") if name.strip()))
 
 
 def run_recipe(recipe) -> Path:

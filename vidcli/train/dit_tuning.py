@@ -11,10 +11,9 @@
   when ``--shift`` changed it, links to the other components of the base pipeline — so
   ``WanPipeline.from_pretrained(OUTPUT)`` (plus ``load_lora_weights(OUTPUT)``) loads it.
 
-The settings read here are fields both :class:`~vidcli.train.drf.DRFConfig` and
-:class:`~vidcli.train.revise.ReviseConfig` have: ``model``, ``finetune``, ``lora_rank``,
-``lora_alpha``, ``gradient_checkpointing``, ``decode_checkpointing``,
-``text_encoder_dtype``, ``vae_dtype``, ``offload_text_encoder`` (and drf-tune's ``shift``).
+The settings read here are declared once, in :class:`~vidcli.train.dit_config.DitTuning`, which
+:class:`~vidcli.train.drf.DRFConfig` and :class:`~vidcli.train.revise.ReviseConfig` extend
+(plus ``model`` and drf-tune's ``shift``).
 """
 from __future__ import annotations
 
@@ -35,11 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover - typing only
     from vidcli.train.core import RunConfig
     from vidcli.train.optim import OptimConfig
 
-FINETUNE = ("full", "lora")
 # The DiT blocks' attention and feed-forward projections (Wan and CogVideoX name them alike).
 LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2", "ff.net.0.proj", "ff.net.2"]
-
-
 class TrainedDenoiser(torch.nn.Module):
     """The module accelerate prepares: the DiT, with the recipe's call into it as forward.
 

@@ -42,16 +42,24 @@ step's first record.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
-from vidcli.train.core import RunConfig, run_recipe
-from vidcli.train.dit_tuning import (FINETUNE, check_same_tuning, frozen_dtype, load_generator, prepare_denoiser,
-                                     samples_due, save_pipeline, synced, train_dit)
+from vidcli.train.core import run_recipe
+from vidcli.train.dit_config import DIMS, DRFConfig, DRFRun  # noqa: F401 (the recipe's settings, named with it)
+from vidcli.train.dit_tuning import (
+    check_same_tuning,
+    frozen_dtype,
+    load_generator,
+    prepare_denoiser,
+    samples_due,
+    save_pipeline,
+    synced,
+    train_dit,
+)
 from vidcli.train.drf_data import Task, load_tasks
 from vidcli.train.optim import build_scheduler, clip_and_step, total_steps
 from vidcli.train.order import DataOrder
@@ -60,58 +68,7 @@ from vidcli.train.steplog import StepLog
 
 log = logging.getLogger("vidcli.train")
 
-REWARDS = ("vanilla", "rich", "binary")
-DIMS = ("TA", "Phy", "VQ")
 REWARDS_LOG = "rewards.jsonl"
-
-
-@dataclass
-class DRFConfig:
-    """Everything one drf-tune run needs (the CLI fills it from its flags)."""
-
-    model: str  # diffusers pipeline folder (WanPipeline or CogVideoXPipeline)
-    vlm: str  # Qwen2-VL / Qwen2.5-VL folder
-    inputs: list[str]
-    run: RunConfig
-    reward: str = "rich"
-    dims: tuple[str, ...] = DIMS
-    frames_vlm: int = 10
-    k_grad: int = 4
-    steps: int = 25
-    guidance: float = 5.0
-    shift: float | None = None  # the sampling scheduler's flow shift; None: the checkpoint's own
-    height: int = 288
-    width: int = 512
-    frames: int = 49
-    fps: float | None = None  # rate the VLM is told the N_f generated frames have; None: their real rate
-    finetune: str = "full"
-    lora_rank: int = 64
-    lora_alpha: int = 64
-    gradient_checkpointing: bool = False  # inside the DiT
-    checkpoint_steps: bool = True  # per denoising step
-    decode_checkpointing: bool = True  # the VAE decode keeps only its latents until backward
-    vlm_dtype: str = "auto"  # auto: the compute dtype (bf16 under bf16 mixed precision)
-    text_encoder_dtype: str = "auto"
-    vae_dtype: str = "float32"  # as Wan advises; bf16 halves the differentiable decode's memory
-    vlm_checkpointing: bool = False  # recompute the frozen VLM's layers in backward
-    offload_text_encoder: bool = False
-    heatmaps_dir: str | None = None
-    heatmap_samples: int = 4
-    heatmap_per_question: bool = False  # one heatmap row per question (its own gradient), not only the sum
-    media_root: str | None = None
-    allow_escape: bool = False
-    log_every: int = 10
-    arguments: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.reward not in REWARDS or self.finetune not in FINETUNE:
-            raise ValueError(f"reward must be one of {REWARDS} and finetune one of {FINETUNE}")
-        if not self.dims or set(self.dims) - set(DIMS):
-            raise ValueError(f"dims must be a non-empty subset of {DIMS}")
-        if not 1 <= self.k_grad <= self.steps:
-            raise ValueError(f"k_grad must be in 1..steps ({self.steps})")
-        if not 1 <= self.frames_vlm <= self.frames:
-            raise ValueError(f"frames_vlm must be in 1..frames ({self.frames})")
 
 
 class _RoutedAdapter:
@@ -143,7 +100,7 @@ class DRFRecipe:
         check_output_dir(run.output_dir, run.resume)
         self.tasks, fingerprints = self.load_records()
         self.started = start = start_run(
-            run, fingerprints, command="drf-tune", log_every=cfg.log_every, line_keys=("loss", "reward", "lr"),
+            run, fingerprints, command="drf-tune", log_every=run.log_every, line_keys=("loss", "reward", "lr"),
             check_same_run=lambda folder, saved: check_same_tuning(folder, saved, cfg.finetune, "reward", cfg.reward),
             project="vidcli-drf", hparams=safe_arguments(cfg.arguments))
         acc = self.accelerator = start.accelerator

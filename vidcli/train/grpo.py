@@ -54,7 +54,7 @@ back to the resumed step.
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Protocol
 
@@ -63,15 +63,14 @@ import torch
 from torch import nn
 
 from vidcli.errors import BackendError, BackendUnavailable, InputError
-from vidcli.rewards.reade import PARTS, RewardResult, RewardWeights
-from vidcli.rewards.video_feedback import (VIDEO_PARTS, VideoFeedback, VideoFeedbackConfig, VideoScore,
-                                           add_video_reward, render_seed)
+from vidcli.rewards.reade import PARTS, RewardResult
+from vidcli.rewards.video_feedback import VIDEO_PARTS, VideoFeedback, VideoScore, add_video_reward, render_seed
 from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
-from vidcli.train.core import RunConfig, run_recipe
-from vidcli.train.grpo_loss import group_advantages, grpo_loss, scored_rows, token_logprobs
+from vidcli.train.core import run_recipe
 from vidcli.train.grpo_data import Rollout, append_completions, completion_mask, load_prompts
-from vidcli.train.interpreter_tuning import (FINETUNE, LoraSettings, check_prompt_lengths, load_interpreter,
-                                             record_request)
+from vidcli.train.grpo_loss import group_advantages, grpo_loss, scored_rows, token_logprobs
+from vidcli.train.interpreter_config import GRPOConfig, GRPORun  # noqa: F401 (the recipe's settings, named with it)
+from vidcli.train.interpreter_tuning import check_prompt_lengths, load_interpreter, record_request
 from vidcli.train.optim import build_optimizer, build_scheduler, clip_and_step, total_steps
 from vidcli.train.order import DataOrder, seeded_uniform
 from vidcli.train.start import RunStart, final_model, start_run
@@ -86,56 +85,6 @@ class RewardModel(Protocol):
     """What the recipe scores completions with (:class:`~vidcli.rewards.reade.ReadeReward` by default)."""
 
     def score_many(self, completions: list[str], key_infos: list[dict]) -> list[RewardResult]: ...
-
-
-@dataclass
-class GRPOConfig:
-    """Everything one GRPO run needs (the CLI fills it from its flags)."""
-
-    model: str
-    inputs: list[str]
-    run: RunConfig
-    finetune: str = "full"  # the paper's; LoRA at its learning rate barely moves
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    instruction_dropout: float = 0.4
-    num_generations: int = 8
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_completion_tokens: int = 768
-    min_completion_tokens: int = 0  # > 0 forces lengths (benchmarks); normally 0
-    epsilon: float = 0.2
-    beta: float = 0.001
-    num_iterations: int = 1
-    judge: str | None = None  # required unless a reward model is passed to the recipe
-    judge_mode: str = "elements"
-    judge_base_url: str | None = None
-    judge_concurrency: int = 8
-    weights: RewardWeights = field(default_factory=RewardWeights)
-    video_feedback: VideoFeedbackConfig | None = None  # None: the ReaDe reward alone
-    max_prompt_tokens: int = 1024
-    max_prompt_tokens_dense: int = 2048  # the paper's stage-2 limit for depth and pose
-    drop_long_prompts: bool = False  # drop over-long records instead of stopping before the first step
-    video_frames: int = 16
-    gradient_checkpointing: bool = False
-    media_root: str | None = None
-    allow_escape: bool = False
-    trust_remote_code: bool = False
-    log_every: int = 10
-    arguments: dict = field(default_factory=dict)  # as given by the user, for vidcli.json
-
-    def __post_init__(self) -> None:
-        if self.finetune not in FINETUNE:
-            raise ValueError(f"finetune must be one of {FINETUNE}")
-        if self.num_generations < 2:
-            raise ValueError("num_generations must be at least 2: advantages compare completions of one prompt")
-        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.epsilon <= 0 or self.beta < 0:
-            raise ValueError("temperature and epsilon must be positive, top_p in (0, 1], beta non-negative")
-        if self.num_iterations < 1 or self.run.save_every % self.num_iterations:
-            raise ValueError("num_iterations must be >= 1 and divide save_every (checkpoints fall between rollouts)")
-        if not 0 <= self.min_completion_tokens <= self.max_completion_tokens:
-            raise ValueError("min_completion_tokens must be between 0 and max_completion_tokens")
-        if not 0.0 <= self.instruction_dropout <= 1.0:
-            raise ValueError("instruction_dropout must be in [0, 1]")
 
 
 class PolicyLogits(nn.Module):
@@ -179,7 +128,7 @@ class GRPORecipe:
         check_output_dir(run.output_dir, run.resume)
         self.prompts, fingerprints = load_prompts(cfg)
         self.started = start = start_run(
-            run, fingerprints, command="grpo", log_every=cfg.log_every, check_same_run=self._check_same_run,
+            run, fingerprints, command="grpo", log_every=run.log_every, check_same_run=self._check_same_run,
             project="vidcli-grpo", hparams={"finetune": cfg.finetune, **safe_arguments(cfg.arguments)},
             line_keys=("loss", "reward", "kl", "masked"),
             find_unused_parameters=True)  # vision tower, text-only batches

@@ -11,7 +11,7 @@ completions, the ``G`` completions of one prompt consecutive; per-token tensors 
 ``(B, C)`` mask that is 1 on real completion tokens and 0 on padding.
 
 These functions match the arithmetic of TRL's ``GRPOTrainer`` (``loss_type="grpo"``,
-token-level importance sampling, group reward scaling); ``tests/test_grpo_loss.py``
+token-level importance sampling, group reward scaling); ``tests/train/test_grpo_loss.py``
 runs TRL's own code next to them to keep it that way.
 """
 from __future__ import annotations

@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 COLORMAP = "inferno"
-OVERLAY = (0.2, 0.7)  # weight of the colour over the grey frame: a + b·magnitude (the frame shows where R does not look)
+# Weight of the colour over the grey frame: a + b·magnitude (the frame shows where R does not look).
+OVERLAY = (0.2, 0.7)
 CELL_INCHES = 1.8  # width of one frame in the figure
 
 

@@ -12,10 +12,9 @@
   interpreter request, and every prompt measured against its budget before the first
   step.
 
-The settings read here are fields that :class:`~vidcli.train.sft.SFTConfig` and
-:class:`~vidcli.train.grpo.GRPOConfig` both have: ``model``, ``finetune``, ``lora``,
-``gradient_checkpointing``, ``trust_remote_code``, ``media_root``, ``allow_escape``,
-``video_frames``, ``drop_long_prompts``.
+The settings read here are declared once, in :class:`~vidcli.train.interpreter_config.InterpreterTuning`, which
+:class:`~vidcli.train.sft.SFTConfig` and :class:`~vidcli.train.grpo.GRPOConfig` extend
+(plus ``model``).
 """
 from __future__ import annotations
 
@@ -23,12 +22,14 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+import click
+
 from vidcli.errors import InputError
+from vidcli.settings import setting
 from vidcli.train.sft_data import CAMERA_PROMPT
 
 log = logging.getLogger("vidcli.train")
 
-FINETUNE = ("full", "lora", "qlora")
 # The language model's attention and MLP projections; never the vision or audio towers,
 # whose blocks reuse some of these names (Qwen2.5-VL's vision MLP, Omni's audio encoder).
 LORA_TARGETS = r"^(?!.*(?:visual|vision|audio)).*\.(?:q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)$"
@@ -36,26 +37,36 @@ LORA_TARGETS = r"^(?!.*(?:visual|vision|audio)).*\.(?:q_proj|k_proj|v_proj|o_pro
 
 @dataclass
 class LoraSettings:
-    """peft LoRA adapter shape: rank 16, alpha 32 (scale 2), dropout 0.05."""
+    """peft LoRA adapter shape: rank 16, alpha 32 (scale 2), dropout 0.05 (options ``--lora-*``)."""
 
-    rank: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    targets: str = LORA_TARGETS
+    rank: int = setting(16, type=click.IntRange(1))
+    alpha: int = setting(32, type=click.IntRange(1))
+    dropout: float = setting(0.05, type=click.FloatRange(0, 1))
+    targets: str = setting(LORA_TARGETS, cli_default=None, metavar="REGEX",
+                           help="Module names that get adapters [default: the language model's attention and MLP "
+                                "projections].")
+
+
+def qlora_unavailable(finetune: str) -> str | None:
+    """Why ``--finetune qlora`` cannot run here (no CUDA GPU), or None."""
+    import torch
+
+    if finetune == "qlora" and not torch.cuda.is_available():
+        return "--finetune qlora needs a CUDA GPU (bitsandbytes 4-bit); use lora or full on this machine"
+    return None
 
 
 def load_interpreter(config, *, device: str, mixed_precision: str | None, resume_from: Path | None,
                      stage: str = "cot", merge_adapter: bool = False):
     """The interpreter from ``config.model``, or from the checkpoint being resumed, as the run trains it."""
-    import torch
 
     from vidcli import weights
     from vidcli.interpreter.model import Interpreter
     from vidcli.train.start import compute_dtype
 
     qlora, adapters = config.finetune == "qlora", config.finetune != "full"
-    if qlora and not torch.cuda.is_available() and weights.reading_weights():
-        raise InputError("--finetune qlora needs a CUDA GPU (bitsandbytes 4-bit); use lora or full on this machine")
+    if qlora_unavailable(config.finetune) and weights.reading_weights():
+        raise InputError(qlora_unavailable(config.finetune))
     source = str(resume_from) if resume_from is not None and not adapters else config.model
     # Full fine-tuning trains float32 master weights; under LoRA the base is frozen and is
     # held in the compute dtype (autocast casts it to that at every product anyway).

@@ -15,7 +15,10 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable
 
+import click
+
 from vidcli.errors import InputError
+from vidcli.settings import setting
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     import torch
@@ -31,14 +34,20 @@ OPTIMIZERS = ("adamw", "adamw8bit")
 class OptimConfig:
     """AdamW and learning-rate schedule settings."""
 
-    lr: float = 1e-5
-    weight_decay: float = 0.01
+    lr: float = setting(1e-5, type=click.FloatRange(0, min_open=True), help="AdamW learning rate.")
+    weight_decay: float = setting(0.01, type=click.FloatRange(0),
+                                  help="AdamW decay of weight matrices (not biases or norms).")
     betas: tuple[float, float] = (0.9, 0.999)
     eps: float = 1e-8
-    schedule: str = "cosine"
-    warmup_steps: int = 200
-    max_grad_norm: float | None = 1.0  # None or 0: no clipping
-    optimizer: str = "adamw"  # adamw8bit: bitsandbytes' 8-bit states (CUDA), 2 bytes per parameter, not 8
+    schedule: str = setting("cosine", type=click.Choice(SCHEDULES),
+                            help="After the linear warm-up: cosine decay towards 0, or constant.")
+    warmup_steps: int = setting(200, type=click.IntRange(0), help="Steps of linear warm-up to the peak rate.")
+    # None or 0: no clipping (the option's 0 arrives as None)
+    max_grad_norm: float | None = setting(1.0, type=click.FloatRange(0), convert=lambda norm: norm or None,
+                                          help="Gradient clipping norm (0: off).")
+    optimizer: str = setting("adamw", type=click.Choice(OPTIMIZERS),
+                             help="adamw (fused on CUDA) or bitsandbytes' 8-bit AdamW (CUDA; optimiser state 2 bytes "
+                                  "per trained parameter instead of 8).")
 
     def __post_init__(self) -> None:
         if self.schedule not in SCHEDULES:
@@ -47,7 +56,6 @@ class OptimConfig:
             raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.lr <= 0 or self.weight_decay < 0 or self.warmup_steps < 0:
             raise ValueError("lr must be positive; weight_decay and warmup_steps non-negative")
-
 
 
 def decay_groups(named_parameters: Iterable[tuple[str, "torch.nn.Parameter"]],

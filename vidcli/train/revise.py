@@ -57,7 +57,7 @@ called as :meth:`InContextEditor.velocity` calls it (layout recorded in ``vidcli
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -68,12 +68,21 @@ from vidcli.diffusion.editor import EDITOR_LAYOUT, Clip, InContextEditor, read_c
 from vidcli.errors import InputError
 from vidcli.media_access import MediaAccess
 from vidcli.records import choice_field, text_field
-from vidcli.rewards.critic import CRITIC_REASONING, Critic
+from vidcli.rewards.critic import Critic
 from vidcli.scoring.rve import SUBSETS
 from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
-from vidcli.train.core import RunConfig, run_recipe
-from vidcli.train.dit_tuning import (FINETUNE, check_same_tuning, frozen_dtype, load_generator, prepare_denoiser,
-                                     samples_due, save_pipeline, synced, train_dit)
+from vidcli.train.core import run_recipe
+from vidcli.train.dit_config import ReviseConfig, ReviseRun  # noqa: F401 (the recipe's settings, named with it)
+from vidcli.train.dit_tuning import (
+    check_same_tuning,
+    frozen_dtype,
+    load_generator,
+    prepare_denoiser,
+    samples_due,
+    save_pipeline,
+    synced,
+    train_dit,
+)
 from vidcli.train.inputs import read_training_records
 from vidcli.train.optim import build_scheduler, clip_and_step, total_steps
 from vidcli.train.order import DataOrder
@@ -82,7 +91,6 @@ from vidcli.train.steplog import StepLog
 
 log = logging.getLogger("vidcli.train")
 
-OBJECTIVES = ("sft", "rwr", "uso")
 STEPS_LOG = "steps.jsonl"
 
 
@@ -94,52 +102,6 @@ def shifted_t(u: float, shift: float) -> float:
 def trigger_probability(sigma_max: float, shift: float) -> float:
     """P(t ≤ σ_max) for t = s·u/(1 + (s−1)·u), u ~ U(0, 1): the expected share of gated steps."""
     return sigma_max / (shift - (shift - 1.0) * sigma_max)
-
-
-@dataclass
-class ReviseConfig:
-    """Everything one revise-tune run needs (the CLI fills it from its flags)."""
-
-    model: str  # WanPipeline folder
-    vlm: str  # Qwen2-VL / Qwen2.5-VL folder: the critic
-    inputs: list[str]
-    run: RunConfig
-    objective: str = "uso"
-    reason_weight: float = 0.25  # λ
-    sigma_max: float = 0.5
-    t_shift: float = 3.0
-    cfg_drop: float = 0.2
-    frames_critic: int = 8  # F
-    critic_reasoning: str = "first"  # "first": short reasoning, then the verdict; "none": verdict first
-    critic_tokens: int = 64  # at most this many tokens of reasoning
-    height: int = 288
-    width: int = 512
-    frames: int = 49
-    fps: float | None = None  # rate the critic is told the F frames have; None: each clip's real rate
-    finetune: str = "full"
-    lora_rank: int = 64
-    lora_alpha: int = 64
-    gradient_checkpointing: bool = False
-    decode_checkpointing: bool = True  # the x0-hat decode keeps only its latents until backward
-    vlm_dtype: str = "auto"  # auto: the compute dtype (bf16 under bf16 mixed precision)
-    text_encoder_dtype: str = "auto"
-    vae_dtype: str = "float32"  # as Wan advises; bf16 halves the differentiable decode's memory
-    vlm_checkpointing: bool = False  # recompute the frozen VLM's layers in backward
-    offload_text_encoder: bool = False
-    media_root: str | None = None
-    allow_escape: bool = False
-    log_every: int = 10
-    arguments: dict = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.objective not in OBJECTIVES or self.finetune not in FINETUNE:
-            raise ValueError(f"objective must be one of {OBJECTIVES} and finetune one of {FINETUNE}")
-        if not 0 <= self.sigma_max <= 1 or not 0 <= self.cfg_drop <= 1 or self.t_shift <= 0:
-            raise ValueError("sigma_max and cfg_drop must be in [0, 1]; t_shift positive")
-        if not 1 <= self.frames_critic <= self.frames:
-            raise ValueError(f"frames_critic must be in 1..frames ({self.frames})")
-        if self.critic_reasoning not in CRITIC_REASONING or self.critic_tokens < 1:
-            raise ValueError(f"critic_reasoning must be one of {CRITIC_REASONING}; critic_tokens at least 1")
 
 
 # ----------------------------------------------------------------------------- triplets
@@ -199,7 +161,7 @@ class ReviseRecipe:
         check_output_dir(run.output_dir, run.resume)
         self.tasks, fingerprints = self.load_records()
         self.started = start = start_run(
-            run, fingerprints, command="revise-tune", log_every=cfg.log_every,
+            run, fingerprints, command="revise-tune", log_every=run.log_every,
             line_keys=("loss", "l_fm", "l_reason", "gated_fraction", "lr"),
             check_same_run=lambda folder, saved: check_same_tuning(folder, saved, cfg.finetune, "objective",
                                                                    cfg.objective),

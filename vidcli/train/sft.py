@@ -45,7 +45,7 @@ reported at once, each naming its file, line and id, and the run stops — or, w
 from __future__ import annotations
 
 import logging
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
@@ -53,49 +53,15 @@ from torch import nn
 
 from vidcli.errors import InputError
 from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
-from vidcli.train.core import RunConfig, run_recipe
-from vidcli.train.interpreter_tuning import (FINETUNE, LoraSettings, check_prompt_lengths, load_interpreter,
-                                             record_request)
+from vidcli.train.core import run_recipe
+from vidcli.train.interpreter_config import SFTConfig, SFTRun  # noqa: F401 (the recipe's settings, named with it)
+from vidcli.train.interpreter_tuning import check_prompt_lengths, load_interpreter, record_request
 from vidcli.train.optim import build_optimizer, build_scheduler, clip_and_step, total_steps
 from vidcli.train.order import DataOrder, seeded_uniform
 from vidcli.train.sft_data import load_examples
 from vidcli.train.start import RunStart, final_model, start_run
 
 log = logging.getLogger("vidcli.train")
-
-STAGES = ("cot", "camera")
-
-
-@dataclass
-class SFTConfig:
-    """Everything one SFT run needs (the CLI fills it from its flags)."""
-
-    model: str
-    inputs: list[str]
-    run: RunConfig
-    stage: str = "cot"
-    finetune: str = "full"
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    instruction_dropout: float = 0.4
-    max_prompt_tokens: int = 1024
-    max_prompt_tokens_dense: int = 1024  # the paper's stage 1 uses 1024 for every condition type
-    drop_long_prompts: bool = False  # drop over-long records instead of stopping before the first step
-    video_frames: int = 16
-    gradient_checkpointing: bool = False
-    media_root: str | None = None
-    allow_escape: bool = False
-    trust_remote_code: bool = False
-    log_every: int = 10
-    arguments: dict = field(default_factory=dict)  # as given by the user, for vidcli.json
-
-    def __post_init__(self) -> None:
-        if self.stage not in STAGES or self.finetune not in FINETUNE:
-            raise ValueError(f"stage must be one of {STAGES} and finetune one of {FINETUNE}")
-        if not 0.0 <= self.instruction_dropout <= 1.0:
-            raise ValueError("instruction_dropout must be in [0, 1]")
-        if self.stage == "camera" and self.finetune != "full":
-            raise ValueError("the camera stage trains only the camera encoder; --finetune does not apply to it")
-
 
 class InterpreterLoss(nn.Module):
     """The module accelerate prepares: the interpreter's trainable modules under one root.
@@ -133,7 +99,7 @@ class SFTRecipe:
         check_output_dir(run.output_dir, run.resume)
         self.examples, fingerprints = load_examples(cfg)
         self.started = start = start_run(
-            run, fingerprints, command="sft", log_every=cfg.log_every, check_same_run=self._check_same_run,
+            run, fingerprints, command="sft", log_every=run.log_every, check_same_run=self._check_same_run,
             project=f"vidcli-sft-{cfg.stage}",
             hparams={"stage": cfg.stage, "finetune": cfg.finetune, **safe_arguments(cfg.arguments)},
             find_unused_parameters=True)  # vision tower, camera encoder

@@ -131,8 +131,12 @@ def make_accelerator(run: "RunConfig", *, find_unused_parameters: bool = False) 
     every process must then tell which gradients it lacks.
     """
     from accelerate import Accelerator
-    from accelerate.utils import (DistributedDataParallelKwargs, ProjectConfiguration, is_tensorboard_available,
-                                  is_wandb_available)
+    from accelerate.utils import (
+        DistributedDataParallelKwargs,
+        ProjectConfiguration,
+        is_tensorboard_available,
+        is_wandb_available,
+    )
 
     available = {"tensorboard": is_tensorboard_available, "wandb": is_wandb_available}
     for name in run.trackers:
