@@ -19,7 +19,10 @@ towards the background), the facts the oracle reads from it. A statement is true
 every fact it states holds, so the critic learns the oracle's judgement, and its
 p(Yes) falls as a generated-looking video loses facts.
 
-Frames reach the model through :class:`vidcli.rewards.vlm.VLMScorer` — the same
+Training has two stages. Yes/no verdicts carry one bit per example, too little for a
+model that starts from random weights to learn to see; so it first learns to caption
+clips (:data:`CAPTION_PROMPT` → the scene's caption: every fact of the clip in words),
+then answers the questions. Frames reach the model through :class:`vidcli.rewards.vlm.VLMScorer` — the same
 differentiable preprocessing, chat template and pad expansion drf-tune, revise-tune and
 ``score --metric vqa`` use — with frame counts and frame rates drawn from the ranges
 those commands give (5–10 frames, 7–18 fps). Training is a small question-answering
@@ -45,6 +48,9 @@ from vidcli.toyworld.scene import COLOURS, MOTIONS, PATTERNS, SHAPES, TONES, Deg
 log = logging.getLogger("vidcli.toyworld")
 
 FORMS = ("ta", "vanilla", "revise_first", "revise_none")
+# The first stage's request: not a question any command asks, only a way to tie what the frames
+# show to words before the yes/no questions (a caption holds every fact, a verdict one bit).
+CAPTION_PROMPT = "Describe the video."
 NO_EXPLANATION = "The video does not show this: {condition}."
 VERDICT_WEIGHT = 4.0  # the verdict token's weight in the loss, against 1 for every other reply token
 
@@ -221,6 +227,8 @@ class Replies:
             return full + [self.end], len(head)
         if item.form == "vanilla":
             return self.ids(verdict) + [self.end], 0
+        if item.form == "caption":
+            return self.ids(item.explanation) + [self.end], -1
         if item.form == "revise_first":
             before = self.ids(item.reasoning) + self.cue
             word = self.ids(f"{self.tok.decode(self.cue)} {verdict}")[len(self.cue):]
@@ -361,6 +369,20 @@ def make_items(rng: np.random.Generator, count: int, *, forms: tuple[str, ...] =
     return items[:count]
 
 
+def caption_items(rng: np.random.Generator, count: int) -> list[Item]:
+    """The first stage's examples: clean and lightly spoiled renders with their captions."""
+    from vidcli.toyworld.scene import random_scene
+
+    items = []
+    for _ in range(count):
+        scene = random_scene(rng)
+        how = Degradation(blur=float(rng.uniform(0, 0.8)), noise=float(rng.uniform(0, 10)),
+                          seed=int(rng.integers(2 ** 31))) if rng.random() < 0.5 else None
+        frames = render(scene) if how is None else degrade(scene, how)
+        items.append(Item("caption", [frames], CAPTION_PROMPT, True, explanation=caption(scene)))
+    return items
+
+
 def edit_done(edit, edited: Clip) -> bool:
     """Whether the clip carries out the edit and keeps the rest (what edit_adherence scores 1)."""
     kept = [f for f in scene_facts(edit.target) if f not in edit.changed and f.kind != "relation"]
@@ -399,7 +421,8 @@ def qa_loss(scorer, replies: Replies, items: list[Item], rng: np.random.Generato
         target = torch.tensor(ids[-n:])
         ce = F.cross_entropy(logits[b, width - n - 1:width - 1], target, reduction="none")
         w = torch.ones(n)
-        w[v] = VERDICT_WEIGHT
+        if v >= 0:
+            w[v] = VERDICT_WEIGHT
         total = total + (ce * w).sum()
         weight += float(w.sum())
     return total / weight
@@ -524,17 +547,20 @@ def calibration(folder: Path, *, seed: int, scenes: int = 48) -> dict:
 
 
 def build_critic(folder: Path, *, seed: int, quick: bool) -> dict:
-    """Build, train and measure the critic in ``folder``; the report."""
-    sizes = dict(train=1200, steps=150, test=200, calib=12) if quick else \
-        dict(train=6000, steps=1200, test=800, calib=48)
+    """Build, train (captions first, then the questions) and measure the critic in ``folder``; the report."""
+    sizes = dict(captions=400, caption_steps=30, train=400, steps=30, test=120, calib=6) if quick else \
+        dict(captions=4000, caption_steps=600, train=6000, steps=900, test=800, calib=48)
     folder.mkdir(parents=True, exist_ok=True)
     build_untrained(folder, seed=seed, quick=quick)
+    captions = caption_items(np.random.default_rng([seed, 1]), sizes["captions"])
+    caption_losses = train_critic(folder, captions, seed=seed, steps=sizes["caption_steps"], batch_size=32, lr=3e-3)
     items = make_items(np.random.default_rng([seed, 2]), sizes["train"])
     held_out = make_items(np.random.default_rng([seed, 3]), sizes["test"])
     losses = train_critic(folder, items, seed=seed, steps=sizes["steps"])
     report = evaluate(folder, held_out, seed=seed)
     report["calibration"] = calibration(folder, seed=seed, scenes=sizes["calib"])
-    report["final_loss"] = round(float(np.mean(losses[-20:])), 4)
-    report["steps"] = sizes["steps"]
+    report["caption_loss"] = round(float(np.mean(caption_losses[-10:])), 4)
+    report["final_loss"] = round(float(np.mean(losses[-10:])), 4)
+    report["steps"] = {"caption": sizes["caption_steps"], "questions": sizes["steps"]}
     report["train_items"] = len(items)
     return report
