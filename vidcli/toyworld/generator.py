@@ -138,7 +138,7 @@ def draw_t(rng: np.random.Generator, count: int) -> torch.Tensor:
 
 
 def pretrain(folder: Path, scenes: list, *, seed: int, steps: int, batch_size: int = 16,
-             lr: float = 1e-3) -> list[float]:
+             lr: float = 2e-3) -> list[float]:
     """Flow-matching pre-training of the DiT in ``folder`` on ``scenes``; saves it; the losses."""
     from diffusers import WanPipeline
 
