@@ -11,7 +11,7 @@ from vidcli.toyworld.scene import Scene, Thing
 
 # Bands for the quick build (smaller data and fewer steps than the full one; see models.py).
 QUICK_CRITIC_ACCURACY = 0.75
-QUICK_GENERATOR_MARGIN = 0.0  # generated adherence must beat chance by more than this
+QUICK_GENERATOR_MARGIN = 0.05  # generated adherence must beat chance by more than this
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +110,7 @@ def test_reverse_runs_the_same_path_backwards():
 
 
 @pytest.mark.xfail(strict=True, reason="the quick critic answers No to everything (held-out accuracy 0.62 = the "
-                   "share of false statements); it has not learned to see yet: /work/notes/issue-14-models.md")
+                   "share of false statements): /work/notes/issue-14-models.md")
 def test_critic_is_accurate_on_held_out_questions(built):
     _, report = built
     critic = report["critic"]
@@ -119,11 +119,20 @@ def test_critic_is_accurate_on_held_out_questions(built):
     assert sum(row["count"] for row in critic["reliability"]) == critic["count"]
 
 
-def test_generator_adherence_is_above_chance_and_below_the_ceiling(built):
+def test_generator_adherence_is_below_the_ceiling(built):
     _, report = built
     gen = report["generator"]
-    assert gen["chance"]["score"] + QUICK_GENERATOR_MARGIN < gen["generated"]["score"] < gen["ceiling"]["score"], gen
+    assert gen["generated"]["score"] < gen["ceiling"]["score"] == 1.0, gen
     assert gen["count"] == 16
+    assert set(gen["generated"]["by_kind"]) == {"object", "colour", "motion", "relation", "background", "camera"}
+
+
+@pytest.mark.xfail(strict=True, reason="the quick generator is at chance (adherence 0.396 against 0.392 for "
+                   "captions paired with other scenes' videos): /work/notes/issue-14-models.md")
+def test_generator_adherence_is_clearly_above_chance(built):
+    _, report = built
+    gen = report["generator"]
+    assert gen["generated"]["score"] > gen["chance"]["score"] + QUICK_GENERATOR_MARGIN, gen
 
 
 def test_report_is_written(built):
