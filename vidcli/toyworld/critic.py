@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -125,8 +124,8 @@ def make_clip(scene: Scene, how: Degradation | None) -> Clip:
 
 @dataclass
 class Item:
-    """One question with its reply: ``videos`` shown in order, the question text, the reply as
-    token pieces (text, or the verdict word's token id), and the truth."""
+    """One question: ``videos`` shown in order, the question text, the truth, and what the reply
+    says besides the verdict (:meth:`Replies.build` writes the reply)."""
 
     form: str
     videos: list[np.ndarray]

@@ -15,7 +15,6 @@ in-context layout and loads in ``vidcli generate`` as an editor.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import numpy as np
 from vidcli.toyworld.language import Fact
 from vidcli.toyworld.scene import COLOURS, FPS, TRAVEL, DIRECTION, Scene, render
 
-log = logging.getLogger("vidcli.toyworld")
 
 KINDS = ("colour", "reverse", "remove", "add")
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
