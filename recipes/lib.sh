@@ -20,6 +20,8 @@
 # Training commands run through $LAUNCH, "vidcli" by default. For many GPUs:
 #   LAUNCH="accelerate launch --num_processes 8 -m vidcli" bash recipes/NAME.sh
 # (your accelerate config chooses DDP, FSDP or DeepSpeed; see README "Many GPUs").
+# REPORT_TO=tensorboard (or wandb, or tensorboard,wandb) sends every training stage's scalars and
+# media to those trackers, under RUN_DIR/logs (pip install -e ".[tracking]").
 
 RECIPES_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 REPO_DIR="$(dirname "$RECIPES_DIR")"
@@ -61,7 +63,7 @@ train() {  # COMMAND without "vidcli": it runs as $LAUNCH COMMAND...
   fi
   say "$name -> $run_dir"
   # shellcheck disable=SC2086 # LAUNCH is a command line on purpose
-  $LAUNCH "$@" --resume -o "$run_dir"
+  $LAUNCH "$@" --resume -o "$run_dir" ${REPORT_TO:+--report-to "$REPORT_TO"}
 }
 
 # A JSONL file's records whose FIELD equals VALUE (e.g. the test split of triplets).
@@ -85,7 +87,7 @@ tiny_setup() {
   say "TINY=1: every stage runs for real, but no number it prints means anything."
   local url_file="$OUT/.teacher.$$.url"   # per run: an earlier teacher's exit cannot remove it
   mkdir -p "$OUT"
-  "$PYTHON" -m vidcli.testing_teacher --url-file "$url_file" > "$OUT/teacher.log" 2>&1 &
+  "$PYTHON" -m vidcli.testing teacher --url-file "$url_file" > "$OUT/teacher.log" 2>&1 &
   TEACHER_PID=$!
   trap 'kill "$TEACHER_PID" 2>/dev/null && wait "$TEACHER_PID" 2>/dev/null || true' EXIT
   local waited=0

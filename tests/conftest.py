@@ -1,6 +1,7 @@
 """Shared fixtures: an isolated cache per test, offline hub, and the tiny-model kit."""
 from __future__ import annotations
 
+import inspect
 import os
 import subprocess
 import sys
@@ -11,6 +12,35 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# What makes a test slow: it builds or loads models (the tiny-model kit and everything made
+# from it), or it starts a process or a server — in its own body or in a fixture it uses.
+_SLOW_CALLS = ("ensure_tiny_models(", "tiny_models[", "run_cli(", "subprocess.", "Popen(", "ScriptedServer(",
+               "start_teacher(", "kill_when(", "ensure_world(", "judge_server(")
+
+
+def _sources(item) -> str:
+    """The test function's source and that of every fixture it uses."""
+    functions = [getattr(item, "function", None)]
+    info = getattr(item, "_fixtureinfo", None)
+    for definitions in (info.name2fixturedefs.values() if info is not None else ()):
+        functions += [definition.func for definition in definitions]
+    out = []
+    for function in functions:
+        try:
+            out.append(inspect.getsource(function))
+        except (TypeError, OSError):
+            continue
+    return "\n".join(out)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Mark ``slow`` every test that uses the tiny models or starts processes or servers, so the fast
+    loop (``pytest -m "not slow"``) is the rest."""
+    for item in items:
+        if any(call in _sources(item) for call in _SLOW_CALLS):
+            item.add_marker(pytest.mark.slow)
 
 
 @pytest.fixture(autouse=True)

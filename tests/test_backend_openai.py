@@ -20,7 +20,7 @@ from vidcli.backends.base import Sampling
 from vidcli.backends.cache import CachedChatModel
 from vidcli.backends.openai_chat import PLACEHOLDER_API_KEY, OpenAIChatModel, _retry_after_seconds
 from vidcli.errors import BackendUnavailable, InputError
-from vidcli.testing_server import Action, ScriptedServer, disconnect, error, garbage, reply
+from vidcli.testing.server import Action, ScriptedServer, disconnect, error, garbage, reply
 
 GREEDY = Sampling()
 

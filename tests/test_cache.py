@@ -12,7 +12,7 @@ from vidcli.backends import _local_fingerprint, load_chat_model
 from vidcli.backends.base import Sampling
 from vidcli.backends.cache import CachedChatModel, ReplyCache, cache_key, default_cache_dir
 from vidcli.backends.openai_chat import OpenAIChatModel
-from vidcli.testing_server import ScriptedServer, error
+from vidcli.testing.server import ScriptedServer, error
 
 GREEDY = Sampling()
 

@@ -76,7 +76,7 @@ def _field(record: dict, dotted: str):
 
 @pytest.fixture(scope="module")
 def teacher():
-    from vidcli.testing_teacher import teacher_server
+    from vidcli.testing.teacher import teacher_server
 
     with teacher_server() as server:
         yield server.base_url

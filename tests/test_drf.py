@@ -12,7 +12,6 @@ import torch
 from vidcli.errors import InputError
 from vidcli.train.core import OptimConfig, RunConfig
 from vidcli.train.drf import DRFConfig, DRFRecipe, load_tasks
-from vidcli.train.heatmaps import gradient_magnitude, heatmap_grid, save_heatmap
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -108,6 +107,31 @@ def test_one_step_trains_only_the_dit_on_the_vqa_loss_of_its_frames(drf_kit, tmp
     assert [(q["dim"], q["key"]) for q in entry["queries"]] == [("TA", "objects"), ("VQ", "quality")]
     assert sum(q["loglik"] for q in entry["queries"]) == pytest.approx(-entry["loss"], rel=1e-6)
     recipe.cleanup()
+
+
+def test_each_question_gets_its_share_of_the_frame_gradient_and_a_heatmap_row(drf_kit, tmp_path):
+    from vidcli.train.heatmaps import question_label
+
+    recipe = DRFRecipe(make_config(drf_kit, tmp_path / "run", heatmap_per_question=True,
+                                   heatmaps_dir=str(tmp_path / "heat"), heatmap_samples=1))
+    recipe.setup()
+    try:
+        (result,) = recipe.optimise()
+        figure = recipe.heatmap(result)
+    finally:
+        recipe.cleanup()
+    ta, vq = result["query_grads"]
+    torch.testing.assert_close(ta + vq, result["frame_grad"].cpu())  # the shares add up to the whole
+    assert ta.abs().sum() > 0 and vq.abs().sum() > 0 and not torch.allclose(ta, vq)
+    images = sorted((ax for ax in figure.axes if ax.images), key=lambda ax: (
+        ax.get_subplotspec().rowspan.start, ax.get_subplotspec().colspan.start))
+    assert len(images) == 4 * 3  # frames, the sum, TA, VQ; N_f = 3
+    assert [ax.get_ylabel() for ax in images[::3]] == ["frames", "R (sum of all queries)", question_label(TA),
+                                                       question_label(VQ)]
+    # Frames 0, 2, 4 of a 5-frame Wan video (16 fps).
+    assert [ax.get_title() for ax in images[:3]] == ["t = 0.00 s", "t = 0.12 s", "t = 0.25 s"]
+    assert RECORD["caption"] in figure.get_suptitle()
+    assert (tmp_path / "heat" / "step000001-ball.png").is_file()
 
 
 @pytest.mark.parametrize("reward", ["vanilla", "binary"])
@@ -297,34 +321,3 @@ def test_records_are_validated_before_training(drf_kit, tmp_path):
     assert prints[str(path)]["records"] == 1
     (task,), _ = load_tasks(make_config(drf_kit, tmp_path / "o", dims=("TA",)))
     assert task.video is None and task.questions == [TA]
-
-
-# ----------------------------------------------------------------------------- heatmaps
-
-
-def test_gradient_magnitude_is_the_channel_mean_scaled_to_its_peak():
-    grad = torch.zeros(2, 3, 2, 2)
-    grad[0, :, 0, 0] = torch.tensor([1.0, -2.0, 3.0])  # |.| mean 2
-    grad[1, 1, 1, 1] = -12.0  # mean 4: the peak
-    expected = torch.zeros(2, 2, 2)
-    expected[0, 0, 0], expected[1, 1, 1] = 0.5, 1.0
-    torch.testing.assert_close(gradient_magnitude(grad), expected)
-    assert torch.equal(gradient_magnitude(torch.zeros(1, 3, 2, 2)), torch.zeros(1, 2, 2))
-
-
-def test_heatmap_png_holds_frames_above_their_gradients(tmp_path):
-    from PIL import Image
-
-    frames = torch.rand(3, 3, 4, 5)
-    grad = torch.randn(3, 3, 4, 5)
-    path = save_heatmap(tmp_path / "sub" / "h.png", frames, grad)
-    image = np.asarray(Image.open(path))
-    assert image.shape == (8, 15, 3)
-    np.testing.assert_array_equal(image, heatmap_grid(frames, grad))
-    # Top row: frame 1 sits in columns 5..9; bottom row: its gradient magnitude, grey.
-    np.testing.assert_array_equal(image[:4, 5:10], (frames[1].permute(1, 2, 0) * 255).round().byte().numpy())
-    grey = (gradient_magnitude(grad)[1] * 255).round().byte().numpy()
-    for channel in range(3):
-        np.testing.assert_array_equal(image[4:, 5:10, channel], grey)
-    with pytest.raises(ValueError, match="differ in shape"):
-        heatmap_grid(frames, grad[:2])

@@ -138,7 +138,7 @@ def hand_edit(editor_model, clip: dict, folder, instruction: str, record_id: str
 
 def test_edit_mode_samples_the_editor_as_it_was_trained(gen_kit):
     from vidcli.diffusion.edit import edit_videos, source_latents
-    from vidcli.train.revise import read_clip
+    from vidcli.diffusion.editor import read_clip
 
     editor = load_video_model(gen_kit["editor"], device="cpu")
     assert editor.mode == "edit" and editor.editor is not None

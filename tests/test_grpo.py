@@ -16,6 +16,7 @@ from vidcli.rewards.reade import RewardResult
 from vidcli.train.core import OptimConfig, RunConfig, seeded_uniform
 from vidcli.train.grpo import GRPOConfig, GRPORecipe, completion_mask, run_grpo
 from vidcli.train.grpo_loss import grpo_loss
+from vidcli.train.interpreter_tuning import record_request
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -485,8 +486,8 @@ def test_prompt_lengths_are_checked_before_the_first_step(grpo_kit, tmp_path, ca
     reward = HashReward()
     probe = GRPORecipe(make_config(grpo_kit, tmp_path / "probe"), reward)
     probe.setup()
-    lengths = {p.source.id: int(probe.interpreter.encode([probe._request(p.source)])["attention_mask"].sum())
-               for p in probe.prompts}
+    lengths = {p.source.id: int(probe.interpreter.encode([record_request(p.source, probe.config)])
+                                ["attention_mask"].sum()) for p in probe.prompts}
     probe.cleanup()
     limit = lengths["txt"]  # text only: the shortest; the depth record has a limit of its own
     over = [rid for rid in ("vid", "cam") if lengths[rid] > limit]

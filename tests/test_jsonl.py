@@ -6,7 +6,7 @@ import pytest
 
 from vidcli.errors import InputError
 from vidcli.jsonl import RecordWriter, existing_ids, parse_line, read_sources, repair_torn_tail
-from vidcli.records import content_id
+from vidcli.records import choice_field, content_id, field_of, text_field
 
 
 def write(path, text):
@@ -94,3 +94,25 @@ def test_parse_line_never_raises():
     assert parse_line("null", file="f", line=1).error is not None
     assert parse_line('"s"', file="f", line=1).error is not None
     assert parse_line('{"id": ""}', file="f", line=1).error is not None
+
+
+def test_record_field_validators_say_which_field_and_what_it_holds():
+    record = {"caption": "  ", "target": "a fox", "cot": [], "subset": "rave", "n": 3}
+    assert text_field(record, "target") == "a fox"
+    assert text_field(record, "caption", "target") == "a fox"  # the first that holds text
+    with pytest.raises(InputError, match=r"^missing or empty 'caption' \(the generation prompt\)$"):
+        text_field(record, "caption", hint="the generation prompt")
+    with pytest.raises(InputError, match=r"^missing or empty 'instruction'$"):
+        text_field(record, "instruction")
+    with pytest.raises(InputError, match=r"^missing or empty 'caption' or 'text' \(the text to learn\)$"):
+        text_field(record, "caption", "text", hint="the text to learn")
+    assert field_of(record, "n", int) == 3
+    for name in ("cot", "absent"):  # of another type, or absent
+        with pytest.raises(InputError, match=rf"^missing field '{name}' \(records from vidcli make-cot\)$"):
+            field_of(record, name, dict, hint="records from vidcli make-cot")
+    with pytest.raises(InputError, match=r"^missing field 'caption'$"):
+        field_of(record, "caption", str)  # blank text counts as missing
+    assert choice_field(record, "subset", ("icvg", "rave")) == "rave"
+    assert choice_field(record, "absent", ("icvg", "rave")) is None
+    with pytest.raises(InputError, match=r"^field 'subset' must be one of icvg, other, got 'rave'$"):
+        choice_field(record, "subset", ("icvg", "other"))

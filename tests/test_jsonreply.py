@@ -8,7 +8,7 @@ from vidcli.backends.cache import CachedChatModel, ReplyCache
 from vidcli.backends.jsonreply import extract_json, generate_json
 from vidcli.backends.openai_chat import OpenAIChatModel
 from vidcli.errors import BackendUnavailable
-from vidcli.testing_server import ScriptedServer, error
+from vidcli.testing.server import ScriptedServer, error
 
 GREEDY = Sampling()
 

@@ -23,10 +23,10 @@ from vidcli.media import (
     load_image,
     load_video,
     probe_video,
-    resolve_media_path,
     video_frames_as_pil,
     write_video,
 )
+from vidcli.media_access import MediaAccess, resolve_media_path
 
 T, FPS, H, W = 24, 8, 48, 64
 # One distinct colour per frame; noise makes the frames big enough that cutting the
@@ -422,6 +422,29 @@ def test_resolve_media_path(tmp_path):
     assert resolve_media_path("../x.mp4", base, allow_escape=True) == tmp_path / "x.mp4"
     with pytest.raises(InputError, match="non-empty"):
         resolve_media_path("", base)
+
+
+def test_media_access_resolves_refuses_escapes_and_checks_files(tmp_path):
+    base, root = tmp_path / "data", tmp_path / "media"
+    (root / "clips").mkdir(parents=True)
+    (root / "clips" / "a.mp4").write_bytes(b"x")
+    access = MediaAccess(str(root))  # as --media-root gives it
+    assert access.media_root == root and MediaAccess("").media_root is None
+    assert access.path("clips/a.mp4", base) == root / "clips" / "a.mp4"
+    assert MediaAccess().path("a.mp4", base) == base / "a.mp4"
+    assert access.file("clips/a.mp4", base, missing="video not found: {path}") == root / "clips" / "a.mp4"
+    with pytest.raises(InputError, match=f"^source video not found: {root / 'b.mp4'}$") as caught:
+        access.file("b.mp4", base, missing="source video not found: {path}")
+    assert not isinstance(caught.value, MediaError)
+    with pytest.raises(MediaError, match="^gone: "):
+        access.file("b.mp4", base, missing="gone: {path}", error=MediaError)
+    # An escape is an input error from path() and file(), a media error from media_path().
+    with pytest.raises(InputError, match="leaves") as caught:
+        access.path("../x.mp4", base)
+    assert not isinstance(caught.value, MediaError)
+    with pytest.raises(MediaError, match="^media path '../x.mp4' leaves"):
+        access.media_path("../x.mp4", base)
+    assert MediaAccess(root, allow_escape=True).path("../x.mp4", base) == tmp_path / "x.mp4"
 
 
 # ----------------------------------------------------------------------------- examples

@@ -10,7 +10,7 @@ from vidcli.backends import load_chat_model
 from vidcli.interpreter.format import build_target
 from vidcli.rewards.coverage import LLMJudge, load_judge
 from vidcli.rewards.reade import ReadeReward, RewardWeights, judged_caption
-from vidcli.testing_server import ScriptedServer, error
+from vidcli.testing.server import ScriptedServer, error
 
 CAPTION = {
     "dense": "A woman in a yellow raincoat waves in a park.",

@@ -157,7 +157,8 @@ def test_drf_builds_generator_and_frozen_vlm_at_published_sizes(tmp_path, genera
 
 
 def test_drf_lora_holds_the_dit_in_bf16_and_trains_float32_adapters(tmp_path):
-    from vidcli.train.drf import DRFConfig, DRFRecipe, LORA_TARGETS
+    from vidcli.train.dit_tuning import LORA_TARGETS
+    from vidcli.train.drf import DRFConfig, DRFRecipe
 
     recipe = DRFRecipe(DRFConfig(model=str(REALSIZE / "wan2.1-t2v-1.3b"), vlm=str(REALSIZE / "qwen2.5-vl-7b"),
                                  inputs=[], run=run_config(tmp_path), finetune="lora", lora_rank=64))
@@ -212,3 +213,19 @@ def test_random_weights_build_the_same_architecture_on_a_device(tiny_models):
     assert not torch.equal(random_state[weight], loaded_state[weight])  # not read from the checkpoint
     assert scorer.processor is not None  # the folder has one: it is read as usual
     assert weights.reading_weights()  # the mode ends with its block
+
+
+def test_drf_memory_measures_reach_the_models(tmp_path):
+    from vidcli.train.drf import DRFConfig, DRFRecipe
+
+    recipe = DRFRecipe(DRFConfig(model=str(REALSIZE / "wan2.1-t2v-1.3b"), vlm=str(REALSIZE / "qwen2.5-vl-7b"),
+                                 inputs=[], run=run_config(tmp_path), vae_dtype="bfloat16", vlm_checkpointing=True,
+                                 offload_text_encoder=True, gradient_checkpointing=True))
+    with weights.without_weights():
+        recipe.build_models("cuda", "bf16")
+    pipe, vlm = recipe.adapter.pipe, recipe.scorer.model
+    assert pipe.vae.dtype == torch.bfloat16
+    assert pipe.transformer.gradient_checkpointing
+    checkpointed = getattr(vlm, "is_activation_checkpointing", None) or vlm.is_gradient_checkpointing
+    assert checkpointed and vlm.training  # transformers recomputes only in training mode
+    assert recipe.adapter.offloaded_text_encoder is not None

@@ -88,7 +88,7 @@ def test_stage_is_done_only_on_proof_of_completion(tmp_path):
     completes; rerun again, it is skipped; with a changed input, it runs afresh."""
     from tests.cli.helpers import read_jsonl, write_jsonl
     from tests.cli.test_decompose import BALL_ELEMENTS
-    from vidcli.testing_server import ScriptedServer, reply
+    from vidcli.testing.server import ScriptedServer, reply
 
     good = [{"id": f"r{i}", "caption": f"caption {i}"} for i in range(6)]
     data = write_jsonl(tmp_path / "in.jsonl", [*good[:3], "{not json", *good[3:]])

@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from vidcli.errors import InputError
+from vidcli.rewards.critic import VERDICT_CUE, critic_checks
 from vidcli.train.core import OptimConfig, RunConfig
-from vidcli.train.revise import (VERDICT_CUE, ReviseConfig, ReviseRecipe, critic_checks, load_triplets, shifted_t,
-                                 trigger_probability)
+from vidcli.train.revise import ReviseConfig, ReviseRecipe, load_triplets, shifted_t, trigger_probability
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 

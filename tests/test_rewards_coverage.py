@@ -17,7 +17,7 @@ from vidcli.rewards.coverage import (
     parse_fraction,
     parse_yes_no,
 )
-from vidcli.testing_server import ScriptedServer, error
+from vidcli.testing.server import ScriptedServer, error
 
 KEY_INFO = {
     "user": {"objects": [{"name": "woman", "attributes": ["yellow raincoat"]}], "actions": ["the woman waves"],

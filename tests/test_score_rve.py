@@ -13,7 +13,7 @@ import pytest
 from tests.cli.helpers import invoke, read_jsonl, write_jsonl
 from vidcli.media import write_video
 from vidcli.scoring.rve import overall_score
-from vidcli.testing_server import ScriptedServer
+from vidcli.testing.server import ScriptedServer
 
 FRAMES = 4
 T_975_1 = 12.706204736174707  # Student's t, 0.975 quantile, 1 degree of freedom

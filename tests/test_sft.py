@@ -10,6 +10,7 @@ import torch
 
 from vidcli.errors import InputError, MediaError
 from vidcli.train.core import OptimConfig, RunConfig, seeded_uniform
+from vidcli.train.interpreter_tuning import record_request
 from vidcli.train.sft import SFTConfig, SFTRecipe, run_sft
 from vidcli.train.sft_data import load_examples
 
@@ -353,7 +354,7 @@ def test_every_over_long_prompt_is_reported_before_the_first_step(sft_kit, tmp_p
     # Text-only prompts (c) are the shortest; with the limit at c's length every other one is over.
     probe = SFTRecipe(make_config(sft_kit, tmp_path / "probe"))
     probe.setup()
-    lengths = [int(probe.interpreter.encode([probe._request(e.source)])["attention_mask"].sum())
+    lengths = [int(probe.interpreter.encode([record_request(e.source, probe.config)])["attention_mask"].sum())
                for e in probe.examples]
     probe.cleanup()
     limit = lengths[2]

@@ -13,8 +13,10 @@ from vidcli.scoring.summary import (
     format_summary,
     group_value,
     plot_summary,
+    metric_scale,
     score_keys,
     summarize,
+    summary_figure,
     t_quantile,
     write_summary,
 )
@@ -102,3 +104,38 @@ def test_summary_file_and_plot(tmp_path):
     with Image.open(tmp_path / "single.png") as image:
         assert image.format == "PNG" and image.size[0] > 100
     assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+def test_plot_panels_say_what_they_measure_with_ranges_means_and_intervals():
+    from matplotlib.colors import to_rgba
+
+    summary = summarize(RECORDS, keys=["format", "contra", "reward"], by="conditions.type")
+    fig = summary_figure(summary)
+    panels = {ax.get_title(): ax for ax in fig.axes}
+    assert list(panels) == ["format", "contra", "reward"]
+    fmt = panels["format"]
+    assert fmt.get_ylabel() == "R_format (0, 0.2 or 1)" and fmt.get_ylim() == pytest.approx((-0.05, 1.05))
+    assert fmt.get_xlabel() == "conditions.type"
+    groups = summary["groups"]
+    assert [t.get_text() for t in fmt.get_xticklabels()] == \
+        [f"{label}\n(n={g['metrics']['format']['n']})" for label, g in groups.items()]
+    # Each mean is written beside its point; the depth+identity group (format 0.2 and 0.0) has an interval.
+    means = [g["metrics"]["format"]["mean"] for g in groups.values()]
+    assert sorted(t.get_text() for t in fmt.texts) == sorted(f"{m:.3g}" for m in means)
+    (bars,) = [c for c in fmt.collections if len(c.get_segments())]
+    (segment,) = [seg for seg in bars.get_segments()]
+    half = groups["depth+identity"]["metrics"]["format"]["half_width"]
+    assert segment[:, 1] == pytest.approx([0.1 - half, 0.1 + half])
+    # Groups with one value: a hollow point, no interval.
+    hollow = [line for line in fmt.lines if line.get_markerfacecolor() == "none"]
+    assert len(hollow) == 1 and len(hollow[0].get_xdata()) == 2  # "(missing)" and "depth": one value each
+    assert panels["reward"].get_ylabel() == "ReaDe reward R_format + R_content"
+    assert "95% confidence interval" in fig.get_suptitle() and "4 record(s), by conditions.type" in fig.get_suptitle()
+    assert to_rgba(hollow[0].get_color()) == to_rgba("C0")
+
+
+def test_scales_of_the_metrics():
+    assert metric_scale("rve_EA") == ("EA judge score (0–10)", (0.0, 10.0))
+    assert metric_scale("vqa.TA.objects") == ("p(desired verdict) of TA.objects", (0.0, 1.0))
+    assert metric_scale("vqa_Phy") == ("p(desired verdict) of Phy", (0.0, 1.0))
+    assert metric_scale("something") == ("value", None)

@@ -11,7 +11,8 @@ import pytest
 import torch
 from PIL import Image
 
-from vidcli import testing
+from vidcli.testing import models as testing
+from vidcli.testing.cli import main as kit_cli
 from vidcli.testing import build_tiny_models, ensure_tiny_models
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -215,11 +216,11 @@ def test_default_dir_is_keyed_by_builder_source_and_libraries(tmp_path, monkeypa
 
 
 def test_cli_builds_the_chosen_subset(tmp_path, capsys):
-    assert testing.main(["tiny-models", str(tmp_path), "--only", "llm"]) == 0
+    assert kit_cli(["tiny-models", str(tmp_path), "--only", "llm"]) == 0
     assert capsys.readouterr().out == f"llm\t{tmp_path / 'llm'}\n"
     assert [p.name for p in tmp_path.iterdir()] == ["llm"]
     with pytest.raises(SystemExit) as exit_info:
-        testing.main(["tiny-models", str(tmp_path), "--only", "llm,gpt"])
+        kit_cli(["tiny-models", str(tmp_path), "--only", "llm,gpt"])
     assert exit_info.value.code == 2
 
 

@@ -25,8 +25,8 @@ from vidcli.mining.rave import RAVE_TYPES
 from vidcli.mining.triplets import instruction_validator
 from vidcli.prompts import render, render_text
 from vidcli.rewards.coverage import parse_fraction, parse_yes_no
-from vidcli.testing_teacher import BANNER, REPLIES, identify, teacher_reply, teacher_server, template_names
-from vidcli.train.revise import critic_checks
+from vidcli.testing.teacher import BANNER, REPLIES, identify, teacher_reply, teacher_server, template_names
+from vidcli.rewards.critic import critic_checks
 
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 CAPTION = "A red ball rolls from the left edge to the right edge over green grass, static wide shot in daylight."
@@ -139,7 +139,7 @@ def test_reply_is_recognised_and_accepted_by_its_stage(name):
 
 def test_first_requests_arriving_together_are_all_recognised():
     # The server answers on many threads; the template table must be whole before anyone reads it.
-    from vidcli import testing_teacher
+    from vidcli.testing import teacher as testing_teacher
 
     testing_teacher._patterns.cache_clear()
     body = {"messages": to_openai_messages(CASES["judge_element"][0])}
@@ -262,7 +262,7 @@ def test_mine_rave_and_rve_judge(teacher, tmp_path):
 
 def test_command_line_serves_until_sigterm(tmp_path):
     url_file = tmp_path / "teacher.url"
-    process = subprocess.Popen([sys.executable, "-m", "vidcli.testing_teacher", "--url-file", str(url_file)],
+    process = subprocess.Popen([sys.executable, "-m", "vidcli.testing.teacher", "--url-file", str(url_file)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30
@@ -279,7 +279,7 @@ def test_command_line_serves_until_sigterm(tmp_path):
             urllib.request.urlopen(bad, timeout=5)
         assert caught.value.code == 400 and "'hi'" in json.loads(caught.value.read())["error"]["message"]
         port = url.rsplit(":", 1)[1].split("/")[0]
-        taken = subprocess.run([sys.executable, "-m", "vidcli.testing_teacher", "--port", port],
+        taken = subprocess.run([sys.executable, "-m", "vidcli.testing.teacher", "--port", port],
                                capture_output=True, text=True, timeout=30)
         assert taken.returncode == 1 and f"cannot listen on 127.0.0.1:{port}" in taken.stderr
         process.send_signal(signal.SIGTERM)

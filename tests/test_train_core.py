@@ -162,7 +162,7 @@ def _train(out: Path, steps: int, *, resume: bool = False, crash_after: int | No
     run = RunConfig(output_dir=out, seed=3, max_steps=steps, batch_size=3, grad_accum=2, save_every=2,
                     mixed_precision="no", resume=resume, optim=OptimConfig(lr=0.05, warmup_steps=2))
     check_output_dir(out, resume)
-    acc = make_accelerator(run, project="core-test", hparams={})
+    acc = make_accelerator(run)
     set_seed(run.seed)
     model = _model()
     ckpt = latest_checkpoint(out) if resume else None
@@ -378,6 +378,7 @@ def test_tracker_config_is_flat_scalars():
 
 def test_missing_tracker_package_is_a_clear_error(tmp_path, monkeypatch):
     import accelerate.utils
+    monkeypatch.setattr(accelerate.utils, "is_tensorboard_available", lambda: True)
     monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: False)
-    with pytest.raises(InputError, match="pip install wandb"):
-        make_accelerator(RunConfig(tmp_path, report_to="wandb", mixed_precision="no"), project="p", hparams={})
+    with pytest.raises(InputError, match=r"--report-to wandb needs .*pip install 'vidcli\[tracking\]'"):
+        make_accelerator(RunConfig(tmp_path, report_to="tensorboard,wandb", mixed_precision="no"))

@@ -156,11 +156,11 @@ def test_a_drf_tune_lora_output_renders_with_its_adapter_fused(tiny_models, tmp_
     from peft.utils import get_peft_model_state_dict
 
     from vidcli.rewards.video_feedback import load_generator
-    from vidcli.train.drf import LORA_WEIGHTS
+    from vidcli.diffusion import LORA_WEIGHTS
 
     base, out = tiny_models["wan"], tmp_path / "drf"
     out.mkdir()
-    for entry in base.iterdir():  # the layout DRFRecipe.save_weights writes
+    for entry in base.iterdir():  # the layout drf-tune's save_pipeline writes
         if entry.name == "model_index.json":
             (out / entry.name).write_bytes(entry.read_bytes())
         elif entry.is_dir():
@@ -185,11 +185,13 @@ def test_a_drf_tune_lora_output_renders_with_its_adapter_fused(tiny_models, tmp_
 
 def test_resume_refuses_a_checkpoint_trained_with_another_reward(grpo_kit, tiny_models, tmp_path):
     from vidcli.errors import InputError
+    from vidcli.train.checkpoint import read_run_info
 
     folder = tmp_path / "checkpoint-2"
     folder.mkdir()
     (folder / "vidcli.json").write_text(json.dumps({"finetune": "lora", "reward": {"kind": "video-feedback"}}))
+    saved = read_run_info(folder)
     GRPORecipe(make_config(grpo_kit, tmp_path / "a", finetune="lora", video_feedback=VideoFeedbackConfig(
-        generator=str(tiny_models["wan"]), vlm=f"hf:{tiny_models['vlm']}")))._check_same_run(folder)
+        generator=str(tiny_models["wan"]), vlm=f"hf:{tiny_models['vlm']}")))._check_same_run(folder, saved)
     with pytest.raises(InputError, match="was trained with --reward video-feedback"):
-        GRPORecipe(make_config(grpo_kit, tmp_path / "b", finetune="lora"))._check_same_run(folder)
+        GRPORecipe(make_config(grpo_kit, tmp_path / "b", finetune="lora"))._check_same_run(folder, saved)

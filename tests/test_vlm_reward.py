@@ -194,6 +194,27 @@ def test_gradients_reach_the_frames(scorer):
     assert all(p.grad is None for p in scorer.model.parameters())  # the VLM stays frozen
 
 
+def test_checkpointed_vlm_gives_the_same_loss_and_gradient_and_keeps_less(paths):
+    from vidcli.plan.meter import LiveTensors
+
+    frames = as_float(load_video(BALL, num_frames=10, size=(32, 32)).frames)
+    results = []
+    for checkpointed in (False, True):
+        scorer = VLMScorer.from_pretrained(paths["vlm"])
+        if checkpointed:
+            scorer.checkpoint_activations()
+        pixels = frames.clone().requires_grad_(True)
+        with LiveTensors() as meter:
+            loss = vqa_loss(scorer, pixels, [TA], fps=FPS)
+            held = meter.current
+            loss.backward()
+        results.append((loss.item(), pixels.grad, held))
+        assert all(p.grad is None for p in scorer.model.parameters())  # still frozen
+    (plain_loss, plain_grad, plain_held), (ckpt_loss, ckpt_grad, ckpt_held) = results
+    assert abs(ckpt_loss - plain_loss) <= 1e-5 and torch.allclose(ckpt_grad, plain_grad, atol=1e-6)
+    assert ckpt_held < 0.8 * plain_held  # only each layer's input waits for backward
+
+
 def test_gradients_reach_the_wan_dit_through_decode_and_the_last_step(scorer, paths):
     from vidcli.diffusion.rollout import truncated_rollout
     from vidcli.diffusion.wan import WanAdapter

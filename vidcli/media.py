@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
-from vidcli.errors import InputError, MediaError
+from vidcli.errors import MediaError
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from PIL import Image
@@ -79,29 +79,6 @@ class _Scan:
 
 
 # ------------------------------------------------------------------------------ paths
-
-
-def resolve_media_path(
-    value: str, base_dir: Path, *, media_root: Path | None = None, allow_escape: bool = False
-) -> Path:
-    """Resolve a media path found in a record.
-
-    Absolute paths are used as they are. Relative paths are relative to the JSONL
-    file's folder (``base_dir``), or to ``media_root`` when given. A relative path that
-    leaves that folder through ``..`` raises :class:`InputError` unless
-    ``allow_escape``. The check is lexical: symlinks inside the folder are the user's.
-    """
-    if not isinstance(value, str) or not value.strip():
-        raise InputError(f"media path must be a non-empty string, got {value!r}")
-    p = Path(value)
-    if p.is_absolute():
-        return p
-    base = Path(media_root) if media_root is not None else Path(base_dir)
-    joined = Path(os.path.normpath(base / p))
-    rel = os.path.relpath(joined, base)
-    if (rel == os.pardir or rel.startswith(os.pardir + os.sep)) and not allow_escape:
-        raise InputError(f"media path {value!r} leaves {str(base)!r} through '..' (not allowed)")
-    return joined
 
 
 def _check_file(path: str | Path) -> Path:
@@ -188,7 +165,9 @@ def _rotation(p: Path) -> int:
             frame = next(container.decode(video=0), None)
         except av.FFmpegError:
             return 0
-    degrees = getattr(frame, "rotation", 0) or 0  # VideoFrame.rotation came with PyAV 13
+    if frame is None:  # no picture to turn
+        return 0
+    degrees = frame.rotation or 0  # the display matrix's angle (PyAV >= 13)
     return int(round(degrees / 90)) % 4 * 90
 
 

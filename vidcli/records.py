@@ -136,6 +136,38 @@ def first_present(record: dict, fields: tuple[str, ...]) -> tuple[str, Any]:
     raise InputError("missing field " + " or ".join(f"'{f}'" for f in fields))
 
 
+def _hinted(message: str, hint: str | None) -> str:
+    return f"{message} ({hint})" if hint else message
+
+
+def text_field(record: dict, *names: str, hint: str | None = None) -> str:
+    """The first of ``names`` holding non-blank text; else InputError "missing or empty 'a' or 'b' (hint)"."""
+    for name in names:
+        value = record.get(name)
+        if isinstance(value, str) and value.strip():
+            return value
+    raise InputError(_hinted("missing or empty " + " or ".join(f"'{n}'" for n in names), hint))
+
+
+def field_of(record: dict, name: str, kind: type | tuple[type, ...], *, hint: str | None = None) -> Any:
+    """``record[name]`` when it is a ``kind`` (text: not blank); else InputError "missing field 'name' (hint)".
+
+    ``hint`` says what the field holds or which command writes it.
+    """
+    value = record.get(name)
+    if not isinstance(value, kind) or (isinstance(value, str) and not value.strip()):
+        raise InputError(_hinted(f"missing field '{name}'", hint))
+    return value
+
+
+def choice_field(record: dict, name: str, choices: tuple[str, ...]) -> str | None:
+    """``record[name]``, None when absent; else InputError when it is not one of ``choices``."""
+    value = record.get(name)
+    if value is not None and value not in choices:
+        raise InputError(f"field '{name}' must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
 def gold_text(gold: Any) -> str:
     """The gold caption as one text: a plain string, or the six parts in order."""
     if isinstance(gold, str):

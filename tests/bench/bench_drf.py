@@ -1,32 +1,33 @@
-"""Memory and time of one drf-tune step: truncated gradient vs full back-propagation.
+"""Memory and time of one drf-tune step: truncated gradient vs full back-propagation; the decode.
 
-Runs one optimiser step of the Diffusion-DRF recipe on the tiny Wan pipeline and tiny
-Qwen2.5-VL twice, side by side:
+Part 1 runs one optimiser step of the Diffusion-DRF recipe on the tiny Wan pipeline and
+tiny Qwen2.5-VL, side by side:
 
-- ``drf``: the recipe's default — gradient through the last K=4 of 25 denoising steps,
-  each under activation checkpointing;
-- ``full``: gradient through all 25 steps, no checkpointing (what naive reward
+- ``drf``: the recipe's defaults — gradient through the last K=4 of 25 denoising steps,
+  each under activation checkpointing, and the checkpointed VAE decode;
+- ``drf-plain-decode``: the same with ``--no-decode-checkpointing``;
+- ``full``: gradient through all 25 steps, no checkpointing anywhere (what naive reward
   back-propagation does).
 
-Peak memory:
-- on a GPU, ``torch.cuda.max_memory_allocated`` over the step (everything: weights,
-  activations, recomputation, gradients, optimiser state);
-- on CPU, the peak bytes of tensors saved for backward, counted through
-  ``torch.autograd.graph.saved_tensors_hooks`` (distinct storages, parameters excluded,
-  a storage counted while any graph node still holds it). Tensors that checkpointing
-  recomputes during backward are saved inside the checkpoint and escape the hook, so for
-  ``drf`` the bytes one denoising step saves (measured the same way) are added: at most
-  one checkpointed step is recomputed at a time. Weights, gradients and optimiser state
-  are the same in both runs and are not counted.
+Peak memory: on a GPU ``torch.cuda.max_memory_allocated`` over the step; on CPU the
+peak of the bytes of every tensor the step allocates (:class:`vidcli.plan.meter.LiveTensors`)
+— activations, recomputation, gradients; weights and optimiser state, the same in all
+runs, are left out.
+
+Part 2 decodes N_f frames of videos of several lengths and prints the bytes the decode
+holds from its forward until its backward, with and without checkpointing: without it
+they grow with the video's length (every latent frame decodes with a graph, since the
+last frame is always sampled and the VAE is causal); with it they grow with N_f only
+(the latents and the frames returned).
 
 The tiny test DiT (2 layers, width 16) is so narrow that the VAE decode and the VLM,
-identical in both runs, dominate the peak; a real Wan DiT is the other way round. By
+identical in all runs, dominate the peak; a real Wan DiT is the other way round. By
 default the bench therefore swaps in a wider DiT (``--dit-width 64 --dit-layers 4``,
 still a few MB) into a copy of the tiny pipeline; ``--dit-width 16 --dit-layers 2`` is
 the tiny test DiT itself.
 
 Usage: ``python tests/bench/bench_drf.py [--size 96] [--frames 9] [--steps 25] [--k-grad 4]``.
-Prints a table and the memory ratio drf/full (target ≤ 0.35).
+Prints two tables and the memory ratio drf/full (target ≤ 0.35).
 """
 from __future__ import annotations
 
@@ -49,51 +50,6 @@ RECORD = {"id": "bench", "caption": "a red ball rolls over green grass under a b
                          "reference": {"answer": "Yes", "explanation": "A red ball rolls over the grass."}}]}
 
 
-class SavedTensorMeter:
-    """Live and peak bytes of distinct non-parameter storages held for backward."""
-
-    def __init__(self, exclude: set[int]) -> None:
-        self.exclude = exclude
-        self.holders: dict[int, list[int]] = {}  # storage pointer -> [bytes, holders]
-        self.current = self.peak = 0
-
-    def pack(self, tensor: torch.Tensor):
-        storage = tensor.untyped_storage()
-        ptr = storage.data_ptr()
-        if ptr == 0 or ptr in self.exclude:
-            return tensor
-        entry = self.holders.setdefault(ptr, [storage.nbytes(), 0])
-        if entry[1] == 0:
-            self.current += entry[0]
-            self.peak = max(self.peak, self.current)
-        entry[1] += 1
-        return _Held(tensor, self, ptr)
-
-    @staticmethod
-    def unpack(packed):
-        return packed.tensor if isinstance(packed, _Held) else packed
-
-    def release(self, ptr: int) -> None:
-        entry = self.holders[ptr]
-        entry[1] -= 1
-        if entry[1] == 0:
-            self.current -= entry[0]
-            del self.holders[ptr]
-
-    def hooks(self):
-        return torch.autograd.graph.saved_tensors_hooks(self.pack, self.unpack)
-
-
-class _Held:
-    """What autograd keeps for one saved tensor; freeing the graph node frees this."""
-
-    def __init__(self, tensor: torch.Tensor, meter: SavedTensorMeter, ptr: int) -> None:
-        self.tensor, self.meter, self.ptr = tensor, meter, ptr
-
-    def __del__(self) -> None:
-        self.meter.release(self.ptr)
-
-
 def widened_pipeline(tiny: Path, out: Path, *, width: int, layers: int) -> Path:
     """A copy of the tiny Wan pipeline whose DiT has ``layers`` blocks of ``width`` channels."""
     from diffusers import WanPipeline, WanTransformer3DModel
@@ -109,7 +65,8 @@ def widened_pipeline(tiny: Path, out: Path, *, width: int, layers: int) -> Path:
     return out
 
 
-def make_recipe(kit: dict, out: Path, *, steps: int, k_grad: int, checkpoint_steps: bool, args):
+def make_recipe(kit: dict, out: Path, *, steps: int, k_grad: int, checkpoint_steps: bool, decode_checkpointing: bool,
+                args):
     from vidcli.train.core import OptimConfig, RunConfig
     from vidcli.train.drf import DRFConfig, DRFRecipe
 
@@ -117,40 +74,22 @@ def make_recipe(kit: dict, out: Path, *, steps: int, k_grad: int, checkpoint_ste
                     optim=OptimConfig(lr=1e-5, warmup_steps=0, schedule="constant"))
     config = DRFConfig(model=str(kit["wan"]), vlm=str(kit["vlm"]), inputs=[str(kit["records"])], run=run,
                        steps=steps, k_grad=k_grad, checkpoint_steps=checkpoint_steps, frames_vlm=args.frames_vlm,
-                       guidance=args.guidance, height=args.size, width=args.size, frames=args.frames)
+                       guidance=args.guidance, height=args.size, width=args.size, frames=args.frames,
+                       decode_checkpointing=decode_checkpointing)
     recipe = DRFRecipe(config)
     recipe.setup()
     return recipe
 
 
-def parameter_storages(recipe) -> set[int]:
-    pipe = recipe.adapter.pipe
-    modules = [pipe.transformer, pipe.vae, pipe.text_encoder, recipe.scorer.model]
-    return {p.untyped_storage().data_ptr() for m in modules for p in m.parameters()}
+def measure(recipe) -> dict:
+    from vidcli.plan.meter import LiveTensors
 
-
-def one_denoise_step_bytes(recipe) -> int:
-    """Bytes one grad-carrying denoiser evaluation saves (what a checkpointed step recomputes)."""
-    cfg, adapter = recipe.config, recipe.adapter
-    embeds = adapter.encode_prompt([recipe.tasks[0].prompt], None, cfg.guidance)
-    latents = adapter.prepare_latents(1, cfg.frames, cfg.height, cfg.width, torch.Generator().manual_seed(0))
-    t = adapter.make_sampler(cfg.steps).timesteps[-1]
-    meter = SavedTensorMeter(parameter_storages(recipe))
-    with meter.hooks():
-        out = adapter.denoise(latents, t, embeds, cfg.guidance)
-    peak = meter.peak
-    del out
-    return peak
-
-
-def measure(recipe, *, recompute_step: bool) -> dict:
     cuda = torch.cuda.is_available()
     if cuda:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    meter = SavedTensorMeter(parameter_storages(recipe))
     start = time.perf_counter()
-    with meter.hooks():
+    with LiveTensors() as meter:
         (result,) = recipe.optimise()  # one record per step and process
     if cuda:
         torch.cuda.synchronize()
@@ -158,9 +97,31 @@ def measure(recipe, *, recompute_step: bool) -> dict:
     if cuda:
         return {"peak_bytes": torch.cuda.max_memory_allocated(), "how": "cuda max_memory_allocated",
                 "seconds": seconds, "loss": result["loss"]}
-    extra = one_denoise_step_bytes(recipe) if recompute_step else 0
-    return {"peak_bytes": meter.peak + extra, "saved_peak": meter.peak, "recompute": extra,
-            "how": "saved tensors (hooks) + one recomputed step", "seconds": seconds, "loss": result["loss"]}
+    return {"peak_bytes": meter.peak, "how": "bytes of the tensors the step allocates (LiveTensors)",
+            "seconds": seconds, "loss": result["loss"]}
+
+
+def decode_memory(wan: Path, size: int) -> list[tuple[int, int, int, int]]:
+    """(video frames, N_f, bytes held plain, bytes held checkpointed) for a few lengths and N_f."""
+    from vidcli.diffusion import load_adapter
+    from vidcli.diffusion.rollout import uniform_frame_indices
+    from vidcli.plan.meter import LiveTensors
+
+    adapter = load_adapter(wan)
+    rows = []
+    for latent_frames in (3, 5, 9):
+        frames = 1 + 4 * (latent_frames - 1)
+        for count in (2, 4):
+            held = []
+            for checkpointed in (False, True):
+                adapter.decode_checkpointing = checkpointed
+                latents = torch.randn(1, 16, latent_frames, size // 8, size // 8, requires_grad=True)
+                with LiveTensors() as meter:
+                    out = adapter.decode(latents, uniform_frame_indices(frames, count))
+                    held.append(meter.current)
+                    out.sum().backward()
+            rows.append((frames, count, *held))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,27 +148,34 @@ def main(argv: list[str] | None = None) -> int:
         if (args.dit_width, args.dit_layers) != (16, 2):
             kit["wan"] = widened_pipeline(kit["wan"], tmp / "wan", width=args.dit_width, layers=args.dit_layers)
         device = "cuda" if torch.cuda.is_available() else "cpu"
+        runs = (("drf", args.k_grad, True, True), ("drf-plain-decode", args.k_grad, True, False),
+                ("full", args.steps, False, False))
         rows = {}
-        for name, k_grad, ckpt in (("drf", args.k_grad, True), ("full", args.steps, False)):
-            recipe = make_recipe(kit, tmp / name, steps=args.steps, k_grad=k_grad, checkpoint_steps=ckpt, args=args)
-            rows[name] = measure(recipe, recompute_step=ckpt)
+        for name, k_grad, ckpt, decode_ckpt in runs:
+            recipe = make_recipe(kit, tmp / name, steps=args.steps, k_grad=k_grad, checkpoint_steps=ckpt,
+                                 decode_checkpointing=decode_ckpt, args=args)
+            rows[name] = measure(recipe)
             recipe.cleanup()
             del recipe
             shutil.rmtree(tmp / name, ignore_errors=True)
+        decode_rows = decode_memory(kit["wan"], args.size)
     print(f"device {device}; DiT width {args.dit_width} x {args.dit_layers} layers; "
           f"{args.size}x{args.size}, {args.frames} frames, N_f={args.frames_vlm}, "
           f"{args.steps} steps, guidance {args.guidance}; memory = {rows['drf']['how']}")
-    print(f"{'run':<6}{'grad steps':>11}{'checkpointing':>15}{'peak MiB':>11}{'step s':>9}{'loss':>10}")
-    for name, grad_steps, ckpt in (("drf", args.k_grad, "per step"), ("full", args.steps, "off")):
+    print(f"{'run':<18}{'grad steps':>11}{'checkpointing':>22}{'peak MiB':>11}{'step s':>9}{'loss':>10}")
+    for name, grad_steps, ckpt, decode_ckpt in runs:
         row = rows[name]
-        print(f"{name:<6}{grad_steps:>11}{ckpt:>15}{row['peak_bytes'] / 2**20:>11.2f}{row['seconds']:>9.2f}"
+        what = ("steps" if ckpt else "") + (" + decode" if decode_ckpt else "") or "off"
+        print(f"{name:<18}{grad_steps:>11}{what:>22}{row['peak_bytes'] / 2**20:>11.2f}{row['seconds']:>9.2f}"
               f"{row['loss']:>10.3f}")
-    if "recompute" in rows["drf"]:
-        print(f"drf peak = {rows['drf']['saved_peak'] / 2**20:.2f} MiB saved + "
-              f"{rows['drf']['recompute'] / 2**20:.2f} MiB for one recomputed denoising step")
     ratio = rows["drf"]["peak_bytes"] / rows["full"]["peak_bytes"]
     print(f"memory ratio drf/full = {ratio:.3f} (target <= {TARGET}: {'met' if ratio <= TARGET else 'NOT met'}); "
-          f"time ratio = {rows['drf']['seconds'] / rows['full']['seconds']:.3f}")
+          f"plain decode/full = {rows['drf-plain-decode']['peak_bytes'] / rows['full']['peak_bytes']:.3f}; "
+          f"time ratio drf/full = {rows['drf']['seconds'] / rows['full']['seconds']:.3f}")
+    print(f"\ndecode, {args.size}x{args.size}: bytes held from the decode's forward until its backward")
+    print(f"{'video frames':>13}{'N_f':>5}{'plain MiB':>11}{'checkpointed MiB':>18}")
+    for frames, count, plain, ckpt in decode_rows:
+        print(f"{frames:>13}{count:>5}{plain / 2**20:>11.2f}{ckpt / 2**20:>18.3f}")
     return 0
 
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from click.testing import CliRunner
 
 from vidcli.cli import cli
-from vidcli.testing_server import ScriptedServer, reply
+from vidcli.testing.server import ScriptedServer, reply
 
 ELEMENTS = {"environment": ["a beach"], "objects": ["a dog"], "motion": ["the dog runs left"], "spatial": [],
             "color": ["the dog is brown"], "lighting": ["sunset light"], "text": [], "camera": ["tracking shot"]}

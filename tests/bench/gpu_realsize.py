@@ -32,6 +32,17 @@ Usage::
 
 The GPU machine's own Python needs diffusers (a pure-Python wheel) beside torch,
 transformers, accelerate and peft; nothing else of vidcli's dependencies is imported.
+On a machine without a package index, bring the wheels along and run (about 7 minutes
+on one H200; ``--budget-s`` stops starting new runs after that many seconds)::
+
+    python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 -d .whl \
+        diffusers==0.42.1 importlib_metadata                 # where an index is reachable
+    python3 -m pip install -q --no-index --no-deps --target /tmp/site .whl/*.whl
+    PYTHONPATH=/tmp/site:$PWD python3 tests/bench/gpu_realsize.py --budget-s 420 --out results/
+
+Then, anywhere (CPU, shapes only; a minute per run)::
+
+    python tests/bench/gpu_realsize.py --compare results/realsize.json
 """
 from __future__ import annotations
 
@@ -61,7 +72,7 @@ def _write_qwen_processor(folder: Path, preprocessor: dict, small: bool) -> dict
     """The tiny kit's Qwen tokenizer with the real image/video processor settings; returns special ids."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-    from vidcli.testing import QWEN_SPECIAL_TOKENS, VLM_CHAT_TEMPLATE, _qwen_tokenizer
+    from vidcli.testing.models import QWEN_SPECIAL_TOKENS, VLM_CHAT_TEMPLATE, _qwen_tokenizer
 
     tok = _qwen_tokenizer()
     sizes = {k: preprocessor[k] for k in ("patch_size", "temporal_patch_size", "merge_size", "image_mean",
@@ -136,7 +147,7 @@ def wan_folder(name: str, work: Path, small: bool) -> Path:
         file = dst / part / "config.json"
         file.write_text(json.dumps(_shallow(json.loads(file.read_text())), indent=2))
     if not small:
-        from vidcli.testing import _unigram_tokenizer
+        from vidcli.testing.models import _unigram_tokenizer
 
         _unigram_tokenizer(vocab_size=400).save_pretrained(dst / "tokenizer")
         index = json.loads((dst / "model_index.json").read_text())
@@ -376,8 +387,9 @@ def run_interpreter(kind: str, label: str, config, *, steps: int, device: str, r
     with weights.random_weights(device):
         recipe.setup()
     setup_s = time.perf_counter() - t0
-    recipe.save_checkpoint = lambda final=False: config.run.output_dir  # nothing written: a bench
+    recipe.save_checkpoint = lambda final=False, summary=None: config.run.output_dir  # nothing written: a bench
     recipe.total_steps = steps
+    workload = interpreter_workload(kind, recipe)
     meter = Meter(recipe, recipe.accelerator.device)
     instrument(kind, recipe, meter)
     if steps == 1:
@@ -385,8 +397,28 @@ def run_interpreter(kind: str, label: str, config, *, steps: int, device: str, r
         meter.reset()
     recipe.train()
     result = summarise(label, recipe, meter, setup_s)
+    result["workload"] = workload
     release(recipe)
     return result
+
+
+def interpreter_workload(kind: str, recipe) -> list[int]:
+    """(prompt tokens, visual tokens, target or completion tokens) of the run's first example."""
+    if kind == "sft":
+        batch = recipe.batch(0, [0])
+        labels = batch["labels"][0]
+        image = recipe.interpreter.model.config.image_token_id
+        return [int((labels == -100).sum()), int((batch["input_ids"][0] == image).sum()), int((labels != -100).sum())]
+    prompt = int(recipe.interpreter.encode(recipe.requests([0]))["attention_mask"][0].sum())
+    return [prompt, 0, recipe.config.max_completion_tokens]
+
+
+def _workload(result: dict):
+    if not result.get("workload"):
+        return None
+    from vidcli.plan.interpreter import Workload
+
+    return Workload(*result["workload"])
 
 
 def summarise(label: str, recipe, meter: Meter, setup_s: float) -> dict:
@@ -396,16 +428,44 @@ def summarise(label: str, recipe, meter: Meter, setup_s: float) -> dict:
             "trainable": sum(p.numel() for p in recipe.trainable), "metrics": dict(recipe.metrics or {})}
 
 
-def plan_for(kind: str, config) -> dict | None:
-    """The planner's prediction for the same settings, when vidcli has one."""
+COMMAND = {"drf": "drf-tune", "revise": "revise-tune", "sft": "sft", "grpo": "grpo"}
+
+
+def plan_for(kind: str, config, work=None) -> dict:
+    """The planner's prediction for the same settings (on this machine's CPU, shapes only)."""
+    from vidcli.plan import plan_run
+
     try:
-        from vidcli.plan import plan_run
-    except ImportError:
-        return None
-    try:
-        return plan_run(kind, config).summary()
+        return plan_run(COMMAND[kind], config, workload=work).summary()
     except Exception as exc:  # noqa: BLE001 - a bench: report and go on
         return {"error": f"{type(exc).__name__}: {exc}"}
+
+
+def compare(path: Path, small: bool) -> int:
+    """Measured (a JSON written by a GPU run) against the plan of each run's settings, side by side."""
+    report = json.loads(path.read_text())
+    work = Path(tempfile.mkdtemp(prefix="realsize-plan-"))
+    configs = {}
+    for kind in ("drf", "revise", "sft", "grpo"):
+        made = dit_runs(kind, work, small, "cuda") if kind in ("drf", "revise") else interpreter_runs(kind, work, small)
+        configs.update({label: (kind, config) for label, config in made})
+    print(f"{'run':<78}{'measured':>10}{'planned':>10}{'ratio':>7}{'s/step':>8}")
+    for run in report["runs"]:
+        if "error" in run or run["run"] not in configs:
+            print(f"{run['run']:<78}{run.get('error', 'not in this bench')[:40]}")
+            continue
+        kind, config = configs[run["run"]]
+        work_ = None
+        if run.get("workload"):
+            from vidcli.plan.interpreter import Workload
+
+            work_ = Workload(*run["workload"])
+        plan = plan_for(kind, config, work_)
+        planned = plan.get("peak_gib")
+        ratio = f"{run['peak_gib'] / planned:.2f}" if planned else "n/a"
+        print(f"{run['run']:<78}{run['peak_gib']:>10.1f}{planned or float('nan'):>10.1f}{ratio:>7}"
+              f"{run['s_per_step']:>8.2f}")
+    return 0
 
 
 # ----------------------------------------------------------------------------- the runs
@@ -493,11 +553,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--small", action="store_true", help="toy sizes on CPU: checks the script")
     parser.add_argument("--budget-s", type=float, default=480.0, help="skip runs that would start after this")
     parser.add_argument("--first", type=int, default=99, help="at most this many variants per trainer")
+    parser.add_argument("--with-plan", action="store_true",
+                        help="also plan each run here (shapes only, on the CPU: about a minute a run)")
+    parser.add_argument("--compare", type=Path, default=None, metavar="JSON",
+                        help="plan the runs a GPU run measured (its realsize.json) and print both side by side")
     parser.add_argument("--depth", type=int, default=None,
                         help="published widths cut to this many layers, small clips (a CPU check of the real path)")
     args = parser.parse_args(argv)
     global DEPTH
     DEPTH = args.depth
+    if args.compare is not None:
+        return compare(args.compare, args.small)
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import torch
 
@@ -557,7 +623,8 @@ def main(argv: list[str] | None = None) -> int:
             torch.cuda.empty_cache()
         result["kind"] = kind
         result["config"] = describe(config)
-        result["plan"] = plan_for(kind, config)
+        if args.with_plan:
+            result["plan"] = plan_for(kind, config, _workload(result))
         report["runs"].append(result)
         print(line(result), flush=True)
         (out / "realsize.json").write_text(json.dumps(report, indent=1, default=str))

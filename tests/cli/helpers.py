@@ -3,9 +3,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
+from typing import Callable
 
 from click.testing import CliRunner
 
@@ -22,6 +25,29 @@ def run_cli(args: list[str], *, env: dict | None = None, input: str | None = Non
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "vidcli", *args], capture_output=True, text=True,
                           env=full_env, input=input, timeout=timeout)
+
+
+def kill_when(args: list[str], ready: Callable[[], bool], *, env: dict | None = None, timeout: float = 120) -> None:
+    """Run ``python -m vidcli ARGS`` and SIGKILL it as soon as ``ready()`` holds (the kill-and-resume
+    tests: a checkpoint saved, some records written). Fails if the run ends first or ``ready()``
+    does not come within ``timeout`` seconds."""
+    full_env = {**os.environ, **(env or {})}
+    proc = subprocess.Popen([sys.executable, "-m", "vidcli", *args], env=full_env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            assert proc.poll() is None, f"the run ended before it could be killed: {proc.stderr.read().decode()}"
+            assert time.monotonic() < deadline, f"not ready within {timeout} s"
+            time.sleep(0.01)
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stderr.close()
 
 
 def read_jsonl(path: str | Path) -> list[dict]:

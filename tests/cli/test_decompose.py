@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.cli.helpers import invoke, read_jsonl, run_cli, write_jsonl
-from vidcli.testing_server import ScriptedServer, error, garbage, reply
+from vidcli.testing.server import ScriptedServer, error, garbage, reply
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 

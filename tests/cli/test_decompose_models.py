@@ -14,7 +14,7 @@ import pytest
 
 from tests.cli.helpers import invoke, read_jsonl, write_jsonl
 from tests.cli.test_decompose import BALL_ELEMENTS, EXAMPLES
-from vidcli.testing_server import ScriptedServer
+from vidcli.testing.server import ScriptedServer
 
 
 def test_hf_llm_garbage_is_rejected_with_its_reason(tmp_path, tiny_models):

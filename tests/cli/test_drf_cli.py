@@ -1,6 +1,8 @@
 """``vidcli drf-tune`` end to end: help, a run with heatmaps and checkpoints, exact resume, errors."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 
@@ -10,6 +12,9 @@ import torch
 
 from tests.cli.helpers import invoke, read_jsonl
 from tests.test_drf import RECORD, drf_kit, write_records  # noqa: F401  (fixtures)
+from tests.trackers import (need_trackers, offline_wandb, tensorboard_events, trackers_installed, wandb_history,
+                            wandb_runs)
+from vidcli.train.heatmaps import figure_pixels, heatmap_figure
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -40,13 +45,19 @@ def test_help_lists_defaults_and_examples():
 
 @pytest.fixture(scope="module")
 def whole_run(drf_kit, tmp_path_factory):
-    """Two steps with a checkpoint after the first, heatmaps for the first sample only."""
+    """Two steps with a checkpoint after the first, heatmaps for the first sample only; where the
+    tracker packages are installed, TensorBoard and W&B get the watched prompt at steps 0 and 2
+    (the resume test below, without them, then also shows that watching does not change training)."""
     out = tmp_path_factory.mktemp("drf-run") / "whole"
     heatmaps = out.parent / "heatmaps"
+    trackers = ["--report-to", "tensorboard,wandb", "--log-samples-every", "2", "--log-samples", "1"] \
+        if trackers_installed() else []
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    result = invoke(drf_args(drf_kit, out, "--max-steps", "2", "--save-every", "1", "--shift", "4",
-                             "--save-grad-heatmaps", str(heatmaps), "--heatmap-samples", "1"))
+    with offline_wandb(out.parent) if trackers else contextlib.nullcontext():
+        result = invoke(drf_args(drf_kit, out, "--max-steps", "2", "--save-every", "1", "--shift", "4",
+                                 "--save-grad-heatmaps", str(heatmaps), "--heatmap-samples", "1",
+                                 "--heatmap-per-question", *trackers))
     torch.set_num_threads(before)
     assert result.exit_code == 0, result.stderr
     return out, heatmaps
@@ -78,9 +89,49 @@ def test_run_writes_a_loadable_pipeline_rewards_and_heatmaps(drf_kit, whole_run)
     (png,) = sorted(heatmaps.iterdir())  # --heatmap-samples 1: only the first step's sample
     assert png.name == "step000001-ball.png"
     image = np.asarray(Image.open(png).convert("RGB"))
-    assert image.shape == (64, 3 * 32, 3)  # frames row over heatmap row, N_f = 3 frames of 32x32
-    heat = image[32:, :, 0]
-    assert heat.max() == 255 and heat.min() < heat.max()  # normalised to its peak, not constant
+    # The frame row, the summed gradient's row and one row per question (TA, VQ), N_f = 3 columns.
+    layout = heatmap_figure(torch.zeros(3, 3, 32, 32), [("R", torch.zeros(3, 3, 32, 32))] * 3)
+    assert image.shape == figure_pixels(layout).shape
+    assert image.std() > 10  # frames, colours and labels, not a blank picture
+
+
+def test_trackers_watch_a_fixed_prompt_and_get_the_heatmaps(drf_kit, whole_run):
+    from PIL import Image
+
+    from vidcli.diffusion import set_flow_shift
+    from vidcli.diffusion.generate import default_settings, generate_videos, load_video_model, to_uint8
+
+    need_trackers()
+    out, _ = whole_run
+    events = tensorboard_events(out / "logs", "vidcli-drf")
+    assert [e.step for e in events.Scalars("loss")] == [1, 2]
+    videos = events.Images("samples/ball")
+    assert [e.step for e in videos] == [0, 2]  # before training, then every 2 steps (and the last)
+    for event in videos:
+        with Image.open(io.BytesIO(event.encoded_image_string)) as gif:
+            assert gif.format == "GIF" and gif.size == (32, 32) and gif.n_frames == 5
+    # The frames the VLM would see, side by side: at step 0 those of the base model (sampled with
+    # the run's --shift 4) for this prompt with the noise `vidcli generate --seed 5` draws for "ball".
+    strips = events.Images("samples/ball/frames")
+    assert [e.step for e in strips] == [0, 2]
+    base = load_video_model(drf_kit["wan"], device="cpu", dtype="float32")
+    set_flow_shift(base.adapter.pipe, 4.0)
+    settings = default_settings(base, steps=2, guidance=1.0, num_frames=5, height=32, width=32, seed=5)
+    expected = to_uint8(generate_videos(base, [RECORD["caption"]], ["ball"], settings)[0])[[0, 2, 4]]
+    with Image.open(io.BytesIO(strips[0].encoded_image_string)) as strip:
+        shown = np.asarray(strip.convert("RGB")).astype(int)
+    assert shown.shape == (32, 96, 3)
+    assert np.abs(shown - np.concatenate(list(expected), axis=1)).max() <= 1
+    (heat,) = events.Images("heatmaps")
+    assert heat.step == 2 and heat.width > 300
+
+    (run,) = wandb_runs(out / "logs")
+    media = {row["_step"]: row for row in wandb_history(run) if "samples/ball/path" in row}
+    assert sorted(media) == [0, 2] and media[0]["samples/ball/caption"] == RECORD["caption"]
+    for row in media.values():
+        assert (run / "files" / row["samples/ball/path"]).read_bytes()[:6] == b"GIF89a"
+        assert (run / "files" / row["samples/ball/frames/path"]).is_file()
+    assert "heatmaps/path" in media[2]
 
 
 def test_resume_from_a_checkpoint_continues_exactly(drf_kit, whole_run, tmp_path):

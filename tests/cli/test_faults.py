@@ -18,7 +18,7 @@ import pytest
 
 from tests.cli.helpers import invoke, read_jsonl, run_cli, write_jsonl
 from tests.cli.test_decompose import BALL_ELEMENTS
-from vidcli.testing_server import ScriptedServer, error, reply
+from vidcli.testing.server import ScriptedServer, error, reply
 
 EARLIER = '{"id":"old","caption":"an earlier complete result"}\n'
 

@@ -14,7 +14,7 @@ from vidcli.interpreter.format import build_target, generator_prompt
 from vidcli.interpreter.messages import output_record, request_from_record
 from vidcli.interpreter.model import Interpreter
 from vidcli.testing import ensure_tiny_models
-from vidcli.testing_server import ScriptedServer
+from vidcli.testing.server import ScriptedServer
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 MEDIA = Path(__file__).resolve().parents[2] / "examples" / "media"

@@ -9,24 +9,19 @@ from __future__ import annotations
 import base64
 import io
 import json
-import os
 import re
 import shutil
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from tests.cli.helpers import invoke, read_jsonl, run_cli, write_jsonl
+from tests.cli.helpers import invoke, kill_when, read_jsonl, run_cli, write_jsonl
 from vidcli.camera import describe_motion, load_trajectory
 from vidcli.interpreter.format import parse_output, render_caption
 from vidcli.media import load_image, load_video
 from vidcli.records import CAPTION_PARTS
-from vidcli.testing_server import ScriptedServer, reply
+from vidcli.testing.server import ScriptedServer, reply
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 FRAMES = 4
@@ -317,13 +312,7 @@ def test_sigkill_during_generation_then_resume(tmp_path):
         # --no-cache: only --resume may spare the finished records a second request.
         args = ["make-cot", "--llm", "openai:m", "--base-url", server.base_url, "--concurrency", "1",
                 "--no-cache", "--dedup-embedder", "none", "-q", str(inp), "-o", str(out)]
-        proc = subprocess.Popen([sys.executable, "-m", "vidcli", *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        deadline = time.time() + 60
-        while time.time() < deadline and not (partial.exists() and partial.read_bytes().count(b"\n") >= 16):
-            time.sleep(0.02)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_when(args, lambda: partial.exists() and partial.read_bytes().count(b"\n") >= 16, timeout=60)
         assert not out.exists()  # no filtered output from an unfinished generation
         done = {r["id"] for r in read_jsonl(partial) if r}
         assert 16 <= len(done) < 24

@@ -18,7 +18,7 @@ import pytest
 from tests.cli.helpers import invoke, read_jsonl, write_jsonl
 from vidcli.media import load_video
 from vidcli.mining.synthetic import make_film, render_film
-from vidcli.testing_server import ScriptedServer
+from vidcli.testing.server import ScriptedServer
 
 FILM = dict(duration_s=20.0)
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "rave_examples.jsonl"

@@ -133,7 +133,7 @@ def test_processes_that_accelerate_does_not_connect_are_refused(tmp_path, monkey
 
     monkeypatch.setenv("WORLD_SIZE", "2")
     with pytest.raises(InputError, match="started as 2 processes, but accelerate set up 1.*ACCELERATE_USE_CPU=1"):
-        make_accelerator(RunConfig(tmp_path / "run", mixed_precision="no"), project="p", hparams={})
+        make_accelerator(RunConfig(tmp_path / "run", mixed_precision="no"))
 
 
 # ----------------------------------------------------------------------------- sft

@@ -2,15 +2,10 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
-from tests.cli.helpers import read_jsonl, run_cli, write_jsonl
+from tests.cli.helpers import kill_when, read_jsonl, run_cli, write_jsonl
 from tests.cli.test_decompose import BALL_ELEMENTS
-from vidcli.testing_server import ScriptedServer, reply
+from vidcli.testing.server import ScriptedServer, reply
 
 
 def test_sigkill_then_resume_writes_every_id_exactly_once(tmp_path):
@@ -21,15 +16,7 @@ def test_sigkill_then_resume_writes_every_id_exactly_once(tmp_path):
     with ScriptedServer(default=reply(json.dumps(BALL_ELEMENTS), delay_ms=60)) as server:
         args = ["decompose", "--llm", "openai:m", "--base-url", server.base_url, "--concurrency", "1",
                 "-q", str(inp), "-o", str(out)]
-        proc = subprocess.Popen([sys.executable, "-m", "vidcli", *args], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE)
-        deadline = time.time() + 60
-        while time.time() < deadline:
-            if partial.exists() and partial.read_bytes().count(b"\n") >= 16:
-                break
-            time.sleep(0.05)
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
+        kill_when(args, lambda: partial.exists() and partial.read_bytes().count(b"\n") >= 16, timeout=60)
         assert not out.exists()  # the final name never holds an incomplete run
         done_before = partial.read_bytes().count(b"\n")
         assert 16 <= done_before < 40

@@ -1,14 +1,19 @@
 """``vidcli revise-tune`` end to end on triplets over the example videos: run, loadable output, exact resume, errors."""
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import shutil
 
+import numpy as np
 import pytest
 import torch
 
 from tests.cli.helpers import invoke, read_jsonl
 from tests.test_revise import BALL, SQUARES, revise_kit, write_triplets  # noqa: F401  (fixtures)
+from tests.trackers import (need_trackers, offline_wandb, tensorboard_events, trackers_installed, wandb_history,
+                            wandb_runs)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -39,11 +44,16 @@ def test_help_lists_the_paper_defaults():
 
 @pytest.fixture(scope="module")
 def whole_run(revise_kit, tmp_path_factory):
-    """Two steps of two triplets each, with a checkpoint after the first."""
+    """Two steps of two triplets each, with a checkpoint after the first; where the tracker packages
+    are installed, the first triplet is watched at steps 0 and 2 (the resume test below, without
+    trackers, then also shows that watching does not change training)."""
     out = tmp_path_factory.mktemp("revise-run") / "whole"
+    trackers = ["--report-to", "tensorboard,wandb", "--log-samples-every", "2", "--log-samples", "1"] \
+        if trackers_installed() else []
     before = torch.get_num_threads()
     torch.set_num_threads(1)
-    result = invoke(revise_args(revise_kit, out, "--max-steps", "2", "--save-every", "1"))
+    with offline_wandb(out.parent) if trackers else contextlib.nullcontext():
+        result = invoke(revise_args(revise_kit, out, "--max-steps", "2", "--save-every", "1", *trackers))
     torch.set_num_threads(before)
     assert result.exit_code == 0, result.stderr
     return out
@@ -77,6 +87,34 @@ def test_run_writes_a_loadable_pipeline_and_the_step_log(revise_kit, whole_run):
     assert all(torch.equal(state[k], tuned[k]) for k in tuned)
     assert any(not torch.equal(tuned[k], base[k]) for k in tuned)
     assert (out / "vae").resolve() == (revise_kit["wan"] / "vae").resolve()
+
+
+def test_trackers_watch_a_fixed_triplet_beside_its_source_with_the_critics_delta(whole_run):
+    from PIL import Image
+
+    need_trackers()
+    events = tensorboard_events(whole_run / "logs", "vidcli-revise")
+    tag = f"samples/{BALL['id']}"
+    videos = events.Images(tag)
+    assert [e.step for e in videos] == [0, 2]
+    for event in videos:
+        with Image.open(io.BytesIO(event.encoded_image_string)) as gif:
+            assert gif.size == (2 * 32, 32) and gif.n_frames == 5  # source | edit
+            gif.seek(4)
+            frame = np.asarray(gif.convert("RGB")).astype(int)
+            assert np.abs(frame[:, :32] - frame[:, 32:]).mean() > 5  # the edit is not the source
+    strips = events.Images(f"{tag}/frames")
+    assert [(e.step, e.width, e.height) for e in strips] == [(0, 3 * 32, 2 * 32), (2, 3 * 32, 2 * 32)]
+    deltas = {e.step: e.value for e in events.Scalars(f"{tag}/delta")}
+    assert sorted(deltas) == [0, 2]
+    margins = {e.step: e.value for e in events.Scalars(f"{tag}/delta_minus_delta0")}
+
+    (run,) = wandb_runs(whole_run / "logs")
+    captions = {row["_step"]: row[f"{tag}/caption"] for row in wandb_history(run) if f"{tag}/caption" in row}
+    assert sorted(captions) == [0, 2]
+    for step, caption in captions.items():
+        assert caption.startswith(BALL["instruction"] + " | critic Δ = ")
+        assert f"Δ = {deltas[step]:.3f}" in caption and f"Δ − Δ₀ = {margins[step]:.3f}" in caption
 
 
 def test_resume_from_a_checkpoint_continues_exactly(revise_kit, whole_run, tmp_path):

@@ -8,7 +8,7 @@ import pytest
 from tests.cli.helpers import invoke, read_jsonl, write_jsonl
 from tests.test_reade_reward import CONTRADICTORY, GOOD, NO_ANSWER, script
 from tests.test_rewards_coverage import KEY_INFO
-from vidcli.testing_server import ScriptedServer, error
+from vidcli.testing.server import ScriptedServer, error
 
 RECORDS = [
     {"id": "good", "conditions": [{"type": "identity", "path": "face.png"}], "key_info": KEY_INFO,

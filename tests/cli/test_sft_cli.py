@@ -3,16 +3,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import pytest
 import torch
 
-from tests.cli.helpers import invoke
+from tests.cli.helpers import invoke, kill_when
 from tests.test_sft import sft_kit  # noqa: F401  (fixtures)
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -49,18 +44,8 @@ def test_sigkill_after_a_checkpoint_then_resume_matches_an_uninterrupted_run(sft
     assert reference.exit_code == 0, reference.stderr
 
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OPENAI_API_KEY": MARKER}  # same threads as in-process
-    proc = subprocess.Popen([sys.executable, "-m", "vidcli", *sft_args(sft_kit, out, *steps)], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    while not (out / "checkpoint-2").is_dir():
-        assert proc.poll() is None, proc.stderr.read().decode()
-        assert time.monotonic() < deadline, "no checkpoint within 120 s"
-        time.sleep(0.01)
-    os.kill(proc.pid, signal.SIGKILL)
-    proc.wait()
-    proc.stderr.close()
-    assert proc.returncode == -signal.SIGKILL
+    kill_when(sft_args(sft_kit, out, *steps), lambda: (out / "checkpoint-2").is_dir(),
+              env={"OMP_NUM_THREADS": "1", "OPENAI_API_KEY": MARKER})  # same threads as in-process
     assert not (out / "vidcli.json").exists()  # it died before the end
 
     resumed = invoke(sft_args(sft_kit, out, *steps, "--resume"), env={"OPENAI_API_KEY": MARKER})

@@ -14,7 +14,7 @@ from tests.cli.test_decompose import make_server
 from tests.cli.test_make_cot import GOLD, answer
 from tests.test_reade_reward import CONTRADICTORY, GOOD, NO_ANSWER
 from vidcli.shard import Shard
-from vidcli.testing_server import ScriptedServer
+from vidcli.testing.server import ScriptedServer
 
 N = 3
 MEDIA = Path(__file__).resolve().parents[2] / "examples" / "media"

@@ -163,8 +163,9 @@ def _check_paths(ctx: click.Context, kwargs: dict) -> None:
 
     from vidcli.backends import check_local_model
 
+    planning = bool(kwargs.get("plan"))  # --plan reads records only when they exist, and writes nothing
     for name in ("inputs", "input_files"):  # interpret takes its records with --input
-        if kwargs.get(name):
+        if kwargs.get(name) and not planning:
             check_inputs(kwargs[name])
     for name in MODEL_PARAMS:
         value = kwargs.get(name)
@@ -173,7 +174,7 @@ def _check_paths(ctx: click.Context, kwargs: dict) -> None:
             if not sep or kind == "hf":
                 check_local_model(rest if sep else value)
     output = kwargs.get("output")
-    if output:
+    if output and not planning:
         param = next((p for p in ctx.command.params if p.name == "output"), None)
         folder = isinstance(getattr(param, "type", None), click.Path) and not param.type.file_okay
         check_output(output, folder=folder)

@@ -72,19 +72,24 @@ def parse_dims(ctx: click.Context, param: click.Parameter, value: str) -> tuple[
 @click.option("--step-checkpointing/--no-step-checkpointing", default=True, show_default=True,
               help="Keep only each grad-carrying denoising step's input latent between forward and backward.")
 @click.option("--save-grad-heatmaps", "heatmaps_dir", type=click.Path(file_okay=False), default=None,
-              help="Write PNGs of |dR/dframe| beside the sampled frames for the first samples into this folder.")
+              help="Write a figure per sample into this folder: the N_f frames (with their times) and under them "
+                   "|dR/dframe| in colour over each frame, titled with the prompt.")
 @click.option("--heatmap-samples", type=click.IntRange(1), default=4, show_default=True,
-              help="How many samples get a heatmap.")
+              help="How many samples (the first ones) get a heatmap figure.")
+@click.option("--heatmap-per-question", is_flag=True,
+              help="Add one heatmap row per question (dimension, key, text): where each question looks.")
 @run_options(lr=1e-5, schedule="constant", warmup_steps=0, weight_decay=0.0, save_every=200, grad_accum=1,
-             lr_help="AdamW learning rate.", seed_help="Seeds data order and noise.")
+             lr_help="AdamW learning rate.", seed_help="Seeds data order and noise.",
+             samples=("videos of fixed prompts (fixed noise) and heatmap figures",
+                      "records (the first ones) whose prompts are watched", 2))
 @click.option("--media-root", type=click.Path(file_okay=False), default=None,
               help="Resolve the records' 'video' paths against this folder instead of each JSONL file's folder.")
 @click.option("--allow-escape", is_flag=True, help="Allow relative media paths that leave the media folder with '..'.")
 @plan_options()
 @reports_errors
 def command(inputs, model, vlm, output, reward, dims, frames_vlm, k_grad, steps, guidance, shift, height, width, frames,
-            fps, finetune, lora_rank, lora_alpha, step_checkpointing, heatmaps_dir, heatmap_samples, media_root,
-            allow_escape, quiet, verbose, **opts):
+            fps, finetune, lora_rank, lora_alpha, step_checkpointing, heatmaps_dir, heatmap_samples,
+            heatmap_per_question, media_root, allow_escape, quiet, verbose, **opts):
     """Diffusion-DRF: tune the DiT so a frozen VLM gives its videos the reference answers.
 
     \b
@@ -113,7 +118,8 @@ def command(inputs, model, vlm, output, reward, dims, frames_vlm, k_grad, steps,
         model=model, vlm=vlm, inputs=list(inputs), run=run, reward=reward, dims=dims, frames_vlm=frames_vlm,
         k_grad=k_grad, steps=steps, guidance=guidance, shift=shift, height=height, width=width, frames=frames, fps=fps,
         finetune=finetune, lora_rank=lora_rank, lora_alpha=lora_alpha, checkpoint_steps=step_checkpointing,
-        heatmaps_dir=heatmaps_dir, heatmap_samples=heatmap_samples, media_root=media_root,
+        heatmaps_dir=heatmaps_dir, heatmap_samples=heatmap_samples, heatmap_per_question=heatmap_per_question,
+        media_root=media_root,
         allow_escape=allow_escape, log_every=opts["log_every"], arguments=dict(click.get_current_context().params),
         **dit_fields(opts),
     )

@@ -129,7 +129,9 @@ def video_feedback_config(ctx: click.Context, reward: str, generator: str | None
 @run_options(lr=2.5e-6, schedule="constant", warmup_steps=50, weight_decay=0.01, save_every=100, batch_size=1,
              grad_accum=2, lr_help="AdamW learning rate (paper: identity 2.5e-6, depth 1.5e-6, camera 1.5e-6, "
                                    "pose 1e-6).",
-             batch_help="Prompts per device per micro-batch (each sampled G times).")
+             batch_help="Prompts per device per micro-batch (each sampled G times).",
+             samples=("tables of rollouts (instruction, completion, reward parts, advantage)",
+                      "completions in each table (the first prompt's group first)", 8))
 @video_feedback_options
 @click.option("--instruction-dropout", type=click.FloatRange(0, 1), default=0.4, show_default=True,
               help="Probability that a prompt's instruction is replaced by an empty one (all G samples alike; "
@@ -161,8 +163,8 @@ def command(inputs, model, output, finetune, judge, judge_mode, judge_base_url, 
     and 1 + |U| VLM forwards; G completions per prompt, every step. Both models stay
     loaded beside the policy.
 
-    Writes OUTPUT/rollouts.jsonl (every completion: step, prompt id, text, reward parts,
-    advantage; with video feedback its prompt, seed and p(Yes) per question),
+    Writes OUTPUT/rollouts.jsonl (every completion: step, prompt id, the instruction as
+    the policy saw it, text, reward parts, advantage; with video feedback its prompt, seed and p(Yes) per question),
     OUTPUT/checkpoint-STEP/ every --save-every steps and the final model in
     OUTPUT (vidcli.json, trainer_state/ for --resume). Defaults follow the paper: full
     fine-tuning, G 8, ε 0.2, β 0.001, constant lr 2.5e-6 after 50 warm-up steps,

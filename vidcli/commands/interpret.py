@@ -7,18 +7,14 @@ seeds each generation batch, and shards batch different records.
 """
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
-from pathlib import Path
 
 import click
 
 from vidcli.commands.common import backend_options, input_output_options, reports_errors, result_settings
+from vidcli.interpreter.engine import flag_request, interpret_batch, interpret_one, load_engine
 from vidcli.interpreter.format import PROMPT_STYLES
 from vidcli.shard import shard_option
-
-log = logging.getLogger("vidcli")
 
 EXAMPLES = """\b
 Examples:
@@ -35,96 +31,6 @@ Examples:
 
 # Each condition flag is named after the condition type it adds.
 _CONDITION_FLAGS = ("identity", "image", "video", "depth", "pose", "camera", "audio")
-
-
-class _LocalEngine:
-    """Interprets with a local model (``--model``), batched."""
-
-    def __init__(self, interpreter, options: dict, batch_size: int, max_prompt_tokens: int | None) -> None:
-        self.interpreter = interpreter
-        self.options = options
-        self.batch_size = self.records_per_batch = batch_size
-        self.max_prompt_tokens = max_prompt_tokens
-
-    def unsupported(self, request) -> str | None:
-        return self.interpreter.unsupported(request)
-
-    def answer(self, requests: list) -> list[str | Exception]:
-        """Raw text per request, or the InputError that request alone raised."""
-        from vidcli.errors import InputError
-
-        if not requests:
-            return []
-        try:
-            return list(self.interpreter.generate(requests, batch_size=self.batch_size,
-                                                  max_prompt_tokens=self.max_prompt_tokens, **self.options))
-        except InputError as exc:
-            if len(requests) == 1:
-                return [exc]
-        # Some request in the batch is at fault: answer one by one so only that one fails.
-        return [result for r in requests for result in self.answer([r])]
-
-    def close(self) -> None:
-        self.interpreter = None
-
-
-class _ServerEngine:
-    """Interprets through an OpenAI-compatible server (``--backend openai:MODEL``)."""
-
-    def __init__(self, chat_model, sampling, concurrency: int) -> None:
-        self.chat = chat_model
-        self.sampling = sampling
-        self.records_per_batch = max(16, 4 * concurrency)  # enough requests to keep the server busy
-
-    def unsupported(self, request) -> str | None:
-        from vidcli.interpreter.messages import audio_problem
-
-        return audio_problem(request, self.chat.spec)
-
-    def answer(self, requests: list) -> list[str | Exception]:
-        from vidcli.errors import BackendError
-        from vidcli.interpreter.messages import server_conversation
-
-        replies = self.chat.generate([server_conversation(r, self.chat.spec) for r in requests], self.sampling)
-        return [reply.text if reply.ok else BackendError(reply.error) for reply in replies]
-
-    def close(self) -> None:
-        self.chat.close()
-
-
-def _interpret_batch(sources, engine, style: str, load) -> list:
-    """Stream stage: request records → records with ``output`` (or per-record failures)."""
-    from vidcli.errors import InputError
-    from vidcli.interpreter.messages import output_record
-    from vidcli.stream import Outcome
-
-    outcomes: list = [None] * len(sources)
-    ready: list[tuple[int, object]] = []
-    for i, src in enumerate(sources):
-        try:
-            request = load(src.record, src.base_dir)
-            problem = engine.unsupported(request)
-            if problem:
-                raise InputError(problem)
-            ready.append((i, request))
-        except InputError as exc:
-            outcomes[i] = Outcome.fail("interpret", _without_record(exc))
-    for (i, _), raw in zip(ready, engine.answer([r for _, r in ready])):
-        if isinstance(raw, Exception):
-            outcomes[i] = Outcome.fail("interpret", _without_record(raw) if isinstance(raw, InputError) else str(raw))
-            continue
-        output = output_record(raw, style)
-        if not output["format_ok"]:
-            log.warning("id=%s: the output does not follow the answer format (%s); its prompt is the raw answer text",
-                        sources[i].id, output["format_problem"])
-        outcomes[i] = Outcome.ok({**sources[i].record, "output": output})
-    return outcomes
-
-
-def _without_record(exc) -> str:
-    """The error's text without its record id (the stream's error line names the record itself)."""
-    where = f"{exc.file}:{exc.line}: " if exc.file and exc.line else f"{exc.file}: " if exc.file else ""
-    return where + exc.message
 
 
 def _flag_record(text: str | None, flags: dict) -> dict:
@@ -216,8 +122,8 @@ def command(text, identity, image, video, depth, pose, camera, audio, input_file
     if backend_spec is not None and max_prompt_tokens is not None:
         raise click.UsageError("--max-prompt-tokens needs a local tokenizer: use it with --model")
     # Flags mode reads its media before the (slow) model load, so a wrong path fails fast.
-    request = None if sources else _flag_request(_flag_record(text, flags), frames)
-    engine = _engine(model_path, backend_spec, dtype=dtype, device=device, load_in_4bit=load_in_4bit,
+    request = None if sources else flag_request(_flag_record(text, flags), frames)
+    engine = load_engine(model_path, backend_spec, dtype=dtype, device=device, load_in_4bit=load_in_4bit,
                      trust_remote_code=trust_remote_code, base_url=base_url, concurrency=concurrency,
                      no_cache=no_cache, batch_size=batch_size, max_prompt_tokens=max_prompt_tokens,
                      generation=dict(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p,
@@ -228,26 +134,13 @@ def command(text, identity, image, video, depth, pose, camera, audio, input_file
                          rejects=rejects, media_root=media_root, allow_escape=allow_escape, quiet=quiet,
                          shard=shard)
         else:
-            _run_flags(engine, request, prompt_style, as_json)
+            result = interpret_one(engine, request, prompt_style)
+            if not result["format_ok"]:
+                click.echo(f"vidcli interpret: warning: the output does not follow the answer format "
+                           f"({result['format_problem']}); printing the raw answer text", err=True)
+            click.echo(json.dumps(result, ensure_ascii=False) if as_json else result["prompt"])
     finally:
         engine.close()
-
-
-def _engine(model_path, backend_spec, *, dtype, device, load_in_4bit, trust_remote_code, base_url, concurrency,
-            no_cache, batch_size, max_prompt_tokens, generation):
-    if backend_spec is not None:
-        from vidcli.backends import load_chat_model
-        from vidcli.backends.base import Sampling
-
-        chat = load_chat_model(backend_spec, base_url=base_url, concurrency=concurrency, use_cache=not no_cache)
-        sampling = Sampling(temperature=generation["temperature"], max_tokens=generation["max_new_tokens"],
-                            top_p=generation["top_p"], seed=generation["seed"])
-        return _ServerEngine(chat, sampling, concurrency)
-    from vidcli.interpreter.model import Interpreter
-
-    interpreter = Interpreter.from_pretrained(model_path, device=device, dtype=dtype, load_in_4bit=load_in_4bit,
-                                              trust_remote_code=trust_remote_code)
-    return _LocalEngine(interpreter, generation, batch_size, max_prompt_tokens)
 
 
 def _run_records(engine, sources, style, frames, *, output, resume, on_error, rejects, media_root, allow_escape,
@@ -259,45 +152,7 @@ def _run_records(engine, sources, style, frames, *, output, resume, on_error, re
         return request_from_record(record, base_dir, media_root=media_root, allow_escape=allow_escape,
                                    video_frames=frames)
 
-    run_records(sources, output, lambda batch: _interpret_batch(batch, engine, style, load),
+    run_records(sources, output, lambda batch: interpret_batch(batch, engine, style, load),
                 command="interpret", batch_size=engine.records_per_batch, resume=resume, on_error=on_error,
                 rejects=rejects, progress=not quiet, shard=shard, media_root=media_root,
                 settings=result_settings())
-
-
-def _flag_request(record: dict, frames: int):
-    from vidcli.interpreter.messages import request_from_record
-
-    # Paths on the command line are the user's own: relative to the working directory, '..' allowed.
-    with _no_record_id():
-        return request_from_record(record, Path.cwd(), allow_escape=True, video_frames=frames)
-
-
-@contextlib.contextmanager
-def _no_record_id():
-    """Flags mode has no record: drop the content-hash id (never seen by the user) from errors."""
-    from vidcli.errors import InputError
-
-    try:
-        yield
-    except InputError as exc:
-        exc.record_id = None
-        raise
-
-
-def _run_flags(engine, request, style: str, as_json: bool) -> None:
-    from vidcli.errors import InputError
-    from vidcli.interpreter.messages import output_record
-
-    with _no_record_id():
-        problem = engine.unsupported(request)
-        if problem:
-            raise InputError(problem)
-        (raw,) = engine.answer([request])
-        if isinstance(raw, Exception):
-            raise raw
-    result = output_record(raw, style)
-    if not result["format_ok"]:
-        click.echo(f"vidcli interpret: warning: the output does not follow the answer format "
-                   f"({result['format_problem']}); printing the raw answer text", err=True)
-    click.echo(json.dumps(result, ensure_ascii=False) if as_json else result["prompt"])

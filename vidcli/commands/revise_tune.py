@@ -64,7 +64,9 @@ Examples:
 @run_options(lr=3e-6, schedule="constant", warmup_steps=0, weight_decay=1e-4, save_every=500,
              batch_size=1, grad_accum=8, seed_help="Seeds data order, t, noise and instruction dropout.",
              batch_help="Triplets per device and micro-batch (batch = batch-size x grad-accum x processes; "
-                        "the paper's 8 = 1 x 8 on one device).")
+                        "the paper's 8 = 1 x 8 on one device).",
+             samples=("edits of fixed triplets (source | edit, with the critic's delta)",
+                      "triplets (the first ones) that are watched", 2))
 @click.option("--media-root", type=click.Path(file_okay=False), default=None,
               help="Resolve the triplets' video paths against this folder instead of each JSONL file's folder.")
 @click.option("--allow-escape", is_flag=True, help="Allow relative media paths that leave the media folder with '..'.")

@@ -8,7 +8,6 @@ anything again.
 from __future__ import annotations
 
 import logging
-from dataclasses import replace
 
 import click
 
@@ -18,7 +17,6 @@ from vidcli.scoring import METRICS
 from vidcli.shard import merge_option, shard_option
 
 log = logging.getLogger("vidcli")
-RVE_MAX_TOKENS = 256  # four integers and a short reason
 
 EXAMPLES = """\b
 Examples:
@@ -60,65 +58,11 @@ def _check_judge_flags(ctx: click.Context, metrics: list[str], judge: str | None
         raise click.UsageError("--threshold applies to the embed judge only")
 
 
-def _build_setup(metrics, judge, judge_mode, threshold, temperature, max_tokens, attempts, weights, backend):
-    from vidcli.backends.base import Sampling
-    from vidcli.rewards.coverage import ELEMENT_SAMPLING, NUMBER_SAMPLING, load_judge
-    from vidcli.rewards.reade import ReadeReward, RewardWeights
-    from vidcli.scoring import ScoreSetup
-
-    if not any(METRICS[name].needs_judge for name in metrics):  # (vqa and rve: _build_video_setup)
-        return ScoreSetup()
-    base = NUMBER_SAMPLING if judge_mode == "number" else ELEMENT_SAMPLING
-    sampling = Sampling(temperature=base.temperature if temperature is None else temperature,
-                        max_tokens=max_tokens or base.max_tokens)
-    coverage_judge = load_judge(judge, mode=judge_mode, threshold=threshold, sampling=sampling,
-                                attempts=attempts, **backend)
-    if not coverage_judge.detects_contradiction:
-        log.warning("judge %s cannot detect contradictions: 'contra' is null and rewards are computed "
-                    "without the contradiction term (contra_available: false)", judge)
-    return ScoreSetup(reward=ReadeReward(coverage_judge, RewardWeights(*weights)))
-
-
 def _check_video_flags(metrics: list[str], vlm: str | None, judge: str | None) -> None:
     if "vqa" in metrics and not vlm:
         raise click.UsageError("--metric vqa needs --vlm hf:PATH (a local vision-language model)")
     if "rve" in metrics and judge in (None, "embed"):
         raise click.UsageError("--metric rve needs a VLM judge: --judge openai:MODEL or hf:PATH")
-
-
-def _build_video_setup(metrics, setup, *, vlm, judge, frames, video_field, reference_field, overall,
-                       temperature, max_tokens, attempts, media_root, allow_escape, backend):
-    """The VLM (vqa), the VLM judge (rve) and where their videos are, added to ``setup``."""
-    from pathlib import Path
-
-    from vidcli.backends import load_chat_model
-    from vidcli.backends.base import Sampling
-    from vidcli.scoring.rve import RveJudge
-    from vidcli.scoring.vqa import VideoInputs, load_vlm
-
-    if "vqa" not in metrics and "rve" not in metrics:
-        return setup
-    setup.videos = VideoInputs(video_field=video_field, reference_field=reference_field, frames=frames,
-                               media_root=Path(media_root) if media_root else None, allow_escape=allow_escape)
-    if "vqa" in metrics:
-        setup.vlm = load_vlm(vlm, device=backend["device"])
-    if "rve" in metrics:
-        sampling = Sampling(temperature=0.0 if temperature is None else temperature,
-                            max_tokens=max_tokens or RVE_MAX_TOKENS)
-        model = load_chat_model(judge, base_url=backend["base_url"], concurrency=backend["concurrency"],
-                                use_cache=backend["use_cache"], batch_size=backend["batch_size"],
-                                device=backend["device"])
-        setup.rve_judge = RveJudge(model, sampling, attempts=attempts, overall=overall)
-    return setup
-
-
-def _summary_records(output: str, collected: list[dict]) -> list[dict]:
-    """Everything in the output: read back from a file (so --resume covers earlier runs too)."""
-    from vidcli.jsonl import STDIO, read_sources
-
-    if output == STDIO:
-        return collected
-    return [src.record for src in read_sources([output]) if src.record is not None]
 
 
 @click.command("score", epilog=EXAMPLES)
@@ -187,19 +131,19 @@ def command(metric_values, judge, judge_mode, threshold, judge_temperature, judg
     rve: triplets ('source' {video, start, end}, 'instruction', 'subset') with the
     edited video in --video-field; the --judge rates EA, PC (not for icvg), GN, GR 0-10.
     """
-    from vidcli.errors import InputError
     from vidcli.jsonl import STDIO
     from vidcli.log import setup_logging
-    from vidcli.scoring import score_batch
+    from vidcli.scoring.setup import (build_setup, build_video_setup, close_setup, merge_scored, scoring_stage,
+                                      summary_keys, summary_records)
     from vidcli.scoring.summary import summarize
     from vidcli.shard import check_merge
-    from vidcli.stream import Outcome, run_records
+    from vidcli.stream import run_records
 
     setup_logging(verbose, quiet)
     check_merge(merge, shard, resume)
     if merge:
-        keys = _summary_keys(parse_metrics(metric_values)) if metric_values else None
-        _report(summarize(_merge(inputs, output), keys=keys, by=by_field), quiet, summary_path, plot_path)
+        keys = summary_keys(parse_metrics(metric_values)) if metric_values else None
+        _report(summarize(merge_scored(inputs, output), keys=keys, by=by_field), quiet, summary_path, plot_path)
         return
     if not metric_values:
         raise click.UsageError("Missing option '--metric' (only --merge runs without it).")
@@ -208,62 +152,25 @@ def command(metric_values, judge, judge_mode, threshold, judge_temperature, judg
     _check_video_flags(metrics, vlm, judge)
     backend = dict(base_url=base_url, concurrency=concurrency, use_cache=not no_cache, batch_size=batch_size,
                    device=device)
-    setup = _build_setup(metrics, judge, judge_mode, threshold, judge_temperature, judge_max_tokens, attempts,
+    setup = build_setup(metrics, judge, judge_mode, threshold, judge_temperature, judge_max_tokens, attempts,
                          (alpha, rho, gamma, lam), backend)
-    setup = _build_video_setup(metrics, setup, vlm=vlm, judge=judge, frames=frames,
+    setup = build_video_setup(metrics, setup, vlm=vlm, judge=judge, frames=frames,
                                video_field=video_field, reference_field=reference_field, overall=overall,
                                temperature=judge_temperature, max_tokens=judge_max_tokens, attempts=attempts,
                                media_root=media_root, allow_escape=allow_escape, backend=backend)
     collected: list[dict] = []
-    written_keys = {key for name in metrics for key in METRICS[name].keys + METRICS[name].notes}
-
-    def process(batch):
-        outcomes = []
-        batch_setup = setup
-        if setup.videos is not None:  # relative video paths resolve against each record's file
-            batch_setup = replace(setup, videos=setup.videos.for_batch([src.base_dir for src in batch]))
-        for result in score_batch([src.record for src in batch], metrics, batch_setup):
-            if isinstance(result, InputError):
-                outcomes.append(Outcome.fail("input", result.message))
-                continue
-            for failure in result.get("errors", []):
-                if failure.get("stage") == "score" and failure.get("metric") in written_keys:
-                    log.warning("id=%s: %s: %s", result["id"], failure["metric"], failure["message"])
-            if output == STDIO:
-                collected.append(result)
-            outcomes.append(Outcome.ok(result))
-        return outcomes
-
     try:
-        run_records(inputs or ("-",), output, process, command="score", batch_size=max(16, 4 * concurrency),
-                    resume=resume, on_error=on_error, rejects=rejects, progress=not quiet, shard=shard,
-                    media_root=media_root, settings=result_settings(exclude=("summary_path", "plot_path", "by_field")))
+        run_records(inputs or ("-",), output, scoring_stage(setup, metrics, collected if output == STDIO else None),
+                    command="score", batch_size=max(16, 4 * concurrency), resume=resume, on_error=on_error,
+                    rejects=rejects, progress=not quiet, shard=shard, media_root=media_root,
+                    settings=result_settings(exclude=("summary_path", "plot_path", "by_field")))
     finally:
-        if setup.reward is not None:
-            setup.reward.judge.close()
-        if setup.rve_judge is not None:
-            setup.rve_judge.close()
+        close_setup(setup)
 
     if shard is not None:
         log.info("score: the summary covers shard %s only; `vidcli score --merge` summarises all shards", shard)
-    summary = summarize(_summary_records(output, collected), keys=_summary_keys(metrics), by=by_field)
+    summary = summarize(summary_records(output, collected), keys=summary_keys(metrics), by=by_field)
     _report(summary, quiet, summary_path, plot_path)
-
-
-def _summary_keys(metrics: list[str]) -> list[str]:
-    return list(dict.fromkeys(key for name in metrics for key in METRICS[name].keys))
-
-
-def _merge(inputs: tuple[str, ...], output: str) -> list[dict]:
-    """``--merge``: the scored records of every input, written unchanged to ``output``."""
-    from vidcli.jsonl import RecordWriter
-    from vidcli.shard import read_shard_outputs
-
-    records = read_shard_outputs(inputs or ("-",))
-    with RecordWriter(output) as writer:
-        for record in records:
-            writer.write(record)
-    return records
 
 
 def _report(summary: dict, quiet: bool, summary_path: str | None, plot_path: str | None) -> None:

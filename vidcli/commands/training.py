@@ -16,15 +16,31 @@ def _apply(func: Callable, decorators: list[Callable]) -> Callable:
     return func
 
 
+def parse_report_to(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    """``none``, or trackers joined by commas (``tensorboard,wandb``), de-duplicated in order."""
+    from vidcli.train.core import TRACKERS
+
+    names = [name.strip() for name in value.split(",") if name.strip()]
+    if names == ["none"]:
+        return "none"
+    unknown = [name for name in names if name not in TRACKERS]
+    if not names or unknown:
+        raise click.BadParameter(f"give none, or one or more of {', '.join(TRACKERS)} joined by commas"
+                                 + (f" (not {', '.join(unknown)})" if unknown else ""))
+    return ",".join(dict.fromkeys(names))
+
+
 def run_options(*, lr: float, schedule: str, warmup_steps: int, weight_decay: float, save_every: int,
                 batch_size: int | None = None, grad_accum: int | None = None, lr_help: str = "AdamW learning rate.",
                 seed_help: str = "Seeds data order, sampling and new weights.",
-                batch_help: str = "Per device.") -> Callable:
+                batch_help: str = "Per device.", samples: tuple[str, str, int] | None = None) -> Callable:
     """--resume, --epochs, --max-steps, --save-every, --save-total-limit, --seed, the optimiser, batch and
     tracker options (--save-total-limit reaches the Checkpointer through the run's arguments).
 
     With ``batch_size=None`` the per-device batch is fixed by the method (one sample) and
     ``--batch-size`` is left out; ``grad_accum=None`` leaves ``--grad-accum`` out too.
+    ``samples`` — (what the trackers get, what ``--log-samples`` counts, its default) — adds
+    ``--log-samples-every`` and ``--log-samples`` for a trainer that sends media to the trackers.
     """
     options = [
         click.option("--resume", is_flag=True,
@@ -61,11 +77,23 @@ def run_options(*, lr: float, schedule: str, warmup_steps: int, weight_decay: fl
                                 default="auto", show_default=True,
                                 help="auto: bf16 where the GPU has it (or your accelerate config's choice)."))
     options += [
-        click.option("--report-to", type=click.Choice(["none", "tensorboard", "wandb"]), default="none",
-                     show_default=True, help="Experiment tracker (through accelerate); logs in OUTPUT/logs."),
+        click.option("--report-to", default="none", show_default=True, callback=parse_report_to,
+                     metavar="none|tensorboard|wandb[,...]",
+                     help="Experiment trackers, comma-separated (through accelerate; pip install 'vidcli[tracking]'); "
+                          "logs in OUTPUT/logs. A resumed run continues its TensorBoard history and W&B run."),
         click.option("--log-every", type=click.IntRange(1), default=10, show_default=True,
-                     help="Steps between log lines."),
-        click.option("-q", "--quiet", is_flag=True, help="No info logs."),
+                     help="Steps between log lines (loss, s/step, samples/s, time left, peak memory)."),
+    ]
+    if samples is not None:
+        what, counted, count = samples
+        options += [
+            click.option("--log-samples-every", type=click.IntRange(0), default=100, show_default=True,
+                         help=f"Steps between the {what} sent to the trackers (0: never; only with --report-to)."),
+            click.option("--log-samples", type=click.IntRange(1), default=count, show_default=True,
+                         help=f"How many {counted}."),
+        ]
+    options += [
+        click.option("-q", "--quiet", is_flag=True, help="No progress bar and no info logs."),
         click.option("-v", "--verbose", count=True, help="More logs on stderr (-vv for debug)."),
     ]
     return lambda func: _apply(func, options)
@@ -119,12 +147,13 @@ def run_config(output: str, opts: dict[str, Any], *, batch_size: int = 1, grad_a
     return RunConfig(output_dir=output, seed=opts["seed"], epochs=opts["epochs"], max_steps=opts["max_steps"],
                      batch_size=opts.get("batch_size", batch_size), grad_accum=opts.get("grad_accum", grad_accum),
                      save_every=opts["save_every"], mixed_precision=opts.get("mixed_precision", mixed_precision),
-                     report_to=opts["report_to"], resume=opts["resume"], optim=optim)
+                     report_to=opts["report_to"], log_samples_every=opts.get("log_samples_every", 0),
+                     log_samples=opts.get("log_samples", 1), resume=opts["resume"], optim=optim)
 
 
 def lora_settings(opts: dict[str, Any]):
     """LoraSettings from the parsed ``interpreter_options`` values."""
-    from vidcli.train.sft import LoraSettings
+    from vidcli.train.interpreter_tuning import LoraSettings
 
     lora = LoraSettings(rank=opts["lora_rank"], alpha=opts["lora_alpha"], dropout=opts["lora_dropout"])
     if opts["lora_targets"]:
@@ -161,6 +190,11 @@ def dit_options(func: Callable) -> Callable:
                      help="Precision of the frozen text encoder (auto: as --vlm-dtype)."),
         click.option("--offload-text-encoder", is_flag=True,
                      help="Keep the text encoder in CPU memory, on the GPU only while it encodes a step's prompts."),
+        click.option("--vae-dtype", type=click.Choice(["float32", "bf16"]), default="float32", show_default=True,
+                     help="Precision of the frozen VAE (float32 as Wan advises; bf16 halves the memory of the "
+                          "differentiable decode)."),
+        click.option("--vlm-checkpointing", is_flag=True,
+                     help="Recompute the frozen VLM's layers in backward: a query keeps only each layer's input."),
     ])
 
 
@@ -171,7 +205,9 @@ def dit_fields(opts: dict[str, Any]) -> dict[str, Any]:
             "decode_checkpointing": opts["decode_checkpointing"],
             "vlm_dtype": named.get(opts["vlm_dtype"], opts["vlm_dtype"]),
             "text_encoder_dtype": named.get(opts["text_encoder_dtype"], opts["text_encoder_dtype"]),
-            "offload_text_encoder": opts["offload_text_encoder"]}
+            "offload_text_encoder": opts["offload_text_encoder"],
+            "vae_dtype": named.get(opts["vae_dtype"], opts["vae_dtype"]),
+            "vlm_checkpointing": opts["vlm_checkpointing"]}
 
 
 def plan_options(*, interpreter: bool = False) -> Callable:

@@ -259,13 +259,9 @@ class MediaContext:
     camera_from_video: bool = False
 
     def resolve(self, value: str) -> Path:
-        from vidcli.media import resolve_media_path
+        from vidcli.media_access import MediaAccess
 
-        root = Path(self.media_root) if self.media_root else None
-        try:
-            return resolve_media_path(value, self.base_dir, media_root=root, allow_escape=self.allow_escape)
-        except InputError as exc:  # a path leaving the media folder is a media problem too
-            raise MediaError(exc.message) from None
+        return MediaAccess(self.media_root, self.allow_escape).media_path(value, self.base_dir)
 
 
 def plan_conditions(conditions: list[dict], ctx: MediaContext) -> list[ConditionWork]:

@@ -143,15 +143,13 @@ def _drf_batch(sources: list[Source], llm: ChatModel, vlm: ChatModel | None,
 
 def _video_frames(src: Source, opts: DecomposeOptions) -> tuple[list, float]:
     """The record's real video as ``opts.frames`` PIL frames and their sampling rate."""
-    from pathlib import Path
-
-    from vidcli.media import load_video, resolve_media_path, video_frames_as_pil
+    from vidcli.media import load_video, video_frames_as_pil
+    from vidcli.media_access import MediaAccess
 
     value = src.record.get(opts.video_field)
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"field '{opts.video_field}' must be a video path")
-    root = Path(opts.media_root) if opts.media_root else None
-    path = resolve_media_path(value, src.base_dir, media_root=root, allow_escape=opts.allow_escape)
+    path = MediaAccess(opts.media_root, opts.allow_escape).path(value, src.base_dir)
     clip = load_video(path, num_frames=opts.frames)
     return video_frames_as_pil(clip), len(clip.frames) / max(clip.duration_s, 1e-6)
 

@@ -172,9 +172,10 @@ def load_tuned_adapter(path: str | Path, *, device: str = "cpu", dtype: str = "f
 
 
 def load_adapter(path: str | Path, *, device: str = "cpu", dtype: str = "float32",
-                 text_encoder_dtype: str | None = None) -> GeneratorAdapter:
+                 text_encoder_dtype: str | None = None, vae_dtype: str | None = None) -> GeneratorAdapter:
     """The adapter for a diffusers pipeline folder, chosen by its ``model_index.json``; the text
-    encoder in ``text_encoder_dtype`` when given (else ``dtype``)."""
+    encoder in ``text_encoder_dtype`` and the VAE in ``vae_dtype`` when given (else the
+    adapter's defaults: ``dtype``, and float32 for Wan's VAE)."""
     from vidcli.errors import InputError
 
     if os.environ.get("HF_HUB_DISABLE_PROGRESS_BARS"):  # set by setup_logging for -q and pipes
@@ -189,10 +190,11 @@ def load_adapter(path: str | Path, *, device: str = "cpu", dtype: str = "float32
     if kind == "WanPipeline":
         from vidcli.diffusion.wan import WanAdapter
 
-        return WanAdapter.from_pretrained(path, device=device, dtype=dtype, text_encoder_dtype=text_encoder_dtype)
+        return WanAdapter.from_pretrained(path, device=device, dtype=dtype, text_encoder_dtype=text_encoder_dtype,
+                                          vae_dtype=vae_dtype or "float32")
     if kind == "CogVideoXPipeline":
         from vidcli.diffusion.cogvideox import CogVideoXAdapter
 
         return CogVideoXAdapter.from_pretrained(path, device=device, dtype=dtype,
-                                                text_encoder_dtype=text_encoder_dtype)
+                                                text_encoder_dtype=text_encoder_dtype, vae_dtype=vae_dtype)
     raise InputError(f"{path}: pipeline {kind!r} is not supported; use a WanPipeline or CogVideoXPipeline folder")

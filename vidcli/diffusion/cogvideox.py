@@ -54,15 +54,18 @@ class CogVideoXAdapter:
 
     @classmethod
     def from_pretrained(cls, path: str | Path, *, device: str = "cpu", dtype: str | torch.dtype = "float32",
-                        text_encoder_dtype: str | torch.dtype | None = None) -> "CogVideoXAdapter":
+                        text_encoder_dtype: str | torch.dtype | None = None,
+                        vae_dtype: str | torch.dtype | None = None) -> "CogVideoXAdapter":
         """Load a ``CogVideoXPipeline`` folder in ``dtype``, the text encoder in ``text_encoder_dtype``
-        (default: ``dtype``)."""
-        from diffusers import CogVideoXPipeline
+        and the VAE in ``vae_dtype`` (each by default ``dtype``)."""
+        from diffusers import AutoencoderKLCogVideoX, CogVideoXPipeline
         from transformers import T5EncoderModel
 
         from vidcli import weights
 
         own = {}
+        if vae_dtype is not None:
+            own["vae"] = weights.load_model(AutoencoderKLCogVideoX, path, subfolder="vae", dtype=resolve_dtype(vae_dtype))
         if text_encoder_dtype is not None:
             own["text_encoder"] = weights.load_model(T5EncoderModel, path, subfolder="text_encoder",
                                                      dtype=resolve_dtype(text_encoder_dtype))

@@ -2,10 +2,10 @@
 
 Sampling follows the layout the editor was trained with (``vidcli.json`` ``editor``,
 checked by :func:`~vidcli.diffusion.generate.load_video_model`), through the training
-code itself (:class:`~vidcli.train.revise.InContextEditor`):
+code itself (:class:`~vidcli.diffusion.editor.InContextEditor`):
 
 - the source clip gives ``num_frames`` frames spread over ``[start, end)``, resized to
-  the output size (:meth:`~vidcli.train.revise.Clip.pixels`, as in training) and encoded
+  the output size (:meth:`~vidcli.diffusion.editor.Clip.pixels`, as in training) and encoded
   to clean latents (posterior mean, normalised);
 - the target starts from seeded noise and is denoised by the pipeline's own scheduler
   (Wan: UniPC on shifted flow sigmas); at each step the DiT sees
@@ -26,7 +26,7 @@ from vidcli.diffusion.generate import Settings, VideoModel, negatives, record_ge
 
 
 def source_latents(model: VideoModel, clip, settings: Settings) -> torch.Tensor:
-    """Clean latents (1, C, T, h, w) of a source :class:`~vidcli.train.revise.Clip` at the output's size."""
+    """Clean latents (1, C, T, h, w) of a source :class:`~vidcli.diffusion.editor.Clip` at the output's size."""
     pixels = clip.pixels(settings.num_frames, settings.width, settings.height)  # (T, 3, H, W)
     return model.editor.encode(pixels.permute(1, 0, 2, 3)[None])
 

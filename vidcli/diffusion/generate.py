@@ -89,7 +89,7 @@ def load_video_model(path: str | Path, *, device: str = "auto", dtype: str = "au
     adapter = load_tuned_adapter(folder, device=device, dtype=dtype)
     model = VideoModel(str(path), adapter, "t2v", info)
     if info.get("command") == "revise-tune":
-        from vidcli.train.revise import EDITOR_LAYOUT, InContextEditor
+        from vidcli.diffusion.editor import EDITOR_LAYOUT, InContextEditor
 
         editor = info.get("editor") or {}
         if editor.get("layout") != EDITOR_LAYOUT or editor.get("source_timestep") != 0:

@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vidcli.errors import InputError, MediaError
+from vidcli.errors import InputError
 from vidcli.records import CAPTION_PARTS, CONDITION_TYPES, content_id
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -124,7 +124,7 @@ def request_from_record(
     be left with nothing. Raises :class:`InputError` (bad fields, nothing to interpret)
     or :class:`MediaError` (a missing or unreadable file), with the record id set.
     """
-    from vidcli.media import resolve_media_path
+    from vidcli.media_access import MediaAccess
     from vidcli.prompts import render
 
     rid = record.get("id") if isinstance(record.get("id"), str) else content_id(record)
@@ -135,17 +135,14 @@ def request_from_record(
             raise InputError("nothing to interpret: no 'instruction' text and no 'conditions'")
         if drop_instruction and conditions:
             instruction = ""
-        root = Path(media_root) if media_root is not None else None
+        access = MediaAccess(media_root, allow_escape)
         parts: list[dict] = []
         cameras = []
         counts = {kind: sum(c["type"] == kind for c in conditions) for kind in CONDITION_ORDER}
         seen = dict.fromkeys(CONDITION_ORDER, 0)
         for cond in conditions:
             kind = cond["type"]
-            try:
-                path = resolve_media_path(cond["path"], base_dir, media_root=root, allow_escape=allow_escape)
-            except InputError as exc:  # a path leaving the media folder is a media problem too
-                raise MediaError(exc.message) from None
+            path = access.media_path(cond["path"], base_dir)  # a path leaving the media folder is a media problem
             seen[kind] += 1
             label = _LABELS[kind] + (f" {seen[kind]}" if counts[kind] > 1 else "")
             prefix = "\n" if parts else ""

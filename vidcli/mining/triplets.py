@@ -112,12 +112,12 @@ def _plain(text: str) -> str:
 
 def resolve_video(value: object, src: Source, media_root: str | None, allow_escape: bool) -> Path:
     """A record's video path, resolved (InputError for a bad value, MediaError for a bad file)."""
-    from vidcli.media import probe_video, resolve_media_path
+    from vidcli.media import probe_video
+    from vidcli.media_access import MediaAccess
 
     if not isinstance(value, str) or not value.strip():
         raise InputError(f"video must be a non-empty path string, got {value!r}")
-    root = Path(media_root) if media_root else None
-    path = resolve_media_path(value, src.base_dir, media_root=root, allow_escape=allow_escape)
+    path = MediaAccess(media_root, allow_escape).path(value, src.base_dir)
     probe_video(path)  # a missing or non-video file fails here, naming the file
     return path
 

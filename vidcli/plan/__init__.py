@@ -106,7 +106,8 @@ def measures(command: str, config: Any) -> list[tuple[str, Any]]:
     """Memory measures for ``config``, in the order that changes the method least: (flags, change)."""
     out: list[tuple[str, Any]] = []
     add = out.append
-    if command in ("drf-tune", "revise-tune"):
+    dit = command in ("drf-tune", "revise-tune")
+    if dit:
         if config.vlm_dtype == "float32":
             add(("--vlm-dtype bf16", lambda c: _with(c, vlm_dtype="bfloat16")))
         if config.text_encoder_dtype == "float32":
@@ -117,8 +118,12 @@ def measures(command: str, config: Any) -> list[tuple[str, Any]]:
             add(("--step-checkpointing", lambda c: _with(c, checkpoint_steps=True)))
     if not config.gradient_checkpointing:
         add(("--gradient-checkpointing", lambda c: _with(c, gradient_checkpointing=True)))
-    if command in ("drf-tune", "revise-tune") and not config.offload_text_encoder:
+    if dit and not config.vlm_checkpointing:
+        add(("--vlm-checkpointing", lambda c: _with(c, vlm_checkpointing=True)))
+    if dit and not config.offload_text_encoder:
         add(("--offload-text-encoder", lambda c: _with(c, offload_text_encoder=True)))
+    if dit and config.vae_dtype == "float32":
+        add(("--vae-dtype bf16", lambda c: _with(c, vae_dtype="bfloat16")))
     if command in ("sft", "grpo") and config.run.batch_size > 1:
         def halve(c):
             return _with(c, run__batch_size=max(1, c.run.batch_size // 2), run__grad_accum=c.run.grad_accum * 2)

@@ -40,13 +40,13 @@ import torch
 from vidcli import weights
 from vidcli.plan.interpreter import _autocast, ordinary_ids
 from vidcli.plan.meter import LiveTensors, SavedTensors
-from vidcli.plan.probe import Reading, cut_copy, depths_of, fake_mode, fit_depths, materialise, measure, stacks
+from vidcli.plan.probe import Reading, cut_copy, depths_of, fake_mode, fit_depths, materialise, measure, remembered, stacks
 from vidcli.plan.report import Phase, Plan, Term, count_text
 from vidcli.plan.static import Sharding, trained_terms, weight_term
 
 # Text lengths of one query (tokens), from the prompt templates with a caption of ~60 words
 # and reference answers of ≤ 50 words; the reasoning a critic writes first is ≤ 64 tokens.
-QUERY_TOKENS = {"TA": (70, 80), "Phy": (230, 120), "VQ": (170, 100), "vanilla": (90, 1), "critic": (260, 64)}
+QUERY_TOKENS = {"TA": (70, 80), "Phy": (230, 120), "VQ": (170, 100), "vanilla": (90, 1), "critic": (330, 2)}
 
 
 # ----------------------------------------------------------------------------- the DiT
@@ -115,7 +115,7 @@ class DiTProbe:
 
         def call():
             if self.editor:
-                from vidcli.train.revise import InContextEditor
+                from vidcli.diffusion.editor import InContextEditor
 
                 return InContextEditor(clone).velocity(x, x.clone(), 0.5, embeds.positive)
             if self.checkpoint_step:
@@ -285,6 +285,8 @@ def query_tokens(recipe, scorer, kinds: list[str]) -> tuple[dict[str, tuple[int,
     from vidcli.errors import InputError
 
     assumed = {k: QUERY_TOKENS[k] for k in kinds}
+    if "critic" in kinds and recipe.config.critic_reasoning == "none":
+        assumed["critic"] = (QUERY_TOKENS["critic"][0], 2)
     if scorer.processor is None:
         return assumed, "assumed (the VLM folder has no tokenizer)"
     try:
@@ -299,9 +301,11 @@ def query_tokens(recipe, scorer, kinds: list[str]) -> tuple[dict[str, tuple[int,
 
     found: dict[str, tuple[int, int]] = {}
     if "critic" in kinds:
+        cfg = recipe.config
+        reasoning = cfg.critic_tokens + 4 if cfg.critic_reasoning == "first" else 0  # and the verdict cue
         for task in records[:2000]:
-            question = recipe.critic.question(task.instruction)
-            found["critic"] = max(found.get("critic", (0, 0)), (count(question) + overhead, 2))
+            question = recipe.critic.question(task.instruction, getattr(task, "subset", None))
+            found["critic"] = max(found.get("critic", (0, 0)), (count(question) + overhead + reasoning, 2))
     else:
         from vidcli.rewards.vlm import VANILLA_QUESTION, reference_answer
 
@@ -310,8 +314,7 @@ def query_tokens(recipe, scorer, kinds: list[str]) -> tuple[dict[str, tuple[int,
                 found["vanilla"] = max(found.get("vanilla", (0, 0)),
                                        (count(VANILLA_QUESTION.format(prompt=task.prompt)) + overhead, 2))
             for question in task.questions:
-                text, _ = reference_answer(question)
-                pair = (count(question["question"]) + overhead, count(text) + 1)
+                pair = (count(question["question"]) + overhead, count(reference_answer(question)) + 1)
                 found[question["dim"]] = max(found.get(question["dim"], (0, 0)), pair, key=sum)
     if not found:
         return assumed, "assumed (no queries in the records)"
@@ -346,14 +349,16 @@ def plan_drf(recipe, *, mixed_precision: str | None, sharding: Sharding) -> Plan
     terms += trained_terms(recipe.trainable, run.optim.optimizer, sharding)
     latent = _latent_geometry(adapter, cfg.frames, cfg.height, cfg.width)
     tokens = _tokens(adapter, latent)
-    dit = fit_dit(DiTProbe(adapter, mixed_precision, editor=False, checkpoint_step=cfg.checkpoint_steps,
-                           guidance=cfg.guidance), latent)
+    dit = remembered(("dit", cfg.model, cfg.finetune, cfg.lora_rank, cfg.gradient_checkpointing, mixed_precision,
+                      cfg.checkpoint_steps, cfg.guidance, latent),
+                     lambda: fit_dit(DiTProbe(adapter, mixed_precision, editor=False,
+                                              checkpoint_step=cfg.checkpoint_steps, guidance=cfg.guidance), latent))
     from vidcli.diffusion.rollout import uniform_frame_indices
 
     indices = uniform_frame_indices(cfg.frames, cfg.frames_vlm)
     needed = adapter.latent_frames_for(indices) if hasattr(adapter, "latent_frames_for") else latent[0]
-    decode = fit_decode(adapter, (needed, latent[1], latent[2]), indices, cfg.decode_checkpointing)
-    scorer_probe = VLMProbe(recipe.scorer)
+    decode = remembered(("decode", cfg.model, cfg.vae_dtype, latent, tuple(indices), cfg.decode_checkpointing),
+                        lambda: fit_decode(adapter, (needed, latent[1], latent[2]), indices, cfg.decode_checkpointing))
     query_kinds = ["vanilla"] if cfg.reward == "vanilla" else list(cfg.dims)
     lengths, lengths_how = query_tokens(recipe, recipe.scorer, query_kinds)
     query_kinds = [k for k in query_kinds if k in lengths]  # dimensions the records ask
@@ -363,8 +368,11 @@ def plan_drf(recipe, *, mixed_precision: str | None, sharding: Sharding) -> Plan
 
     largest = max(query_kinds, key=size)
     text, answer = lengths[largest]
-    vlm = fit_vlm(scorer_probe, cfg.frames_vlm, cfg.height, cfg.width, reference=largest in ("Phy", "VQ"),
-                  text=text, answer=2 if cfg.reward == "binary" else answer)
+    answer = 2 if cfg.reward == "binary" else answer
+    vlm = remembered(("vlm", cfg.vlm, recipe.frozen_dtype("vlm"), cfg.vlm_checkpointing, cfg.frames_vlm, cfg.height,
+                      cfg.width, largest, text, answer),
+                     lambda: fit_vlm(VLMProbe(recipe.scorer), cfg.frames_vlm, cfg.height, cfg.width,
+                                     reference=largest in ("Phy", "VQ"), text=text, answer=answer))
     frames_bytes = cfg.frames_vlm * 3 * cfg.height * cfg.width * 4 * 2  # the frames and their gradient
     guided = "guided: two forwards" if cfg.guidance > 1 else "one forward"
     how_dit = f"measured (shapes only) on {tokens} tokens at 1 and 2 of {dit.blocks} blocks; × blocks"
@@ -412,19 +420,25 @@ def plan_revise(recipe, *, mixed_precision: str | None, sharding: Sharding) -> P
     terms += trained_terms(recipe.trainable, run.optim.optimizer, sharding)
     latent = _latent_geometry(adapter, cfg.frames, cfg.height, cfg.width)
     tokens = 2 * _tokens(adapter, latent)  # target and source
-    dit = fit_dit(DiTProbe(adapter, mixed_precision, editor=True, checkpoint_step=False, guidance=1.0), latent)
+    dit = remembered(("editor", cfg.model, cfg.finetune, cfg.lora_rank, cfg.gradient_checkpointing, mixed_precision,
+                      latent),
+                     lambda: fit_dit(DiTProbe(adapter, mixed_precision, editor=True, checkpoint_step=False,
+                                              guidance=1.0), latent))
     from vidcli.diffusion.rollout import uniform_frame_indices
 
     judged = cfg.objective != "sft"
     indices = uniform_frame_indices(cfg.frames, cfg.frames_critic)
     needed = adapter.latent_frames_for(indices)
-    decode = fit_decode(adapter, (needed, latent[1], latent[2]), indices, cfg.decode_checkpointing)
+    decode = remembered(("decode", cfg.model, cfg.vae_dtype, latent, tuple(indices), cfg.decode_checkpointing),
+                        lambda: fit_decode(adapter, (needed, latent[1], latent[2]), indices, cfg.decode_checkpointing))
     lengths, lengths_how = query_tokens(recipe, recipe.critic.scorer, ["critic"])
     text, answer = lengths["critic"]
     critic = 0.0
     if judged:
-        critic = fit_vlm(VLMProbe(recipe.critic.scorer), cfg.frames_critic, cfg.height, cfg.width, reference=True,
-                         text=text, answer=answer, margin=True)
+        critic = remembered(("critic", cfg.vlm, recipe.frozen_dtype("vlm"), cfg.vlm_checkpointing, cfg.frames_critic,
+                             cfg.height, cfg.width, text),
+                            lambda: fit_vlm(VLMProbe(recipe.critic.scorer), cfg.frames_critic, cfg.height, cfg.width,
+                                            reference=True, text=text, answer=answer, margin=True))
     frames_bytes = cfg.frames_critic * 3 * cfg.height * cfg.width * 4 * 2
     how_dit = f"measured (shapes only) on {tokens} tokens at 1 and 2 of {dit.blocks} blocks; × blocks"
     triplets = run.batch_size

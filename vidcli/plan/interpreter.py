@@ -30,7 +30,7 @@ import torch.nn.functional as F
 
 from vidcli import weights
 from vidcli.plan.meter import LiveTensors
-from vidcli.plan.probe import Reading, cut_copy, depths_of, fake_mode, fit_depths, measure, stacks
+from vidcli.plan.probe import Reading, cut_copy, depths_of, fake_mode, fit_depths, measure, remembered, stacks
 from vidcli.plan.report import Phase, Plan, Term, count_text
 from vidcli.plan.static import Sharding, module_bytes, trained_terms, weight_term
 
@@ -251,7 +251,9 @@ def plan_interpreter(command: str, recipe, *, mixed_precision: str | None, shard
     batch = run.batch_size
     rows = batch * (cfg.num_generations if command == "grpo" else 1)
     probe = InterpreterProbe(interpreter, mixed_precision, "grpo" if command == "grpo" else "sft", work, rows)
-    acts = fit_activations(probe, reference=command == "grpo")
+    key = ("interpreter", command, cfg.model, cfg.finetune, cfg.lora.rank, getattr(cfg, "stage", "cot"),
+           cfg.gradient_checkpointing, mixed_precision, work, rows)
+    acts = remembered(key, lambda: fit_activations(probe, reference=command == "grpo"))
     how = (f"measured (shapes only) on {rows} × ({work.prompt_tokens} + {work.target_tokens}) tokens "
            "at 1 and 2 layers per stack; × layers")
     names = {"text": "language model", "vision": "vision tower"}

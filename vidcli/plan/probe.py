@@ -143,3 +143,14 @@ def fit_depths(read_at: Callable[[dict[str, int]], float], kinds: list[str]) -> 
     base = read_at(ones)
     layers = {kind: read_at({**ones, kind: 2}) - base for kind in kinds}
     return Fit(base - sum(layers.values()), layers)
+
+
+_MEASURED: dict[tuple, object] = {}
+
+
+def remembered(key: tuple, measure_it: Callable[[], object]):
+    """A measurement, made once per process for ``key`` (the settings it depends on): the
+    plans of a budget's measures share most of their probes with the run's own plan."""
+    if key not in _MEASURED:
+        _MEASURED[key] = measure_it()
+    return _MEASURED[key]

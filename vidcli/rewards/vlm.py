@@ -130,6 +130,18 @@ class VLMScorer:
             processor = AutoProcessor.from_pretrained(path)
         return cls(model.to(weights.placement(device)), processor)
 
+    def checkpoint_activations(self) -> None:
+        """Recompute each layer's activations during backward instead of keeping them from the
+        forward: a query then holds only every layer's input until its gradient reaches the
+        pixels (``--vlm-checkpointing``). transformers checkpoints only in training mode, which
+        changes nothing else in these models (their dropout rates are 0)."""
+        kwargs = {"use_reentrant": False}
+        if hasattr(self.model, "activation_checkpointing_enable"):  # the name since transformers 5.x
+            self.model.activation_checkpointing_enable(kwargs)
+        else:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        self.model.train()
+
     def video_pixels(self, frames: torch.Tensor, fps: float = 2.0) -> VideoPixels:
         """Frames (F, 3, H, W) in [0, 1] → model-ready pixels (see :func:`video_pixels`)."""
         out = video_pixels(self.processor.video_processor, frames.to(self.model.device), fps)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from vidcli.errors import InputError
+from vidcli.records import choice_field, field_of
 from vidcli.scoring.vqa import field_value
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -85,21 +86,15 @@ def _validator(criteria: tuple[str, ...]):
 
 def _triplet(record: dict) -> tuple[dict, str, bool]:
     """The record's checked source, instruction, and whether PC applies."""
-    source = record.get("source")
-    if not isinstance(source, dict):
-        raise InputError("missing field 'source' ({video, start, end} of the source clip)")
+    source = field_of(record, "source", dict, hint="{video, start, end} of the source clip")
     for name in ("start", "end"):
         if source.get(name) is not None and (isinstance(source[name], bool)
                                              or not isinstance(source[name], (int, float))):
             raise InputError(f"field 'source.{name}' must be a number of seconds")
     if source.get("start") is not None and source.get("end") is not None and source["end"] <= source["start"]:
         raise InputError(f"field 'source': end ({source['end']}) must come after start ({source['start']})")
-    instruction = record.get("instruction")
-    if not isinstance(instruction, str) or not instruction.strip():
-        raise InputError("missing field 'instruction' (the edit instruction)")
-    subset = record.get("subset")
-    if subset is not None and subset not in SUBSETS:
-        raise InputError(f"field 'subset' must be one of {', '.join(SUBSETS)}, got {subset!r}")
+    instruction = field_of(record, "instruction", str, hint="the edit instruction")
+    subset = choice_field(record, "subset", SUBSETS)
     return source, instruction, subset != "icvg"
 
 

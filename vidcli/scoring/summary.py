@@ -179,12 +179,40 @@ def write_summary(summary: dict, path: str | os.PathLike) -> None:
     _atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
 
 
-def plot_summary(summary: dict, path: str | os.PathLike) -> None:
-    """A PNG with one panel per metric: the mean of each group with its 95% interval.
+# What each score key measures, in the plot's words: (axis label, the range its values can take).
+# ReaDe's reward has no fixed range (its weights are flags): its axis is left free.
+SCALES: dict[str, tuple[str, tuple[float, float] | None]] = {
+    "format": ("R_format (0, 0.2 or 1)", (0.0, 1.0)),
+    "user": ("R_user: share of U supported", (0.0, 1.0)),
+    "detail": ("R_detail: share of S supported", (0.0, 1.0)),
+    "supp": ("R_supp: share of Z supported", (0.0, 1.0)),
+    "contra": ("R_contra: self-contradiction (0 or 1)", (0.0, 1.0)),
+    "reward": ("ReaDe reward R_format + R_content", None),
+    "vqa": ("p(desired verdict), mean of TA/Phy/VQ", (0.0, 1.0)),
+    "rve": ("overall judge score (0–10)", (0.0, 10.0)),
+}
 
-    Without groups the panels show one point, "all". matplotlib is used through its
-    object API with the Agg canvas, so no global backend is switched and no display is
-    needed.
+
+def metric_scale(key: str) -> tuple[str, tuple[float, float] | None]:
+    """The axis label and value range of a score key (per-question vqa keys and rve criteria included)."""
+    if key in SCALES:
+        return SCALES[key]
+    if key.startswith("vqa_") or key.startswith("vqa."):
+        return f"p(desired verdict) of {key[4:]}", (0.0, 1.0)
+    if key.startswith("rve_"):
+        return f"{key[4:]} judge score (0–10)", (0.0, 10.0)
+    return "value", None
+
+
+def summary_figure(summary: dict):
+    """A matplotlib Figure with one panel per metric: the mean of each group with its 95% interval.
+
+    Each panel is titled with the metric and its y axis says what the value measures
+    and spans its full range (0–1, 0–10) where there is one, so panels and runs compare
+    at a glance; every mean is written beside its point; the x axis names the groups
+    with their counts. A group with fewer than two values has no interval (a hollow
+    point). Without groups the panels show one point, "all". matplotlib's object API on
+    the Agg canvas: no global backend is switched and no display is needed.
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -196,19 +224,36 @@ def plot_summary(summary: dict, path: str | os.PathLike) -> None:
         raise ValueError("nothing to plot: the summary has no metrics")
     cols = min(3, len(keys))
     rows = math.ceil(len(keys) / cols)
-    fig = Figure(figsize=(max(4.0, 0.8 * len(labels) + 2) * cols, 3.2 * rows), layout="constrained")
+    fig = Figure(figsize=(max(4.0, 0.8 * len(labels) + 2) * cols, 3.4 * rows + 0.5), layout="constrained")
     FigureCanvasAgg(fig)
     for k, key in enumerate(keys):
         ax = fig.add_subplot(rows, cols, k + 1)
         stats = [groups[label]["metrics"][key] for label in labels]
-        xs = [i for i, s in enumerate(stats) if s["mean"] is not None]
-        ax.errorbar(xs, [stats[i]["mean"] for i in xs], yerr=[stats[i]["half_width"] or 0.0 for i in xs],
-                    fmt="o", capsize=4)
-        ax.set_xticks(range(len(labels)), [f"{label}\n(n={s['n']})" for label, s in zip(labels, stats)],
-                      fontsize=8)
+        with_ci = [i for i, s in enumerate(stats) if s["mean"] is not None and s["half_width"] is not None]
+        single = [i for i, s in enumerate(stats) if s["mean"] is not None and s["half_width"] is None]
+        ax.errorbar(with_ci, [stats[i]["mean"] for i in with_ci], yerr=[stats[i]["half_width"] for i in with_ci],
+                    fmt="o", color="C0", capsize=4)
+        ax.plot(single, [stats[i]["mean"] for i in single], "o", mfc="none", color="C0")
+        for i in with_ci + single:
+            ax.annotate(f"{stats[i]['mean']:.3g}", (i, stats[i]["mean"]), xytext=(6, 0), textcoords="offset points",
+                        va="center", fontsize=8)
+        ax.set_xticks(range(len(labels)), [f"{label}\n(n={s['n']})" for label, s in zip(labels, stats)], fontsize=8)
         ax.set_xlim(-0.5, len(labels) - 0.5)
+        axis, span = metric_scale(key)
+        if span is not None:
+            margin = 0.05 * (span[1] - span[0])
+            ax.set_ylim(span[0] - margin, span[1] + margin)
+        ax.set_ylabel(axis, fontsize=8)
+        ax.set_xlabel(summary["by"] or "all records", fontsize=8)
         ax.set_title(key)
         ax.grid(axis="y", alpha=0.3)
-    if summary["by"]:
-        fig.suptitle(f"mean and 95% CI by {summary['by']}")
+    grouping = f", by {summary['by']}" if summary["by"] else ""
+    fig.suptitle(f"mean and 95% confidence interval (Student's t) over {summary['records']} record(s){grouping}; "
+                 "hollow: fewer than 2 values, no interval", fontsize=9)
+    return fig
+
+
+def plot_summary(summary: dict, path: str | os.PathLike) -> None:
+    """:func:`summary_figure` as a PNG, written to a temporary file and renamed."""
+    fig = summary_figure(summary)
     _atomic_write(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=100))

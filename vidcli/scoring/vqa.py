@@ -77,7 +77,8 @@ class VideoInputs:
     def clip(self, index: int, value: object, field: str, *, start: float | None = None,
              end: float | None = None) -> "VideoClip":
         """``self.frames`` frames of the video at ``value`` (the record's ``field``), from ``[start, end)``."""
-        from vidcli.media import load_video, resolve_media_path
+        from vidcli.media import load_video
+        from vidcli.media_access import MediaAccess
 
         if value is None:
             raise InputError(f"missing field '{field}' (a video path)")
@@ -85,7 +86,7 @@ class VideoInputs:
             raise InputError(f"field '{field}' must be a video path, got {type(value).__name__}")
         base = self.base_dirs[index] if index < len(self.base_dirs) else Path.cwd()
         try:
-            path = resolve_media_path(value, base, media_root=self.media_root, allow_escape=self.allow_escape)
+            path = MediaAccess(self.media_root, self.allow_escape).path(value, base)
             return load_video(path, num_frames=self.frames, start=start, end=end)
         except MediaError as exc:
             raise InputError(f"field '{field}': {exc}") from None

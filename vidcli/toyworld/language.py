@@ -35,11 +35,18 @@ class Fact:
     subject: str | None
     value: str | None
 
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "subject": self.subject, "value": self.value}
+
+    @classmethod
+    def from_dict(cls, value: dict) -> "Fact":
+        return cls(value["kind"], value.get("subject"), value.get("value"))
+
     def phrase(self) -> str:
         """The fact as a short sentence fragment ("the ball moves left")."""
         s = self.subject
         if self.kind == "object":
-            return f"there is a {s}"
+            return f"there is no {s}" if self.value == "absent" else f"there is a {s}"
         if self.kind == "colour":
             return f"the {s} is {self.value}"
         if self.kind == "motion":
@@ -125,16 +132,24 @@ def six_part(scene: Scene) -> dict[str, str]:
 
 def drf_elements(scene: Scene) -> dict[str, list[str]]:
     """The eight DRF element lists (SPEC §3) that the canonical caption asks for."""
-    facts = scene_facts(scene)
+    return elements_of(scene_facts(scene))
+
+
+def elements_of(facts: list[Fact]) -> dict[str, list[str]]:
+    """The eight DRF element lists stating ``facts`` (in their order): "a red ball" per object,
+    "a dark striped background", each motion, relation and colour as its phrase, the camera."""
+    colours = {f.subject: f.value for f in facts if f.kind == "colour"}
+    scene_words = [f.value for f in facts if f.kind == "background"]
     return {
-        "environment": [background_phrase(scene)],
-        "objects": [object_phrase(t) for t in scene.things],
+        "environment": [f"a {' '.join(scene_words)} background"] if scene_words else [],
+        "objects": [f"a {colours[f.subject]} {f.subject}" if f.subject in colours else f"a {f.subject}"
+                    for f in facts if f.kind == "object" and f.value is None],
         "motion": [f.phrase() for f in facts if f.kind == "motion"],
         "spatial": [f.phrase() for f in facts if f.kind == "relation"],
         "color": [f.phrase() for f in facts if f.kind == "colour"],
         "lighting": [],
         "text": [],
-        "camera": [camera_sentence(scene.camera)[:-1].lower()],
+        "camera": [f.phrase() for f in facts if f.kind == "camera"],
     }
 
 
@@ -159,7 +174,9 @@ _REL = re.compile(rf"\b(?P<a>{_SHAPE})\s+(?:is\s+)?(?P<rel>above|below|to\s+the\
                   rf"left\s+of|right\s+of)\s+the\s+(?:(?:{_COLOUR})\s+)?(?P<b>{_SHAPE})\b")
 _BACKGROUND = re.compile(rf"\b(?P<words>(?:(?:{_TONE}|{_PATTERN})[\s,]+(?:and\s+)?)+)background\b")
 _BACKGROUND_IS = re.compile(rf"\bbackground\s*(?:is|:)\s*(?P<words>(?:(?:{_TONE}|{_PATTERN})[\s,]*(?:and\s+)?)+)")
-_PANS = re.compile(rf"\bcamera\b[^.;]*?\bpans?\s+(?:to\s+the\s+)?(?P<dir>left|right)\b")
+# Only a camera pans in this world, so "pan left" needs no "camera" beside it (a trajectory's
+# description says "moderate pan left").
+_PANS = re.compile(r"\bpan(?:s|ning)?\s+(?:to\s+the\s+)?(?P<dir>left|right)\b")
 _STATIC = re.compile(r"\b(?:static|still|fixed|steady)\s+camera\b|\bcamera\b[^.;]*?\b(?:is|stays|remains)\s+"
                      r"(?:static|still|fixed|steady)\b")
 
@@ -206,3 +223,46 @@ def self_contradictory(text: str) -> bool:
     """True when ``text`` states two facts that cannot both hold (a ball both red and blue)."""
     facts = sorted(read_facts(text))
     return any(contradicts(a, b) for i, a in enumerate(facts) for b in facts[i + 1:])
+
+
+def in_order(facts: set[Fact] | list[Fact], text: str) -> list[Fact]:
+    """``facts`` sorted the way :func:`scene_facts` lists them, objects in the order ``text``
+    first names them (so facts read back from a caption come out in the caption's order)."""
+    low = text.lower()
+    shapes = sorted({f.subject for f in facts if f.subject}, key=lambda s: (low.find(s) % (len(low) + 1), s))
+    rank = {kind: i for i, kind in enumerate(("object", "colour", "motion"))}
+
+    def key(fact: Fact) -> tuple:
+        if fact.kind in rank:
+            return (0, shapes.index(fact.subject), rank[fact.kind], str(fact.value))
+        return (1, KINDS.index(fact.kind), 0 if fact.value in TONES else 1, str(fact.value))
+
+    return sorted(set(facts), key=key)
+
+
+def key_info_group(facts: set[Fact] | list[Fact], text: str = "", *, style: bool = False) -> dict:
+    """A key-info element set (SPEC §3) stating exactly ``facts``: each object with its colour
+    as an attribute, the background as an object with tone and pattern, motions and
+    relations as actions, the camera as its motion; ``style`` adds the world's one style.
+    Every element :func:`vidcli.rewards.coverage.group_elements` makes of it reads back
+    (:func:`read_facts`) as the facts it came from."""
+    ordered = in_order(facts, text)
+    objects: dict[str, list[str]] = {}
+    for fact in ordered:
+        if fact.kind == "object":
+            objects.setdefault(fact.subject, [])
+        elif fact.kind == "colour":
+            objects.setdefault(fact.subject, []).append(fact.value)
+    scene_words = [f.value for f in ordered if f.kind == "background"]
+    group = {"objects": [{"name": name, "attributes": attrs} for name, attrs in objects.items()],
+             "actions": [f.phrase() for f in ordered if f.kind in ("motion", "relation")],
+             "camera": [("static" if f.value == "static" else f"pans {f.value}") for f in ordered if f.kind == "camera"],
+             "style": [STYLE] if style else []}
+    if scene_words:
+        group["objects"].append({"name": "background", "attributes": scene_words})
+    return group
+
+
+def states_style(text: str) -> bool:
+    """Whether ``text`` names the world's style (flat colours on a simple synthetic scene)."""
+    return "flat colour" in text.lower() or "flat color" in text.lower()

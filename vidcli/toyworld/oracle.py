@@ -32,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from vidcli.toyworld.language import KINDS, Fact, read_facts
-from vidcli.toyworld.scene import COLOURS, SHAPES, Scene
+from vidcli.toyworld.scene import COLOURS, HALF, SHAPES, Scene, coverage
 
 SATURATED = 70.0  # max − min channel above which a pixel is coloured (an object's)
 LUMA_STEP = 20.0  # luma difference from the background that marks an object's pixel
@@ -60,35 +60,35 @@ def colour_name(rgb: np.ndarray) -> np.ndarray:
     return distance.argmin(axis=-1)
 
 
-def shape_features(mask: np.ndarray) -> tuple[float, float]:
-    """``(taper, boxiness)`` of a region's (H, W) boolean mask (see :func:`region_shape`)."""
-    rows, cols = np.nonzero(mask)
-    box = mask[rows.min():rows.max() + 1, cols.min():cols.max() + 1]
-    widths = box.sum(axis=1).astype(float)
-    q = max(1, len(widths) // 4) + 1
-    top, bottom = np.median(widths[:q]) / widths.max(), np.median(widths[-q:]) / widths.max()
-    centre = float(((np.arange(len(widths)) + 0.5) * widths).sum() / widths.sum() / len(widths))
-    k = 2
-    corners = float(np.mean([box[:k, :k].mean(), box[:k, -k:].mean(), box[-k:, :k].mean(), box[-k:, -k:].mean()]))
-    return (bottom - top) + 4 * (centre - 0.5), corners + (top + bottom) / 2
+# Where each shape's centre of mass sits below the centre of its box, in units of HALF
+# (a triangle with its apex up has two thirds of its height above its centroid).
+_CENTROID_BELOW = {"ball": 0.0, "square": 0.0, "triangle": 1.0 / 3.0}
+_FIT_OFFSETS = (-0.5, 0.0, 0.5)  # px around the centroid-based guess
 
 
-def region_shape(mask: np.ndarray) -> str:
-    """ball, square or triangle, from a region's (H, W) boolean mask.
+def shape_fit(alpha: np.ndarray, half: float = HALF) -> dict[str, float]:
+    """Mean squared difference between ``alpha`` (an (H, W) map of how much of each pixel an
+    object covers, 0..1) and each shape drawn as the world draws it, at its best position
+    near the map's centre of mass (±½ px)."""
+    height, width = alpha.shape
+    total = float(alpha.sum())
+    ys, xs = np.mgrid[0:height, 0:width] + 0.5
+    cx, cy = float((alpha * xs).sum() / total), float((alpha * ys).sum() / total)
+    errors = {}
+    for shape in SHAPES:
+        guess_y = cy - _CENTROID_BELOW[shape] * half
+        errors[shape] = min(float(np.mean((coverage(shape, cx + ox, guess_y + oy, height, width, half) - alpha) ** 2))
+                            for ox in _FIT_OFFSETS for oy in _FIT_OFFSETS)
+    return errors
 
-    Two features of its bounding box. *Taper*: how much wider the bottom rows are than the
-    top rows (medians over a quarter of the rows each, relative to the widest row, so a
-    stray pixel of video coding at an edge does not count), plus how far below the box's
-    middle the mass sits (a triangle's centroid is at two thirds of its height): high for
-    a triangle only. *Boxiness*: how full the box's four 2×2 corners are, plus how wide
-    both ends are: a square fills its corners and is as wide at its ends as in the middle.
-    Thresholds from renders and their mp4 copies (1500 regions): taper ≤ 0.42 for balls and
-    squares, ≥ 0.72 for triangles; boxiness ≤ 1.28 for balls, ≥ 1.35 for squares.
-    """
-    taper, boxiness = shape_features(mask)
-    if taper >= 0.57:
-        return "triangle"
-    return "square" if boxiness >= 1.31 else "ball"
+
+def region_shape(alpha: np.ndarray, half: float = HALF) -> str:
+    """ball, square or triangle: the shape whose drawing best matches a region's coverage
+    map (see :func:`shape_fit`). Objects of the world all have the same size, so the fit
+    compares outlines, not areas: a square fills its box's corners, a triangle's mass sits
+    low, a ball is neither."""
+    errors = shape_fit(alpha, half)
+    return min(errors, key=errors.get)
 
 
 @dataclass
@@ -176,30 +176,43 @@ def _filled(profiles: np.ndarray) -> np.ndarray:
 
 
 def _regions(frames: np.ndarray) -> list[Region]:
-    """Candidate objects per frame: connected pixels that stand out from the background (by luma
-    against the background of their column, or by colour) and are mostly coloured."""
+    """Candidate objects per frame, found in luma, which video coding keeps at full resolution
+    (it halves the colour resolution, so colour edges bleed by a pixel or two).
+
+    A region is a connected set of pixels whose luma differs from the background of their
+    column by LUMA_STEP or more; its outline is where that difference reaches half of the
+    region's own contrast (the pixels an antialiased edge covers at least half), and it
+    counts as an object when at least a third of the outline is coloured. Its colour is
+    the majority over those coloured pixels."""
     from scipy import ndimage
 
     rgb = frames.astype(float)
     saturation = rgb.max(axis=-1) - rgb.min(axis=-1)
     level = _luma(rgb)
     background = _filled(_column_profiles(level, saturation < GREY))[:, None, :]
-    foreground = (np.abs(level - background) >= LUMA_STEP) | (saturation >= SATURATED)
+    contrast = np.abs(level - background)
     names = list(COLOURS)
     colour_index = colour_name(rgb)
     scale = frames.shape[1] / 32.0
     regions = []
     for t in range(frames.shape[0]):
-        labels, count = ndimage.label(foreground[t], structure=np.ones((3, 3)))
-        for k in range(1, count + 1):
-            region = labels == k
+        labels, count = ndimage.label(contrast[t] >= LUMA_STEP, structure=np.ones((3, 3)))
+        for k, box in enumerate(ndimage.find_objects(labels), start=1):
+            found = labels == k
+            core = float(np.percentile(contrast[t][found], 80))
+            region = found & (contrast[t] >= core / 2)
             area = int(region.sum())
             coloured = region & (saturation[t] >= SATURATED)
             if area < MIN_AREA * scale * scale or coloured.sum() * 3 < area:
                 continue
             colour = names[int(np.bincount(colour_index[t][coloured], minlength=len(names)).argmax())]
             ys, xs = np.nonzero(region)
-            regions.append(Region(t, colour, region_shape(region), area,
+            pad = int(np.ceil(2 * scale))
+            rows = slice(max(0, box[0].start - pad), box[0].stop + pad)
+            cols = slice(max(0, box[1].start - pad), box[1].stop + pad)
+            near = ndimage.binary_dilation(found, iterations=pad)[rows, cols]
+            alpha = np.clip(contrast[t][rows, cols] / core, 0.0, 1.0) * near
+            regions.append(Region(t, colour, region_shape(alpha, HALF * scale), area,
                                   (float(xs.mean() + 0.5) / scale, float(ys.mean() + 0.5) / scale)))
     return regions
 

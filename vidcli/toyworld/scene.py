@@ -104,7 +104,7 @@ def _fits(scene: Scene) -> bool:
 
 
 def place(scene: Scene, rng: np.random.Generator, tries: int = 200) -> Scene | None:
-    """The scene with start positions drawn so that it fits (see :func:`_fits`); None if none was found."""
+    """The scene with start positions drawn so that it _fits (see :func:`_fits`); None if none was found."""
     for _ in range(tries):
         things = tuple(replace(t, x=float(rng.uniform(0, SIZE)), y=float(rng.uniform(0, SIZE)))
                        for t in scene.things)
@@ -135,19 +135,21 @@ def random_scene(rng: np.random.Generator, *, objects: int | None = None) -> Sce
 _SUPER = 4  # supersampling factor per axis
 
 
-def _coverage(shape: str, cx: float, cy: float, grid: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """Fraction of each pixel the shape covers (supersampled grid in pixel units)."""
-    xs, ys = grid
+def coverage(shape: str, cx: float, cy: float, height: int = SIZE, width: int = SIZE,
+             half: float = HALF) -> np.ndarray:
+    """(height, width) fraction of each pixel that a ``shape`` centred at (cx, cy) covers,
+    measured on a 4×4 supersampled grid; ``half`` is half its box's width (the world's: HALF)."""
+    xs, ys = np.meshgrid((np.arange(width * _SUPER) + 0.5) / _SUPER, (np.arange(height * _SUPER) + 0.5) / _SUPER)
     dx, dy = xs - cx, ys - cy
     if shape == "ball":
-        inside = dx ** 2 + dy ** 2 <= HALF ** 2
+        inside = dx ** 2 + dy ** 2 <= half ** 2
     elif shape == "square":
-        inside = (np.abs(dx) <= HALF - 0.5) & (np.abs(dy) <= HALF - 0.5)
+        inside = (np.abs(dx) <= half - 0.5) & (np.abs(dy) <= half - 0.5)
     elif shape == "triangle":  # apex up, base at the bottom of the box
-        inside = (dy >= -HALF) & (dy <= HALF) & (np.abs(dx) <= (dy + HALF) / 2)
+        inside = (dy >= -half) & (dy <= half) & (np.abs(dx) <= (dy + half) / 2)
     else:
         raise ValueError(f"unknown shape {shape!r}")
-    return inside.reshape(SIZE, _SUPER, SIZE, _SUPER).mean(axis=(1, 3))
+    return inside.reshape(height, _SUPER, width, _SUPER).mean(axis=(1, 3))
 
 
 def _grid() -> tuple[np.ndarray, np.ndarray]:
@@ -169,13 +171,12 @@ def background(scene: Scene, t: float) -> np.ndarray:
 
 def render(scene: Scene) -> np.ndarray:
     """The scene as RGB uint8 frames (FRAMES, SIZE, SIZE, 3)."""
-    grid = _grid()
     frames = []
     for t in np.linspace(0.0, 1.0, FRAMES):
         image = background(scene, float(t))
         for thing in scene.things:
             cx, cy = thing.centre(float(t), scene.pan_offset(float(t)))
-            alpha = _coverage(thing.shape, cx, cy, grid)[:, :, None]
+            alpha = coverage(thing.shape, cx, cy)[:, :, None]
             image = image * (1 - alpha) + np.asarray(COLOURS[thing.colour], dtype=float) * alpha
         frames.append(np.clip(np.round(image), 0, 255).astype(np.uint8))
     return np.stack(frames)

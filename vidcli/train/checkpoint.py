@@ -8,7 +8,8 @@ kept only where a run can resume from it)::
                          diffusers folder or a peft adapter (safetensors), loadable by
                          the plain library
     vidcli.json          command, arguments, package version, input fingerprints, step,
-                         metrics (never environment variables or keys)
+                         metrics, the run summary so far (:mod:`vidcli.train.monitor`),
+                         the W&B run id (never environment variables or keys)
     trainer_state/       accelerate's ``save_state`` without model weights: optimizer,
                          RNG states (python, numpy, torch, CUDA) of every process;
                          plus progress.json: step, data position in global terms
@@ -185,12 +186,13 @@ class Checkpointer:
         accelerator.register_load_state_pre_hook(lambda models, inp: models.clear())
 
     def save(self, step: int, *, save_weights: Callable[[Path], None], scheduler, micro_batches: int,
-             metrics: dict, final: bool = False, order: "DataOrder | None" = None) -> Path:
+             metrics: dict, final: bool = False, order: "DataOrder | None" = None,
+             summary: dict | None = None) -> Path:
         """Write a checkpoint for ``step``; ``final`` writes it into the output folder itself.
 
         ``save_weights(folder)`` runs on the main process only. ``order`` records the
         data position in global terms, so the run can resume on another process count.
-        Returns the folder.
+        ``summary`` (:meth:`RunMonitor.summary`) goes into ``vidcli.json``. Returns the folder.
         """
         acc = self.accelerator
         tmp = self.output_dir / f".checkpoint-{step}.partial"
@@ -210,7 +212,7 @@ class Checkpointer:
                 progress = {"step": step, **data, "num_processes": acc.num_processes,
                             "scheduler": scheduler.state_dict()}
                 _write_json(tmp / TRAINER_STATE / PROGRESS, progress)
-            _write_json(tmp / RUN_INFO, self._run_info(step, metrics, final))
+            _write_json(tmp / RUN_INFO, self._run_info(step, metrics, final, summary))
             target = self._publish_final(tmp) if final else self._publish(tmp, step)
             if not final:
                 self._prune()
@@ -272,7 +274,7 @@ class Checkpointer:
             _remove(old)
             log.info("removed %s (--save-total-limit %d)", old.name, limit)
 
-    def _run_info(self, step: int, metrics: dict, final: bool) -> dict:
+    def _run_info(self, step: int, metrics: dict, final: bool, summary: dict | None = None) -> dict:
         return {
             "command": self.info.command,
             "version": __version__,
@@ -281,6 +283,7 @@ class Checkpointer:
             "step": step,
             "final": final,
             "metrics": metrics,
+            **({"summary": summary} if summary is not None else {}),
             **self.info.extra,
         }
 
@@ -318,22 +321,3 @@ def apply_umask(folder: Path) -> None:
 
 def _write_json(path: Path, value: dict) -> None:
     path.write_text(json.dumps(value, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-
-
-def trim_step_log(path: Path, step: int) -> None:
-    """Keep a step log's lines of steps up to ``step`` (a resumed run redoes the rest).
-
-    Lines torn by a kill are dropped; the file is replaced atomically.
-    """
-    if not path.exists():
-        return
-    kept = []
-    for line in path.read_text(encoding="utf-8").splitlines():
-        try:
-            if json.loads(line)["step"] <= step:
-                kept.append(line + "\n")
-        except (ValueError, KeyError, TypeError):
-            continue
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(kept), encoding="utf-8")
-    os.replace(tmp, path)

@@ -17,7 +17,8 @@ One optimiser step takes ``grad_accum`` caption records per process, one video e
 4. **Backward** one query at a time: the decoded frames are cut from the graph, each
    query's loss is back-propagated into them (so only one VLM graph is alive at a time),
    then the summed frame gradient goes back through the VAE and the last K steps into
-   the DiT. The summed frame gradient is also what ``--save-grad-heatmaps`` draws.
+   the DiT. The summed frame gradient is also what ``--save-grad-heatmaps`` draws
+   (:mod:`vidcli.train.heatmaps`; with ``--heatmap-per-question``, each query's share too).
 5. **Update** the DiT (all weights, or LoRA adapters on its attention and feed-forward
    projections) with AdamW on the mean gradient over the step's records; VAE, text
    encoder and VLM never change. Over processes the mean is taken by the module
@@ -29,37 +30,39 @@ Checkpoints are diffusers pipeline folders: ``transformer/`` is the tuned DiT
 transformer is linked too and the adapter is ``pytorch_lora_weights.safetensors``:
 ``pipe = WanPipeline.from_pretrained(OUTPUT); pipe.load_lora_weights(OUTPUT)``.
 Each step's per-query log-likelihoods go to ``OUTPUT/rewards.jsonl``.
+
+**What the trackers get** (``--report-to``), besides the step's scalars: at step 0 of a
+fresh run, every ``--log-samples-every`` steps and at the last step, the videos of the
+first ``--log-samples`` records' prompts sampled without gradient by the DiT as it is
+then — the rollout's settings, each prompt's noise fixed by ``(--seed, record id)`` as
+``vidcli generate`` seeds it, so one prompt is watched changing over the run — as an
+animated GIF and a strip of its N_f reward frames; and the heatmap figure of the
+step's first record.
 """
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from vidcli.diffusion import LORA_WEIGHTS
-from vidcli.errors import InputError
-from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
-                                     read_run_info, remove_partials, safe_arguments)
-from vidcli.train.core import (DataOrder, RunConfig, aligned_storage, build_optimizer, build_scheduler,
-                               clip_and_step, make_accelerator, read_training_records, set_seed, total_steps)
-from vidcli.train.core import run_recipe
-from vidcli.train.checkpoint import trim_step_log
+from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
+from vidcli.train.core import RunConfig, run_recipe
+from vidcli.train.dit_tuning import (FINETUNE, check_same_tuning, frozen_dtype, load_generator, prepare_denoiser,
+                                     samples_due, save_pipeline, synced, train_dit)
+from vidcli.train.drf_data import Task, load_tasks
+from vidcli.train.optim import build_scheduler, clip_and_step, total_steps
+from vidcli.train.order import DataOrder
+from vidcli.train.start import RunStart, final_model, start_run
+from vidcli.train.steplog import StepLog
 
 log = logging.getLogger("vidcli.train")
 
-FINETUNE = ("full", "lora")
 REWARDS = ("vanilla", "rich", "binary")
 DIMS = ("TA", "Phy", "VQ")
 REWARDS_LOG = "rewards.jsonl"
-# The DiT blocks' attention and feed-forward projections (Wan and CogVideoX name them alike).
-LORA_TARGETS = ["to_q", "to_k", "to_v", "to_out.0", "ffn.net.0.proj", "ffn.net.2", "ff.net.0.proj", "ff.net.2"]
 
 
 @dataclass
@@ -89,9 +92,12 @@ class DRFConfig:
     decode_checkpointing: bool = True  # the VAE decode keeps only its latents until backward
     vlm_dtype: str = "auto"  # auto: the compute dtype (bf16 under bf16 mixed precision)
     text_encoder_dtype: str = "auto"
+    vae_dtype: str = "float32"  # as Wan advises; bf16 halves the differentiable decode's memory
+    vlm_checkpointing: bool = False  # recompute the frozen VLM's layers in backward
     offload_text_encoder: bool = False
     heatmaps_dir: str | None = None
     heatmap_samples: int = 4
+    heatmap_per_question: bool = False  # one heatmap row per question (its own gradient), not only the sum
     media_root: str | None = None
     allow_escape: bool = False
     log_every: int = 10
@@ -108,91 +114,6 @@ class DRFConfig:
             raise ValueError(f"frames_vlm must be in 1..frames ({self.frames})")
 
 
-# ----------------------------------------------------------------------------- records
-
-
-@dataclass
-class Task:
-    """One training record: the generation prompt, its queries and the real video they compare with."""
-
-    id: str
-    prompt: str
-    questions: list[dict]
-    video: Path | None  # needed only by Phy / VQ queries
-
-
-def to_task(source, config: DRFConfig) -> Task:
-    """Validate one ``decompose --schema drf`` record; InputError located at its file, line and id."""
-    from vidcli.media import resolve_media_path
-
-    try:
-        if source.error is not None:
-            raise source.error
-        record = source.record
-        prompt = record.get("caption")
-        if not isinstance(prompt, str) or not prompt.strip():
-            raise InputError("missing or empty 'caption' (the generation prompt)")
-        questions, video = [], None
-        if config.reward != "vanilla":
-            given = record.get("questions")
-            if not isinstance(given, list):
-                raise InputError("missing field 'questions' (records from vidcli decompose --schema drf)")
-            questions = [q for q in given if isinstance(q, dict) and q.get("dim") in config.dims]
-            if not questions:
-                raise InputError(f"no questions of the dimensions {','.join(config.dims)}")
-            for q in questions:
-                ref = q.get("reference")
-                if not isinstance(q.get("question"), str) or not isinstance(ref, dict) or not ref.get("answer"):
-                    raise InputError(f"question {q.get('key', '?')!r} ({q['dim']}) lacks a question text "
-                                     "or a reference answer")
-            if any(q["dim"] in ("Phy", "VQ") for q in questions):
-                root = Path(config.media_root) if config.media_root else None
-                video = resolve_media_path(record.get("video"), source.base_dir, media_root=root,
-                                           allow_escape=config.allow_escape)
-                if not video.is_file():
-                    raise InputError(f"reference video not found: {video}")
-    except InputError as exc:
-        raise exc.located(file=source.file, line=source.line, record_id=source.id) from None
-    return Task(str(record.get("id")), prompt, questions, video)
-
-
-def load_tasks(config: DRFConfig) -> tuple[list[Task], dict[str, dict]]:
-    """All records, validated before the first step, and the input fingerprints for ``vidcli.json``.
-
-    Warns once when some records have a reference answer that is not the desired verdict
-    (their real video shows the defect asked about): the reward then pulls the generator
-    towards that defect.
-    """
-    from vidcli.decompose.drf import undesired_questions
-
-    tasks, fingerprints = read_training_records(config.inputs, lambda source: to_task(source, config))
-    defects = [t.id for t in tasks if undesired_questions({"questions": t.questions})]
-    if defects:
-        log.warning("%d of %d records (e.g. %s) have a reference answer that is not the desired verdict (a Phy or "
-                    "VQ 'Yes': their real video shows the defect); the reward teaches that defect. Filter them with "
-                    "decompose --keep-consistent or leave the dimension out with --dims.",
-                    len(defects), len(tasks), defects[0])
-    return tasks, fingerprints
-
-
-class TrainedDenoiser(torch.nn.Module):
-    """The module accelerate prepares: the DiT, with the recipe's call into it as forward.
-
-    DDP (or FSDP) synchronises the gradients of forward passes made through the wrapper
-    that ``accelerator.prepare`` returns, but the recipes reach the DiT through an
-    adapter call (``adapter.denoise`` in the rollout, the editor's velocity in
-    revise-tune); that call becomes the wrapper's forward.
-    """
-
-    def __init__(self, dit: torch.nn.Module, call) -> None:
-        super().__init__()
-        self.dit = dit
-        self.call = call  # a bound method of the adapter or editor, not a registered module
-
-    def forward(self, *args):
-        return self.call(*args)
-
-
 class _RoutedAdapter:
     """The generator adapter with ``denoise`` going through the prepared module."""
 
@@ -207,138 +128,67 @@ class _RoutedAdapter:
 class DRFRecipe:
     """``setup()`` → ``train()`` → ``cleanup()``; ``save_checkpoint()`` in between."""
 
-    # What differs between the DiT trainers built on this recipe (ReviseRecipe overrides them).
-    command = "drf-tune"
-    step_log = REWARDS_LOG
-    method_flag = "reward"  # the config field a resumed run must keep, beside --finetune
-    record_noun = "records"
-
     def __init__(self, config: DRFConfig) -> None:
         self.config = config
         self.step = 0
         self.position = 0
         self.metrics: dict = {}
         self.heatmaps_written = 0
+        self.started: RunStart | None = None
 
     # ------------------------------------------------------------------ setup
-
-    def load_records(self) -> tuple[list, dict[str, dict]]:
-        return load_tasks(self.config)
-
-    def load_frozen_models(self, device: str) -> None:
-        """The frozen judge of the generated frames (the adapter is loaded already)."""
-        from vidcli.rewards.vlm import VLMScorer
-
-        self.scorer = VLMScorer.from_pretrained(self.config.vlm, device=device, dtype=self.frozen_dtype("vlm"))
-
-    def frozen_dtype(self, which: str) -> str:
-        """The dtype a frozen model is held in: its flag's, or under ``auto`` the compute dtype."""
-        from vidcli.train.core import compute_dtype
-
-        chosen = getattr(self.config, f"{which}_dtype")
-        return compute_dtype(self.mixed_precision) if chosen == "auto" else chosen
-
-    def micro_batch(self) -> int:
-        return 1  # one generated video per process and step
-
-    def run_info_extra(self) -> dict:
-        return {}
-
-    def dit_call(self):
-        """The call through which the recipe runs the DiT (becomes the prepared module's forward)."""
-        return self.adapter.denoise
 
     def setup(self) -> None:
         cfg, run = self.config, self.config.run
         check_output_dir(run.output_dir, run.resume)
         self.tasks, fingerprints = self.load_records()
-        project = "vidcli-" + self.command.split("-")[0]
-        self.accelerator = acc = make_accelerator(run, project=project, hparams=safe_arguments(cfg.arguments))
-        if not acc.is_main_process:
-            logging.getLogger("vidcli").setLevel(logging.WARNING)  # one log per run, not one per process
-        if acc.is_main_process and run.resume:
-            remove_partials(run.output_dir)
-        acc.wait_for_everyone()
-        resume_from = latest_checkpoint(run.output_dir) if run.resume else None
-        saved = (read_run_info(resume_from) or {}) if resume_from else {}
-        method = getattr(cfg, self.method_flag)
-        if resume_from is not None:
-            if saved.get("finetune") != cfg.finetune or saved.get(self.method_flag) != method:
-                raise InputError(f"--resume: {resume_from} was trained with --finetune {saved.get('finetune')} "
-                                 f"--{self.method_flag} {saved.get(self.method_flag)}")
-            check_same_inputs(resume_from, fingerprints)
-        set_seed(run.seed)
-        self.base_model = saved.get("base_model", cfg.model)
-        self.build_models("cpu" if acc.device.type == "cpu" else str(acc.device), acc.mixed_precision, resume_from)
-        dit = self.adapter.trainable_module()
-        aligned_storage(dit)  # the same memory layout whatever the process count (see there)
-        self.denoiser, self.optimizer = acc.prepare(TrainedDenoiser(dit, self.dit_call()),
-                                                    build_optimizer(dit.named_parameters(), run.optim))
+        self.started = start = start_run(
+            run, fingerprints, command="drf-tune", log_every=cfg.log_every, line_keys=("loss", "reward", "lr"),
+            check_same_run=lambda folder, saved: check_same_tuning(folder, saved, cfg.finetune, "reward", cfg.reward),
+            project="vidcli-drf", hparams=safe_arguments(cfg.arguments))
+        acc = self.accelerator = start.accelerator
+        self.monitor = start.monitor
+        self.base_model = start.saved.get("base_model", cfg.model)
+        self.build_models(start.device, acc.mixed_precision, start.resume_from)
+        self.denoiser, self.optimizer = prepare_denoiser(acc, self.adapter, self.adapter.denoise, run.optim)
         self.rollout_adapter = _RoutedAdapter(self.adapter, self.denoiser)
-        self.order = DataOrder(len(self.tasks), self.micro_batch(), run.seed, acc.num_processes, acc.process_index)
+        self.order = DataOrder(len(self.tasks), 1, run.seed, acc.num_processes, acc.process_index)  # one video
         self.total_steps = total_steps(run, self.order.batches_per_epoch)
         self.scheduler = build_scheduler(self.optimizer, run.optim, self.total_steps)
-        info = RunInfo(self.command, cfg.arguments, fingerprints,
-                       {"finetune": cfg.finetune, self.method_flag: method, "base_model": str(self.base_model),
-                        "vlm": cfg.vlm, "total_steps": self.total_steps, **self.run_info_extra()})
+        info = RunInfo("drf-tune", cfg.arguments, fingerprints,
+                       {"finetune": cfg.finetune, "reward": cfg.reward, "base_model": str(self.base_model),
+                        "vlm": cfg.vlm, "total_steps": self.total_steps, **self.monitor.run_info()})
         self.checkpointer = Checkpointer(acc, run.output_dir, info)
-        if resume_from is not None:
-            self.metrics = saved.get("metrics", {})
-            progress = self.checkpointer.load(resume_from, self.scheduler)
-            self.step, self.position = progress["step"], self.order.resume_position(progress)
-            log.info("resumed from %s at step %d", resume_from, self.step)
-        if acc.is_main_process:
-            trim_step_log(run.output_dir / self.step_log, self.step)
-        log.info("%s %s/%s: %d %s, %d steps, %d trainable parameters", self.command, method, cfg.finetune,
-                 len(self.tasks), self.record_noun, self.total_steps, sum(p.numel() for p in self.trainable))
+        self.step, self.position, self.metrics = start.restore(self.checkpointer, self.scheduler, self.order)
+        self.rewards_log = StepLog(acc, run.output_dir / REWARDS_LOG)
+        self.rewards_log.trim(self.step)
+        log.info("drf-tune %s/%s: %d records, %d steps, %d trainable parameters", cfg.reward, cfg.finetune,
+                 len(self.tasks), self.total_steps, sum(p.numel() for p in self.trainable))
 
     def build_models(self, device: str, mixed_precision: str | None, resume_from: Path | None = None) -> None:
         """Every model the run holds, placed and frozen or trainable; sets ``trainable``.
 
-        The generator (its DiT in float32 for full fine-tuning — the optimiser's master
-        weights — or, under LoRA, frozen in the compute dtype), its text encoder and VAE,
-        the frozen reward model, LoRA adapters and checkpointing. ``--plan`` builds the same
-        on the meta device (:mod:`vidcli.weights`).
+        The generator (:func:`~vidcli.train.dit_tuning.load_generator`), the frozen reward
+        model, then the DiT made trainable (:func:`~vidcli.train.dit_tuning.train_dit`).
+        ``--plan`` builds the same on the meta device (:mod:`vidcli.weights`).
         """
-        from vidcli.diffusion import OffloadedTextEncoder, load_adapter, set_flow_shift
-        from vidcli.train.core import compute_dtype
+        from vidcli.rewards.vlm import VLMScorer
 
         cfg = self.config
         self.mixed_precision = mixed_precision
-        full_resume = resume_from is not None and cfg.finetune == "full"
-        self.adapter = load_adapter(resume_from if full_resume else cfg.model, device=device,
-                                    dtype="float32" if cfg.finetune == "full" else compute_dtype(mixed_precision),
-                                    text_encoder_dtype=self.frozen_dtype("text_encoder"))
-        self.adapter.decode_checkpointing = cfg.decode_checkpointing
-        if getattr(cfg, "shift", None) is not None:  # drf-tune's --shift (revise-tune draws its own t)
-            set_flow_shift(self.adapter.pipe, cfg.shift)
-        if cfg.offload_text_encoder:
-            self.adapter.offloaded_text_encoder = OffloadedTextEncoder(self.adapter.pipe, self.adapter.device)
-        self.load_frozen_models(device)
-        dit = self.adapter.trainable_module()
-        dit.requires_grad_(cfg.finetune == "full")
-        if cfg.finetune == "lora":
-            self._add_lora(dit, resume_from)
-            for param in dit.parameters():
-                if param.requires_grad:  # adapters take the base's dtype; the optimiser wants float32
-                    param.data = param.data.float()
-        if cfg.gradient_checkpointing:
-            dit.enable_gradient_checkpointing()
-        dit.train()
-        self.trainable = [p for p in dit.parameters() if p.requires_grad]
+        self.adapter = load_generator(cfg, device=device, mixed_precision=mixed_precision, resume_from=resume_from)
+        self.scorer = VLMScorer.from_pretrained(cfg.vlm, device=device, dtype=self.frozen_dtype("vlm"))
+        if cfg.vlm_checkpointing:
+            self.scorer.checkpoint_activations()
+        self.trainable, self.lora_config = train_dit(self.adapter, cfg, resume_from)
 
-    def _add_lora(self, dit: torch.nn.Module, resume_from: Path | None) -> None:
-        from peft import LoraConfig
-        from peft.utils import set_peft_model_state_dict
-        from safetensors.torch import load_file
+    def load_records(self) -> tuple[list, dict[str, dict]]:
+        """The run's records, validated, and their input fingerprints (``--plan`` reads them too)."""
+        return load_tasks(self.config)
 
-        cfg = self.config
-        self.lora_config = LoraConfig(r=cfg.lora_rank, lora_alpha=cfg.lora_alpha, target_modules=LORA_TARGETS)
-        dit.add_adapter(self.lora_config)  # diffusers' own peft integration: the module keeps its class
-        if resume_from is not None:
-            state = load_file(resume_from / LORA_WEIGHTS)
-            prefix = "transformer."
-            set_peft_model_state_dict(dit, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+    def frozen_dtype(self, which: str) -> str:
+        """The dtype a frozen model is held in: its flag's, or under ``auto`` the compute dtype."""
+        return frozen_dtype(getattr(self.config, f"{which}_dtype"), self.mixed_precision)
 
     # ------------------------------------------------------------------ one step
 
@@ -348,9 +198,11 @@ class DRFRecipe:
         return int(np.random.default_rng([self.config.run.seed, self.order.stream_index(self.position)])
                    .integers(2**63))
 
-    def synced(self, last: bool):
-        """Gradients are averaged over processes on a step's last backward only (no_sync before)."""
-        return contextlib.nullcontext() if last else self.accelerator.no_sync(self.denoiser)
+    def native_fps(self) -> float:
+        """The rate the generator makes videos at (Wan 16 fps, CogVideoX 8)."""
+        from vidcli.diffusion.generate import FAMILY_FPS
+
+        return FAMILY_FPS.get(type(self.adapter.pipe).__name__, 16.0)
 
     def generated_fps(self) -> float:
         """The frame rate the VLM is told the N_f generated frames have.
@@ -359,12 +211,10 @@ class DRFRecipe:
         ``frames`` frames at the generator's own rate (Wan 16 fps, CogVideoX 8), e.g. 10 of
         49 at 16 fps ≈ 3.3 fps — the rate score vqa and decompose give a real video's frames.
         """
-        from vidcli.diffusion.generate import FAMILY_FPS
-
         cfg = self.config
         if cfg.fps is not None:
             return cfg.fps
-        return FAMILY_FPS.get(type(self.adapter.pipe).__name__, 16.0) * cfg.frames_vlm / cfg.frames
+        return self.native_fps() * cfg.frames_vlm / cfg.frames
 
     def reference_frames(self, task: Task) -> tuple[torch.Tensor, float] | None:
         """N_f frames of the caption-matched real video, (F, 3, H, W) in [0, 1], and their real
@@ -392,8 +242,9 @@ class DRFRecipe:
                             reference_fps=reference_fps, verdict_only=cfg.reward == "binary")
             yield {"dim": question.get("dim"), "key": question.get("key"), "loglik": -loss.item()}, loss
 
-    def train_step(self, task: Task) -> dict:
-        """Rollout, decode, reward, backward for one record; returns its log entry (and the frames/gradient)."""
+    def train_step(self, task: Task, per_query: bool = False) -> dict:
+        """Rollout, decode, reward, backward for one record; returns its log entry, the frames and their
+        gradient (``per_query``: also each query's own, on the CPU, for a heatmap row per question)."""
         from vidcli.diffusion.rollout import truncated_rollout, uniform_frame_indices
 
         cfg = self.config
@@ -404,14 +255,18 @@ class DRFRecipe:
         decoded = self.adapter.decode(latents, uniform_frame_indices(cfg.frames, cfg.frames_vlm))[0]
         # Cut the graph at the frames: each query's VLM graph is freed right after its backward.
         frames = decoded.detach().requires_grad_(True)
-        queries, total = [], 0.0
+        queries, total, query_grads = [], 0.0, []
         for entry, loss in self.query_losses(frames, task):
+            before = frames.grad.detach().clone() if per_query and frames.grad is not None else None
             loss.backward()
+            if per_query:  # this query's share: the gradient it added (a copy: frames.grad accumulates in place)
+                share = frames.grad - before if before is not None else frames.grad
+                query_grads.append(share.detach().to("cpu", copy=True))
             queries.append(entry)
             total += loss.item()
         self.accelerator.backward(decoded, gradient=frames.grad)
-        return {"id": task.id, "loss": total, "queries": queries, "frames": frames.detach(),
-                "frame_grad": frames.grad.detach()}
+        return {"id": task.id, "prompt": task.prompt, "loss": total, "queries": queries, "frames": frames.detach(),
+                "frame_grad": frames.grad.detach(), "query_grads": query_grads, "questions": task.questions}
 
     # ------------------------------------------------------------------ loop
 
@@ -425,8 +280,8 @@ class DRFRecipe:
         results = []
         for micro in range(run.grad_accum):
             _, (index,) = self.order.micro_batch(self.position)
-            with self.synced(micro == run.grad_accum - 1):
-                results.append(self.train_step(self.tasks[index]))
+            with synced(acc, self.denoiser, micro == run.grad_accum - 1):
+                results.append(self.train_step(self.tasks[index], per_query=self.wants_heatmap(micro)))
             self.position += 1
         lr = self.scheduler.get_last_lr()[0]
         grad_norm = clip_and_step(acc, self.trainable, self.optimizer, self.scheduler, run.optim.max_grad_norm)
@@ -437,75 +292,123 @@ class DRFRecipe:
     def train(self) -> Path:
         """Run until ``total_steps``; return the folder holding the final model."""
         run = self.config.run
+        self.monitor.begin(total_steps=self.total_steps, step=self.step,
+                           samples_per_step=self.order.global_batch * run.grad_accum)
         if self.step >= self.total_steps:
-            finished = latest_checkpoint(run.output_dir) == run.output_dir
-            return run.output_dir if finished else self.save_checkpoint(final=True)
+            log.info("nothing to do: the run is at step %d of %d", self.step, self.total_steps)
+            return self.finish(final_model(run.output_dir))
+        if self.step == 0 and self.samples_due(0):
+            self.log_samples()  # where the run starts from
         while self.step < self.total_steps:
             self.optimise()
+            if self.samples_due(self.step):
+                self.log_samples()
             if run.save_every and self.step % run.save_every == 0 and self.step < self.total_steps:
                 self.save_checkpoint()
-        return self.save_checkpoint(final=True)
+        return self.finish()
 
     def _log_step(self, results: list[dict], lr: float, grad_norm: float | None) -> None:
-        from accelerate.utils import gather_object
-
-        from vidcli.train.heatmaps import save_heatmap
-
         acc, cfg = self.accelerator, self.config
-        entries = gather_object([{"step": self.step, "id": r["id"], "loss": r["loss"], "queries": r["queries"]}
-                                 for r in results])
+        entries = self.rewards_log.gather([{"step": self.step, "id": r["id"], "loss": r["loss"],
+                                            "queries": r["queries"]} for r in results])
         mean_loss = sum(e["loss"] for e in entries) / len(entries)
         self.metrics = {"loss": mean_loss, "reward": -mean_loss, "lr": lr}
         if grad_norm is not None:
             self.metrics["grad_norm"] = grad_norm
-        acc.log(self.metrics, step=self.step)
+        self.monitor.step(self.step, self.metrics)
+        self.rewards_log.append(entries)
         if acc.is_main_process:
-            path = cfg.run.output_dir / REWARDS_LOG
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
             for result in results:
                 if cfg.heatmaps_dir and self.heatmaps_written < cfg.heatmap_samples:
-                    save_heatmap(Path(cfg.heatmaps_dir) / f"step{self.step:06d}-{result['id']}.png",
-                                 result["frames"], result["frame_grad"])
+                    path = Path(cfg.heatmaps_dir) / f"step{self.step:06d}-{result['id']}.png"
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    self.heatmap(result).savefig(path, format="png", dpi=100)
                     self.heatmaps_written += 1
-        if self.step % cfg.log_every == 0 or self.step == 1:
-            log.info("step %d/%d loss %.4f lr %.3g", self.step, self.total_steps, mean_loss, lr)
+            if self.samples_due(self.step) and self.monitor.media.active:
+                from vidcli.train.heatmaps import figure_pixels
+
+                self.monitor.media.image("heatmaps", figure_pixels(self.heatmap(results[0])), self.step,
+                                         caption=results[0]["prompt"])
+
+    # ------------------------------------------------------------------ what the run shows
+
+    def samples_due(self, step: int) -> bool:
+        """Whether the trackers get media at ``step`` (:func:`~vidcli.train.dit_tuning.samples_due`)."""
+        return samples_due(self.config.run, step, self.total_steps)
+
+    def wants_heatmap(self, micro: int) -> bool:
+        """Whether micro-batch ``micro`` of the coming step is drawn, and so needs its per-question gradients."""
+        cfg = self.config
+        if not cfg.heatmap_per_question or not self.accelerator.is_main_process:
+            return False
+        to_file = bool(cfg.heatmaps_dir) and self.heatmaps_written + micro < cfg.heatmap_samples
+        return to_file or (micro == 0 and self.monitor.media.active and self.samples_due(self.step + 1))
+
+    def heatmap(self, result: dict):
+        """The heatmap figure (matplotlib) of one train_step result."""
+        from vidcli.diffusion.rollout import uniform_frame_indices
+        from vidcli.train.heatmaps import heatmap_figure, question_label
+
+        cfg = self.config
+        rows = [("R (sum of all queries)" if len(result["queries"]) > 1 else "R", result["frame_grad"].cpu())]
+        if result["query_grads"]:
+            labels = [question_label(q) for q in result["questions"]] if cfg.reward != "vanilla" \
+                else ["vanilla: p(Yes | prompt)"]
+            rows += list(zip(labels, result["query_grads"]))
+        times = [i / self.native_fps() for i in uniform_frame_indices(cfg.frames, cfg.frames_vlm)]
+        title = f"{result['prompt']}  (step {self.step}, record {result['id']})"
+        return heatmap_figure(result["frames"].cpu(), rows, times=times, title=title)
+
+    def sample_settings(self):
+        """How the watched prompts are sampled: the rollout's steps, guidance and size; seeded as generate seeds."""
+        from vidcli.diffusion.generate import Settings
+
+        cfg = self.config
+        return Settings(steps=cfg.steps, guidance=cfg.guidance, num_frames=cfg.frames, height=cfg.height,
+                        width=cfg.width, fps=self.native_fps(), seed=cfg.run.seed)
+
+    def log_samples(self) -> None:
+        """The first ``--log-samples`` records' videos as the DiT makes them now, to the trackers.
+
+        Every process samples (through the prepared module, which FSDP needs on all of
+        them); the main process logs. No gradient; the training RNG is not touched (the
+        noise comes from each record's own generator).
+        """
+        from vidcli.diffusion.generate import VideoModel, generate_videos, to_uint8
+        from vidcli.diffusion.rollout import uniform_frame_indices
+
+        cfg, media = self.config, self.monitor.media
+        settings = self.sample_settings()
+        model = VideoModel(str(cfg.model), self.rollout_adapter, "t2v", {})
+        strip = uniform_frame_indices(cfg.frames, cfg.frames_vlm)
+        for task in self.tasks[:cfg.run.log_samples]:
+            frames = to_uint8(generate_videos(model, [task.prompt], [task.id], settings)[0])
+            media.video(f"samples/{task.id}", frames, settings.fps, self.step, caption=task.prompt)
+            media.image(f"samples/{task.id}/frames", np.concatenate(list(frames[strip]), axis=1), self.step,
+                        caption=task.prompt)
 
     # ------------------------------------------------------------------ saving
 
-    def save_weights(self, folder: Path) -> None:
-        """A diffusers pipeline folder: the tuned transformer (or LoRA weights), the scheduler when
-        ``--shift`` changed it, and links to the rest."""
-        base = Path(self.base_model).resolve()
-        dit = self.adapter.trainable_module()
-        own = {"transformer"} if self.config.finetune == "full" else set()
-        if getattr(self.config, "shift", None) is not None:
-            own.add("scheduler")
-            self.adapter.pipe.scheduler.save_pretrained(folder / "scheduler")
-        for entry in base.iterdir():
-            if entry.name == "model_index.json":
-                shutil.copy2(entry, folder / entry.name)
-            elif entry.is_dir() and entry.name not in own:
-                os.symlink(entry.resolve(), folder / entry.name, target_is_directory=True)
-        if self.config.finetune == "full":
-            dit.save_pretrained(folder / "transformer", safe_serialization=True)
-        else:
-            from peft.utils import get_peft_model_state_dict
+    def finish(self, done: Path | None = None) -> Path:
+        """Save the final model (unless ``done`` holds it already); the run's summary goes with it
+        and closes the run on stderr."""
+        return self.monitor.finish(self.step, lambda summary: done or self.save_checkpoint(True, summary),
+                                   logs=[self.rewards_log.path])
 
-            type(self.adapter.pipe).save_lora_weights(
-                folder, transformer_lora_layers=get_peft_model_state_dict(dit), weight_name=LORA_WEIGHTS,
-                transformer_lora_adapter_metadata=self.lora_config.to_dict())
+    def save_checkpoint(self, final: bool = False, summary: dict | None = None) -> Path:
+        """``checkpoint-STEP/`` (or, ``final``, the output folder itself): a pipeline folder
+        (:func:`~vidcli.train.dit_tuning.save_pipeline`), trainer state and the run's summary so far."""
+        def save_weights(folder: Path) -> None:
+            save_pipeline(folder, self.adapter, self.config, base_model=self.base_model, lora_config=self.lora_config)
 
-    def save_checkpoint(self, final: bool = False) -> Path:
-        """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights and trainer state."""
-        return self.checkpointer.save(self.step, save_weights=self.save_weights, scheduler=self.scheduler,
+        return self.checkpointer.save(self.step, save_weights=save_weights, scheduler=self.scheduler,
                                       micro_batches=self.position, metrics=self.metrics, final=final,
-                                      order=self.order)
+                                      order=self.order,
+                                      summary=summary or self.monitor.summary(self.step, logs=[self.rewards_log.path]))
 
     def cleanup(self) -> None:
-        if hasattr(self, "accelerator"):
-            self.accelerator.end_training()
+        if self.started is not None:
+            self.started.close()
 
 
 def run_drf(config: DRFConfig) -> Path:

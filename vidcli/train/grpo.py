@@ -16,7 +16,9 @@ One optimiser step, read top to bottom in :meth:`GRPORecipe.train`:
    the step's ``masked`` metric. With ``--reward video-feedback`` a frozen generator
    renders each completion's prompt and a frozen VLM scores the clip: R +=
    w_video·R_video (:mod:`vidcli.rewards.video_feedback`, which states the extra
-   cost). Every completion goes to ``OUTPUT/rollouts.jsonl``.
+   cost). Every completion goes to ``OUTPUT/rollouts.jsonl``; with ``--report-to``, the first
+   ``--log-samples`` of a rollout go to the trackers as a table every ``--log-samples-every``
+   steps (:meth:`GRPORecipe._log_rollout_table`).
 3. **Advantages** within each group of ``G``: A_i = (R_i − mean) / (std + eps) over the
    group's scored completions; a group left with fewer than two scored completions
    contributes nothing (:func:`~vidcli.train.grpo_loss.scored_rows`,
@@ -31,7 +33,7 @@ One optimiser step, read top to bottom in :meth:`GRPORecipe.train`:
 for stage 2): the coin is :func:`~vidcli.train.core.seeded_uniform` of ``(seed, epoch,
 example index)`` and a dropped instruction is dropped for all ``G`` samples of the
 prompt; the key-info (U included) is the record's either way. Every prompt's length is
-checked against its limit before the first step (:meth:`SFTRecipe._check_prompt_lengths`).
+checked against its limit before the first step (:func:`~vidcli.train.interpreter_tuning.check_prompt_lengths`).
 
 **The reference** is the policy the run starts from (``--model``, e.g. the SFT
 checkpoint). With LoRA/QLoRA it is the same weights with the adapters disabled (peft's
@@ -51,35 +53,33 @@ back to the resumed step.
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import ClassVar, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
 from torch import nn
 
 from vidcli.errors import BackendError, BackendUnavailable, InputError
-from vidcli.jsonl import Source
 from vidcli.rewards.reade import PARTS, RewardResult, RewardWeights
 from vidcli.rewards.video_feedback import (VIDEO_PARTS, VideoFeedback, VideoFeedbackConfig, VideoScore,
                                            add_video_reward, render_seed)
-from vidcli.train.checkpoint import (Checkpointer, RunInfo, check_output_dir, check_same_inputs, latest_checkpoint,
-                                     read_run_info, remove_partials, safe_arguments)
-from vidcli.train.core import (DataOrder, RunConfig, build_optimizer, build_scheduler, clip_and_step,
-                               make_accelerator, read_training_records, seeded_uniform, set_seed, total_steps)
-from vidcli.train.core import run_recipe
-from vidcli.train.checkpoint import trim_step_log
+from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
+from vidcli.train.core import RunConfig, run_recipe
 from vidcli.train.grpo_loss import group_advantages, grpo_loss, scored_rows, token_logprobs
-from vidcli.train.sft import LoraSettings, SFTRecipe
-from vidcli.train.sft_data import DENSE_CONDITIONS, _check_conditions
+from vidcli.train.grpo_data import Rollout, append_completions, completion_mask, load_prompts
+from vidcli.train.interpreter_tuning import (FINETUNE, LoraSettings, check_prompt_lengths, load_interpreter,
+                                             record_request)
+from vidcli.train.optim import build_optimizer, build_scheduler, clip_and_step, total_steps
+from vidcli.train.order import DataOrder, seeded_uniform
+from vidcli.train.start import RunStart, final_model, start_run
+from vidcli.train.steplog import StepLog
 
 log = logging.getLogger("vidcli.train")
 
 ROLLOUTS = "rollouts.jsonl"
-FINETUNE = ("full", "lora", "qlora")
 
 
 class RewardModel(Protocol):
@@ -122,7 +122,6 @@ class GRPOConfig:
     trust_remote_code: bool = False
     log_every: int = 10
     arguments: dict = field(default_factory=dict)  # as given by the user, for vidcli.json
-    stage: ClassVar[str] = "cot"  # which weights train, in the interpreter's terms (the policy's)
 
     def __post_init__(self) -> None:
         if self.finetune not in FINETUNE:
@@ -137,56 +136,6 @@ class GRPOConfig:
             raise ValueError("min_completion_tokens must be between 0 and max_completion_tokens")
         if not 0.0 <= self.instruction_dropout <= 1.0:
             raise ValueError("instruction_dropout must be in [0, 1]")
-
-
-@dataclass
-class Prompt:
-    """One RL record: where it came from, its key-info and its prompt budget."""
-
-    source: Source
-    key_info: dict
-    prompt_limit: int
-
-
-@dataclass
-class Rollout:
-    """One micro-batch of sampled completions, ``B = prompts × G`` rows, groups consecutive."""
-
-    batch: dict  # prompt + completion inputs for the model (camera maps included)
-    completion_mask: torch.Tensor  # (B, C)
-    prompt_ids: list[str]
-    texts: list[str]
-    rewards: list[RewardResult]
-    advantages: torch.Tensor  # (B,)
-    scored: torch.Tensor  # (B,) bool: False for masked completions (reward not computed, or group too thin)
-    ref_logp: torch.Tensor | None  # (B, C), None when beta == 0
-    old_logp: torch.Tensor | None  # (B, C), None when num_iterations == 1
-    video: list[VideoScore] | None = None  # per row, with --reward video-feedback
-
-
-def load_prompts(config: GRPOConfig) -> tuple[list[Prompt], dict[str, dict]]:
-    """All RL records, validated up front (key-info, conditions, media files), and input fingerprints."""
-    from vidcli.decompose.reade import parse_key_info
-
-    def to_prompt(source) -> Prompt:
-        if "key_info" not in source.record:
-            raise InputError("missing field 'key_info' (records from vidcli decompose --schema reade)")
-        try:
-            key_info = parse_key_info(source.record["key_info"])
-        except ValueError as exc:
-            raise InputError(f"field 'key_info': {exc}") from None
-        conditions = _check_conditions(source, config)
-        dense = any(c["type"] in DENSE_CONDITIONS for c in conditions)
-        return Prompt(source, key_info, config.max_prompt_tokens_dense if dense else config.max_prompt_tokens)
-
-    return read_training_records(config.inputs, to_prompt)
-
-
-def completion_mask(completion_ids: torch.Tensor, stop_ids: list[int]) -> torch.Tensor:
-    """1 on each row's tokens up to and including its first stop token, 0 after it."""
-    stops = torch.isin(completion_ids, torch.tensor(stop_ids, device=completion_ids.device)).long()
-    before = stops.cumsum(dim=1) - stops  # stop tokens strictly before each position
-    return (before == 0).long()
 
 
 class PolicyLogits(nn.Module):
@@ -208,15 +157,16 @@ class PolicyLogits(nn.Module):
 # ----------------------------------------------------------------------------- recipe
 
 
-class GRPORecipe(SFTRecipe):
-    """``setup()`` → ``train()`` → ``cleanup()``; ``save_checkpoint()`` in between.
-
-    Model loading (LoRA/QLoRA, adapters on resume, gradient checkpointing) is SFT's.
-    """
+class GRPORecipe:
+    """``setup()`` → ``train()`` → ``cleanup()``; ``save_checkpoint()`` in between."""
 
     def __init__(self, config: GRPOConfig, reward: RewardModel | None = None) -> None:
-        super().__init__(config)  # type: ignore[arg-type]
+        self.config = config
         self.reward = reward
+        self.step = 0
+        self.position = 0  # micro-batches consumed: the data position
+        self.metrics: dict = {}
+        self.started: RunStart | None = None
         self._judge = None
         self.video = None  # VideoFeedback with --reward video-feedback
 
@@ -228,22 +178,15 @@ class GRPORecipe(SFTRecipe):
             raise ValueError(CHOOSE_A_JUDGE)
         check_output_dir(run.output_dir, run.resume)
         self.prompts, fingerprints = load_prompts(cfg)
-        self.accelerator = acc = make_accelerator(run, project="vidcli-grpo",
-                                                  hparams={"finetune": cfg.finetune, **safe_arguments(cfg.arguments)},
-                                                  find_unused_parameters=True)  # vision tower on text-only batches
-        if not acc.is_main_process:
-            logging.getLogger("vidcli").setLevel(logging.WARNING)
-        if acc.is_main_process and run.resume:
-            remove_partials(run.output_dir)
-        acc.wait_for_everyone()
-        resume_from = latest_checkpoint(run.output_dir) if run.resume else None
-        if resume_from is not None:
-            self._check_same_run(resume_from)
-            check_same_inputs(resume_from, fingerprints)
-        set_seed(run.seed)
-        device = acc.device  # multi-CPU runs name it "cpu:0", which loaders refuse
-        self.build_models("cpu" if device.type == "cpu" else str(device), acc.mixed_precision, resume_from)
-        self.prompts = self._check_prompt_lengths(self.prompts)
+        self.started = start = start_run(
+            run, fingerprints, command="grpo", log_every=cfg.log_every, check_same_run=self._check_same_run,
+            project="vidcli-grpo", hparams={"finetune": cfg.finetune, **safe_arguments(cfg.arguments)},
+            line_keys=("loss", "reward", "kl", "masked"),
+            find_unused_parameters=True)  # vision tower, text-only batches
+        acc = self.accelerator = start.accelerator
+        self.monitor = start.monitor
+        self.build_models(start.device, acc.mixed_precision, start.resume_from)
+        self.prompts = check_prompt_lengths(self.interpreter, self.prompts, cfg)
         self.module = PolicyLogits(self.interpreter)
         self.optimizer = build_optimizer(self.module.named_parameters(), run.optim)
         self.module, self.optimizer = acc.prepare(self.module, self.optimizer,
@@ -252,38 +195,39 @@ class GRPORecipe(SFTRecipe):
         self.total_steps = total_steps(run, self.order.batches_per_epoch) * (1 if run.max_steps else cfg.num_iterations)
         self.scheduler = build_scheduler(self.optimizer, run.optim, self.total_steps)
         info = RunInfo("grpo", cfg.arguments, fingerprints,
-                       {"finetune": cfg.finetune, "base_model": self._base_model(resume_from),
+                       {"finetune": cfg.finetune, "base_model": start.saved.get("base_model", cfg.model),
                         "lora": asdict(cfg.lora) if cfg.finetune != "full" else None,
-                        "total_steps": self.total_steps, "reward": self._reward_info()})
+                        "total_steps": self.total_steps, "reward": self._reward_info(), **self.monitor.run_info()})
         self.checkpointer = Checkpointer(acc, run.output_dir, info)
-        if resume_from is not None:
-            self.metrics = (read_run_info(resume_from) or {}).get("metrics", {})
-            progress = self.checkpointer.load(resume_from, self.scheduler)
-            self.step, self.position = progress["step"], self.order.resume_position(progress)
-            log.info("resumed from %s at step %d", resume_from, self.step)
-        if acc.is_main_process:
-            trim_step_log(run.output_dir / ROLLOUTS, self.step)
+        self.step, self.position, self.metrics = start.restore(self.checkpointer, self.scheduler, self.order)
+        self.rollout_log = StepLog(acc, run.output_dir / ROLLOUTS)
+        self.rollout_log.trim(self.step)
         if self.reward is None:
             from vidcli.rewards.coverage import load_judge
             from vidcli.rewards.reade import ReadeReward
 
             options = {"base_url": cfg.judge_base_url, "concurrency": cfg.judge_concurrency} \
                 if cfg.judge != "embed" else {}
-            self._judge = load_judge(cfg.judge, mode=cfg.judge_mode, device=self.device_name, **options)
+            self._judge = load_judge(cfg.judge, mode=cfg.judge_mode, device=start.device, **options)
             self.reward = ReadeReward(self._judge, cfg.weights)
             if not self._judge.detects_contradiction:
                 log.warning("judge %s cannot detect contradictions: rewards leave out the λ·R_contra term", cfg.judge)
         if cfg.video_feedback is not None:
-            self.video = VideoFeedback.load(cfg.video_feedback, device=self.device_name)
+            self.video = VideoFeedback.load(cfg.video_feedback, device=start.device)
         log.info("grpo/%s: %d records, %d steps, G=%d, %d trainable parameters", cfg.finetune, len(self.prompts),
                  self.total_steps, cfg.num_generations, sum(p.numel() for p in self.trainable))
 
     def build_models(self, device: str, mixed_precision: str | None, resume_from: Path | None = None) -> None:
-        """The policy (SFT's loading: LoRA/QLoRA, checkpointing), its camera encoder frozen, and
-        the frozen reference for full fine-tuning; sets ``trainable``."""
-        super().build_models(device, mixed_precision, resume_from)
-        self.trainable = [p for p in self.trainable if not any(p is q for q in self._camera_parameters())]
-        for param in self._camera_parameters():
+        """The policy (LoRA/QLoRA, checkpointing; an SFT adapter given as ``--model`` merged first), its
+        camera encoder frozen, and the frozen reference for full fine-tuning; sets ``trainable``.
+        ``--plan`` builds the same on the meta device (:mod:`vidcli.weights`)."""
+        self.device_name, self.mixed_precision = device, mixed_precision
+        self.interpreter = load_interpreter(self.config, device=device, mixed_precision=mixed_precision,
+                                            resume_from=resume_from, merge_adapter=True)
+        camera = self._camera_parameters()
+        self.trainable = [p for p in self.interpreter.trainable_parameters("cot")
+                          if not any(p is q for q in camera)]
+        for param in camera:
             param.requires_grad_(False)  # stage 1 trained it; the reference shares it
         self.reference = self._load_reference() if self.config.beta and self.config.finetune == "full" else None
 
@@ -291,8 +235,7 @@ class GRPORecipe(SFTRecipe):
         encoder = self.interpreter.camera_encoder
         return list(encoder.parameters()) if encoder is not None else []
 
-    def _check_same_run(self, folder: Path) -> None:
-        info = read_run_info(folder) or {}
+    def _check_same_run(self, folder: Path, info: dict) -> None:
         saved = info.get("finetune")
         if saved != self.config.finetune:
             raise InputError(f"--resume: {folder} was trained with --finetune {saved}, not {self.config.finetune}")
@@ -308,22 +251,11 @@ class GRPORecipe(SFTRecipe):
             info.update(kind="video-feedback", video_feedback=asdict(cfg.video_feedback))
         return info
 
-    def _load_interpreter(self, resume_from: Path | None):
-        interpreter = super()._load_interpreter(resume_from)
-        if self.config.finetune == "full" and hasattr(interpreter.model, "merge_and_unload"):
-            interpreter.model = interpreter.model.merge_and_unload()  # an SFT adapter given as --model
-        return interpreter
-
-    def _add_lora(self, model):
-        if hasattr(model, "merge_and_unload"):  # an SFT adapter: it becomes part of the reference
-            model = model.merge_and_unload()
-        return super()._add_lora(model)
-
     def _load_reference(self):
         """The frozen starting policy for full fine-tuning: ``--model`` loaded a second time, in the
         compute dtype (the policy's forward runs in it too under mixed precision)."""
         from vidcli.interpreter.model import Interpreter
-        from vidcli.train.core import compute_dtype
+        from vidcli.train.start import compute_dtype
 
         reference = Interpreter.from_pretrained(self.config.model, device=self.device_name,
                                                 dtype=compute_dtype(self.mixed_precision),
@@ -336,12 +268,16 @@ class GRPORecipe(SFTRecipe):
 
     # ------------------------------------------------------------------ rollout
 
+    def dropped(self, index: int, epoch: int) -> bool:
+        """Whether record ``index`` has its instruction dropped in ``epoch`` (all G samples alike)."""
+        return seeded_uniform(self.config.run.seed, epoch, index) < self.config.instruction_dropout
+
     def requests(self, indices: list[int], epoch: int = 0) -> list:
         """The interpreter requests of these records (instruction dropout applied), each repeated G times."""
         cfg, out = self.config, []
         for index in indices:
-            drop = seeded_uniform(cfg.run.seed, epoch, index) < cfg.instruction_dropout
-            out += [self._request(self.prompts[index].source, drop)] * cfg.num_generations
+            request = record_request(self.prompts[index].source, cfg, drop=self.dropped(index, epoch))
+            out += [request] * cfg.num_generations
         return out
 
     def stop_ids(self) -> list[int]:
@@ -397,7 +333,7 @@ class GRPORecipe(SFTRecipe):
         seed = int(np.random.default_rng([cfg.run.seed, self.order.stream_index(position)]).integers(2 ** 31))
         epoch = position // self.order.batches_per_epoch
         prompt_batch, ids, mask = self.sample(indices, seed, epoch)
-        batch = _append_completions(prompt_batch, ids, mask)
+        batch = append_completions(prompt_batch, ids, mask)
         lengths = mask.sum(dim=1).tolist()
         texts = self.interpreter.processor.tokenizer.batch_decode(
             [row[:n] for row, n in zip(ids.tolist(), lengths)], skip_special_tokens=True)
@@ -414,8 +350,10 @@ class GRPORecipe(SFTRecipe):
             ref_logp = self._reference_logp(batch, mask) if cfg.beta else None
             old_logp = self._logp(batch, mask) if cfg.num_iterations > 1 else None
         prompt_ids = [self.prompts[i].source.id or str(i) for i in indices for _ in range(cfg.num_generations)]
+        shown = ["" if self.dropped(i, epoch) else self.prompts[i].source.record.get("instruction") or ""
+                 for i in indices for _ in range(cfg.num_generations)]
         return Rollout(batch, mask, prompt_ids, texts, rewards, advantages, scored.to(ids.device), ref_logp,
-                       old_logp, video)
+                       old_logp, video, shown)
 
     def _video_scores(self, position: int, indices: list[int], texts: list[str], keys: list[dict]) -> list[VideoScore]:
         """R_video of each completion; render seeds are functions of (seed, data slot, row), like sampling's."""
@@ -465,10 +403,11 @@ class GRPORecipe(SFTRecipe):
     def train(self) -> Path:
         """Run until ``total_steps``; return the folder holding the final model."""
         acc, run, cfg = self.accelerator, self.config.run, self.config
+        self.monitor.begin(total_steps=self.total_steps, step=self.step,
+                           samples_per_step=self.order.global_batch * cfg.num_generations * run.grad_accum)
         if self.step >= self.total_steps:
             log.info("nothing to do: the run is at step %d of %d", self.step, self.total_steps)
-            finished = latest_checkpoint(run.output_dir) == run.output_dir
-            return run.output_dir if finished else self.save_checkpoint(final=True)
+            return self.finish(final_model(run.output_dir))
         self.module.train()
         while self.step < self.total_steps:
             rollouts = []
@@ -492,14 +431,10 @@ class GRPORecipe(SFTRecipe):
                     stats.append({"loss": loss.detach(), **metrics})
                 self.step += 1
                 self.metrics = self._step_metrics(stats, rollouts, lr, grad_norm)
-                acc.log(self.metrics, step=self.step)
-                if self.step % cfg.log_every == 0 or self.step == 1:
-                    log.info("step %d/%d loss %.4f reward %.3f kl %.4g masked %d", self.step, self.total_steps,
-                             self.metrics["loss"], self.metrics.get("reward", float("nan")),
-                             self.metrics.get("kl", 0.0), self.metrics["masked"])
+                self.monitor.step(self.step, self.metrics)
                 if run.save_every and self.step % run.save_every == 0 and self.step < self.total_steps:
                     self.save_checkpoint()
-        return self.save_checkpoint(final=True)
+        return self.finish()
 
     def _step_metrics(self, stats: list[dict], rollouts: list[Rollout], lr: float, grad_norm: float | None) -> dict:
         """Step means over micro-batches and processes: loss, KL, clip fractions, rewards (of the
@@ -529,45 +464,59 @@ class GRPORecipe(SFTRecipe):
 
     def _write_rollouts(self, rollouts: list[Rollout]) -> None:
         """Append every completion of this rollout (all processes) to ``OUTPUT/rollouts.jsonl``."""
-        from accelerate.utils import gather_object
-
         rows = []
         for rollout in rollouts:
             for i, (pid, text, reward) in enumerate(zip(rollout.prompt_ids, rollout.texts, rollout.rewards)):
                 rows.append({"step": self.step + 1, "prompt_id": pid, "sample": i % self.config.num_generations,
+                             "instruction": rollout.instructions[i] if rollout.instructions else None,
                              "completion": text, "reward": reward.total, "parts": reward.parts,
                              "errors": reward.errors, "masked": not bool(rollout.scored[i]),
                              "advantage": float(rollout.advantages[i]),
                              "length": int(rollout.completion_mask[i].sum())})
                 if rollout.video is not None:
                     rows[-1]["video"] = rollout.video[i].record()
-        rows = gather_object(rows) if self.accelerator.num_processes > 1 else rows
+        rows = self.rollout_log.gather(rows)
+        self.rollout_log.append(rows)
         if self.accelerator.is_main_process:
-            self.config.run.output_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.config.run.output_dir / ROLLOUTS, "a", encoding="utf-8") as handle:
-                handle.write("".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+            self._log_rollout_table(rows)
 
-    def save_checkpoint(self, final: bool = False) -> Path:
-        """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights and trainer state."""
+    def _log_rollout_table(self, rows: list[dict]) -> None:
+        """The first ``--log-samples`` completions of this rollout (one prompt's group first) as a tracker
+        table, when one of the steps the rollout serves is a multiple of ``--log-samples-every`` (and on
+        the first step)."""
+        run, media = self.config.run, self.monitor.media
+        first, last = self.step + 1, self.step + self.config.num_iterations
+        every = run.log_samples_every
+        if not media.active or not every or not (first == 1 or last // every > (first - 1) // every):
+            return
+        parts = list(dict.fromkeys(part for row in rows for part in row["parts"]))
+        columns = ["prompt_id", "sample", "instruction", "completion", "reward", *parts, "advantage", "masked"]
+        table = [[row["prompt_id"], row["sample"], row["instruction"], row["completion"], row["reward"],
+                  *[row["parts"].get(part) for part in parts], row["advantage"], row["masked"]]
+                 for row in rows[:run.log_samples]]
+        media.table("rollouts", columns, table, first)
+
+    # ------------------------------------------------------------------ saving
+
+    def finish(self, done: Path | None = None) -> Path:
+        """Save the final model (unless ``done`` holds it already); the run's summary goes with it
+        and closes the run on stderr."""
+        return self.monitor.finish(self.step, lambda summary: done or self.save_checkpoint(True, summary),
+                                   logs=[self.rollout_log.path])
+
+    def save_checkpoint(self, final: bool = False, summary: dict | None = None) -> Path:
+        """``checkpoint-STEP/`` (or, ``final``, the output folder itself) with weights, trainer state
+        and the run's summary so far."""
         return self.checkpointer.save(self.step, save_weights=self.interpreter.save_pretrained,
                                       scheduler=self.scheduler, micro_batches=self.position,
-                                      metrics=self.metrics, final=final, order=self.order)
+                                      metrics=self.metrics, final=final, order=self.order,
+                                      summary=summary or self.monitor.summary(self.step, logs=[self.rollout_log.path]))
 
     def cleanup(self) -> None:
-        super().cleanup()
+        if self.started is not None:
+            self.started.close()
         if self._judge is not None:
             self._judge.close()
-
-
-def _append_completions(prompt_batch: dict, ids: torch.Tensor, mask: torch.Tensor) -> dict:
-    """Left-padded prompts followed by the completions; per-token tensors grow, per-media ones stay."""
-    rows, width = prompt_batch["input_ids"].shape
-    out = dict(prompt_batch)
-    for key, value in prompt_batch.items():
-        if isinstance(value, torch.Tensor) and value.dim() >= 2 and value.shape[:2] == (rows, width):
-            extra = ids if key == "input_ids" else mask if key == "attention_mask" else torch.zeros_like(ids)
-            out[key] = torch.cat([value, extra.to(value.dtype)], dim=1)
-    return out
 
 
 def run_grpo(config: GRPOConfig, reward: RewardModel | None = None) -> Path:

@@ -43,49 +43,47 @@ averaged over the step's triplets and over processes. For each triplet:
 Only the DiT (full or LoRA) trains; VAE, text encoder and VLM are frozen. Per triplet,
 ``OUTPUT/steps.jsonl`` gets ``{step, id, t, gated, cfg_drop, l_fm, delta, delta0,
 l_reason, p_yes, critique, loss}`` (``critique``: the critic's reasoning about the edit).
-The run loop, checkpoints (diffusers pipeline folders: tuned ``transformer/`` or
-``pytorch_lora_weights.safetensors``, other components linked) and LoRA attachment are drf-tune's (:class:`~vidcli.train.drf.DRFRecipe`), unchanged.
+Checkpoints are diffusers pipeline folders (tuned ``transformer/`` or
+``pytorch_lora_weights.safetensors``, other components linked) written, like the LoRA
+attachment, by the DiT-tuning helpers drf-tune uses too (:mod:`vidcli.train.dit_tuning`).
+With ``--report-to``, the trackers get (at step 0, every ``--log-samples-every`` steps and
+at the last) the first ``--log-samples`` triplets edited by the DiT as it is then —
+``vidcli generate``'s sampling (30 steps, the pipeline's guidance, noise seeded by
+``(--seed, triplet id)``) — as a source | edit GIF and frame strip captioned with the
+critic's Δ and Δ₀ on that edit.
 The saved folder loads with ``WanPipeline.from_pretrained``; its transformer edits when
 called as :meth:`InContextEditor.velocity` calls it (layout recorded in ``vidcli.json``).
 """
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from vidcli.diffusion.editor import EDITOR_LAYOUT, Clip, InContextEditor, read_clip
 from vidcli.errors import InputError
+from vidcli.media_access import MediaAccess
+from vidcli.records import choice_field, text_field
+from vidcli.rewards.critic import CRITIC_REASONING, Critic
 from vidcli.scoring.rve import SUBSETS
-from vidcli.train.core import RunConfig, clip_and_step, read_training_records, run_recipe
-from vidcli.train.drf import FINETUNE, DRFRecipe
+from vidcli.train.checkpoint import Checkpointer, RunInfo, check_output_dir, safe_arguments
+from vidcli.train.core import RunConfig, run_recipe
+from vidcli.train.dit_tuning import (FINETUNE, check_same_tuning, frozen_dtype, load_generator, prepare_denoiser,
+                                     samples_due, save_pipeline, synced, train_dit)
+from vidcli.train.inputs import read_training_records
+from vidcli.train.optim import build_scheduler, clip_and_step, total_steps
+from vidcli.train.order import DataOrder
+from vidcli.train.start import RunStart, final_model, start_run
+from vidcli.train.steplog import StepLog
 
 log = logging.getLogger("vidcli.train")
 
 OBJECTIVES = ("sft", "rwr", "uso")
 STEPS_LOG = "steps.jsonl"
-# --critic-reasoning: the prompt of each form. "first" reasons, then gives the verdict after VERDICT_CUE.
-CRITIC_PROMPTS = {"first": "critic_revise", "none": "critic_revise_verdict_first"}
-CRITIC_REASONING = tuple(CRITIC_PROMPTS)
-VERDICT_CUE = "\nVerdict:"
-_CHECKS = {
-    "accuracy": "Edit accuracy: the edited video carries out what the instruction asks for, including the change "
-                "it implies.",
-    "preservation": "Preservation: everything the instruction does not touch (people, objects, background, "
-                    "framing) stays as in the original.",
-    "motion": "Motion: movement in the edited video is smooth and physically natural, without jumps, flicker or "
-              "warping.",
-    "realism": "Realism: the edited video looks like real footage, with plausible light, texture and detail.",
-}
-_ICVG_NOTE = ("The edited video is a new shot that uses the original only as context: it is not meant to keep the "
-              "original's content, so preservation does not count here.")
-# How the editor's DiT input is laid out (vidcli.json "editor"; `vidcli generate` checks it).
-EDITOR_LAYOUT = "target latent frames then clean source latent frames"
 
 
 def shifted_t(u: float, shift: float) -> float:
@@ -125,6 +123,8 @@ class ReviseConfig:
     decode_checkpointing: bool = True  # the x0-hat decode keeps only its latents until backward
     vlm_dtype: str = "auto"  # auto: the compute dtype (bf16 under bf16 mixed precision)
     text_encoder_dtype: str = "auto"
+    vae_dtype: str = "float32"  # as Wan advises; bf16 halves the differentiable decode's memory
+    vlm_checkpointing: bool = False  # recompute the frozen VLM's layers in backward
     offload_text_encoder: bool = False
     media_root: str | None = None
     allow_escape: bool = False
@@ -146,29 +146,6 @@ class ReviseConfig:
 
 
 @dataclass
-class Clip:
-    """A time range of a video file, in seconds (None: from the start / to the end)."""
-
-    path: Path
-    start: float | None
-    end: float | None
-
-    def pixels(self, frames: int, width: int, height: int) -> torch.Tensor:
-        """``frames`` frames spread over the range, resized: (T, 3, H, W) in [0, 1]."""
-        from vidcli.media import load_video
-
-        video = load_video(self.path, num_frames=frames, start=self.start, end=self.end, size=(width, height))
-        return torch.from_numpy(video.frames).permute(0, 3, 1, 2).float() / 255
-
-    def seconds(self) -> float:
-        """How long the range lasts (to the video's end when ``end`` is None or past it)."""
-        from vidcli.media import probe_video
-
-        duration = probe_video(self.path).duration_s
-        return min(duration, duration if self.end is None else self.end) - (self.start or 0.0)
-
-
-@dataclass
 class Triplet:
     id: str
     instruction: str
@@ -177,195 +154,107 @@ class Triplet:
     subset: str | None = None  # icvg: the target is a new shot, nothing of the source is to be preserved
 
 
-def read_clip(record: dict, key: str, base_dir: Path, *, media_root: str | None = None,
-              allow_escape: bool = False) -> Clip:
-    """The clip ``record[key]`` (``{video, start, end}``), its video resolved and checked to exist."""
-    from vidcli.media import resolve_media_path
-
-    value = record.get(key)
-    if not isinstance(value, dict):
-        raise InputError(f"missing field '{key}' ({{video, start, end}} in seconds)")
-    root = Path(media_root) if media_root else None
-    path = resolve_media_path(value.get("video"), base_dir, media_root=root, allow_escape=allow_escape)
-    if not path.is_file():
-        raise InputError(f"{key} video not found: {path}")
-    start, end = value.get("start"), value.get("end")
-    for name, v in (("start", start), ("end", end)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or v < 0):
-            raise InputError(f"{key}.{name} must be a non-negative number of seconds, got {v!r}")
-    if start is not None and end is not None and end <= start:
-        raise InputError(f"{key}: end ({end}) is not after start ({start})")
-    return Clip(path, start, end)
-
-
 def load_triplets(config: ReviseConfig) -> tuple[list[Triplet], dict[str, dict]]:
     """All triplet records, validated before the first step, and their input fingerprints."""
 
     def to_triplet(source) -> Triplet:
         record = source.record
-        instruction = record.get("instruction")
-        if not isinstance(instruction, str) or not instruction.strip():
-            raise InputError("missing or empty 'instruction'")
-        subset = record.get("subset")
-        if subset is not None and subset not in SUBSETS:
-            raise InputError(f"field 'subset' must be one of {', '.join(SUBSETS)}, got {subset!r}")
-        where = dict(media_root=config.media_root, allow_escape=config.allow_escape)
-        return Triplet(str(record.get("id")), instruction, read_clip(record, "source", source.base_dir, **where),
-                       read_clip(record, "target", source.base_dir, **where), subset)
+        instruction = text_field(record, "instruction")
+        subset = choice_field(record, "subset", SUBSETS)
+        access = MediaAccess(config.media_root, config.allow_escape)
+        return Triplet(str(record.get("id")), instruction, read_clip(record, "source", source.base_dir, access),
+                       read_clip(record, "target", source.base_dir, access), subset)
 
     return read_training_records(config.inputs, to_triplet, what="triplets")
-
-
-# ----------------------------------------------------------------------------- editor and critic
-
-
-class InContextEditor:
-    """A Wan DiT that edits: source latents beside the noisy target latents (module docstring)."""
-
-    def __init__(self, adapter) -> None:
-        self.adapter = adapter
-        self.dit = adapter.trainable_module()
-
-    def encode(self, frames: torch.Tensor) -> torch.Tensor:
-        """(1, 3, T, H, W) frames in [0, 1] → normalised latents (posterior mean), no gradient."""
-        vae = self.adapter.pipe.vae
-        with torch.no_grad():
-            latents = vae.encode((frames * 2 - 1).to(self.adapter.device, vae.dtype)).latent_dist.mode()
-        shape = (1, vae.config.z_dim, 1, 1, 1)
-        mean = torch.tensor(vae.config.latents_mean).view(shape).to(latents)
-        inv_std = 1.0 / torch.tensor(vae.config.latents_std).view(shape).to(latents)
-        return ((latents - mean) * inv_std).float()  # the inverse of WanAdapter.decode's scaling
-
-    def velocity(self, z_t: torch.Tensor, source: torch.Tensor, t: float, text: torch.Tensor) -> torch.Tensor:
-        """v on the target frames: DiT(cat[z_t, source] over frames), timestep 1000·t on target tokens, 0 on source."""
-        dit = self.dit
-        _, p_h, p_w = dit.config.patch_size
-        per_frame = (z_t.shape[3] // p_h) * (z_t.shape[4] // p_w)
-        n_target = z_t.shape[2]
-        timestep = torch.cat([torch.full((n_target * per_frame,), 1000.0 * t),
-                              torch.zeros(source.shape[2] * per_frame)]).to(z_t.device)[None]
-        x = torch.cat([z_t, source], dim=2).to(dit.dtype)
-        out = dit(hidden_states=x, timestep=timestep, encoder_hidden_states=text, return_dict=False)[0]
-        return out[:, :, :n_target].float()
-
-
-def critic_checks(subset: str | None) -> str:
-    """What the critic is asked to check: all four points, or without preservation for ICVG
-    (as ``score --metric rve`` leaves PC out there)."""
-    names = [n for n in _CHECKS if not (subset == "icvg" and n == "preservation")]
-    count = {3: "three", 4: "four"}[len(names)]
-    listed = "\n".join(f"{i}. {_CHECKS[n]}" for i, n in enumerate(names, 1))
-    return (f"{_ICVG_NOTE}\n" if subset == "icvg" else "") + f"Check these {count} things:\n{listed}"
-
-
-class Judgement(NamedTuple):
-    delta: torch.Tensor  # ℓ(Yes) − ℓ(No) at the verdict position
-    reasoning: str | None  # what the critic wrote before its verdict (None: verdict first)
-
-
-class Critic:
-    """The frozen VLM judge of an edit: Δ = ℓ(Yes) − ℓ(No) at its verdict, given (edited, source, instruction).
-
-    ``reasoning="first"`` (the paper's order): the critic first writes a short reasoning
-    (greedy, at most ``max_tokens`` tokens, no gradient; cut where it starts a verdict of
-    its own), then one forward over [prompt + that reasoning + ``VERDICT_CUE``] gives the
-    logits of the verdict word that follows. ``"none"``: the prompt asks for the verdict
-    as the first word of the reply and Δ is read there — one forward, no generation.
-    """
-
-    def __init__(self, scorer, *, reasoning: str = "first", max_tokens: int = 64) -> None:
-        self.scorer = scorer
-        self.reasoning = reasoning
-        self.max_tokens = max_tokens
-        self.cue_ids: list[int] = []
-        if scorer.processor is None:  # built to be sized (vidcli.weights): it is never asked anything
-            self.yes_id = self.no_id = None
-            return
-        tok = scorer.processor.tokenizer
-        if reasoning == "none":
-            # The verdict is the reply's first token; each word's first token stands for it.
-            self.yes_id, self.no_id = (tok(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "No"))
-        else:
-            self.cue_ids = tok(VERDICT_CUE, add_special_tokens=False)["input_ids"]
-            self.yes_id, self.no_id = (self._word_after_cue(tok, w) for w in ("Yes", "No"))
-        if self.yes_id == self.no_id:
-            raise InputError("the critic's tokenizer starts 'Yes' and 'No' with the same token")
-
-    def _word_after_cue(self, tok, word: str) -> int:
-        """The first token of `` word`` after the cue, as the tokenizer splits "cue word"."""
-        ids = tok(f"{VERDICT_CUE} {word}", add_special_tokens=False)["input_ids"]
-        if ids[:len(self.cue_ids)] != self.cue_ids:
-            raise InputError(f"the critic's tokenizer joins {VERDICT_CUE!r} with the verdict word")
-        return ids[len(self.cue_ids)]
-
-    def question(self, instruction: str, subset: str | None = None) -> str:
-        from vidcli.prompts import render_text
-
-        return render_text(CRITIC_PROMPTS[self.reasoning], instruction=instruction, checks=critic_checks(subset))
-
-    def judge(self, edited: torch.Tensor, source: torch.Tensor, instruction: str, *, subset: str | None = None,
-              fps: tuple[float, float] = (2.0, 2.0)) -> Judgement:
-        """Δ for (F, 3, H, W) edited and source frames in [0, 1] shown at ``fps`` (edited, source);
-        differentiable in ``edited``."""
-        scorer = self.scorer
-        videos = [scorer.video_pixels(edited, fps[0]), scorer.video_pixels(source, fps[1])]
-        ids = scorer.prompt_ids(videos, self.question(instruction, subset))
-        reasoning = None
-        if self.reasoning == "first":
-            reasoning = self.reason(videos, ids)
-            ids = ids + scorer.processor.tokenizer(reasoning, add_special_tokens=False)["input_ids"] + self.cue_ids
-        logits = scorer.model(**scorer.model_inputs(videos, ids), logits_to_keep=1).logits[0, -1].float()
-        return Judgement(logits[self.yes_id] - logits[self.no_id], reasoning)
-
-    def reason(self, videos: list, prompt_ids: list[int]) -> str:
-        """The critic's short reasoning after ``prompt_ids``: greedy, bounded, without gradient."""
-        from transformers import GenerationConfig
-
-        model, tok = self.scorer.model, self.scorer.processor.tokenizer
-        config = GenerationConfig(do_sample=False, max_new_tokens=self.max_tokens,
-                                  eos_token_id=model.generation_config.eos_token_id,
-                                  pad_token_id=tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id)
-        with torch.no_grad():
-            out = model.generate(**self.scorer.model_inputs(videos, prompt_ids), generation_config=config)
-        text = tok.decode(out[0, len(prompt_ids):], skip_special_tokens=True)
-        # A verdict the critic starts itself is dropped: Δ is read after our own cue.
-        cut = text.lower().find(VERDICT_CUE.strip().lower())
-        return (text if cut < 0 else text[:cut]).strip()
 
 
 # ----------------------------------------------------------------------------- recipe
 
 
-class ReviseRecipe(DRFRecipe):
+class _RoutedEditor:
+    """The editor with ``velocity`` going through the prepared module (DDP / FSDP)."""
+
+    def __init__(self, editor: InContextEditor, velocity) -> None:
+        self._editor = editor
+        self.velocity = velocity
+
+    def __getattr__(self, name: str):
+        return getattr(self._editor, name)
+
+
+class ReviseRecipe:
     """``setup()`` → ``train()`` → ``cleanup()``; one ``optimise()`` per step (see the module docstring)."""
 
-    config: ReviseConfig
+    def __init__(self, config: ReviseConfig) -> None:
+        self.config = config
+        self.step = 0
+        self.position = 0
+        self.metrics: dict = {}
+        self.started: RunStart | None = None
 
-    command = "revise-tune"
-    step_log = STEPS_LOG
-    method_flag = "objective"
-    record_noun = "triplets"
+    # ------------------------------------------------------------------ setup
 
-    def load_records(self) -> tuple[list, dict[str, dict]]:
-        return load_triplets(self.config)
+    def setup(self) -> None:
+        cfg, run = self.config, self.config.run
+        check_output_dir(run.output_dir, run.resume)
+        self.tasks, fingerprints = self.load_records()
+        self.started = start = start_run(
+            run, fingerprints, command="revise-tune", log_every=cfg.log_every,
+            line_keys=("loss", "l_fm", "l_reason", "gated_fraction", "lr"),
+            check_same_run=lambda folder, saved: check_same_tuning(folder, saved, cfg.finetune, "objective",
+                                                                   cfg.objective),
+            project="vidcli-revise", hparams=safe_arguments(cfg.arguments))
+        acc = self.accelerator = start.accelerator
+        self.monitor = start.monitor
+        self.base_model = start.saved.get("base_model", cfg.model)
+        self.build_models(start.device, acc.mixed_precision, start.resume_from)
+        self.denoiser, self.optimizer = prepare_denoiser(acc, self.adapter, self.editor.velocity, run.optim)
+        self.order = DataOrder(len(self.tasks), run.batch_size, run.seed, acc.num_processes, acc.process_index)
+        self.total_steps = total_steps(run, self.order.batches_per_epoch)
+        self.scheduler = build_scheduler(self.optimizer, run.optim, self.total_steps)
+        info = RunInfo("revise-tune", cfg.arguments, fingerprints,
+                       {"finetune": cfg.finetune, "objective": cfg.objective, "base_model": str(self.base_model),
+                        "vlm": cfg.vlm, "total_steps": self.total_steps,
+                        "editor": {"layout": EDITOR_LAYOUT, "source_timestep": 0, "t_shift": cfg.t_shift},
+                        **self.monitor.run_info()})
+        self.checkpointer = Checkpointer(acc, run.output_dir, info)
+        self.step, self.position, self.metrics = start.restore(self.checkpointer, self.scheduler, self.order)
+        self.steps_log = StepLog(acc, run.output_dir / STEPS_LOG)
+        self.steps_log.trim(self.step)
+        log.info("revise-tune %s/%s: %d triplets, %d steps, %d trainable parameters", cfg.objective, cfg.finetune,
+                 len(self.tasks), self.total_steps, sum(p.numel() for p in self.trainable))
 
-    def load_frozen_models(self, device: str) -> None:
+    def build_models(self, device: str, mixed_precision: str | None, resume_from: Path | None = None) -> None:
+        """Every model the run holds, placed and frozen or trainable; sets ``trainable``.
+
+        The generator (:func:`~vidcli.train.dit_tuning.load_generator`), the frozen critic,
+        the editor over the generator's DiT, then the DiT made trainable
+        (:func:`~vidcli.train.dit_tuning.train_dit`). ``--plan`` builds the same on the meta
+        device (:mod:`vidcli.weights`).
+        """
         from vidcli.rewards.vlm import VLMScorer
 
         cfg = self.config
+        self.mixed_precision = mixed_precision
+        self.adapter = load_generator(cfg, device=device, mixed_precision=mixed_precision, resume_from=resume_from)
         if type(self.adapter).__name__ != "WanAdapter":
             raise InputError(f"{cfg.model}: revise-tune needs a WanPipeline folder (the editor is a Wan DiT)")
         scorer = VLMScorer.from_pretrained(cfg.vlm, device=device, dtype=self.frozen_dtype("vlm"))
+        if cfg.vlm_checkpointing:
+            scorer.checkpoint_activations()
         self.critic = Critic(scorer, reasoning=cfg.critic_reasoning, max_tokens=cfg.critic_tokens)
         self.scorer = self.critic.scorer
         self.editor = InContextEditor(self.adapter)
         self.clips: dict[str, dict] = {}  # per triplet: latents and critic frames (frozen VAE: computed once)
+        self.trainable, self.lora_config = train_dit(self.adapter, cfg, resume_from)
 
-    def micro_batch(self) -> int:
-        return self.config.run.batch_size
+    def load_records(self) -> tuple[list, dict[str, dict]]:
+        """The run's triplets, validated, and their input fingerprints (``--plan`` reads them too)."""
+        return load_triplets(self.config)
 
-    def run_info_extra(self) -> dict:
-        return {"editor": {"layout": EDITOR_LAYOUT, "source_timestep": 0, "t_shift": self.config.t_shift}}
+    def frozen_dtype(self, which: str) -> str:
+        """The dtype a frozen model is held in: its flag's, or under ``auto`` the compute dtype."""
+        return frozen_dtype(getattr(self.config, f"{which}_dtype"), self.mixed_precision)
 
     # ------------------------------------------------------------------ data
 
@@ -393,9 +282,6 @@ class ReviseRecipe(DRFRecipe):
         drop = float(torch.rand((), generator=gen)) < self.config.cfg_drop
         eps = torch.randn(shape, generator=gen)
         return t, eps.to(self.adapter.device), drop
-
-    def dit_call(self):
-        return self.editor.velocity
 
     def baseline(self, task: Triplet, data: dict) -> float:
         """Δ₀: the critic's margin on (source, source), without gradient. Computed once per
@@ -462,7 +348,7 @@ class ReviseRecipe(DRFRecipe):
             _, indices = self.order.micro_batch(self.position)
             for slot, index in enumerate(indices):
                 last = micro == run.grad_accum - 1 and slot == len(indices) - 1
-                with self.synced(last):
+                with synced(acc, self.denoiser, last):
                     # Mixed precision applies to the DiT (the prepared module autocasts its own
                     # forward); the VAE and the critic compute in the dtypes they are held in.
                     loss, entry = self.sample_loss(self.tasks[index], self.sample_seed(slot))
@@ -476,10 +362,8 @@ class ReviseRecipe(DRFRecipe):
         return entries
 
     def _log_step(self, entries: list[dict], lr: float, grad_norm: float | None) -> None:
-        from accelerate.utils import gather_object
-
-        acc, cfg = self.accelerator, self.config
-        entries = gather_object(entries) if acc.num_processes > 1 else entries
+        cfg = self.config
+        entries = self.steps_log.gather(entries)
         gated = [e for e in entries if e["gated"]]
         self.metrics = {"loss": sum(e["loss"] for e in entries) / len(entries),
                         "l_fm": sum(e["l_fm"] for e in entries) / len(entries),
@@ -488,15 +372,86 @@ class ReviseRecipe(DRFRecipe):
             self.metrics["l_reason"] = sum(e["l_reason"] for e in gated) / len(gated)
         if grad_norm is not None:
             self.metrics["grad_norm"] = grad_norm
-        acc.log(self.metrics, step=self.step)
-        if acc.is_main_process:
-            path = cfg.run.output_dir / STEPS_LOG
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with open(path, "a", encoding="utf-8") as handle:
-                handle.writelines(json.dumps(e, ensure_ascii=False) + "\n" for e in entries)
-        if self.step % cfg.log_every == 0 or self.step == 1:
-            log.info("step %d/%d loss %.4f gated %.2f lr %.3g", self.step, self.total_steps,
-                     self.metrics["loss"], self.metrics["gated_fraction"], lr)
+        self.monitor.step(self.step, self.metrics)
+        self.steps_log.append(entries)
+
+    # ------------------------------------------------------------------ loop
+
+    def train(self) -> Path:
+        """Run until ``total_steps``; return the folder holding the final model."""
+        run = self.config.run
+        self.monitor.begin(total_steps=self.total_steps, step=self.step,
+                           samples_per_step=self.order.global_batch * run.grad_accum)
+        if self.step >= self.total_steps:
+            log.info("nothing to do: the run is at step %d of %d", self.step, self.total_steps)
+            return self.finish(final_model(run.output_dir))
+        if self.step == 0 and samples_due(run, 0, self.total_steps):
+            self.log_samples()  # where the run starts from
+        while self.step < self.total_steps:
+            self.optimise()
+            if samples_due(run, self.step, self.total_steps):
+                self.log_samples()
+            if run.save_every and self.step % run.save_every == 0 and self.step < self.total_steps:
+                self.save_checkpoint()
+        return self.finish()
+
+    # ------------------------------------------------------------------ what the run shows
+
+    def log_samples(self) -> None:
+        """The first ``--log-samples`` triplets edited by the DiT as it is now, beside their source, with
+        the critic's Δ (and Δ₀) on the edit, to the trackers.
+
+        Sampling is ``vidcli generate``'s for an editor; every process samples through the
+        prepared module (as FSDP needs), the main process logs. No gradient; the training
+        RNG is not touched.
+        """
+        from vidcli.diffusion.edit import edit_videos
+        from vidcli.diffusion.generate import VideoModel, default_settings, to_uint8
+
+        cfg, media = self.config, self.monitor.media
+        model = VideoModel(str(cfg.model), self.adapter, "edit", {}, editor=_RoutedEditor(self.editor, self.denoiser))
+        settings = default_settings(model, num_frames=cfg.frames, height=cfg.height, width=cfg.width,
+                                    seed=cfg.run.seed)
+        for task in self.tasks[:cfg.run.log_samples]:
+            data = self.clip_data(task)
+            edited = edit_videos(model, [task.instruction], [data["source"]], [task.id], settings)[0]
+            with torch.no_grad():
+                delta = self.critic.judge(edited[data["indices"]], data["critic_source"], task.instruction,
+                                          subset=task.subset, fps=data["critic_fps"]).delta.item()
+            delta0 = self.baseline(task, data)
+            source, edit = to_uint8(task.source.pixels(cfg.frames, cfg.width, cfg.height)), to_uint8(edited)
+            length = min(len(source), len(edit))
+            pair = np.concatenate([source[:length], edit[:length]], axis=2)  # source | edit, frame by frame
+            strip = [np.concatenate(list(video[data["indices"]]), axis=1) for video in (source, edit)]
+            caption = f"{task.instruction} | critic Δ = {delta:.3f}, Δ₀ = {delta0:.3f}, Δ − Δ₀ = {delta - delta0:.3f}"
+            media.video(f"samples/{task.id}", pair, settings.fps, self.step, caption=caption)
+            media.image(f"samples/{task.id}/frames", np.concatenate(strip, axis=0), self.step, caption=caption)
+            self.accelerator.log({f"samples/{task.id}/delta": delta,
+                                  f"samples/{task.id}/delta_minus_delta0": delta - delta0}, step=self.step)
+
+
+    # ------------------------------------------------------------------ saving
+
+    def finish(self, done: Path | None = None) -> Path:
+        """Save the final model (unless ``done`` holds it already); the run's summary goes with it
+        and closes the run on stderr."""
+        return self.monitor.finish(self.step, lambda summary: done or self.save_checkpoint(True, summary),
+                                   logs=[self.steps_log.path])
+
+    def save_checkpoint(self, final: bool = False, summary: dict | None = None) -> Path:
+        """``checkpoint-STEP/`` (or, ``final``, the output folder itself): a pipeline folder
+        (:func:`~vidcli.train.dit_tuning.save_pipeline`), trainer state and the run's summary so far."""
+        def save_weights(folder: Path) -> None:
+            save_pipeline(folder, self.adapter, self.config, base_model=self.base_model, lora_config=self.lora_config)
+
+        return self.checkpointer.save(self.step, save_weights=save_weights, scheduler=self.scheduler,
+                                      micro_batches=self.position, metrics=self.metrics, final=final,
+                                      order=self.order,
+                                      summary=summary or self.monitor.summary(self.step, logs=[self.steps_log.path]))
+
+    def cleanup(self) -> None:
+        if self.started is not None:
+            self.started.close()
 
 
 def run_revise(config: ReviseConfig) -> Path:

@@ -7,13 +7,13 @@ decoded later, batch by batch.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from vidcli.errors import InputError, MediaError
 from vidcli.jsonl import Source
-from vidcli.records import CONDITION_TYPES
-from vidcli.train.core import read_training_records
+from vidcli.media_access import MediaAccess
+from vidcli.records import CONDITION_TYPES, field_of, text_field
+from vidcli.train.inputs import read_training_records
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from vidcli.train.sft import SFTConfig
@@ -40,28 +40,17 @@ class Example:
     dropped_target: str | None = None
 
 
-def _text_field(record: dict, names: tuple[str, ...]) -> str:
-    for name in names:
-        value = record.get(name)
-        if isinstance(value, str) and value.strip():
-            return value
-    raise InputError("missing or empty " + " or ".join(f"'{n}'" for n in names) + " (the text to learn)")
-
-
 def _check_conditions(source: Source, config: SFTConfig) -> list[dict]:
     """Condition types and media files checked up front, so a run never dies at step 900 on a typo."""
-    from vidcli.media import resolve_media_path
-
     conditions = source.record.get("conditions") or []
     if not isinstance(conditions, list):
         raise InputError("field 'conditions' must be a list")
-    root = Path(config.media_root) if config.media_root else None
+    access = MediaAccess(config.media_root, config.allow_escape)
     for i, cond in enumerate(conditions):
         if not isinstance(cond, dict) or cond.get("type") not in CONDITION_TYPES:
             raise InputError(f"conditions[{i}] must be an object with 'type' in {', '.join(CONDITION_TYPES)}")
         try:
-            path = resolve_media_path(cond.get("path"), source.base_dir, media_root=root,
-                                      allow_escape=config.allow_escape)
+            path = access.path(cond.get("path"), source.base_dir)
         except InputError as exc:
             raise MediaError(f"conditions[{i}]: {exc.message}") from None
         if not path.is_file():
@@ -79,12 +68,10 @@ def to_example(source: Source, config: SFTConfig) -> Example:
         if config.stage == "camera":
             if not conditions or any(c["type"] != "camera" for c in conditions):
                 raise InputError("a camera-stage record needs 'conditions' of type camera only")
-            target = _text_field(record, ("target", "caption"))
+            target = text_field(record, "target", "caption", hint="the text to learn")
         else:
-            cot = record.get("cot")
-            if not isinstance(cot, dict):
-                raise InputError("missing field 'cot' (records from vidcli make-cot)")
-            target = _text_field(cot, ("target",))
+            cot = field_of(record, "cot", dict, hint="records from vidcli make-cot")
+            target = text_field(cot, "target", hint="the text to learn")
             dropped = _dropped_target(cot, target) if conditions else None
         dense = any(c["type"] in DENSE_CONDITIONS for c in conditions)
         limit = config.max_prompt_tokens_dense if dense else config.max_prompt_tokens

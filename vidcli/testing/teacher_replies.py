@@ -1,7 +1,7 @@
 """The offline teacher's reply rules, one per vidcli prompt template (a test double, not a model).
 
-Each rule gets the :class:`~vidcli.testing_teacher_reading.Request` recognised by
-:mod:`vidcli.testing_teacher` and returns the reply text in the form its template asks
+Each rule gets the :class:`~vidcli.testing.teacher_reading.Request` recognised by
+:mod:`vidcli.testing.teacher` and returns the reply text in the form its template asks
 for: JSON with the fields the stage validates, a yes/no word, a number, or a
 ``<think>/<answer>`` completion. What the reply says is taken from the request itself
 (its caption, instruction, key facts, frames), so downstream stages see records that
@@ -13,7 +13,7 @@ import json
 import re
 from typing import Callable
 
-from vidcli.testing_teacher_reading import (
+from vidcli.testing.teacher_reading import (
     LIGHT_WORDS, PLACE_WORDS, SPATIAL_WORDS, STYLE_WORDS, Request, brightness, camera_clauses, clauses, colour_name,
     colour_phrases, content_words, described_object, difference, first_words, flicker, has_word, last_time,
     motion_clauses, motion_sentence, objects, one_line, place_phrases, sentence, supports,

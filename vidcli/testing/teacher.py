@@ -5,7 +5,7 @@ the LLM-driven stages (decompose, make-cot, mine-triplets, the rve and coverage 
 would reject every record of a ``TINY=1`` recipe run or a test. The teacher stands in
 for GPT-4o there: it recognises which vidcli prompt template a request was rendered
 from and answers in the form that template asks for, built by rule from the request's
-own text and pixels (:mod:`vidcli.testing_teacher_replies`). Replies are deterministic,
+own text and pixels (:mod:`vidcli.testing.teacher_replies`). Replies are deterministic,
 well-formed and loosely on topic; they say nothing about model quality.
 
 Recognition: every template of :mod:`vidcli.prompts` becomes a pattern, its
@@ -15,9 +15,9 @@ of its first user message matches the user section, which also reads the values 
 (the caption, the instruction, ...). A template without a system section is matched on
 the user text alone. A request that matches no template gets HTTP 400 naming the start
 of its text, so a new template fails loudly until the teacher learns it
-(:data:`~vidcli.testing_teacher_replies.REPLIES` must name every template; a test checks).
+(:data:`~vidcli.testing.teacher_replies.REPLIES` must name every template; a test checks).
 
-    python -m vidcli.testing_teacher [--host 127.0.0.1] [--port 0] [--url-file FILE]
+    python -m vidcli.testing teacher [--host 127.0.0.1] [--port 0] [--url-file FILE]
 
 serves until SIGTERM/SIGINT; it prints its base URL (``http://HOST:PORT/v1``) on stdout
 and, once listening, writes it to FILE (atomically; removed again at exit). Any model
@@ -27,17 +27,14 @@ from __future__ import annotations
 
 import argparse
 import functools
-import os
 import re
-import signal
 import sys
-import threading
 from dataclasses import dataclass
 from importlib import resources
 
-from vidcli.testing_server import Action, ScriptedServer, error
-from vidcli.testing_teacher_reading import Request
-from vidcli.testing_teacher_replies import REPLIES
+from vidcli.testing.server import Action, ScriptedServer, error, serve_until_signalled
+from vidcli.testing.teacher_reading import Request
+from vidcli.testing.teacher_replies import REPLIES
 
 BANNER = "offline teacher: rule-based replies for smoke runs, not a model"
 
@@ -138,40 +135,15 @@ def teacher_server(host: str = "127.0.0.1", port: int = 0) -> ScriptedServer:
 # ------------------------------------------------------------------ command line
 
 
-def _write_atomic(path: str, text: str) -> None:
-    temporary = f"{path}.tmp-{os.getpid()}"
-    with open(temporary, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(temporary, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     """Serve until SIGTERM or SIGINT (see the module docstring)."""
-    parser = argparse.ArgumentParser(prog="python -m vidcli.testing_teacher", description=BANNER)
+    parser = argparse.ArgumentParser(prog="python -m vidcli.testing teacher", description=BANNER)
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on [default: 127.0.0.1]")
     parser.add_argument("--port", type=int, default=0, help="port; 0 lets the kernel pick a free one [default: 0]")
     parser.add_argument("--url-file", default=None, help="write the base URL here once listening (removed at exit)")
     args = parser.parse_args(argv)
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     print(BANNER, file=sys.stderr, flush=True)
-    try:
-        server = teacher_server(args.host, args.port).start()
-    except OSError as exc:
-        print(f"offline teacher: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    try:
-        if args.url_file:
-            _write_atomic(args.url_file, server.base_url + "\n")
-        print(server.base_url, flush=True)
-        while not stop.wait(0.5):
-            pass
-    finally:
-        server.stop()
-        if args.url_file and os.path.exists(args.url_file):
-            os.remove(args.url_file)
-    return 0
+    return serve_until_signalled(teacher_server, args.host, args.port, args.url_file, "offline teacher")
 
 
 if __name__ == "__main__":

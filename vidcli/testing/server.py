@@ -23,6 +23,9 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -283,3 +286,32 @@ class _Handler(BaseHTTPRequestHandler):
             return
         payload = action.body if action.body is not None else self.owner._completion(action, body)
         self._send(action.status, payload, action.headers)
+
+
+def serve_until_signalled(make_server: Callable[[str, int], "ScriptedServer"], host: str, port: int,
+                          url_file: str | None, name: str) -> int:
+    """Start ``make_server(host, port)``, print its base URL (and write it to ``url_file`` atomically once
+    listening), serve until SIGTERM or SIGINT, then stop and remove ``url_file``. Exit status 1
+    with one line when the address cannot be taken."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    try:
+        server = make_server(host, port).start()
+    except OSError as exc:
+        print(f"{name}: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
+        return 1
+    try:
+        if url_file:
+            temporary = f"{url_file}.tmp-{os.getpid()}"
+            with open(temporary, "w", encoding="utf-8") as handle:
+                handle.write(server.base_url + "\n")
+            os.replace(temporary, url_file)
+        print(server.base_url, flush=True)
+        while not stop.wait(0.5):
+            pass
+    finally:
+        server.stop()
+        if url_file and os.path.exists(url_file):
+            os.remove(url_file)
+    return 0

@@ -23,7 +23,7 @@ Built only when named (``which=["qwen2vl"]``), since few tests need them:
 
 Command line::
 
-    python -m vidcli.testing tiny-models OUTDIR [--only llm,vlm]
+    python -m vidcli.testing tiny-models OUTDIR [--only llm,vlm]    (vidcli.testing.cli)
 
 Serving the tiny LLM with the real OpenAI-compatible server of transformers (needs
 fastapi, uvicorn, pydantic and openai, all in the ``[test]`` extras)::
@@ -47,11 +47,9 @@ Builds are cached by :func:`ensure_tiny_models` under :func:`default_tiny_dir`.
 """
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
-import sys
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -554,26 +552,3 @@ def ensure_tiny_models(
                 shutil.rmtree(tmp, ignore_errors=True)
         paths[name] = final
     return paths
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m vidcli.testing tiny-models [OUTDIR] [--only llm,vlm]``; prints ``name<TAB>path`` lines."""
-    parser = argparse.ArgumentParser(prog="python -m vidcli.testing", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    tiny = sub.add_parser("tiny-models", help="write tiny models of the real architectures")
-    tiny.add_argument("outdir", type=Path, nargs="?", default=None,
-                      help="where to write them; omitted: build once into the cache and reuse (default_tiny_dir)")
-    tiny.add_argument("--only", default=",".join(ALL_MODELS),
-                      help="comma-separated subset of " + ",".join(ALL_MODELS))
-    args = parser.parse_args(argv)
-    which = [w.strip() for w in args.only.split(",") if w.strip()]
-    if not which or set(which) - set(BUILDERS):
-        parser.error(f"--only takes names from {','.join(ALL_MODELS)}")
-    built = build_tiny_models(args.outdir, which) if args.outdir else ensure_tiny_models(which)
-    for name, path in built.items():
-        print(f"{name}\t{path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

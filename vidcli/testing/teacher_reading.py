@@ -1,6 +1,6 @@
 """Reading a request the way the offline teacher does: words, phrases and pixels by rule.
 
-Helpers of :mod:`vidcli.testing_teacher` (a test double, not a model). Nothing here
+Helpers of :mod:`vidcli.testing.teacher` (a test double, not a model). Nothing here
 understands language or pictures; it picks phrases out of the request's own text with
 word lists and measures colour and change in the frames it was sent, so that replies
 quote the request back in the shape each vidcli stage asks for.

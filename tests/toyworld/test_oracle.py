@@ -1,0 +1,101 @@
+"""The pixel oracle against rendered ground truth, and its adherence scores."""
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from vidcli.toyworld.accuracy import PROPERTIES, blocks, compare
+from vidcli.toyworld.edits import possible_edits
+from vidcli.toyworld.language import Fact, caption, scene_facts
+from vidcli.toyworld.oracle import caption_adherence, edit_adherence, read_video, region_shape
+from vidcli.toyworld.scene import FPS, Degradation, Scene, Thing, coverage, degrade, random_scene, render
+
+BALL_LEFT = Scene((Thing("ball", "red", "left", 20.0, 10.0), Thing("square", "blue", "still", 10.0, 24.0)),
+                  tone="dark", pattern="striped", camera="static", phase=2.0)
+
+
+@pytest.mark.parametrize("shape", ["ball", "square", "triangle"])
+@pytest.mark.parametrize("offset", [0.0, 0.25, 0.5])
+def test_region_shape_knows_each_drawing(shape, offset):
+    assert region_shape(coverage(shape, 8.0 + offset, 8.0 + offset, 16, 16)) == shape
+
+
+def test_reads_a_known_scene():
+    reading = read_video(render(BALL_LEFT))
+    ball, square = reading.find("ball"), reading.find("square")
+    assert (ball.colour, ball.motion) == ("red", "left")
+    assert (square.colour, square.motion) == ("blue", "still")
+    assert (reading.tone, reading.pattern, reading.camera) == ("dark", "striped", "static")
+    assert ball.displacement[0] == pytest.approx(-10.0, abs=0.5)  # TRAVEL px to the left
+
+
+@pytest.mark.parametrize("version", ["render", "mp4", "blocks"])
+def test_every_property_read_right_on_drawn_scenes(version, tmp_path):
+    from vidcli.media import load_video, write_video
+
+    rng = np.random.default_rng(2024)
+    wrong = []
+    for i in range(40):
+        scene = random_scene(rng)
+        frames = render(scene)
+        if version == "mp4":
+            frames = load_video(write_video(tmp_path / f"{i}.mp4", frames, FPS)).frames
+        elif version == "blocks":
+            frames = blocks(frames)
+        found = compare(scene, read_video(frames))
+        wrong += [(i, prop) for prop in PROPERTIES for ok in found[prop] if not ok]
+    assert wrong == []
+
+
+def test_camera_pans_are_read_both_ways():
+    for camera in ("left", "right"):
+        scene = replace(BALL_LEFT, camera=camera)
+        reading = read_video(render(scene))
+        assert reading.camera == camera
+        assert reading.find("square").motion == "still"  # its slide against the pan is the camera's
+
+
+def test_caption_adherence_counts_the_facts_shown():
+    frames = render(BALL_LEFT)
+    assert caption_adherence(frames, caption(BALL_LEFT))["score"] == 1.0
+    # Seven facts are stated; one (the ball's colour) is wrong, one (the ball's motion) too.
+    wrong = "A blue ball moves right and a blue square stays still on a dark striped background. The camera is static."
+    result = caption_adherence(frames, wrong)
+    assert result["score"] == pytest.approx(7 / 9)
+    assert sorted(result["missed"]) == ["the ball is blue", "the ball moves right"]
+    assert result["by_kind"]["colour"] == 0.5
+
+
+def test_faded_and_spoiled_videos_lose_facts():
+    facts = scene_facts(BALL_LEFT)
+    from vidcli.toyworld.oracle import fact_adherence
+
+    spoiled = degrade(BALL_LEFT, Degradation(blur=1.0, noise=8.0, seed=1))
+    assert fact_adherence(facts, read_video(spoiled))["score"] == 1.0
+    gone = fact_adherence(facts, read_video(degrade(BALL_LEFT, Degradation(fade=0.9))))
+    assert gone["by_kind"]["object"] == 0.0 and gone["by_kind"]["background"] == 1.0
+
+
+def test_edit_adherence_of_right_and_wrong_edits():
+    edits = {e.kind: e for e in possible_edits(BALL_LEFT, np.random.default_rng(0))}
+    assert set(edits) == {"colour", "reverse", "remove"}  # two objects: nothing to add
+    for edit in edits.values():
+        done = edit_adherence(render(edit.target), edit.target, list(edit.changed))
+        assert done == {"accuracy": 1.0, "preservation": 1.0, "score": 1.0}, edit.kind
+        undone = edit_adherence(render(edit.source), edit.target, list(edit.changed))
+        assert undone["accuracy"] == 0.0 and undone["score"] == 0.0, edit.kind
+    added = possible_edits(replace(BALL_LEFT, things=BALL_LEFT.things[:1]), np.random.default_rng(0))[-1]
+    assert added.kind == "add"
+    assert edit_adherence(render(added.target), added.target, list(added.changed))["score"] == 1.0
+    assert edit_adherence(render(added.source), added.target, list(added.changed))["accuracy"] == 0.0
+    assert Fact("object", edits["remove"].subject, "absent") in edits["remove"].changed
+
+
+def test_the_builds_measured_accuracy_meets_the_bar(toy_build):
+    _, report = toy_build
+    measured = report["stages"]["oracle"]
+    for version in ("render", "mp4"):
+        for prop, value in measured[version].items():
+            assert value["accuracy"] >= 0.99, (version, prop, value)

@@ -1,0 +1,5 @@
+import sys
+
+from vidcli.testing.cli import main
+
+sys.exit(main())

@@ -1,0 +1,60 @@
+"""``python -m vidcli.toyworld``: build the toy world, serve its exact judge, measure its oracle.
+
+    python -m vidcli.toyworld build DIR [--quick] [--seed N]
+    python -m vidcli.toyworld judge [--host 127.0.0.1] [--port 0] [--url-file FILE]
+    python -m vidcli.toyworld oracle-accuracy [--count N] [--seed N]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from vidcli.testing.server import serve_until_signalled
+    from vidcli.toyworld.judge import judge_server
+
+    return serve_until_signalled(judge_server, args.host, args.port, args.url_file, "toy judge")
+
+
+def _build(args: argparse.Namespace) -> int:
+    from vidcli.toyworld.build import build
+
+    report = build(args.dir, seed=args.seed, quick=args.quick, force=args.force)
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+def _accuracy(args: argparse.Namespace) -> int:
+    from vidcli.toyworld.accuracy import oracle_accuracy
+
+    print(json.dumps(oracle_accuracy(args.count, seed=args.seed), indent=1))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m vidcli.toyworld", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="write the world's records, media and trained models into DIR (cached)")
+    build.add_argument("dir", type=Path)
+    build.add_argument("--quick", action="store_true", help="smaller world and shorter training, for CI")
+    build.add_argument("--seed", type=int, default=0)
+    build.add_argument("--force", action="store_true", help="rebuild even when DIR holds a build of the same key")
+    build.set_defaults(run=_build)
+    judge = sub.add_parser("judge", help="serve the exact toy judge/teacher (OpenAI-compatible) until SIGTERM")
+    judge.add_argument("--host", default="127.0.0.1")
+    judge.add_argument("--port", type=int, default=0, help="0 lets the kernel pick a free one")
+    judge.add_argument("--url-file", default=None, help="write the base URL here once listening (removed at exit)")
+    judge.set_defaults(run=_serve)
+    accuracy = sub.add_parser("oracle-accuracy", help="the oracle's accuracy per property on renders and mp4 copies")
+    accuracy.add_argument("--count", type=int, default=1000, help="scenes to draw")
+    accuracy.add_argument("--seed", type=int, default=12345)
+    accuracy.set_defaults(run=_accuracy)
+    args = parser.parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,237 @@
+"""``python -m vidcli.toyworld build DIR``: the toy world and its trained models, in stages, cached.
+
+The stages, in order (:data:`STAGES`); each writes its part under DIR and returns a
+report, and a stage whose report is on disk under the same build key is not run again:
+
+``world``        :func:`vidcli.toyworld.world.write_world`: media and records, DIR/world/
+``oracle``       the oracle's measured accuracy per property (:mod:`vidcli.toyworld.accuracy`)
+``cot``          ``vidcli make-cot`` on the world's training requests, taught by the exact
+                 toy judge (:mod:`vidcli.toyworld.judge`): DIR/interpreter/cot.jsonl
+``interpreter``  ``vidcli sft`` of the kit's tiny Qwen2.5-VL on those records (DIR/interpreter/sft),
+                 then ``vidcli interpret`` on the held-out requests and ``vidcli score --metric
+                 format,coverage`` with the toy judge: the start point for GRPO, whose outputs
+                 parse but miss facts
+``models``       the trained critic, generator and editor (DIR/critic, DIR/generator,
+                 DIR/editor): see :data:`STAGES` — the one place where they join the build
+
+The key (:func:`build_key`) hashes the toyworld package's source, the tiny-model
+builder's key, the library versions that shape the outputs, the seed and ``--quick``.
+DIR/build.json holds the key and every stage's report; a DIR holding another key's
+build is cleared first (only when it is a toy-world build: an unrelated folder is
+refused). Every stage is deterministic for its seed; subprocesses run the real
+commands as a user would, with ``OPENAI_BASE_URL`` pointing at the toy judge.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+log = logging.getLogger("vidcli.toyworld")
+
+
+@dataclass(frozen=True)
+class Size:
+    scenes: int  # scenes in the world (a fifth held out)
+    oracle_scenes: int  # scenes the oracle's accuracy is measured on
+    sft_steps: int
+    heldout: int  # held-out requests the interpreter is measured on
+
+
+FULL = Size(scenes=400, oracle_scenes=1000, sft_steps=400, heldout=80)
+QUICK = Size(scenes=100, oracle_scenes=100, sft_steps=200, heldout=12)
+# A high rate for a model of 200K parameters; batch 2 gives more updates per token than 4 did.
+SFT_FLAGS = ("--lr", "1e-2", "--warmup-steps", "10", "--batch-size", "2", "--grad-accum", "1", "--save-every", "0",
+             "--instruction-dropout", "0")
+
+
+@dataclass
+class Context:
+    root: Path
+    seed: int
+    quick: bool
+    size: Size
+    judge_url: str | None = None
+
+    @property
+    def world(self) -> Path:
+        return self.root / "world"
+
+    @property
+    def interpreter(self) -> Path:
+        return self.root / "interpreter"
+
+
+# ----------------------------------------------------------------------------- stages
+
+
+def _world(ctx: Context) -> dict:
+    from vidcli.toyworld.world import write_world
+
+    counts = write_world(ctx.world, seed=ctx.seed, count=ctx.size.scenes)
+    for name in ("requests", "triplets", "scenes", "drf"):
+        records = [json.loads(line) for line in (ctx.world / f"{name}.jsonl").read_text().splitlines()]
+        for split in ("train", "test"):
+            lines = [json.dumps(r, ensure_ascii=False) for r in records if r["split"] == split]
+            (ctx.world / f"{name}.{split}.jsonl").write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return {"records": counts}
+
+
+def _oracle(ctx: Context) -> dict:
+    from vidcli.toyworld.accuracy import oracle_accuracy
+
+    return oracle_accuracy(ctx.size.oracle_scenes, seed=ctx.seed + 12345)
+
+
+def _vidcli(ctx: Context, *args: str) -> None:
+    """Run one vidcli command as a user would; its stderr is shown when it fails."""
+    env = {**os.environ, "OPENAI_API_KEY": "toy", "OPENAI_BASE_URL": ctx.judge_url or "",
+           "XDG_CACHE_HOME": str(ctx.root / "cache")}
+    done = subprocess.run([sys.executable, "-m", "vidcli", *args], env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"vidcli {args[0]} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+
+
+def _cot(ctx: Context) -> dict:
+    ctx.interpreter.mkdir(parents=True, exist_ok=True)
+    out = ctx.interpreter / "cot.jsonl"
+    _vidcli(ctx, "make-cot", "-q", "--llm", "openai:toy", "--dedup-threshold", "1.0",
+            str(ctx.world / "requests.train.jsonl"), "-o", str(out))
+    return {"records": sum(1 for _ in out.open(encoding="utf-8"))}
+
+
+def _interpreter(ctx: Context) -> dict:
+    from vidcli.testing import ensure_tiny_models
+
+    base = ensure_tiny_models("vlm")["vlm"]
+    sft, interpreted = ctx.interpreter / "sft", ctx.interpreter / "heldout.interpreted.jsonl"
+    _vidcli(ctx, "sft", "-q", "--model", str(base), str(ctx.interpreter / "cot.jsonl"), "-o", str(sft),
+            "--max-steps", str(ctx.size.sft_steps), "--seed", str(ctx.seed), *SFT_FLAGS)
+    heldout = ctx.interpreter / "heldout.jsonl"
+    lines = (ctx.world / "requests.test.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    heldout.write_text("".join(lines[:ctx.size.heldout]), encoding="utf-8")
+    _vidcli(ctx, "interpret", "-q", "--model", str(sft), "--input", str(heldout), "-o", str(interpreted),
+            "--max-new-tokens", "640", "--batch-size", "16")
+    return interpreter_scores(ctx, interpreted)
+
+
+def interpreter_scores(ctx: Context, interpreted: Path) -> dict:
+    """Format rate and mean coverage (U, S, Z) of interpreted held-out requests, by the toy judge."""
+    scored, summary = ctx.interpreter / "heldout.scored.jsonl", ctx.interpreter / "heldout.summary.json"
+    _vidcli(ctx, "score", "-q", "--metric", "format,coverage", "--judge", "openai:toy", str(interpreted),
+            "-o", str(scored), "--summary", str(summary))
+    records = [json.loads(line) for line in scored.read_text(encoding="utf-8").splitlines()]
+    report = {"heldout": len(records),
+              "format_rate": sum(r["scores"]["format"] == 1.0 for r in records) / len(records)}
+    for part in ("format", "user", "detail", "supp"):  # coverage of U, S and Z (SPEC §5)
+        values = [r["scores"][part] for r in records if r["scores"].get(part) is not None]
+        report[f"mean_{part}"] = sum(values) / len(values) if values else None
+    return report
+
+
+Stage = tuple[str, Callable[[Context], dict]]
+STAGES: list[Stage] = [
+    ("world", _world),
+    ("oracle", _oracle),
+    ("cot", _cot),
+    ("interpreter", _interpreter),
+    # ("models", lambda ctx: vidcli.toyworld.models.build_models(ctx.root, seed=ctx.seed, quick=ctx.quick)):
+    # the critic, generator and editor join here once vidcli.toyworld.models is merged.
+]
+
+
+# ----------------------------------------------------------------------------- cache
+
+
+def build_key(*, seed: int, quick: bool) -> str:
+    """Names one build: the toyworld source, the tiny-model builder, library versions, seed, size."""
+    from vidcli.testing import builder_key
+
+    h = hashlib.sha256()
+    package = Path(__file__).parent
+    for path in sorted(package.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    h.update(f"|tiny={builder_key()}|seed={seed}|quick={quick}".encode())
+    for dist in ("torch", "transformers", "diffusers", "numpy", "scipy", "av", "vidcli"):
+        try:
+            h.update(f"|{dist}={metadata.version(dist)}".encode())
+        except metadata.PackageNotFoundError:
+            h.update(f"|{dist}=none".encode())
+    return h.hexdigest()[:16]
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _write_json(path: Path, value: dict) -> None:
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def build(root: Path | str, *, seed: int = 0, quick: bool = False, force: bool = False) -> dict:
+    """Run the stages not yet done under this build key; returns DIR/build.json's content.
+
+    Two processes building into one DIR at once (two test sessions) take turns: the
+    second waits on a lock file beside DIR and then finds the stages done."""
+    import fcntl
+
+    root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with open(root.parent / f".{root.name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build_locked(root, seed=seed, quick=quick, force=force)
+
+
+def _build_locked(root: Path, *, seed: int, quick: bool, force: bool) -> dict:
+    from vidcli.toyworld.judge import judge_server
+
+    key = build_key(seed=seed, quick=quick)
+    state = _read_json(root / "build.json")
+    if root.exists() and any(root.iterdir()) and (force or state is None or state.get("key") != key):
+        if state is None:
+            raise SystemExit(f"toy world: {root} is not empty and holds no toy-world build (no build.json); "
+                             "give an empty or new folder")
+        shutil.rmtree(root)
+        state = None
+    root.mkdir(parents=True, exist_ok=True)
+    state = state or {"key": key, "seed": seed, "quick": quick, "stages": {}}
+    _write_json(root / "build.json", state)
+    ctx = Context(root, seed, quick, QUICK if quick else FULL)
+    with judge_server() as judge:
+        ctx.judge_url = judge.base_url
+        for name, run in STAGES:
+            if name in state["stages"]:
+                continue
+            started = time.monotonic()
+            log.info("toy world: stage %s", name)
+            report = run(ctx)
+            report["seconds"] = round(time.monotonic() - started, 1)
+            state["stages"][name] = report
+            _write_json(root / "build.json", state)
+    return state
+
+
+def default_dir(*, seed: int = 0, quick: bool = True) -> Path:
+    """Where :func:`ensure_world` keeps builds (``$XDG_CACHE_HOME/vidcli/toyworld/<key>``)."""
+    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(cache) / "vidcli" / "toyworld" / build_key(seed=seed, quick=quick)
+
+
+def ensure_world(*, seed: int = 0, quick: bool = True) -> tuple[Path, dict]:
+    """The cached build for this key (built on first use): its folder and its report."""
+    root = default_dir(seed=seed, quick=quick)
+    return root, build(root, seed=seed, quick=quick)
