@@ -32,7 +32,7 @@ def test_replies_put_the_verdict_where_each_reader_reads_it():
     from vidcli.testing import ensure_tiny_models
     from vidcli.toyworld import critic
     from vidcli.toyworld.language import drf_elements
-    from vidcli.train.revise import Critic
+    from vidcli.rewards.critic import Critic
 
     from vidcli.rewards.vlm import VLMScorer
 

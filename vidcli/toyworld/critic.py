@@ -185,7 +185,7 @@ def edited_object_sentence(shape: str, shown: set[Fact]) -> str:
 
 
 def revise_item(source: Clip, edited: Clip, instruction: str, subject: str, label: bool, form: str) -> Item:
-    from vidcli.train.revise import CRITIC_PROMPTS, critic_checks
+    from vidcli.rewards.critic import CRITIC_PROMPTS, critic_checks
     from vidcli.prompts import render_text
 
     reasoning = form.removeprefix("revise_")
@@ -204,7 +204,7 @@ class Replies:
 
     def __init__(self, tokenizer) -> None:
         from vidcli.rewards.vlm import VERDICT_PREFIX
-        from vidcli.train.revise import VERDICT_CUE
+        from vidcli.rewards.critic import VERDICT_CUE
 
         self.tok = tokenizer
         self.end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -284,7 +284,7 @@ def build_untrained(folder: Path, *, seed: int, quick: bool = False) -> None:
     from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
                               Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
 
-    from vidcli.testing import QWEN_SPECIAL_TOKENS, VLM_CHAT_TEMPLATE, _chat_generation_config, _padded_vocab
+    from vidcli.testing.models import QWEN_SPECIAL_TOKENS, VLM_CHAT_TEMPLATE, _chat_generation_config, _padded_vocab
 
     tok = train_tokenizer(corpus(np.random.default_rng([seed, 1]), scenes=100 if quick else 300))
     ids = dict(zip(QWEN_SPECIAL_TOKENS, tok.convert_tokens_to_ids(QWEN_SPECIAL_TOKENS)))

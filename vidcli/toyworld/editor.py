@@ -189,7 +189,7 @@ def edit_report(folder: Path, edits: list[Edit], *, steps: int = 20, guidance: f
     with tempfile.TemporaryDirectory() as tmp:
         path = write_triplets(Path(tmp), edits, prefix="heldout")
         records = [json.loads(line) for line in path.read_text().splitlines()]
-        from vidcli.train.revise import Clip
+        from vidcli.diffusion.editor import Clip
 
         sources = [source_latents(model, Clip(Path(tmp) / r["source"]["video"], None, None), settings)
                    for r in records]

@@ -85,7 +85,7 @@ def build_untrained(folder: Path, *, seed: int, latents_mean: list[float], laten
     from diffusers import UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from vidcli.testing import _padded_vocab
+    from vidcli.testing.models import _padded_vocab
     from vidcli.toyworld.vae import Z_DIM, make_vae
 
     tok = unigram_tokenizer(text_corpus(np.random.default_rng([seed, 11])))
