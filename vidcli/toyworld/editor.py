@@ -1,11 +1,9 @@
 """Toy edits and the toy editor: edit pairs drawn from scenes, and a revise-tune editing checkpoint.
 
-An :class:`Edit` takes a source scene to a target scene by one change — an object's
-colour, its motion reversed, an object removed or added — with a literal instruction
-("Make the ball blue.") and an implicit one that names the result without the
-operation ("Let the ball take on the colour of a clear sky."). ``changed`` lists the
-facts the edit asks for in the form :func:`vidcli.toyworld.oracle.edit_adherence` reads
-(a removal: ``Fact("object", shape, "absent")``).
+The edits are the world's (:class:`vidcli.toyworld.edits.Edit`): one change — an object's
+colour, its motion reversed, an object removed or added — with a literal and an implicit
+instruction, and ``changed``, the facts the edit asks for in the form
+:func:`vidcli.toyworld.oracle.edit_adherence` reads (a removal: ``Fact("object", shape, "absent")``).
 
 The editor (:func:`train_editor`) is the toy generator tuned by the project's own
 ``revise-tune --objective sft`` on triplet records written from such pairs (source and
@@ -20,87 +18,23 @@ from pathlib import Path
 
 import numpy as np
 
-from vidcli.toyworld.language import Fact
-from vidcli.toyworld.scene import COLOURS, FPS, TRAVEL, DIRECTION, Scene, render
-
-
-KINDS = ("colour", "reverse", "remove", "add")
-OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
-# What each colour looks like, for instructions that name the result without the word.
-HINTS = {"red": "the colour of a ripe tomato", "green": "the colour of fresh grass",
-         "blue": "the colour of a clear sky", "purple": "the colour of a ripe plum"}
-
-
-@dataclass(frozen=True)
-class Edit:
-    kind: str
-    source: Scene
-    target: Scene
-    subject: str  # the shape the edit is about
-    literal: str
-    implicit: str
-    changed: tuple[Fact, ...]
-
-
-def _verb(motion: str) -> str:
-    return "stays still" if motion == "still" else f"moves {motion}"
-
-
-def _fits(scene: Scene) -> bool:
-    from vidcli.toyworld import scene as world
-
-    return world._fits(scene)  # the world's own placement rule
+from vidcli.toyworld.edits import KINDS, Edit, possible_edits
+from vidcli.toyworld.scene import COLOURS, FPS, Scene, _fits, render
 
 
 def random_edit(rng: np.random.Generator, kind: str | None = None) -> Edit:
-    """An edit of ``kind`` (drawn when None) on a fresh scene."""
+    """An edit of ``kind`` (drawn when None) on a fresh scene, as :func:`~vidcli.toyworld.edits.possible_edits`
+    makes it (an addition starts from one object, a removal from two)."""
     from vidcli.toyworld.scene import random_scene
 
     kind = kind or str(rng.choice(KINDS))
-    while True:
-        if kind == "colour":
-            source = random_scene(rng)
-            i = int(rng.integers(len(source.things)))
-            thing = source.things[i]
-            colour = str(rng.choice([c for c in COLOURS if c != thing.colour]))
-            things = list(source.things)
-            things[i] = replace(thing, colour=colour)
-            return Edit(kind, source, replace(source, things=tuple(things)), thing.shape,
-                        f"Make the {thing.shape} {colour}.", f"Let the {thing.shape} take on {HINTS[colour]}.",
-                        (Fact("colour", thing.shape, colour),))
-        if kind == "reverse":
-            source = random_scene(rng)
-            moving = [i for i, t in enumerate(source.things) if t.motion != "still"]
-            if not moving:
-                continue
-            i = int(rng.choice(moving))
-            thing = source.things[i]
-            dx, dy = DIRECTION[thing.motion]
-            # Start where the source's object ends, so the path is the same one run backwards.
-            new = replace(thing, motion=OPPOSITE[thing.motion], x=thing.x + TRAVEL * dx, y=thing.y + TRAVEL * dy)
-            things = list(source.things)
-            things[i] = new
-            target = replace(source, things=tuple(things))
-            if not _fits(target):
-                continue
-            return Edit(kind, source, target, thing.shape,
-                        f"Reverse the {thing.shape}'s motion so that it moves {new.motion}.",
-                        f"Play the {thing.shape}'s journey backwards.", (Fact("motion", thing.shape, new.motion),))
-        if kind in ("remove", "add"):
-            full = random_scene(rng, objects=2)
-            i = int(rng.integers(2))
-            thing = full.things[i]
-            fewer = replace(full, things=tuple(t for j, t in enumerate(full.things) if j != i))
-            if kind == "remove":
-                return Edit(kind, full, fewer, thing.shape, f"Remove the {thing.shape}.",
-                            f"The {thing.shape} has left before the clip begins, so it is nowhere to be seen.",
-                            (Fact("object", thing.shape, "absent"),))
-            return Edit(kind, fewer, full, thing.shape,
-                        f"Add a {thing.colour} {thing.shape} that {_verb(thing.motion)}.",
-                        f"A {thing.shape} with {HINTS[thing.colour]} joins the scene and {_verb(thing.motion)}.",
-                        (Fact("object", thing.shape, None), Fact("colour", thing.shape, thing.colour),
-                         Fact("motion", thing.shape, thing.motion)))
+    if kind not in KINDS:
         raise ValueError(f"unknown edit kind {kind!r}; choose from {KINDS}")
+    objects = {"add": 1, "remove": 2}.get(kind)
+    while True:
+        made = {edit.kind: edit for edit in possible_edits(random_scene(rng, objects=objects), rng)}
+        if kind in made:
+            return made[kind]
 
 
 def wrong_edit(edit: Edit, rng: np.random.Generator) -> Scene:
