@@ -11,15 +11,14 @@ from vidcli.toyworld.scene import Scene, Thing
 
 # Bands for the quick build (smaller data and fewer steps than the full one; see models.py).
 QUICK_CRITIC_ACCURACY = 0.75
-QUICK_GENERATOR_MARGIN = 0.05  # generated adherence must beat chance by more than this
+QUICK_GENERATOR_MARGIN = 0.05  # generated adherence must beat chance by more than this (measured: 0.456 vs 0.392)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory):
-    from vidcli.toyworld.models import build_models
-
-    root = tmp_path_factory.mktemp("toy-models")
-    return root, build_models(root, seed=0, quick=True)
+def built(toy_build):
+    """The quick build's models (the cached build's ``models`` stage) and their report."""
+    root, state = toy_build
+    return root, state["stages"]["models"]
 
 
 # ----------------------------------------------------------------------------- without a build
@@ -109,8 +108,8 @@ def test_reverse_runs_the_same_path_backwards():
 # ----------------------------------------------------------------------------- the quick build
 
 
-@pytest.mark.xfail(strict=True, reason="the quick critic answers No to everything (held-out accuracy 0.62 = the "
-                   "share of false statements): /work/notes/issue-14-models.md")
+@pytest.mark.xfail(strict=True, reason="the quick critic's verdicts do not follow the video yet: held-out accuracy "
+                   "0.45 on 120 questions (40% true), p(Yes) 0.39-0.62 whatever the truth")
 def test_critic_is_accurate_on_held_out_questions(built):
     _, report = built
     critic = report["critic"]
@@ -127,17 +126,27 @@ def test_generator_adherence_is_below_the_ceiling(built):
     assert set(gen["generated"]["by_kind"]) == {"object", "colour", "motion", "relation", "background", "camera"}
 
 
-@pytest.mark.xfail(strict=True, reason="the quick generator is at chance (adherence 0.396 against 0.392 for "
-                   "captions paired with other scenes' videos): /work/notes/issue-14-models.md")
 def test_generator_adherence_is_clearly_above_chance(built):
     _, report = built
     gen = report["generator"]
     assert gen["generated"]["score"] > gen["chance"]["score"] + QUICK_GENERATOR_MARGIN, gen
 
 
+def test_editor_edits_more_than_leaving_the_source(built):
+    """The quick editor carries out some edits (measured: edit score 0.25, removals and additions)
+    where handing back the source scores 0."""
+    _, report = built
+    editor = report["editor"]
+    assert editor["unedited"]["score"] == 0.0
+    assert editor["edited"]["score"] > editor["unedited"]["score"] + 0.1, editor
+    assert set(editor["edited"]["by_kind"]) == {"colour", "reverse", "remove", "add"}
+
+
 def test_report_is_written(built):
     root, report = built
-    assert json.loads((root / "models.json").read_text()) == json.loads(json.dumps(report))
+    written = json.loads((root / "models.json").read_text())
+    assert {k: v for k, v in report.items() if k != "seconds"} == written  # the build adds the stage's seconds
+    assert set(written["seconds_by_model"]) == {"critic", "generator", "editor"}
 
 
 def test_critic_loads_as_drf_tune_and_score_load_it(built):

@@ -19,12 +19,13 @@ towards the background), the facts the oracle reads from it. A statement is true
 every fact it states holds, so the critic learns the oracle's judgement, and its
 p(Yes) falls as a generated-looking video loses facts.
 
-Training has three stages. Yes/no verdicts carry one bit per example, too little for a
+Training has two stages. Yes/no verdicts carry one bit per example, too little for a
 model that starts from random weights to learn to see: the vision tower first learns the
 clips' facts through a linear probe (:func:`train_vision`), then the whole model learns
-to caption clips (:data:`CAPTION_PROMPT` → the scene's caption: every fact in words),
-then to answer the questions. Frames reach the model through :class:`vidcli.rewards.vlm.VLMScorer` — the same
-differentiable preprocessing, chat template and pad expansion drf-tune, revise-tune and
+the questions, balanced between true and false, mixed with captions
+(:data:`CAPTION_PROMPT` → the scene's caption: every fact in words), while the probe's
+loss stays in the objective so the tower keeps learning. Frames reach the model through
+:class:`vidcli.rewards.vlm.VLMScorer` — the same differentiable preprocessing, chat template and pad expansion drf-tune, revise-tune and
 ``score --metric vqa`` use — with frame counts and frame rates drawn from the ranges
 those commands give (5–10 frames, 7–18 fps). Training is a small question-answering
 stage on the training core (:mod:`vidcli.train.core`: seeding, AdamW groups, warm-up
@@ -413,18 +414,40 @@ def vision_clips(rng: np.random.Generator, count: int) -> list[tuple[np.ndarray,
     return clips
 
 
-def train_vision(folder: Path, clips: list, *, seed: int, steps: int, batch_size: int = 32,
-                 lr: float = 3e-3) -> list[float]:
-    """First stage: the vision tower alone learns to tell each clip's facts apart.
+SIZES = [n for _, n in TARGETS]
 
-    A linear probe (discarded afterwards) reads the merged visual tokens of the first and
-    last frame groups and predicts :data:`TARGETS`; only the vision tower and the probe
-    train. Verdicts and even captions reach the vision tower through a language model
-    that starts from nothing, and measured gradients there were 1000× smaller than in the
-    language model: without this stage the critic learned global brightness and nothing else.
-    """
+
+def new_probe(model) -> torch.nn.Linear:
+    """The vision stage's linear probe: the merged tokens of the first and last frame groups → :data:`TARGETS`."""
+    return torch.nn.Linear(8 * model.config.vision_config.out_hidden_size, sum(SIZES))
+
+
+def probe_loss(scorer, probe: torch.nn.Linear, clips: list, rng: np.random.Generator) -> torch.Tensor:
+    """Mean cross-entropy of the probe's :data:`TARGETS` on ``clips`` ((frames, scene) pairs), seen as
+    the questions show them (:func:`views`)."""
     import torch.nn.functional as F
 
+    model = scorer.model
+    pixels = [scorer.video_pixels(*views([frames], rng)[0]) for frames, _ in clips]
+    merged = model.model.get_video_features(torch.cat([p.pixel_values for p in pixels]),
+                                            torch.stack([p.grid_thw for p in pixels])).pooler_output
+    features = torch.stack([torch.cat([m[:4], m[-4:]]).flatten() for m in merged])
+    targets = torch.tensor([scene_targets(scene) for _, scene in clips])
+    logits = probe(features).split(SIZES, dim=1)
+    return sum(F.cross_entropy(lg, targets[:, k]) for k, lg in enumerate(logits)) / len(SIZES)
+
+
+def train_vision(folder: Path, clips: list, *, seed: int, steps: int, batch_size: int = 32,
+                 lr: float = 3e-3) -> tuple[list[float], torch.nn.Linear]:
+    """First stage: the vision tower alone learns to tell each clip's facts apart; the losses and the probe.
+
+    A linear probe reads the merged visual tokens of the first and last frame groups and
+    predicts :data:`TARGETS`; only the vision tower and the probe train. Verdicts and even
+    captions reach the vision tower through a language model that starts from nothing,
+    and measured gradients there were 1000× smaller than in the language model: without
+    this stage the critic learned global brightness and nothing else. The probe goes on
+    into the question stage (:func:`train_critic`), where its loss keeps the tower seeing.
+    """
     from vidcli.rewards.vlm import VLMScorer
     from vidcli.train.core import DataOrder, OptimConfig, build_optimizer, build_scheduler, set_seed
 
@@ -434,25 +457,16 @@ def train_vision(folder: Path, clips: list, *, seed: int, steps: int, batch_size
     visual = model.model.visual
     visual.requires_grad_(True)
     visual.train()
-    width = model.config.vision_config.out_hidden_size
-    sizes = [n for _, n in TARGETS]
-    probe = torch.nn.Linear(8 * width, sum(sizes))
+    probe = new_probe(model)
     named = list(visual.named_parameters()) + [(f"probe.{n}", p) for n, p in probe.named_parameters()]
     optim = OptimConfig(lr=lr, weight_decay=0.01, warmup_steps=max(1, steps // 20), max_grad_norm=1.0)
     optimizer = build_optimizer(named, optim)
     scheduler = build_scheduler(optimizer, optim, steps)
     order = DataOrder(len(clips), batch_size, seed)
-    targets = torch.tensor([scene_targets(scene) for _, scene in clips])
     losses = []
     for step in range(steps):
         _, indices = order.micro_batch(step)
-        rng = np.random.default_rng([seed, 6, step])
-        pixels = [scorer.video_pixels(*views([clips[i][0]], rng)[0]) for i in indices]
-        merged = model.model.get_video_features(torch.cat([p.pixel_values for p in pixels]),
-                                                torch.stack([p.grid_thw for p in pixels])).pooler_output
-        features = torch.stack([torch.cat([m[:4], m[-4:]]).flatten() for m in merged])
-        logits = probe(features).split(sizes, dim=1)
-        loss = sum(F.cross_entropy(lg, targets[indices, k]) for k, lg in enumerate(logits)) / len(sizes)
+        loss = probe_loss(scorer, probe, [clips[i] for i in indices], np.random.default_rng([seed, 6, step]))
         loss.backward()
         torch.nn.utils.clip_grad_norm_([p for _, p in named], optim.max_grad_norm)
         optimizer.step()
@@ -463,7 +477,7 @@ def train_vision(folder: Path, clips: list, *, seed: int, steps: int, batch_size
             log.info("critic vision step %d/%d loss %.4f", step + 1, steps, losses[-1])
     model.eval()
     model.save_pretrained(folder)
-    return losses
+    return losses, probe
 
 
 def edit_done(edit, edited: Clip) -> bool:
@@ -527,9 +541,25 @@ def verdict_margins(scorer, replies: Replies, items: list[Item], rng: np.random.
     return np.asarray(out)
 
 
+def balanced(items: list[Item], rng: np.random.Generator) -> list[Item]:
+    """As many true as false questions (the surplus side thinned at random), shuffled: with a third
+    of the statements true, answering "No" to everything was a minimum the training settled in."""
+    yes = [it for it in items if it.label]
+    no = [it for it in items if not it.label]
+    n = min(len(yes), len(no))
+    keep = [yes[i] for i in rng.permutation(len(yes))[:n]] + [no[i] for i in rng.permutation(len(no))[:n]]
+    return [keep[i] for i in rng.permutation(len(keep))]
+
+
 def train_critic(folder: Path, items: list[Item], *, seed: int, steps: int, batch_size: int = 16,
-                 lr: float = 2e-3) -> list[float]:
-    """Train the critic in ``folder`` on ``items`` for ``steps`` steps and save it there; the losses."""
+                 lr: float = 2e-3, probe: torch.nn.Linear | None = None, probe_clips: list | None = None,
+                 probe_weight: float = 0.5, probe_batch: int = 8) -> list[float]:
+    """Train the critic in ``folder`` on ``items`` for ``steps`` steps and save it there; the losses.
+
+    With ``probe`` and ``probe_clips`` the vision stage's probe loss on ``probe_batch`` clips is
+    added to every step (× ``probe_weight``): through the language model alone the vision tower
+    gets too little gradient to keep learning, and without the probe it forgot what the first
+    stage taught it."""
     from vidcli.rewards.vlm import VLMScorer
     from vidcli.train.core import DataOrder, OptimConfig, build_optimizer, build_scheduler, set_seed
 
@@ -540,16 +570,25 @@ def train_critic(folder: Path, items: list[Item], *, seed: int, steps: int, batc
         p.requires_grad_(True)
     model.train()
     replies = Replies(scorer.processor.tokenizer)
+    named = list(model.named_parameters())
+    if probe is not None:
+        named += [(f"probe.{n}", p) for n, p in probe.named_parameters()]
     optim = OptimConfig(lr=lr, weight_decay=0.01, warmup_steps=max(1, steps // 20), max_grad_norm=1.0)
-    optimizer = build_optimizer(model.named_parameters(), optim)
+    optimizer = build_optimizer(named, optim)
     scheduler = build_scheduler(optimizer, optim, steps)
     order = DataOrder(len(items), batch_size, seed)
+    probe_order = DataOrder(len(probe_clips), probe_batch, seed + 1) if probe is not None and probe_clips else None
     losses = []
     for step in range(steps):
         _, indices = order.micro_batch(step)
-        loss = qa_loss(scorer, replies, [items[i] for i in indices], np.random.default_rng([seed, 7, step]))
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), optim.max_grad_norm)
+        rng = np.random.default_rng([seed, 7, step])
+        loss = qa_loss(scorer, replies, [items[i] for i in indices], rng)
+        total = loss
+        if probe_order is not None:
+            _, picked = probe_order.micro_batch(step)
+            total = loss + probe_weight * probe_loss(scorer, probe, [probe_clips[i] for i in picked], rng)
+        total.backward()
+        torch.nn.utils.clip_grad_norm_([p for _, p in named], optim.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
@@ -629,25 +668,31 @@ def calibration(folder: Path, *, seed: int, scenes: int = 48) -> dict:
     return {"spearman": round(float(spearmanr(rewards, adherence).statistic), 3), "by_adherence": groups}
 
 
+# Sizes of the build. The full ones fit the build's ~20 minutes on two idle cores (vision steps
+# ~0.2 s, question steps ~0.5 s there); tests/bench/bench_toyworld_models.py measures them.
+QUICK = dict(clips=400, vision_steps=150, captions=100, train=400, steps=60, test=120, calib=6)
+FULL = dict(clips=3000, vision_steps=1000, captions=1000, train=4000, steps=600, test=400, calib=32)
+
+
 def build_critic(folder: Path, *, seed: int, quick: bool) -> dict:
-    """Build, train (vision, captions, then the questions) and measure the critic in ``folder``; the report."""
-    sizes = dict(clips=600, vision_steps=150, captions=400, caption_steps=40, train=400, steps=40, test=120,
-                 calib=6) if quick else \
-        dict(clips=4000, vision_steps=1500, captions=4000, caption_steps=600, train=6000, steps=900, test=800,
-             calib=48)
+    """Build, train (vision, then questions and captions with the vision probe alongside) and measure
+    the critic in ``folder``; the report."""
+    sizes = QUICK if quick else FULL
     folder.mkdir(parents=True, exist_ok=True)
     build_untrained(folder, seed=seed, quick=quick)
-    vision_losses = train_vision(folder, vision_clips(np.random.default_rng([seed, 4]), sizes["clips"]), seed=seed,
-                                 steps=sizes["vision_steps"])
-    captions = caption_items(np.random.default_rng([seed, 1]), sizes["captions"])
-    caption_losses = train_critic(folder, captions, seed=seed, steps=sizes["caption_steps"], batch_size=32, lr=3e-3)
-    items = make_items(np.random.default_rng([seed, 2]), sizes["train"])
+    clips = vision_clips(np.random.default_rng([seed, 4]), sizes["clips"])
+    vision_losses, probe = train_vision(folder, clips, seed=seed, steps=sizes["vision_steps"])
+    # Captions (every fact in words) ride along with the questions (one bit each): they keep the
+    # language model reading the visual tokens while it learns the verdicts.
+    items = balanced(make_items(np.random.default_rng([seed, 2]), sizes["train"]), np.random.default_rng([seed, 5]))
+    items += caption_items(np.random.default_rng([seed, 1]), sizes["captions"])
+    items = [items[i] for i in np.random.default_rng([seed, 10]).permutation(len(items))]
     held_out = make_items(np.random.default_rng([seed, 3]), sizes["test"])
-    losses = train_critic(folder, items, seed=seed, steps=sizes["steps"])
+    losses = train_critic(folder, items, seed=seed, steps=sizes["steps"], lr=1e-3, probe=probe, probe_clips=clips)
     report = evaluate(folder, held_out, seed=seed)
     report["calibration"] = calibration(folder, seed=seed, scenes=sizes["calib"])
     report["losses"] = {name: round(float(np.mean(values[-10:])), 4) for name, values in
-                        (("vision", vision_losses), ("caption", caption_losses), ("questions", losses))}
-    report["steps"] = {"vision": sizes["vision_steps"], "caption": sizes["caption_steps"], "questions": sizes["steps"]}
+                        (("vision", vision_losses), ("questions", losses))}
+    report["steps"] = {"vision": sizes["vision_steps"], "questions": sizes["steps"]}
     report["train_items"] = len(items)
     return report

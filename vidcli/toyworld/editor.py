@@ -13,7 +13,7 @@ in-context layout and loads in ``vidcli generate`` as an editor.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np

@@ -37,7 +37,7 @@ def build_models(root: Path, *, seed: int, quick: bool, threads: int | None = No
     root.mkdir(parents=True, exist_ok=True)
     before = torch.get_num_threads()
     torch.set_num_threads(threads or 1)
-    report: dict = {"seed": seed, "quick": quick, "seconds": {}}
+    report: dict = {"seed": seed, "quick": quick, "seconds_by_model": {}}
     try:
         with torch.random.fork_rng(devices=[]):
             for name, build in (("critic", lambda: build_critic(root / "critic", seed=seed, quick=quick)),
@@ -46,8 +46,8 @@ def build_models(root: Path, *, seed: int, quick: bool, threads: int | None = No
                                                                 seed=seed, quick=quick))):
                 start = time.perf_counter()
                 report[name] = build()
-                report["seconds"][name] = round(time.perf_counter() - start, 1)
-                log.info("%s built in %.0f s", name, report["seconds"][name])
+                report["seconds_by_model"][name] = round(time.perf_counter() - start, 1)
+                log.info("%s built in %.0f s", name, report["seconds_by_model"][name])
     finally:
         torch.set_num_threads(before)
     (root / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
