@@ -668,10 +668,11 @@ def calibration(folder: Path, *, seed: int, scenes: int = 48) -> dict:
     return {"spearman": round(float(spearmanr(rewards, adherence).statistic), 3), "by_adherence": groups}
 
 
-# Sizes of the build. The full ones fit the build's ~20 minutes on two idle cores (vision steps
-# ~0.2 s, question steps ~0.5 s there); tests/bench/bench_toyworld_models.py measures them.
-QUICK = dict(clips=400, vision_steps=150, captions=100, train=400, steps=60, test=120, calib=6)
-FULL = dict(clips=3000, vision_steps=1000, captions=1000, train=4000, steps=600, test=400, calib=32)
+# Sizes of the build: the full ones sized for a share of the build's 20 minutes on two idle cores
+# (a vision step took ~0.2 s there, a question step ~0.5 s), the quick ones for a share of its 3.
+# tests/bench/bench_toyworld_models.py measures them.
+QUICK = dict(clips=300, vision_steps=100, captions=80, train=300, steps=40, test=80, calib=6)
+FULL = dict(clips=3000, vision_steps=1000, captions=800, train=3000, steps=400, test=400, calib=32)
 
 
 def build_critic(folder: Path, *, seed: int, quick: bool) -> dict:

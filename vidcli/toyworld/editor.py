@@ -146,7 +146,7 @@ def edit_report(folder: Path, edits: list[Edit], *, steps: int = 20, guidance: f
 
 def build_editor(folder: Path, generator: Path, critic: Path, *, seed: int, quick: bool) -> dict:
     """Train the editor from the toy generator with revise-tune --objective sft and measure it."""
-    sizes = dict(pairs=48, steps=8, test=8) if quick else dict(pairs=1200, steps=400, test=64)
+    sizes = dict(pairs=48, steps=8, test=8) if quick else dict(pairs=1200, steps=200, test=64)
     rng = np.random.default_rng([seed, 21])
     edits = [random_edit(rng, KINDS[i % len(KINDS)]) for i in range(sizes["pairs"])]
     train_editor(folder, generator, critic, edits, seed=seed, steps=sizes["steps"])
