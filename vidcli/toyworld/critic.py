@@ -25,13 +25,14 @@ clips' facts through a linear probe (:func:`train_vision`), then the whole model
 the questions, balanced between true and false, mixed with captions
 (:data:`CAPTION_PROMPT` → the scene's caption: every fact in words), while the probe's
 loss stays in the objective so the tower keeps learning. Frames reach the model through
-:class:`vidcli.rewards.vlm.VLMScorer` — the same differentiable preprocessing, chat template and pad expansion drf-tune, revise-tune and
-``score --metric vqa`` use — with frame counts and frame rates drawn from the ranges
-those commands give (5–10 frames, 7–18 fps). Training is a small question-answering
-stage on the training core (:mod:`vidcli.train.core`: seeding, AdamW groups, warm-up
-and cosine schedule, data order): next-token loss on the reply, with the verdict token
-weighted up. The saved folder loads with ``VLMScorer.from_pretrained`` (``--vlm`` of
-drf-tune and revise-tune, ``score --vlm hf:PATH``).
+:class:`vidcli.rewards.vlm.VLMScorer` — the same differentiable preprocessing, chat
+template and pad expansion drf-tune, revise-tune and ``score --metric vqa`` use — with
+frame counts and frame rates drawn from the ranges those commands give (5–10 frames,
+7–18 fps). Training is a small question-answering stage on the training core
+(:mod:`vidcli.train.core`: seeding, AdamW groups, warm-up and cosine schedule, data
+order): next-token loss on the reply, with the verdict token weighted up. The saved
+folder loads with ``VLMScorer.from_pretrained`` (``--vlm`` of drf-tune and revise-tune,
+``score --vlm hf:PATH``).
 """
 from __future__ import annotations
 
@@ -558,8 +559,7 @@ def train_critic(folder: Path, items: list[Item], *, seed: int, steps: int, batc
 
     With ``probe`` and ``probe_clips`` the vision stage's probe loss on ``probe_batch`` clips is
     added to every step (× ``probe_weight``): through the language model alone the vision tower
-    gets too little gradient to keep learning, and without the probe it forgot what the first
-    stage taught it."""
+    gets too little gradient to keep learning."""
     from vidcli.rewards.vlm import VLMScorer
     from vidcli.train.core import DataOrder, OptimConfig, build_optimizer, build_scheduler, set_seed
 
