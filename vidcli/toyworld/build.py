@@ -141,14 +141,20 @@ def interpreter_scores(ctx: Context, interpreted: Path) -> dict:
     return report
 
 
+def _models(ctx: Context) -> dict:
+    """The trained critic, generator and editor (DIR/critic, DIR/generator, DIR/editor)."""
+    from vidcli.toyworld.models import build_models
+
+    return build_models(ctx.root, seed=ctx.seed, quick=ctx.quick)
+
+
 Stage = tuple[str, Callable[[Context], dict]]
 STAGES: list[Stage] = [
     ("world", _world),
     ("oracle", _oracle),
     ("cot", _cot),
     ("interpreter", _interpreter),
-    # ("models", lambda ctx: vidcli.toyworld.models.build_models(ctx.root, seed=ctx.seed, quick=ctx.quick)):
-    # the critic, generator and editor join here once vidcli.toyworld.models is merged.
+    ("models", _models),
 ]
 
 

@@ -1,0 +1,54 @@
+"""The toy world's trained models, built in one call: critic, generator, editor.
+
+:func:`build_models` writes ``ROOT/critic`` (a Qwen2.5-VL folder: ``--vlm`` of drf-tune and
+revise-tune, ``score --vlm hf:ROOT/critic``), ``ROOT/generator`` (a WanPipeline folder:
+``generate --model`` and ``drf-tune --model``) and ``ROOT/editor`` (a revise-tune output:
+``generate --model`` on triplets) and returns what was measured on each
+(``ROOT/models.json`` holds the same). Same seed, same folders and figures.
+
+``quick`` builds smaller versions for tests (fewer examples and steps): weaker models
+whose figures are checked against their own bands.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+log = logging.getLogger("vidcli.toyworld")
+
+REPORT = "models.json"
+
+
+def build_models(root: Path, *, seed: int, quick: bool, threads: int | None = None) -> dict:
+    """Build the three models under ``root`` (see the module docstring); the measured report.
+
+    ``threads``: torch's intra-op threads while building (default: 1, which on a busy
+    two-core machine ran faster than 2 for these small matrices; restored afterwards).
+    """
+    import torch
+
+    from vidcli.toyworld.critic import build_critic
+    from vidcli.toyworld.editor import build_editor
+    from vidcli.toyworld.generator import build_generator
+
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads or 1)
+    report: dict = {"seed": seed, "quick": quick, "seconds_by_model": {}}
+    try:
+        with torch.random.fork_rng(devices=[]):
+            for name, build in (("critic", lambda: build_critic(root / "critic", seed=seed, quick=quick)),
+                                ("generator", lambda: build_generator(root / "generator", seed=seed, quick=quick)),
+                                ("editor", lambda: build_editor(root / "editor", root / "generator", root / "critic",
+                                                                seed=seed, quick=quick))):
+                start = time.perf_counter()
+                report[name] = build()
+                report["seconds_by_model"][name] = round(time.perf_counter() - start, 1)
+                log.info("%s built in %.0f s", name, report["seconds_by_model"][name])
+    finally:
+        torch.set_num_threads(before)
+    (root / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    return report
