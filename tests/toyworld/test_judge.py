@@ -12,7 +12,8 @@ from vidcli.prompts import render
 from vidcli.rewards.coverage import group_elements
 from vidcli.toyworld.judge import judge_reply, supported
 from vidcli.toyworld.language import caption, key_info_group, scene_facts
-from vidcli.toyworld.scene import Scene, Thing, random_scene, render as draw
+from vidcli.toyworld.scene import Scene, Thing, random_scene
+from vidcli.toyworld.scene import render as draw
 
 SCENE = Scene((Thing("ball", "red", "left", 20.0, 10.0), Thing("square", "blue", "still", 10.0, 24.0)),
               tone="dark", pattern="striped", camera="right", phase=2.0)
@@ -60,9 +61,9 @@ def test_coverage_number_and_contradiction():
 
 def test_ta_questions_are_answered_from_the_pixels(toy_judge):
     """Through HTTP and the real openai backend: the frames go as JPEG images, the oracle reads them."""
-    from vidcli.backends.base import Sampling
     from PIL import Image
 
+    from vidcli.backends.base import Sampling
     from vidcli.backends.openai_chat import OpenAIChatModel
 
     frames = [Image.fromarray(f) for f in draw(SCENE)]

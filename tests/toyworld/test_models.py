@@ -27,13 +27,11 @@ def built(toy_build):
 def test_replies_put_the_verdict_where_each_reader_reads_it():
     """The verdict token of every reply form is the token drf-tune, score and revise-tune read."""
     from vidcli.decompose.drf import ta_questions
-    from vidcli.rewards.vlm import VERDICT_PREFIX, reference_answer
+    from vidcli.rewards.critic import Critic
+    from vidcli.rewards.vlm import VERDICT_PREFIX, VLMScorer, reference_answer
     from vidcli.testing import ensure_tiny_models
     from vidcli.toyworld import critic
     from vidcli.toyworld.language import drf_elements
-    from vidcli.rewards.critic import Critic
-
-    from vidcli.rewards.vlm import VLMScorer
 
     scorer = VLMScorer.from_pretrained(ensure_tiny_models("vlm")["vlm"])
     tok = scorer.processor.tokenizer

@@ -9,8 +9,8 @@ that order, as SPEC §5 lists them: R_detail is over S and R_supp over Z, althou
 names might suggest otherwise. R_contra is 1 when the caption contradicts itself.
 
 Only the ``<answer>`` block is judged (:func:`judged_caption`). A completion without a
-usable answer (no block, an unclosed block, several blocks) gets R_content = 0: coverage parts 0.0 and no contradiction penalty; its
-format reward still counts.
+usable answer (no block, an unclosed block, several blocks) gets R_content = 0: coverage
+parts 0.0 and no contradiction penalty; its format reward still counts.
 
 Where a part cannot be had, the result says so and the total uses a documented fallback,
 so a training step never stops on a judge hiccup:

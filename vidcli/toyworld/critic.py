@@ -187,8 +187,8 @@ def edited_object_sentence(shape: str, shown: set[Fact]) -> str:
 
 
 def revise_item(source: Clip, edited: Clip, instruction: str, subject: str, label: bool, form: str) -> Item:
-    from vidcli.rewards.critic import CRITIC_PROMPTS, critic_checks
     from vidcli.prompts import render_text
+    from vidcli.rewards.critic import CRITIC_PROMPTS, critic_checks
 
     reasoning = form.removeprefix("revise_")
     question = render_text(CRITIC_PROMPTS[reasoning], instruction=instruction, checks=critic_checks(None))
@@ -205,8 +205,8 @@ class Replies:
     ReViSE cue; the first word), and the position of that token in the reply is kept."""
 
     def __init__(self, tokenizer) -> None:
-        from vidcli.rewards.vlm import VERDICT_PREFIX
         from vidcli.rewards.critic import VERDICT_CUE
+        from vidcli.rewards.vlm import VERDICT_PREFIX
 
         self.tok = tokenizer
         self.end = tokenizer.convert_tokens_to_ids("<|im_end|>")
@@ -283,8 +283,13 @@ def train_tokenizer(texts: list[str], vocab_size: int = 1200):
 
 def build_untrained(folder: Path, *, seed: int, quick: bool = False) -> None:
     """A fresh Qwen2.5-VL critic and its processor in ``folder`` (weights at the usual 0.02 init)."""
-    from transformers import (Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration, Qwen2_5_VLProcessor,
-                              Qwen2VLImageProcessor, Qwen2VLVideoProcessor)
+    from transformers import (
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2_5_VLProcessor,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     from vidcli.testing.models import QWEN_SPECIAL_TOKENS, VLM_CHAT_TEMPLATE, _chat_generation_config, _padded_vocab
 

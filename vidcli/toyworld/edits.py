@@ -22,8 +22,10 @@ KINDS = ("colour", "reverse", "remove", "add")
 REASONING = {"colour": "semantic", "reverse": "temporal", "remove": "spatial", "add": "physical"}
 OPPOSITE = {"left": "right", "right": "left", "up": "down", "down": "up"}
 # What a colour is "the colour of": the implicit instruction names the thing, not the colour.
-LIKE = {"red": "a ripe tomato", "green": "fresh spring grass", "blue": "a clear summer sky", "purple": "lavender in bloom"}
-_ARRIVES = {"left": "sliding in from the right and drifting left", "right": "sliding in from the left and drifting right",
+LIKE = {"red": "a ripe tomato", "green": "fresh spring grass", "blue": "a clear summer sky",
+        "purple": "lavender in bloom"}
+_ARRIVES = {"left": "sliding in from the right and drifting left",
+            "right": "sliding in from the left and drifting right",
             "up": "floating upwards like a bubble", "down": "dropping downwards under its own weight",
             "still": "settling in one place and staying put"}
 

@@ -37,7 +37,13 @@ from vidcli.testing.teacher import UnknownTemplate, identify
 from vidcli.testing.teacher_reading import Request
 from vidcli.testing.teacher_replies import REPLIES
 from vidcli.toyworld.language import (
-    Fact, elements_of, in_order, key_info_group, read_facts, self_contradictory, states_style,
+    Fact,
+    elements_of,
+    in_order,
+    key_info_group,
+    read_facts,
+    self_contradictory,
+    states_style,
 )
 
 _WORD = re.compile(r"[a-z]+")

@@ -256,7 +256,8 @@ def key_info_group(facts: set[Fact] | list[Fact], text: str = "", *, style: bool
     scene_words = [f.value for f in ordered if f.kind == "background"]
     group = {"objects": [{"name": name, "attributes": attrs} for name, attrs in objects.items()],
              "actions": [f.phrase() for f in ordered if f.kind in ("motion", "relation")],
-             "camera": [("static" if f.value == "static" else f"pans {f.value}") for f in ordered if f.kind == "camera"],
+             "camera": [("static" if f.value == "static" else f"pans {f.value}")
+                        for f in ordered if f.kind == "camera"],
              "style": [STYLE] if style else []}
     if scene_words:
         group["objects"].append({"name": "background", "attributes": scene_words})

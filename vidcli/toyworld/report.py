@@ -192,7 +192,8 @@ def plot_curves(heldout: dict[str, list], rollouts: dict[str, list], path: Path)
     window = 10  # a trailing mean: one step is one prompt's group, whose reward is mostly the prompt's difficulty
     for name, points in rollouts.items():
         values = [p[1] for p in points]
-        smooth = [sum(values[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(values))]
+        starts = [max(0, i - window + 1) for i in range(len(values))]
+        smooth = [sum(values[a:i + 1]) / (i + 1 - a) for i, a in enumerate(starts)]
         right.plot([p[0] for p in points], smooth, label=name)
     left.set(title="held-out reward (greedy)", xlabel="step")
     right.set(title=f"rollout reward, {window}-step mean", xlabel="step")

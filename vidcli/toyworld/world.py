@@ -40,7 +40,14 @@ import numpy as np
 from vidcli.decompose.drf import phy_question, ta_questions, vq_question
 from vidcli.toyworld.edits import Edit, possible_edits
 from vidcli.toyworld.language import (
-    Fact, caption, drf_elements, key_info_group, object_phrase, read_facts, scene_facts, six_part,
+    Fact,
+    caption,
+    drf_elements,
+    key_info_group,
+    object_phrase,
+    read_facts,
+    scene_facts,
+    six_part,
 )
 from vidcli.toyworld.scene import FPS, FRAMES, Scene, random_scene, render
 
