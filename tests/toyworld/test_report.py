@@ -50,13 +50,13 @@ def test_last_line_names_the_gain_and_its_interval():
     assert line.startswith("toyworld: ") and line.endswith("grpo +0.250 [+0.050, +0.450] (n=20)")
 
 
-def test_heldout_curve_scores_each_checkpoint_once_from_the_start_point(tmp_path, monkeypatch):
+def test_heldout_curve_scores_each_checkpoint_before_the_end_once(tmp_path, monkeypatch):
     from dataclasses import replace
 
     from vidcli.toyworld import report
 
     run = tmp_path / "run"
-    for step in (60, 30):
+    for step in (60, 30, 20):
         (run / f"checkpoint-{step}").mkdir(parents=True)
     (run / "checkpoint-30.partial").mkdir()  # not a checkpoint
     scored = []
@@ -67,7 +67,8 @@ def test_heldout_curve_scores_each_checkpoint_once_from_the_start_point(tmp_path
 
     monkeypatch.setattr(report, "heldout_scores", fake_scores)
     settings = replace(report.READE_FULL, steps=60)
-    curve = report.heldout_curve(None, run, tmp_path / "eval", settings, {"a": {"reward": 0.5}})
-    # the final model is checkpoint-60's step: not scored twice
-    assert curve == [(0, 0.5), (30, 1.0), (60, 2.0)]
-    assert scored == [run / "checkpoint-30", run / "checkpoint-60"]
+    curve = report.heldout_curve(None, run, tmp_path / "eval", settings, {"a": {"reward": 0.5}},
+                                 {"a": {"reward": 3.0}, "b": {"reward": 1.0}})
+    # the final model's scores are given (already measured); checkpoint-60 is the same step
+    assert curve == [(0, 0.5), (20, 1.0), (30, 2.0), (60, 2.0)]
+    assert scored == [run / "checkpoint-20", run / "checkpoint-30"]

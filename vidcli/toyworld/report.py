@@ -112,14 +112,15 @@ def training_curve(run: Path) -> list[tuple[int, float, float]]:
              sum(r["parts"].get("format") == 1.0 for r in rows) / len(rows)) for step, rows in sorted(steps.items())]
 
 
-def heldout_curve(ctx: Context, run: Path, out: Path, s: ReadeSettings, base: dict[str, dict]) -> list[tuple]:
-    """(step, mean held-out reward) from the start point through each saved checkpoint to the final model."""
+def heldout_curve(ctx: Context, run: Path, out: Path, s: ReadeSettings, base: dict[str, dict],
+                  final: dict[str, dict]) -> list[tuple]:
+    """(step, mean held-out reward): the start point, each saved checkpoint before the end, the final model."""
     points = [(0, mean_of([base], "reward"))]
     checkpoints = sorted((int(p.name.split("-")[1]), p) for p in run.glob("checkpoint-*") if p.name[11:].isdigit())
-    for step, path in [*checkpoints, (s.steps, run)]:
-        if step > points[-1][0]:
+    for step, path in checkpoints:
+        if 0 < step < s.steps:
             points.append((step, mean_of([heldout_scores(ctx, path, out / f"step{step}", s)], "reward")))
-    return points
+    return [*points, (s.steps, mean_of([final], "reward"))]
 
 
 def reade_section(ctx: Context, out: Path, s: ReadeSettings) -> dict:
@@ -133,7 +134,8 @@ def reade_section(ctx: Context, out: Path, s: ReadeSettings) -> dict:
         run = grpo(ctx, start, out / f"grpo-seed{seed}", s, seed)
         tuned.append(heldout_scores(ctx, run, out / "eval" / f"grpo-seed{seed}", s))
         curves[f"SFT then GRPO, seed {seed}"] = training_curve(run)
-        heldout[f"SFT then GRPO, seed {seed}"] = heldout_curve(ctx, run, out / "eval" / f"grpo-seed{seed}", s, base)
+        heldout[f"SFT then GRPO, seed {seed}"] = heldout_curve(ctx, run, out / "eval" / f"grpo-seed{seed}", s, base,
+                                                               tuned[-1])
     rows = {"SFT (start point)": [base], "SFT then GRPO": tuned}
     if s.ablation:
         untrained = Path(ensure_tiny_models("vlm")["vlm"])
