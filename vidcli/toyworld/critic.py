@@ -103,7 +103,7 @@ def build_untrained(folder: Path, *, seed: int, quick: bool = False) -> None:
         Qwen2VLVideoProcessor,
     )
 
-    from vidcli.testing.models import QWEN_SPECIAL_TOKENS, VLM_CHAT_TEMPLATE, _chat_generation_config, _padded_vocab
+    from vidcli.testing.tokenizers import QWEN_SPECIAL_TOKENS, VLM_CHAT_TEMPLATE, chat_generation_config, padded_vocab
 
     tok = train_tokenizer(corpus(np.random.default_rng([seed, 1]), scenes=100 if quick else 300))
     ids = dict(zip(QWEN_SPECIAL_TOKENS, tok.convert_tokens_to_ids(QWEN_SPECIAL_TOKENS)))
@@ -112,7 +112,7 @@ def build_untrained(folder: Path, *, seed: int, quick: bool = False) -> None:
     head_dim = hidden // heads
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=_padded_vocab(len(tok)), hidden_size=hidden, intermediate_size=256,
+            vocab_size=padded_vocab(len(tok)), hidden_size=hidden, intermediate_size=256,
             num_hidden_layers=3, num_attention_heads=heads, num_key_value_heads=2,
             max_position_embeddings=2048, bos_token_id=eot, eos_token_id=ids["<|im_end|>"], pad_token_id=eot,
             rope_parameters={"rope_type": "default", "rope_theta": 10000.0,
@@ -130,7 +130,7 @@ def build_untrained(folder: Path, *, seed: int, quick: bool = False) -> None:
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config = _chat_generation_config(tok)
+    model.generation_config = chat_generation_config(tok)
     # A 32×32 frame becomes 56×56: 4×4 patches of 14 px, one 2×2 merged block per quarter of the frame.
     processor = Qwen2_5_VLProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112), tokenizer=tok,
