@@ -10,14 +10,13 @@ import torch
 
 from vidcli.camera import (
     Trajectory,
-    describe_motion,
     load_trajectory,
-    motion_components,
     plucker_rays,
     plucker_stack,
     relative_poses,
     resample_trajectory,
 )
+from vidcli.camera_motion import describe_motion, motion_components
 from vidcli.errors import MediaError
 
 K = [0.8, 1.2, 0.5, 0.5]
