@@ -72,9 +72,9 @@ def _write_qwen_processor(folder: Path, preprocessor: dict, small: bool) -> dict
     """The tiny kit's Qwen tokenizer with the real image/video processor settings; returns special ids."""
     from transformers import Qwen2_5_VLProcessor, Qwen2VLImageProcessor, Qwen2VLVideoProcessor
 
-    from vidcli.testing.models import QWEN_SPECIAL_TOKENS, VLM_CHAT_TEMPLATE, _qwen_tokenizer
+    from vidcli.testing.tokenizers import QWEN_SPECIAL_TOKENS, VLM_CHAT_TEMPLATE, qwen_tokenizer
 
-    tok = _qwen_tokenizer()
+    tok = qwen_tokenizer()
     sizes = {k: preprocessor[k] for k in ("patch_size", "temporal_patch_size", "merge_size", "image_mean",
                                           "image_std") if k in preprocessor}
     pixels = dict(min_pixels=preprocessor.get("min_pixels", 3136), max_pixels=preprocessor.get("max_pixels", 12845056))
@@ -147,9 +147,9 @@ def wan_folder(name: str, work: Path, small: bool) -> Path:
         file = dst / part / "config.json"
         file.write_text(json.dumps(_shallow(json.loads(file.read_text())), indent=2))
     if not small:
-        from vidcli.testing.models import _unigram_tokenizer
+        from vidcli.testing.tokenizers import unigram_tokenizer
 
-        _unigram_tokenizer(vocab_size=400).save_pretrained(dst / "tokenizer")
+        unigram_tokenizer(vocab_size=400).save_pretrained(dst / "tokenizer")
         index = json.loads((dst / "model_index.json").read_text())
         index["tokenizer"] = ["transformers", "AutoTokenizer"]
         (dst / "model_index.json").write_text(json.dumps(index, indent=2))

@@ -169,7 +169,8 @@ def llm_prompts(server) -> list[str]:
 
 
 def test_reade_schema_grounds_s_in_the_conditions(examples):
-    from vidcli.camera import describe_motion, load_trajectory
+    from vidcli.camera import load_trajectory
+    from vidcli.camera_motion import describe_motion
 
     with reade_server() as server:
         result = invoke(["decompose", "--schema", "reade", "--llm", "openai:m", "--vlm", "openai:v", "--frames", "4",

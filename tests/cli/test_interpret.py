@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from tests.cli.helpers import invoke, read_jsonl, run_cli, write_jsonl
-from vidcli.camera import describe_motion, load_trajectory
+from vidcli.camera import load_trajectory
+from vidcli.camera_motion import describe_motion
 from vidcli.interpreter.camera_encoder import CameraEncoderConfig
 from vidcli.interpreter.format import build_target, generator_prompt
 from vidcli.interpreter.messages import output_record, request_from_record

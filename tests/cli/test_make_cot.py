@@ -17,7 +17,8 @@ import numpy as np
 import pytest
 
 from tests.cli.helpers import invoke, kill_when, read_jsonl, run_cli, write_jsonl
-from vidcli.camera import describe_motion, load_trajectory
+from vidcli.camera import load_trajectory
+from vidcli.camera_motion import describe_motion
 from vidcli.interpreter.format import parse_output, render_caption
 from vidcli.media import load_image, load_video
 from vidcli.records import CAPTION_PARTS

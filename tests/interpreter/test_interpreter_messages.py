@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from vidcli.camera import describe_motion, load_trajectory
+from vidcli.camera import load_trajectory
+from vidcli.camera_motion import describe_motion
 from vidcli.errors import InputError, MediaError
 from vidcli.interpreter.format import build_target, generator_prompt
 from vidcli.interpreter.messages import (

@@ -14,6 +14,7 @@ from PIL import Image
 from vidcli.testing import build_tiny_models, ensure_tiny_models
 from vidcli.testing import models as testing
 from vidcli.testing.cli import main as kit_cli
+from vidcli.testing.tokenizers import QWEN_SPECIAL_TOKENS
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -45,7 +46,7 @@ def test_llm_tokenizer_and_chat_template(tiny):
     rendered = tok.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
     assert rendered == ("<|im_start|>system\nAnswer yes or no.<|im_end|>\n"
                         "<|im_start|>user\nIs it red?<|im_end|>\n<|im_start|>assistant\n")
-    ids = tok.convert_tokens_to_ids(testing.QWEN_SPECIAL_TOKENS + ["<|endoftext|>"])
+    ids = tok.convert_tokens_to_ids(QWEN_SPECIAL_TOKENS + ["<|endoftext|>"])
     assert len(set(ids)) == len(ids) and max(ids) < config.vocab_size
     assert min(ids[:-1]) > ids[-1]  # appended after the learned vocabulary, as in the real one
     assert (tok.eos_token, tok.pad_token) == ("<|im_end|>", "<|endoftext|>")
@@ -207,13 +208,23 @@ def test_ensure_leaves_nothing_after_a_failed_build(tmp_path, monkeypatch):
 
 def test_default_dir_is_keyed_by_builder_source_and_libraries(tmp_path, monkeypatch):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
-    h = hashlib.sha256(Path(testing.__file__).read_bytes())
+    h = hashlib.sha256(Path(testing.__file__).read_bytes() + Path(testing.tiny_tokenizers.__file__).read_bytes())
     for dist in ("transformers", "diffusers", "tokenizers", "sentencepiece"):
         h.update(f"|{dist}={metadata.version(dist)}".encode())
     assert testing.default_tiny_dir() == tmp_path / "vidcli" / "tiny-models" / h.hexdigest()[:16]
     monkeypatch.delenv("XDG_CACHE_HOME")
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
     assert testing.default_tiny_dir().parent == tmp_path / "home" / ".cache" / "vidcli" / "tiny-models"
+
+
+@pytest.mark.parametrize("module", ["models", "tokenizers"])
+def test_builder_key_changes_with_each_builder_source(module, monkeypatch):
+    """An edit to the builders or to the tokenizers they train names a new cache generation."""
+    edited = Path(testing.__file__ if module == "models" else testing.tiny_tokenizers.__file__)
+    before = testing.builder_key()
+    read = Path.read_bytes
+    monkeypatch.setattr(Path, "read_bytes", lambda self: read(self) + (b"\n# edited" if self == edited else b""))
+    assert testing.builder_key() != before
 
 
 def test_cli_builds_the_chosen_subset(tmp_path, capsys):

@@ -30,16 +30,16 @@ def test_replies_put_the_verdict_where_each_reader_reads_it():
     from vidcli.rewards.critic import Critic
     from vidcli.rewards.vlm import VERDICT_PREFIX, VLMScorer, reference_answer
     from vidcli.testing import ensure_tiny_models
-    from vidcli.toyworld import critic
+    from vidcli.toyworld import critic_data
     from vidcli.toyworld.language import drf_elements
 
     scorer = VLMScorer.from_pretrained(ensure_tiny_models("vlm")["vlm"])
     tok = scorer.processor.tokenizer
-    replies = critic.Replies(tok)
+    replies = critic_data.Replies(tok)
     scene = Scene((Thing("ball", "red", "left", 16.0, 16.0),))
     question = ta_questions(drf_elements(scene))[0]
     frames = np.zeros((9, 32, 32, 3), np.uint8)
-    yes = critic.Item("ta", [frames], question["question"], True, explanation=question["reference"]["explanation"])
+    yes = critic_data.Item("ta", [frames], question["question"], True, explanation=question["reference"]["explanation"])
     ids, v = replies.build(yes)
     # a true condition's reply is decompose's reference answer, then the end of the turn
     assert tok.decode(ids[:-1]) == reference_answer(question)
@@ -47,15 +47,15 @@ def test_replies_put_the_verdict_where_each_reader_reads_it():
     for form, reasoning in (("revise_first", "first"), ("revise_none", "none")):
         reader = Critic(scorer, reasoning=reasoning)
         for label, wanted in ((True, reader.yes_id), (False, reader.no_id)):
-            ids, v = replies.build(critic.Item(form, [frames, frames], "q", label,
-                                               reasoning="The edited video shows a red ball that moves left."))
+            ids, v = replies.build(critic_data.Item(form, [frames, frames], "q", label,
+                                                    reasoning="The edited video shows a red ball that moves left."))
             assert ids[v] == wanted
             if form == "revise_first":
                 assert ids[v - len(reader.cue_ids):v] == reader.cue_ids
 
 
 def test_edit_done_asks_for_the_change_and_the_rest():
-    from vidcli.toyworld.critic import Clip, edit_done
+    from vidcli.toyworld.critic_data import Clip, edit_done
     from vidcli.toyworld.editor import random_edit
     from vidcli.toyworld.language import scene_facts
 

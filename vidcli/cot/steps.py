@@ -6,7 +6,7 @@
    the instruction (steps 3 and 4 then see :data:`NO_INSTRUCTION_TEXT` as the text).
 2. **nontext** (VLM per condition, camera without a model): each condition in words —
    identity/reference images: who or what they show; depth and pose videos: layout and
-   motion over time; camera trajectory: :func:`vidcli.camera.describe_motion`, optionally
+   motion over time; camera trajectory: :func:`vidcli.camera_motion.describe_motion`, optionally
    plus the camera clauses of a VLM caption of the original video; audio: the
    condition's ``caption`` (our VLM backends read images and video only); source
    video: a VLM caption.
@@ -275,7 +275,8 @@ def plan_conditions(conditions: list[dict], ctx: MediaContext) -> list[Condition
 
 
 def _plan(i: int, cond: dict, label: str, conditions: list[dict], ctx: MediaContext) -> ConditionWork:
-    from vidcli.camera import describe_motion, load_trajectory
+    from vidcli.camera import load_trajectory
+    from vidcli.camera_motion import describe_motion
     from vidcli.media import load_image
 
     kind, caption, value = cond["type"], cond.get("caption"), cond.get("path")

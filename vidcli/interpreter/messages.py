@@ -20,7 +20,7 @@ A camera trajectory is one :data:`CAMERA_PLACEHOLDER` in a text part. The interp
 expands it to the camera encoder's token count and swaps in the encoder's output; where
 there is no camera encoder (a model without one, or an OpenAI-compatible server) it is
 replaced by the trajectory's deterministic motion description
-(:func:`vidcli.camera.describe_motion`), e.g. "moderate dolly in, slight pan left".
+(:func:`vidcli.camera_motion.describe_motion`), e.g. "moderate dolly in, slight pan left".
 
 **Out.** :func:`output_record` turns a model's raw text into the record's ``output``.
 """
@@ -190,7 +190,7 @@ def expand_cameras(conversation: list[dict], replacements: list[str]) -> list[di
 
 def camera_descriptions(request: Request) -> list[str]:
     """Each camera condition in words (what stands in for the camera tokens)."""
-    from vidcli.camera import describe_motion
+    from vidcli.camera_motion import describe_motion
 
     return [describe_motion(traj) for traj in request.cameras]
 

@@ -1,7 +1,8 @@
 """Test scaffolding that ships with vidcli, so tests and the ``TINY=1`` recipes run with no
-downloads: tiny models of the real architectures (:mod:`vidcli.testing.models`), a
-scripted OpenAI-compatible server (:mod:`vidcli.testing.server`) and the rule-based
-offline teacher built on it (:mod:`vidcli.testing.teacher`).
+downloads: tiny models of the real architectures (:mod:`vidcli.testing.models`, their
+tokenizers in :mod:`vidcli.testing.tokenizers`), a scripted OpenAI-compatible server
+(:mod:`vidcli.testing.server`) and the rule-based offline teacher built on it
+(:mod:`vidcli.testing.teacher`).
 
 Command line (``python -m vidcli.testing``)::
 
@@ -11,14 +12,12 @@ Command line (``python -m vidcli.testing``)::
 from vidcli.testing.models import (
     ALL_MODELS,
     BUILDERS,
-    QWEN_SPECIAL_TOKENS,
-    VLM_CHAT_TEMPLATE,
     build_tiny_models,
     builder_key,
     default_tiny_dir,
     ensure_tiny_models,
-    training_corpus,
 )
+from vidcli.testing.tokenizers import QWEN_SPECIAL_TOKENS, VLM_CHAT_TEMPLATE, training_corpus
 
 __all__ = ["ALL_MODELS", "BUILDERS", "QWEN_SPECIAL_TOKENS", "VLM_CHAT_TEMPLATE", "build_tiny_models", "builder_key",
            "default_tiny_dir", "ensure_tiny_models", "training_corpus"]

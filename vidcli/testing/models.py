@@ -54,141 +54,25 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from vidcli.testing import tokenizers as tiny_tokenizers
+from vidcli.testing.tokenizers import (
+    LLM_CHAT_TEMPLATE,
+    OMNI_CHAT_TEMPLATE,
+    OMNI_SPECIAL_TOKENS,
+    QWEN_SPECIAL_TOKENS,
+    VLM_CHAT_TEMPLATE,
+    chat_generation_config,
+    omni_tokenizer,
+    padded_vocab,
+    qwen_tokenizer,
+    unigram_tokenizer,
+)
+
 ALL_MODELS = ("llm", "vlm", "wan", "siglip")
 SEED = 1234
 # At the usual 0.02 init a random tiny chat model echoes its last prompt token ("\n") for
 # ever; wider weights make greedy replies visible text that changes with the prompt.
 WIDE_INIT = 0.1
-
-# Qwen's special tokens, appended after the trained vocabulary as in the real tokenizer.
-QWEN_SPECIAL_TOKENS = [
-    "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-    "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>",
-    "<|vision_start|>", "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>",
-]
-
-# Renders text parts only; any other part is refused, since a text model cannot see it.
-LLM_CHAT_TEMPLATE = (
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}"
-    "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'text' -%}{{- part['text'] -}}"
-    "{%- else -%}{{- raise_exception('this model reads text only, got a ' + part['type'] + ' part') -}}"
-    "{%- endif -%}{%- endfor -%}{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
-
-# Same layout as the Qwen2.5-VL template: default system turn, one vision block per
-# image or video part (the processor expands each pad token to the patch count).
-VLM_CHAT_TEMPLATE = (
-    "{%- if messages[0]['role'] != 'system' -%}"
-    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}"
-    "{%- endif -%}"
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}"
-    "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'text' -%}{{- part['text'] -}}"
-    "{%- elif part['type'] in ('image', 'image_url') -%}"
-    "{{- '<|vision_start|><|image_pad|><|vision_end|>' -}}"
-    "{%- elif part['type'] in ('video', 'video_url') -%}"
-    "{{- '<|vision_start|><|video_pad|><|vision_end|>' -}}"
-    "{%- endif -%}{%- endfor -%}{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
-
-
-def training_corpus() -> list[str]:
-    """A few hundred short English sentences in the domain the tests talk about."""
-    things = ["dog", "cat", "red car", "small boat", "white horse", "young woman", "old man",
-              "child", "robot", "blue bird", "yellow ball", "train", "bicycle", "green tree"]
-    actions = ["walks across", "runs along", "jumps over", "sits on", "rolls down",
-               "flies above", "drives through", "waits near", "turns around in", "stops at"]
-    places = ["the street", "a sandy beach", "the kitchen", "a dark forest", "a sunny park",
-              "the city at night", "a snowy field", "the river bank", "a busy market", "the room"]
-    cameras = ["The camera pans left.", "The camera pans right.", "The camera zooms in slowly.",
-               "The camera zooms out.", "The camera tilts up.", "The camera tilts down.",
-               "The camera stays static.", "The camera moves forward.", "The camera orbits around the subject.",
-               "A handheld shot follows the subject.", "A wide shot shows the whole scene.",
-               "A close-up shot shows the face."]
-    colours = ["red", "orange", "yellow", "green", "blue", "purple", "pink", "brown", "black",
-               "white", "gray", "golden"]
-    styles = ["cinematic", "realistic", "anime", "watercolor", "documentary", "slow motion",
-              "black and white", "vintage film", "bright and colorful", "soft lighting"]
-    lines: list[str] = []
-    for i, thing in enumerate(things):
-        for j, action in enumerate(actions):
-            place = places[(i + j) % len(places)]
-            lines.append(f"A {thing} {action} {place}. {cameras[(i * 3 + j) % len(cameras)]}")
-    for i, colour in enumerate(colours):
-        thing = things[i % len(things)]
-        lines.append(f"The {thing} is {colour}. Is the {thing} {colour}? Yes.")
-        lines.append(f"Is the {thing} {colours[(i + 5) % len(colours)]}? No, it is {colour}.")
-        lines.append(f"The video is {styles[i % len(styles)]}, with {colour} light on {places[i % len(places)]}.")
-    for i, style in enumerate(styles):
-        lines.append(f"Style: {style}. Background: {places[i]}. Main object: a {things[i]}.")
-        lines.append(f'{{"answer": "yes", "explanation": "the {things[i]} is visible in frame {i}"}}')
-        lines.append(f'{{"answer": "no", "explanation": "there is no {things[-i - 1]} in the video"}}')
-        lines.append(
-            f'{{"dense": "a {things[i]} in {places[i]}", "main_object": "{things[i]}", '
-            f'"background": "{places[i]}", "movement": "{actions[i]}", "style": "{style}", '
-            f'"camera": "{cameras[i].lower().rstrip(".")}"}}'
-        )
-    lines += ["Answer with yes or no.", "Describe the video in one sentence.",
-              "What is the main object? What color is it? Where is it?", "Think step by step.",
-              "The first frame shows the start; the last frame shows the end.",
-              "Generate a video of the scene. Keep the identity of the person.",
-              "Numbers: 0 1 2 3 4 5 6 7 8 9 10 16 24 30 60 100.", "[1, 2, 3], {\"a\": true, \"b\": null}"]
-    return lines
-
-
-def _qwen_tokenizer():
-    """Byte-level BPE trained with Qwen2's own pre-tokenizer, special tokens appended."""
-    from tokenizers import AddedToken
-    from transformers import Qwen2Tokenizer
-
-    base = Qwen2Tokenizer()  # empty vocabulary, but Qwen2's normalizer and pre-tokenizer
-    tok = base.train_new_from_iterator([training_corpus()], vocab_size=700, show_progress=False)
-    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in QWEN_SPECIAL_TOKENS],
-                   special_tokens=True)
-    # As in the instruct checkpoints: a reply ends at <|im_end|>, padding uses <|endoftext|>.
-    tok.eos_token = "<|im_end|>"
-    tok.pad_token = "<|endoftext|>"
-    return tok
-
-
-def _unigram_tokenizer(vocab_size: int):
-    """A T5-style Unigram tokenizer (``<pad>``=0, ``</s>``=1, ``<unk>``=2), as UMT5 and SigLIP use.
-
-    The pieces are learned by SentencePiece, which made the real T5 vocabularies and,
-    single-threaded, learns the same scores on every run (the Unigram trainer of
-    ``tokenizers`` orders tied pieces differently from run to run).
-    """
-    import io
-
-    import sentencepiece as spm
-    from transformers import T5Tokenizer
-
-    proto = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(training_corpus()), model_writer=proto, vocab_size=vocab_size,
-        hard_vocab_limit=False, model_type="unigram", normalization_rule_name="identity",
-        pad_id=0, eos_id=1, unk_id=2, bos_id=-1, num_threads=1, minloglevel=2,
-    )
-    sp = spm.SentencePieceProcessor(model_proto=proto.getvalue())
-    vocab = [(sp.id_to_piece(i), sp.get_score(i)) for i in range(sp.get_piece_size())]
-    return T5Tokenizer(vocab=vocab, extra_ids=0)
-
-
-def _padded_vocab(n: int, multiple: int = 64) -> int:
-    """Round the embedding size up, as real checkpoints do, leaving room past the last id."""
-    return (n + multiple - 1) // multiple * multiple
-
 
 def _seed() -> None:
     import torch
@@ -196,35 +80,22 @@ def _seed() -> None:
     torch.manual_seed(SEED)
 
 
-def _chat_generation_config(tok):
-    """Generation defaults shaped like a Qwen instruct checkpoint's.
-
-    They sample (so ``transformers serve`` honours a request's temperature; a request
-    with temperature 0 turns sampling off) and stop at either end token.
-    """
-    from transformers import GenerationConfig
-
-    eot, im_end = tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
-    return GenerationConfig(bos_token_id=eot, eos_token_id=[im_end, eot], pad_token_id=eot,
-                            do_sample=True, temperature=0.7, top_p=0.8, top_k=20, max_new_tokens=64)
-
-
 def build_llm(outdir: Path) -> None:
     """Tiny Qwen2ForCausalLM with a chat template, servable by ``transformers serve``."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
-    tok = _qwen_tokenizer()
+    tok = qwen_tokenizer()
     tok.chat_template = LLM_CHAT_TEMPLATE
     ids = tok.convert_tokens_to_ids(["<|endoftext|>", "<|im_end|>"])
     config = Qwen2Config(
-        vocab_size=_padded_vocab(len(tok)), hidden_size=64, intermediate_size=128,
+        vocab_size=padded_vocab(len(tok)), hidden_size=64, intermediate_size=128,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
         max_position_embeddings=4096, tie_word_embeddings=True, initializer_range=WIDE_INIT,
         bos_token_id=ids[0], eos_token_id=ids[1], pad_token_id=ids[0],
     )
     _seed()
     model = Qwen2ForCausalLM(config).eval()
-    model.generation_config = _chat_generation_config(tok)
+    model.generation_config = chat_generation_config(tok)
     model.save_pretrained(outdir)
     tok.save_pretrained(outdir)
 
@@ -239,14 +110,14 @@ def build_vlm(outdir: Path) -> None:
         Qwen2VLVideoProcessor,
     )
 
-    tok = _qwen_tokenizer()
+    tok = qwen_tokenizer()
     ids = dict(zip(QWEN_SPECIAL_TOKENS, tok.convert_tokens_to_ids(QWEN_SPECIAL_TOKENS)))
     eot = tok.convert_tokens_to_ids("<|endoftext|>")
     text_hidden, heads = 64, 4
     head_dim = text_hidden // heads
     config = Qwen2_5_VLConfig(
         text_config=dict(
-            vocab_size=_padded_vocab(len(tok)), hidden_size=text_hidden, intermediate_size=128,
+            vocab_size=padded_vocab(len(tok)), hidden_size=text_hidden, intermediate_size=128,
             num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=2,
             max_position_embeddings=2048, bos_token_id=eot, eos_token_id=ids["<|im_end|>"],
             pad_token_id=eot, initializer_range=WIDE_INIT,
@@ -265,7 +136,7 @@ def build_vlm(outdir: Path) -> None:
     )
     _seed()
     model = Qwen2_5_VLForConditionalGeneration(config).eval()
-    model.generation_config = _chat_generation_config(tok)
+    model.generation_config = chat_generation_config(tok)
     # 28 px = one merged 2x2 block of 14 px patches; images land between 2x2 and 4x4 blocks.
     image_processor = Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112)
     video_processor = Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=56 * 56 * 2,
@@ -281,11 +152,11 @@ def build_wan(outdir: Path) -> None:
     from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    tok = _unigram_tokenizer(vocab_size=400)
+    tok = unigram_tokenizer(vocab_size=400)
     text_dim = 32
     _seed()
     text_encoder = UMT5EncoderModel(UMT5Config(
-        vocab_size=_padded_vocab(len(tok)), d_model=text_dim, d_kv=8, d_ff=64, num_layers=2,
+        vocab_size=padded_vocab(len(tok)), d_model=text_dim, d_kv=8, d_ff=64, num_layers=2,
         num_heads=4, relative_attention_num_buckets=8, relative_attention_max_distance=32,
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id,
     )).eval()
@@ -309,10 +180,10 @@ def build_siglip(outdir: Path) -> None:
     """Tiny SiglipModel + SiglipProcessor (32 px images, 64-token texts)."""
     from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel, SiglipProcessor
 
-    tok = _unigram_tokenizer(vocab_size=400)
+    tok = unigram_tokenizer(vocab_size=400)
     tok.model_max_length = 64
     config = SiglipConfig(
-        text_config=dict(vocab_size=_padded_vocab(len(tok)), hidden_size=32, intermediate_size=64,
+        text_config=dict(vocab_size=padded_vocab(len(tok)), hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=2, max_position_embeddings=64,
                          pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, bos_token_id=None),
         vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
@@ -336,14 +207,14 @@ def build_qwen2_vl(outdir: Path) -> None:
         Qwen2VLVideoProcessor,
     )
 
-    tok = _qwen_tokenizer()
+    tok = qwen_tokenizer()
     ids = dict(zip(QWEN_SPECIAL_TOKENS, tok.convert_tokens_to_ids(QWEN_SPECIAL_TOKENS)))
     eot = tok.convert_tokens_to_ids("<|endoftext|>")
     text_hidden, heads = 64, 4
     head_dim = text_hidden // heads
     config = Qwen2VLConfig(
         text_config=dict(
-            vocab_size=_padded_vocab(len(tok)), hidden_size=text_hidden, intermediate_size=128,
+            vocab_size=padded_vocab(len(tok)), hidden_size=text_hidden, intermediate_size=128,
             num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=2,
             max_position_embeddings=2048, bos_token_id=eot, eos_token_id=ids["<|im_end|>"],
             pad_token_id=eot, initializer_range=WIDE_INIT,
@@ -358,7 +229,7 @@ def build_qwen2_vl(outdir: Path) -> None:
     )
     _seed()
     model = Qwen2VLForConditionalGeneration(config).eval()
-    model.generation_config = _chat_generation_config(tok)
+    model.generation_config = chat_generation_config(tok)
     processor = Qwen2VLProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112), tokenizer=tok,
         video_processor=Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=56 * 56 * 2, min_frames=2,
@@ -367,47 +238,6 @@ def build_qwen2_vl(outdir: Path) -> None:
     )
     model.save_pretrained(outdir)
     processor.save_pretrained(outdir)
-
-
-# The multimodal tokens of Qwen2.5-Omni, by the attribute names its processor reads.
-OMNI_SPECIAL_TOKENS = {
-    "audio_token": "<|AUDIO|>", "audio_bos_token": "<|audio_bos|>", "audio_eos_token": "<|audio_eos|>",
-    "image_token": "<|IMAGE|>", "video_token": "<|VIDEO|>", "vision_bos_token": "<|vision_bos|>",
-    "vision_eos_token": "<|vision_eos|>",
-}
-
-# Like VLM_CHAT_TEMPLATE, with Qwen2.5-Omni's block tokens and an audio block.
-OMNI_CHAT_TEMPLATE = (
-    "{%- if messages[0]['role'] != 'system' -%}"
-    "{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' -}}"
-    "{%- endif -%}"
-    "{%- for message in messages -%}"
-    "{{- '<|im_start|>' + message['role'] + '\\n' -}}"
-    "{%- if message['content'] is string -%}{{- message['content'] -}}"
-    "{%- else -%}{%- for part in message['content'] -%}"
-    "{%- if part['type'] == 'text' -%}{{- part['text'] -}}"
-    "{%- elif part['type'] == 'image' -%}{{- '<|vision_bos|><|IMAGE|><|vision_eos|>' -}}"
-    "{%- elif part['type'] == 'video' -%}{{- '<|vision_bos|><|VIDEO|><|vision_eos|>' -}}"
-    "{%- elif part['type'] == 'audio' -%}{{- '<|audio_bos|><|AUDIO|><|audio_eos|>' -}}"
-    "{%- endif -%}{%- endfor -%}{%- endif -%}"
-    "{{- '<|im_end|>\\n' -}}"
-    "{%- endfor -%}"
-    "{%- if add_generation_prompt -%}{{- '<|im_start|>assistant\\n' -}}{%- endif -%}"
-)
-
-
-def _omni_tokenizer():
-    """The Qwen tokenizer plus Omni's named multimodal tokens (``tokenizer.audio_token`` …)."""
-    from tokenizers import AddedToken
-    from transformers import Qwen2Tokenizer
-
-    tok = _qwen_tokenizer()
-    tok.add_tokens([AddedToken(t, special=True, normalized=False) for t in OMNI_SPECIAL_TOKENS.values()],
-                   special_tokens=True)
-    # Named model-specific tokens are set when a tokenizer is created, so make it anew.
-    with tempfile.TemporaryDirectory() as folder:
-        tok.save_pretrained(folder)
-        return Qwen2Tokenizer.from_pretrained(folder, extra_special_tokens=OMNI_SPECIAL_TOKENS)
 
 
 def build_omni(outdir: Path) -> None:
@@ -421,7 +251,7 @@ def build_omni(outdir: Path) -> None:
         WhisperFeatureExtractor,
     )
 
-    tok = _omni_tokenizer()
+    tok = omni_tokenizer()
     ids = {name: tok.convert_tokens_to_ids(token) for name, token in OMNI_SPECIAL_TOKENS.items()}
     im_end, eot = tok.convert_tokens_to_ids(["<|im_end|>", "<|endoftext|>"])
     text_hidden, heads = 64, 4
@@ -433,7 +263,7 @@ def build_omni(outdir: Path) -> None:
                            patch_size=14, spatial_merge_size=2, temporal_patch_size=2, window_size=56,
                            fullatt_block_indexes=[1], initializer_range=WIDE_INIT),
         text_config=dict(
-            vocab_size=_padded_vocab(len(tok)), hidden_size=text_hidden, intermediate_size=128,
+            vocab_size=padded_vocab(len(tok)), hidden_size=text_hidden, intermediate_size=128,
             num_hidden_layers=2, num_attention_heads=heads, num_key_value_heads=2, max_position_embeddings=4096,
             bos_token_id=eot, eos_token_id=im_end, pad_token_id=eot, initializer_range=WIDE_INIT,
             rope_parameters={"rope_type": "default", "rope_theta": 1000000.0,
@@ -447,7 +277,7 @@ def build_omni(outdir: Path) -> None:
     )
     _seed()
     model = Qwen2_5OmniThinkerForConditionalGeneration(config).eval()
-    model.generation_config = _chat_generation_config(tok)
+    model.generation_config = chat_generation_config(tok)
     processor = Qwen2_5OmniProcessor(
         image_processor=Qwen2VLImageProcessor(min_pixels=56 * 56, max_pixels=112 * 112),
         video_processor=Qwen2VLVideoProcessor(min_pixels=56 * 56, max_pixels=56 * 56 * 2, min_frames=2,
@@ -465,11 +295,11 @@ def build_cogvideox(outdir: Path) -> None:
     from diffusers import AutoencoderKLCogVideoX, CogVideoXDDIMScheduler, CogVideoXPipeline, CogVideoXTransformer3DModel
     from transformers import T5Config, T5EncoderModel
 
-    tok = _unigram_tokenizer(vocab_size=400)
+    tok = unigram_tokenizer(vocab_size=400)
     text_dim = 32
     _seed()
     text_encoder = T5EncoderModel(T5Config(
-        vocab_size=_padded_vocab(len(tok)), d_model=text_dim, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
+        vocab_size=padded_vocab(len(tok)), d_model=text_dim, d_kv=8, d_ff=64, num_layers=2, num_heads=4,
         relative_attention_num_buckets=8, relative_attention_max_distance=32,
         pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id,
     )).eval()
@@ -517,12 +347,15 @@ def build_tiny_models(outdir: Path, which: tuple[str, ...] | list[str] = ALL_MOD
 
 
 def builder_key() -> str:
-    """Short hash naming one cache generation: this file's source and the libraries that save.
+    """Short hash naming one cache generation: the builders' sources and the libraries that save.
 
-    Any edit to a builder, the corpus or a config changes the source, so a stale cache
-    is never reused; so does an upgrade of the libraries whose save format may change.
+    Any edit to a builder, a config, the corpus or a tokenizer (this file and
+    :mod:`vidcli.testing.tokenizers`) changes the sources, so a stale cache is never
+    reused; so does an upgrade of the libraries whose save format may change.
     """
-    h = hashlib.sha256(Path(__file__).read_bytes())
+    h = hashlib.sha256()
+    for source in (Path(__file__), Path(tiny_tokenizers.__file__)):
+        h.update(source.read_bytes())
     for dist in ("transformers", "diffusers", "tokenizers", "sentencepiece"):
         h.update(f"|{dist}={metadata.version(dist)}".encode())
     return h.hexdigest()[:16]

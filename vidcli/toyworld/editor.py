@@ -40,7 +40,7 @@ def random_edit(rng: np.random.Generator, kind: str | None = None) -> Edit:
 def wrong_edit(edit: Edit, rng: np.random.Generator) -> Scene:
     """A scene that fails ``edit``: the source unchanged, the asked property given another value,
     or the right change with some other property of the target changed as well."""
-    from vidcli.toyworld.critic import perturbed
+    from vidcli.toyworld.critic_data import perturbed
 
     choice = int(rng.integers(3))
     if choice == 0:

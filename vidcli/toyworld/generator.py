@@ -85,7 +85,7 @@ def build_untrained(folder: Path, *, seed: int, latents_mean: list[float], laten
     from diffusers import UniPCMultistepScheduler, WanPipeline, WanTransformer3DModel
     from transformers import UMT5Config, UMT5EncoderModel
 
-    from vidcli.testing.models import _padded_vocab
+    from vidcli.testing.tokenizers import padded_vocab
     from vidcli.toyworld.vae import Z_DIM, make_vae
 
     tok = unigram_tokenizer(text_corpus(np.random.default_rng([seed, 11])))
@@ -93,7 +93,7 @@ def build_untrained(folder: Path, *, seed: int, latents_mean: list[float], laten
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         text_encoder = UMT5EncoderModel(UMT5Config(
-            vocab_size=_padded_vocab(len(tok)), d_model=text_dim, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
+            vocab_size=padded_vocab(len(tok)), d_model=text_dim, d_kv=16, d_ff=128, num_layers=2, num_heads=4,
             relative_attention_num_buckets=8, relative_attention_max_distance=32, pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id, decoder_start_token_id=tok.pad_token_id)).eval()
         transformer = WanTransformer3DModel(
