@@ -11,6 +11,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -132,7 +133,15 @@ def test_ctrl_c_leaves_the_partial_file_and_the_earlier_output(tmp_path):
     out = tmp_path / "out.jsonl"
     out.write_text(EARLIER)
     partial = tmp_path / "out.jsonl.partial"
-    with ScriptedServer(default=reply(json.dumps(BALL_ELEMENTS), delay_ms=50)) as server:
+    served, interrupted = [], threading.Event()
+
+    def answer(request: dict):
+        # The first wave is answered at once, later requests only slowly until the run was
+        # interrupted: however fast the machine, the run cannot finish before its Ctrl-C.
+        served.append(request)
+        return reply(json.dumps(BALL_ELEMENTS), delay_ms=0 if len(served) <= 8 or interrupted.is_set() else 3000)
+
+    with ScriptedServer(default=answer) as server:
         proc = subprocess.Popen([sys.executable, "-m", "vidcli", *_decompose(server.base_url), str(data),
                                  "-o", str(out)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -141,6 +150,7 @@ def test_ctrl_c_leaves_the_partial_file_and_the_earlier_output(tmp_path):
             time.sleep(0.05)
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
+        interrupted.set()
         assert out.read_text() == EARLIER and 2 <= partial.read_bytes().count(b"\n") < 40
         resumed = run_cli([*_decompose(server.base_url), "--resume", str(data), "-o", str(out)])
     assert proc.returncode != 0 and "Traceback" not in err
