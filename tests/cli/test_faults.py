@@ -141,10 +141,17 @@ def test_ctrl_c_leaves_the_partial_file_and_the_earlier_output(tmp_path):
         served.append(request)
         return reply(json.dumps(BALL_ELEMENTS), delay_ms=0 if len(served) <= 8 or interrupted.is_set() else 3000)
 
+    # The run gets Ctrl-C as a terminal delivers it. A suite started in the background (`cmd &`
+    # in a script) runs with SIGINT ignored, which a child would inherit and keep ignoring;
+    # a Python-level handler here is reset to the default in the child instead.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with ScriptedServer(default=answer) as server:
-        proc = subprocess.Popen([sys.executable, "-m", "vidcli", *_decompose(server.base_url), str(data),
-                                 "-o", str(out)],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            proc = subprocess.Popen([sys.executable, "-m", "vidcli", *_decompose(server.base_url), str(data),
+                                     "-o", str(out)],
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        finally:
+            signal.signal(signal.SIGINT, previous)
         deadline = time.time() + 60
         while time.time() < deadline and not (partial.exists() and partial.read_bytes().count(b"\n") >= 2):
             time.sleep(0.05)
