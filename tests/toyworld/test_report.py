@@ -72,3 +72,65 @@ def test_heldout_curve_scores_each_checkpoint_before_the_end_once(tmp_path, monk
     # the final model's scores are given (already measured); checkpoint-60 is the same step
     assert curve == [(0, 0.5), (20, 1.0), (30, 2.0), (60, 2.0)]
     assert scored == [run / "checkpoint-20", run / "checkpoint-30"]
+
+
+def test_claim_reuses_a_folder_only_for_the_same_inputs(tmp_path):
+    from vidcli.toyworld.report import INPUTS, StaleOutput, claim
+
+    run, scores = tmp_path / "run", tmp_path / "scores"
+    assert claim(run, {"steps": 20, "seeds": (0, 1)}, derived=False) is False  # first use: recorded
+    (run / "vidcli.json").write_text("{}")
+    assert claim(run, {"steps": 20, "seeds": (0, 1)}, derived=False) is True  # tuples read back as lists
+    with pytest.raises(StaleOutput, match=r"other steps \(steps: 20\); remove it or choose another OUT"):
+        claim(run, {"steps": 60, "seeds": (0, 1)}, derived=False)
+    assert (run / "vidcli.json").exists()  # a training run is never removed
+    assert claim(scores, {"model": "a"}, derived=True) is False
+    (scores / "scored.jsonl").write_text("old\n")
+    assert claim(scores, {"model": "b"}, derived=True) is False  # derived results of another model: redone
+    assert not (scores / "scored.jsonl").exists()
+    assert json.loads((scores / INPUTS).read_text()) == {"model": "b"}
+    legacy = tmp_path / "legacy"
+    legacy.mkdir()
+    (legacy / "checkpoint-10").mkdir()
+    with pytest.raises(StaleOutput, match="unknown settings"):
+        claim(legacy, {"steps": 20}, derived=False)
+
+
+def test_a_report_into_an_out_of_other_settings_stops_with_one_line(tmp_path, monkeypatch, capsys):
+    from dataclasses import replace
+
+    from vidcli.toyworld import __main__ as cli
+    from vidcli.toyworld import report
+    from vidcli.toyworld.build import Context
+
+    calls = []
+    monkeypatch.setattr(report, "_vidcli", lambda ctx, *args: calls.append(args))
+    ctx = Context(tmp_path / "build", 0, True, None)
+    out = tmp_path / "out" / "grpo-seed0"
+    report.grpo(ctx, tmp_path / "sft", out, report.READE_QUICK, 0)
+    (out / "vidcli.json").write_text("{}")
+    assert len(calls) == 1
+    report.grpo(ctx, tmp_path / "sft", out, report.READE_QUICK, 0)  # finished, same inputs: reused
+    assert len(calls) == 1
+    with pytest.raises(report.StaleOutput, match="other lr, steps"):
+        report.grpo(ctx, tmp_path / "sft", out, replace(report.READE_QUICK, steps=60, lr=1e-3), 0)
+
+    def stale(*args, **kwargs):
+        raise report.StaleOutput(f"{out} was made with other steps (steps: 20); remove it or choose another OUT")
+
+    monkeypatch.setattr(report, "report", stale)
+    assert cli.main(["report", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_model_identity_changes_when_the_weights_are_rewritten(tmp_path):
+    import os
+
+    from vidcli.toyworld.report import model_identity
+
+    (tmp_path / "model.safetensors").write_bytes(b"x" * 10)
+    before = model_identity(tmp_path)
+    os.utime(tmp_path / "model.safetensors", ns=(1, 1))
+    after = model_identity(tmp_path)
+    assert after != before and after["weights"][0][:2] == ["model.safetensors", 10]

@@ -36,9 +36,13 @@ def _accuracy(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from vidcli.toyworld.report import last_line, report
+    from vidcli.toyworld.report import StaleOutput, last_line, report
 
-    result = report(args.out, quick=args.quick, seed=args.seed)
+    try:
+        result = report(args.out, quick=args.quick, seed=args.seed)
+    except StaleOutput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"report: {args.out / 'report.md'}")
     print(last_line(result))
     return 0

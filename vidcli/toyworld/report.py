@@ -51,8 +51,55 @@ READE_FULL = ReadeSettings(steps=60, seeds=(0, 1), heldout=80, lr=1e-4, temperat
 READE_QUICK = ReadeSettings(steps=20, seeds=(0, 1), heldout=20, lr=1e-4, temperature=0.7, ablation=False)
 
 
+INPUTS = "report-inputs.json"  # beside each run and each evaluation: what made it
+
+
+class StaleOutput(Exception):
+    """A folder of OUT holds a run made from other inputs (settings, start point, build)."""
+
+
+def claim(folder: Path, inputs: dict, *, derived: bool) -> bool:
+    """Whether ``folder``'s results were made from ``inputs`` and can be reused.
+
+    A first use records ``inputs`` in the folder. Results from other inputs are removed
+    when ``derived`` (held-out answers and scores, cheap to redo from their model) and
+    refused otherwise (a training run: the user removes it or picks another OUT), so a
+    report never mixes runs made with different settings.
+    """
+    import shutil
+
+    record = folder / INPUTS
+    wanted = json.loads(json.dumps(inputs))  # as it reads back: tuples become lists
+    if record.exists():
+        found = json.loads(record.read_text(encoding="utf-8"))
+        if found == wanted:
+            return True
+        changed = sorted(k for k in found.keys() | wanted.keys() if found.get(k) != wanted.get(k))
+        if not derived:
+            raise StaleOutput(f"{folder} was made with other {', '.join(changed)} "
+                              f"({', '.join(f'{k}: {found.get(k)!r}' for k in changed)}); "
+                              "remove it or choose another OUT")
+        shutil.rmtree(folder)
+    elif folder.exists() and any(p.name != INPUTS for p in folder.iterdir()):
+        if not derived:
+            raise StaleOutput(f"{folder} holds results of unknown settings; remove it or choose another OUT")
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(wanted, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    return False
+
+
+def model_identity(model: Path) -> dict:
+    """Which model a held-out evaluation read: its folder and its weight files' sizes and times."""
+    files = sorted(model.glob("*.safetensors")) + sorted(model.glob("*.bin"))
+    return {"path": str(model), "weights": [[f.name, f.stat().st_size, f.stat().st_mtime_ns] for f in files]}
+
+
 def grpo(ctx: Context, start: Path, out: Path, s: ReadeSettings, seed: int) -> Path:
-    """One ``vidcli grpo`` run (resumed when OUT holds an interrupted one); returns OUT."""
+    """One ``vidcli grpo`` run (resumed when OUT holds an interrupted one of the same inputs); returns OUT."""
+    training = {k: v for k, v in asdict(s).items() if k not in ("seeds", "heldout", "ablation")}
+    claim(out, {"command": "grpo", "start": str(start), "world": str(ctx.world), "seed": seed, **training},
+          derived=False)
     if (out / "vidcli.json").exists():
         return out
     resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
@@ -67,7 +114,8 @@ def grpo(ctx: Context, start: Path, out: Path, s: ReadeSettings, seed: int) -> P
 
 def heldout_scores(ctx: Context, model: Path, out: Path, s: ReadeSettings) -> dict[str, dict]:
     """Per held-out request id, its scores (format, user, supp, contra, reward) for ``model``."""
-    out.mkdir(parents=True, exist_ok=True)
+    claim(out, {"model": model_identity(model), "world": str(ctx.world), "heldout": s.heldout,
+                "max_tokens": s.max_tokens}, derived=True)
     requests, interpreted, scored = out / "heldout.jsonl", out / "interpreted.jsonl", out / "scored.jsonl"
     lines = (ctx.world / "requests.test.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     requests.write_text("".join(lines[:s.heldout]), encoding="utf-8")
