@@ -90,6 +90,22 @@ class Mixed(nn.Module):
         self.frozen.requires_grad_(False)
 
 
+def test_clip_and_step_without_an_accelerator_clips_by_the_total_norm():
+    from vidcli.train.optim import clip_and_step
+
+    w = nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.SGD([w], lr=1.0)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5)
+    w.grad = torch.tensor([3.0, 4.0])  # norm 5, clipped to 1: (0.6, 0.8), then lr 1.0 x 0.5
+    norm = clip_and_step(None, [w], optimizer, scheduler, 1.0)
+    assert norm == pytest.approx(5.0)
+    assert w.detach().tolist() == pytest.approx([-0.3, -0.4])
+    assert w.grad is None and scheduler.last_epoch == 1
+    w.grad = torch.tensor([3.0, 4.0])
+    assert clip_and_step(None, [w], optimizer, scheduler, None) is None  # clipping off: the full step
+    assert w.detach().tolist() == pytest.approx([-1.8, -2.4])
+
+
 def test_weight_decay_groups_weights_not_biases_or_norms():
     model = Mixed()
     groups = decay_groups(model.named_parameters(), 0.01)

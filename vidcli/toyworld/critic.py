@@ -179,7 +179,7 @@ def train_vision(folder: Path, clips: list, *, seed: int, steps: int, batch_size
     into the question stage (:func:`train_critic`), where its loss keeps the tower seeing.
     """
     from vidcli.rewards.vlm import VLMScorer
-    from vidcli.train.core import DataOrder, OptimConfig, build_optimizer, build_scheduler, set_seed
+    from vidcli.train.core import DataOrder, OptimConfig, build_optimizer, build_scheduler, clip_and_step, set_seed
 
     set_seed(seed)
     scorer = VLMScorer.from_pretrained(folder)
@@ -198,10 +198,7 @@ def train_vision(folder: Path, clips: list, *, seed: int, steps: int, batch_size
         _, indices = order.micro_batch(step)
         loss = probe_loss(scorer, probe, [clips[i] for i in indices], np.random.default_rng([seed, 6, step]))
         loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for _, p in named], optim.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        clip_and_step(None, [p for _, p in named], optimizer, scheduler, optim.max_grad_norm)
         losses.append(float(loss.detach()))
         if step % 50 == 0 or step == steps - 1:
             log.info("critic vision step %d/%d loss %.4f", step + 1, steps, losses[-1])
@@ -281,7 +278,7 @@ def train_critic(folder: Path, items: list[Item], *, seed: int, steps: int, batc
     added to every step (× ``probe_weight``): through the language model alone the vision tower
     gets too little gradient to keep learning."""
     from vidcli.rewards.vlm import VLMScorer
-    from vidcli.train.core import DataOrder, OptimConfig, build_optimizer, build_scheduler, set_seed
+    from vidcli.train.core import DataOrder, OptimConfig, build_optimizer, build_scheduler, clip_and_step, set_seed
 
     set_seed(seed)
     scorer = VLMScorer.from_pretrained(folder)
@@ -308,10 +305,7 @@ def train_critic(folder: Path, items: list[Item], *, seed: int, steps: int, batc
             _, picked = probe_order.micro_batch(step)
             total = loss + probe_weight * probe_loss(scorer, probe, [probe_clips[i] for i in picked], rng)
         total.backward()
-        torch.nn.utils.clip_grad_norm_([p for _, p in named], optim.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        clip_and_step(None, [p for _, p in named], optimizer, scheduler, optim.max_grad_norm)
         losses.append(float(loss.detach()))
         if step % 50 == 0 or step == steps - 1:
             log.info("critic step %d/%d loss %.4f", step + 1, steps, losses[-1])

@@ -142,7 +142,7 @@ def pretrain(folder: Path, scenes: list, *, seed: int, steps: int, batch_size: i
     """Flow-matching pre-training of the DiT in ``folder`` on ``scenes``; saves it; the losses."""
     from diffusers import WanPipeline
 
-    from vidcli.train.core import DataOrder, OptimConfig, build_optimizer, build_scheduler, set_seed
+    from vidcli.train.core import DataOrder, OptimConfig, build_optimizer, build_scheduler, clip_and_step, set_seed
 
     set_seed(seed)
     pipe = WanPipeline.from_pretrained(folder)
@@ -170,10 +170,7 @@ def pretrain(folder: Path, scenes: list, *, seed: int, steps: int, batch_size: i
         v = dit(hidden_states=z_t, timestep=1000 * t, encoder_hidden_states=text, return_dict=False)[0]
         loss = torch.nn.functional.mse_loss(v.float(), noise - x0)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(dit.parameters(), optim.max_grad_norm)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
+        clip_and_step(None, list(dit.parameters()), optimizer, scheduler, optim.max_grad_norm)
         losses.append(float(loss.detach()))
         if step % 100 == 0 or step == steps - 1:
             log.info("generator step %d/%d loss %.4f", step + 1, steps, losses[-1])

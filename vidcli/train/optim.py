@@ -146,15 +146,21 @@ def total_steps(run: "RunConfig", batches_per_epoch: int) -> int:
     return max(1, math.ceil(run.epochs * batches_per_epoch / run.grad_accum))
 
 
-def clip_and_step(accelerator: "Accelerator", parameters: list, optimizer, scheduler,
+def clip_and_step(accelerator: "Accelerator | None", parameters: list, optimizer, scheduler,
                   max_grad_norm: float | None) -> float | None:
     """After the last micro-batch of a step: clip, step optimiser and schedule, zero grads.
 
-    Returns the gradient norm before clipping (None when clipping is off).
+    ``accelerator`` None: a single-process loop (the toy world's model builders), clipped
+    by torch directly. Returns the gradient norm before clipping (None when clipping is off).
     """
     norm = None
     if max_grad_norm:
-        norm = float(accelerator.clip_grad_norm_(parameters, max_grad_norm))
+        if accelerator is None:
+            import torch
+
+            norm = float(torch.nn.utils.clip_grad_norm_(parameters, max_grad_norm))
+        else:
+            norm = float(accelerator.clip_grad_norm_(parameters, max_grad_norm))
     optimizer.step()
     scheduler.step()
     optimizer.zero_grad(set_to_none=True)
