@@ -134,3 +134,31 @@ def test_model_identity_changes_when_the_weights_are_rewritten(tmp_path):
     os.utime(tmp_path / "model.safetensors", ns=(1, 1))
     after = model_identity(tmp_path)
     assert after != before and after["weights"][0][:2] == ["model.safetensors", 10]
+
+
+@pytest.mark.parametrize("failure, code, start", [
+    ("command", 1, "error: vidcli grpo failed (exit 2): error: --lr must be positive"),
+    ("interrupt", 130, "interrupted: finished stages and runs are kept"),
+])
+def test_a_failed_command_or_ctrl_c_in_the_report_is_one_line(tmp_path, monkeypatch, capsys, failure, code, start):
+    from vidcli.toyworld import __main__ as cli
+    from vidcli.toyworld import report
+    from vidcli.toyworld.build import CommandFailed
+
+    def broken(*args, **kwargs):
+        if failure == "command":
+            raise CommandFailed("vidcli grpo failed (exit 2): error: --lr must be positive")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "report", broken)
+    assert cli.main(["report", str(tmp_path / "out")]) == code
+    err = capsys.readouterr().err
+    assert err.startswith(start) and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_a_command_that_fails_under_the_build_raises_with_its_own_message(tmp_path):
+    from vidcli.toyworld.build import CommandFailed, Context, _vidcli
+
+    ctx = Context(tmp_path, 0, True, None)
+    with pytest.raises(CommandFailed, match=r"vidcli score failed \(exit 1\): .*missing.jsonl: input file not found"):
+        _vidcli(ctx, "score", "--metric", "format", str(tmp_path / "missing.jsonl"))

@@ -36,13 +36,9 @@ def _accuracy(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from vidcli.toyworld.report import StaleOutput, last_line, report
+    from vidcli.toyworld.report import last_line, report
 
-    try:
-        result = report(args.out, quick=args.quick, seed=args.seed)
-    except StaleOutput as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    result = report(args.out, quick=args.quick, seed=args.seed)
     print(f"report: {args.out / 'report.md'}")
     print(last_line(result))
     return 0
@@ -72,7 +68,22 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--seed", type=int, default=0, help="the build's seed (the runs' seeds are in the report)")
     rep.set_defaults(run=_report)
     args = parser.parse_args(argv)
-    return args.run(args)
+    from vidcli.toyworld.build import CommandFailed
+    from vidcli.toyworld.report import StaleOutput
+
+    try:
+        return args.run(args)
+    except StaleOutput as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except CommandFailed as e:
+        # The command's own last lines say why; runs and stages finished so far are kept.
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: finished stages and runs are kept; the same command continues from them",
+              file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

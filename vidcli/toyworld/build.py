@@ -92,6 +92,10 @@ def _oracle(ctx: Context) -> dict:
     return oracle_accuracy(ctx.size.oracle_scenes, seed=ctx.seed + 12345)
 
 
+class CommandFailed(RuntimeError):
+    """A vidcli command that the build or the report ran exited with an error."""
+
+
 def _vidcli(ctx: Context, *args: str) -> None:
     """Run one vidcli command as a user would; its stderr is shown when it fails."""
     # One thread: the toy models are so small that a second thread only adds overhead, and on a
@@ -100,7 +104,7 @@ def _vidcli(ctx: Context, *args: str) -> None:
            "XDG_CACHE_HOME": str(ctx.root / "cache")}
     done = subprocess.run([sys.executable, "-m", "vidcli", *args], env=env, capture_output=True, text=True)
     if done.returncode != 0:
-        raise RuntimeError(f"vidcli {args[0]} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+        raise CommandFailed(f"vidcli {args[0]} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
 
 
 def _cot(ctx: Context) -> dict:
