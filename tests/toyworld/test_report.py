@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -44,10 +45,12 @@ def test_training_curve_and_its_plot(tmp_path):
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_last_line_names_the_gain_and_its_interval():
-    result = {"reade": {"gain": {"reward": {"n": 20, "mean": 0.25, "ci95": [0.05, 0.45]}}}}
+def test_last_line_names_the_gains_and_their_intervals():
+    result = {"reade": {"gain": {"reward": {"n": 20, "mean": 0.25, "ci95": [0.05, 0.45]}}},
+              "drf": {"gain": {"score": {"n": 16, "mean": -0.0125, "ci95": [-0.1, 0.075]}}}}
     line = last_line(result)
-    assert line.startswith("toyworld: ") and line.endswith("grpo +0.250 [+0.050, +0.450] (n=20)")
+    assert line.startswith("toyworld: drf -0.013 [-0.100, +0.075] (n=16), revise ")
+    assert line.endswith("grpo +0.250 [+0.050, +0.450] (n=20)")
 
 
 def test_heldout_curve_scores_each_checkpoint_before_the_end_once(tmp_path, monkeypatch):
@@ -162,3 +165,58 @@ def test_a_command_that_fails_under_the_build_raises_with_its_own_message(tmp_pa
     ctx = Context(tmp_path, 0, True, None)
     with pytest.raises(CommandFailed, match=r"vidcli score failed \(exit 1\): .*missing.jsonl: input file not found"):
         _vidcli(ctx, "score", "--metric", "format", str(tmp_path / "missing.jsonl"))
+
+
+def test_drf_reward_curve_is_the_negated_loss_per_step_and_plots(tmp_path):
+    from vidcli.toyworld.report import plot_drf, reward_curve
+
+    rows = [{"step": 1, "id": "a", "loss": 3.5, "queries": []}, {"step": 2, "id": "b", "loss": 2.0, "queries": []}]
+    (tmp_path / "rewards.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    curve = reward_curve(tmp_path)
+    assert curve == [(1, -3.5), (2, -2.0)]
+    plot_drf({"rich, seed 0": curve}, {"rich, seed 0": [(0, 0.4), (2, 0.5)]}, tmp_path / "drf.png")
+    assert (tmp_path / "drf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_oracle_scores_read_the_generated_videos_against_their_captions(tmp_path, monkeypatch):
+    """`vidcli generate` stood in for by renders: each caption's own scene scores 1, another scene's less;
+    the scores are kept with the folder's inputs and reused."""
+    from vidcli.media import write_video
+    from vidcli.toyworld import report
+    from vidcli.toyworld.build import Context
+    from vidcli.toyworld.scene import FPS, Scene, render
+    from vidcli.toyworld.world import write_world
+
+    world = tmp_path / "build" / "world"
+    write_world(world, seed=3, count=10)
+    scenes = {r["id"]: Scene.from_dict(r["scene"]) for r in map(json.loads, (world / "scenes.jsonl").open())}
+    drf = [json.loads(line) for line in (world / "drf.jsonl").open()]
+    (world / "drf.test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in drf), encoding="utf-8")
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "weights.safetensors").write_bytes(b"x")
+    calls = []
+
+    def fake_generate(ctx, *args):
+        calls.append(args)
+        assert args[0] == "generate"
+        captions, out = Path(args[args.index("--model") + 2]), Path(args[args.index("-o") + 1])
+        videos = out.parent / "generated.videos"
+        videos.mkdir()
+        rows = []
+        for n, record in enumerate(map(json.loads, captions.open())):
+            shown = record["id"] if n % 2 == 0 else drf[(n + 1) % len(drf)]["id"]  # odd ones: another scene
+            write_video(videos / f"{record['id']}.mp4", render(scenes[shown]), FPS)
+            rows.append(dict(record, output={"video": f"generated.videos/{record['id']}.mp4"}))
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    monkeypatch.setattr(report, "_vidcli", fake_generate)
+    ctx = Context(tmp_path / "build", 0, True, None)
+    settings = report.DrfSettings(steps=4, seeds=(0,), heldout=6, lr=1e-4)
+    scores = report.oracle_scores(ctx, model, tmp_path / "eval", settings)
+    assert list(scores) == [r["id"] for r in drf[:6]]
+    own = [scores[r["id"]]["score"] for r in drf[0:6:2]]
+    other = [scores[r["id"]]["score"] for r in drf[1:6:2]]
+    assert own == [1.0, 1.0, 1.0] and max(other) < 1.0
+    assert all(0.0 <= v <= 1.0 for row in scores.values() for v in row.values())
+    assert report.oracle_scores(ctx, model, tmp_path / "eval", settings) == scores and len(calls) == 1

@@ -2,8 +2,16 @@
 
 Every run goes through the real ``vidcli`` commands, as a user would chain them, on a
 toy-world build (:mod:`vidcli.toyworld.build`), with the exact toy judge behind the
-OpenAI-compatible interface. Today the report covers ReaDe (the interpreter's GRPO);
-Diffusion-DRF and ReViSE join it with the toy critic and generator.
+OpenAI-compatible interface. The report covers Diffusion-DRF and ReaDe; ReViSE joins it
+once the toy critic reads edits (docs/toyworld.md).
+
+Diffusion-DRF, per seed: ``vidcli decompose --schema drf`` of the world's training
+captions (the toy LLM), ``vidcli drf-tune`` of the build's generator with the build's
+critic as ``--vlm``, then ``vidcli generate`` on the held-out captions and the pixel
+oracle's caption adherence of each video (score and per fact kind), paired per caption
+against the base generator; the critic's reward of each rollout beside the oracle's
+adherence at each checkpoint shows whether the reward is climbed without the videos
+getting better.
 
 ReaDe, per seed: ``vidcli grpo`` from the build's SFT start point on the world's training
 requests (judge: the toy judge), then ``vidcli interpret`` (greedy) on the held-out
@@ -197,6 +205,119 @@ def reade_section(ctx: Context, out: Path, s: ReadeSettings) -> dict:
             "heldout_curves": heldout}
 
 
+# ----------------------------------------------------------------------------- Diffusion-DRF
+
+
+@dataclass(frozen=True)
+class DrfSettings:
+    steps: int  # drf-tune optimiser steps per run (one caption per step)
+    seeds: tuple[int, ...]
+    heldout: int  # held-out captions generated and read by the oracle (the world's test split, in order)
+    lr: float
+    reward: str = "rich"
+    dims: str = "TA"  # the toy world has no real videos to compare Phy and VQ answers against
+    k_grad: int = 4
+    sampling_steps: int = 20  # denoising steps of drf-tune's rollouts and of the held-out videos
+    guidance: float = 5.0
+    checkpoints: int = 2  # held-out evaluations inside each run (besides its start and end)
+    ablation: tuple[str, ...] = ()  # other --reward values, run on the first seed
+
+
+DRF_FULL = DrfSettings(steps=200, seeds=(0, 1), heldout=64, lr=1e-4, ablation=("binary", "vanilla"))
+DRF_QUICK = DrfSettings(steps=20, seeds=(0, 1), heldout=16, lr=1e-4)
+DRF_PARTS = ("score", "object", "colour", "motion", "relation", "background", "camera")
+
+
+def drf_records(ctx: Context, out: Path) -> Path:
+    """The world's training captions decomposed by ``vidcli decompose --schema drf`` with the toy LLM."""
+    decomposed = out / "drf.train.jsonl"
+    out.mkdir(parents=True, exist_ok=True)
+    if not decomposed.exists():
+        bare = out / "captions.train.jsonl"
+        rows = [{"id": r["id"], "caption": r["caption"], "video": str(ctx.world / r["video"])}
+                for r in _rows(ctx.world / "drf.train.jsonl")]
+        bare.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        _vidcli(ctx, "decompose", "-q", "--schema", "drf", "--llm", "openai:toy", str(bare),
+                "-o", str(decomposed))
+    return decomposed
+
+
+def drf_tune(ctx: Context, records: Path, out: Path, s: DrfSettings, seed: int, reward: str) -> Path:
+    """One ``vidcli drf-tune`` run of the toy generator against the toy critic; returns OUT."""
+    training = {k: v for k, v in asdict(s).items() if k not in ("seeds", "heldout", "ablation", "checkpoints")}
+    claim(out, {"command": "drf-tune", "world": str(ctx.world), "seed": seed, **training, "reward": reward},
+          derived=False)
+    if (out / "vidcli.json").exists():
+        return out
+    resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
+    _vidcli(ctx, "drf-tune", "-q", "--model", str(ctx.root / "generator"), "--vlm", str(ctx.root / "critic"),
+            str(records), "-o", str(out), "--reward", reward, "--dims", s.dims, "--height", "32", "--width", "32",
+            "--frames", "9", "--frames-vlm", "9", "--steps", str(s.sampling_steps), "--k-grad", str(s.k_grad),
+            "--guidance", str(s.guidance), "--max-steps", str(s.steps), "--epochs", "100", "--seed", str(seed),
+            "--lr", str(s.lr), "--save-every", str(max(1, s.steps // (s.checkpoints + 1))), *resume)
+    return out
+
+
+def oracle_scores(ctx: Context, model: Path, out: Path, s: DrfSettings) -> dict[str, dict]:
+    """Per held-out caption id: the oracle's adherence of ``vidcli generate``'s video (score and per fact kind)."""
+    from vidcli.media import load_video
+    from vidcli.toyworld.oracle import caption_adherence
+
+    claim(out, {"model": model_identity(model / "transformer") if (model / "transformer").exists()
+                else model_identity(model), "world": str(ctx.world), "heldout": s.heldout,
+                "sampling_steps": s.sampling_steps, "guidance": s.guidance}, derived=True)
+    captions, generated, scored = out / "heldout.jsonl", out / "generated.jsonl", out / "oracle.jsonl"
+    if not scored.exists():
+        rows = [{"id": r["id"], "caption": r["caption"]} for r in _rows(ctx.world / "drf.test.jsonl")][:s.heldout]
+        captions.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        _vidcli(ctx, "generate", "-q", "--model", str(model), str(captions), "-o", str(generated),
+                "--steps", str(s.sampling_steps), "--guidance", str(s.guidance), "--num-frames", "9",
+                "--height", "32", "--width", "32", "--seed", "0")
+        lines = []
+        for record in _rows(generated):
+            frames = load_video(out / record["output"]["video"]).frames
+            found = caption_adherence(frames, record["caption"])
+            lines.append(json.dumps({"id": record["id"], "score": found["score"], **found["by_kind"]}))
+        tmp = scored.with_name(scored.name + ".partial")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        tmp.replace(scored)
+    return {row.pop("id"): row for row in _rows(scored)}
+
+
+def reward_curve(run: Path) -> list[tuple[int, float]]:
+    """(step, the critic's reward of that step's rollout), from the run's rewards.jsonl."""
+    return [(row["step"], -row["loss"]) for row in _rows(run / "rewards.jsonl")]
+
+
+def drf_section(ctx: Context, out: Path, s: DrfSettings) -> dict:
+    """The DRF runs and the oracle's reading of their held-out videos; the report's DRF table as a dict."""
+    records = drf_records(ctx, out)
+    base = oracle_scores(ctx, ctx.root / "generator", out / "eval" / "base", s)
+    tuned, rewards, oracle = [], {}, {}
+    for seed in s.seeds:
+        name = f"{s.reward}, seed {seed}"
+        run = drf_tune(ctx, records, out / f"drf-{s.reward}-seed{seed}", s, seed, s.reward)
+        tuned.append(oracle_scores(ctx, run, out / "eval" / run.name, s))
+        rewards[name] = reward_curve(run)
+        points = [(0, mean_of([base], "score"))]
+        for step, path in sorted((int(p.name.split("-")[1]), p) for p in run.glob("checkpoint-*")
+                                 if p.name[11:].isdigit()):
+            if 0 < step < s.steps:
+                points.append((step, mean_of([oracle_scores(ctx, path, out / "eval" / run.name / f"step{step}", s)],
+                                             "score")))
+        oracle[name] = [*points, (s.steps, mean_of([tuned[-1]], "score"))]
+    rows = {"base generator": [base], f"drf-tune --reward {s.reward}": tuned}
+    for reward in s.ablation:
+        run = drf_tune(ctx, records, out / f"drf-{reward}-seed{s.seeds[0]}", s, s.seeds[0], reward)
+        rows[f"drf-tune --reward {reward} (seed {s.seeds[0]})"] = [oracle_scores(ctx, run, out / "eval" / run.name, s)]
+        rewards[f"{reward}, seed {s.seeds[0]}"] = reward_curve(run)
+    table = {name: {part: mean_of(runs, part) for part in DRF_PARTS} for name, runs in rows.items()}
+    gains = {part: paired_gain(base, tuned, part) for part in DRF_PARTS}
+    ablation = {name: paired_gain(base, runs, "score") for name, runs in rows.items() if name != "base generator"}
+    return {"settings": asdict(s), "heldout": len(base), "table": table, "gain": gains, "ablation": ablation,
+            "reward_curves": rewards, "oracle_curves": oracle}
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -227,6 +348,51 @@ def reade_markdown(section: dict) -> list[str]:
     lines += [f"- {part}: {_interval(section['gain'][part])}" for part in READE_PARTS]
     lines.append(f"- held-out reward per seed: {', '.join(_number(v) for v in section['per_seed_reward'])}")
     return lines
+
+
+def drf_markdown(section: dict) -> list[str]:
+    s = section["settings"]
+    lines = ["## Diffusion-DRF: the generator tuned against the critic", "",
+             f"`vidcli drf-tune` of the toy generator with the toy critic as `--vlm`, `--reward {s['reward']}`, "
+             f"`--dims {s['dims']}`, {s['steps']} steps, lr {s['lr']:g}, K {s['k_grad']}, seeds "
+             f"{', '.join(map(str, s['seeds']))}, on the world's training captions decomposed by `vidcli decompose "
+             f"--schema drf` (toy LLM); held-out captions: {section['heldout']}, `vidcli generate` "
+             f"({s['sampling_steps']} steps, guidance {s['guidance']:g}, seed 0), read by the pixel oracle "
+             "(fraction of each caption's facts the video shows).", "",
+             "| model | " + " | ".join(DRF_PARTS) + " |", "|---|" + "---|" * len(DRF_PARTS)]
+    for name, row in section["table"].items():
+        lines.append(f"| {name} | " + " | ".join(_number(row[p]) for p in DRF_PARTS) + " |")
+    lines += ["", f"Gain of `--reward {s['reward']}` over the base generator (paired per caption, mean over seeds; "
+              "95% t interval):", ""]
+    lines += [f"- {part}: {_interval(section['gain'][part])}" for part in DRF_PARTS]
+    if len(section["ablation"]) > 1:
+        lines += ["", "Each reward's oracle gain over the base (paired per caption):", ""]
+        lines += [f"- {name}: {_interval(stats)}" for name, stats in section["ablation"].items()]
+    return lines
+
+
+def plot_drf(rewards: dict[str, list], oracle: dict[str, list], path: Path) -> None:
+    """The critic's reward of each rollout (trailing mean) and the oracle's held-out adherence, against steps:
+    a reward that rises while the oracle does not is a hacked reward."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 2.6), dpi=80)
+    FigureCanvasAgg(fig)
+    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    window = 10
+    for name, points in rewards.items():
+        values = [p[1] for p in points]
+        starts = [max(0, i - window + 1) for i in range(len(values))]
+        left.plot([p[0] for p in points], [sum(values[a:i + 1]) / (i + 1 - a) for i, a in enumerate(starts)],
+                  label=name)
+    for name, points in oracle.items():
+        right.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
+    left.set(title=f"critic reward, {window}-step mean", xlabel="step")
+    right.set(title="oracle adherence, held out", xlabel="step")
+    left.legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
 
 
 def plot_curves(heldout: dict[str, list], rollouts: dict[str, list], path: Path) -> None:
@@ -262,18 +428,24 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0) -> dict:
     ctx = Context(root, seed, quick, None)  # size is the build's business; the report has its own settings
     with judge_server() as judge:
         ctx.judge_url = judge.base_url
+        drf = drf_section(ctx, out / "drf", DRF_QUICK if quick else DRF_FULL)
         reade = reade_section(ctx, out / "reade", READE_QUICK if quick else READE_FULL)
+    plot_drf(drf["reward_curves"], drf["oracle_curves"], out / "drf_curves.png")
     plot_curves(reade["heldout_curves"], reade["curves"], out / "reade_curves.png")
-    result = {"build": {"dir": str(root), "key": state["key"], "quick": quick}, "reade": reade}
+    result = {"build": {"dir": str(root), "key": state["key"], "quick": quick}, "drf": drf, "reade": reade}
     (out / "report.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     lines = ["# The toy world: does each method learn?", "",
              f"Build {state['key']} ({'quick' if quick else 'full'}), seed {seed}.", ""]
+    lines += drf_markdown(drf) + ["", "![DRF: critic reward and oracle adherence](drf_curves.png)", ""]
     lines += reade_markdown(reade) + ["", "![ReaDe training curves](reade_curves.png)", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     return result
 
 
 def last_line(result: dict) -> str:
-    """``toyworld: drf …, revise …, grpo +C [low, high]`` (held-out ReaDe reward gain, 95% CI)."""
+    """``toyworld: drf +A [..], revise …, grpo +C [low, high]``: the held-out oracle adherence gain of DRF and
+    the held-out ReaDe reward gain of GRPO, each with its 95% CI."""
+    drf = result["drf"]["gain"]["score"]
     gain = result["reade"]["gain"]["reward"]
-    return f"toyworld: drf not run (needs the toy critic and generator), revise not run (same), grpo {_interval(gain)}"
+    return (f"toyworld: drf {_interval(drf)}, revise not run (needs a critic that reads edits), "
+            f"grpo {_interval(gain)}")
