@@ -54,6 +54,45 @@ def test_replies_put_the_verdict_where_each_reader_reads_it():
                 assert ids[v - len(reader.cue_ids):v] == reader.cue_ids
 
 
+def _stand_in(folder, *, seed, quick, **paths):
+    """A builder that records where and when it ran (a module-level function: a spawned worker imports it)."""
+    import os
+    import time
+
+    start = time.time()
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "started").touch()
+    if folder.name == "critic":  # runs until the generator has started: they overlap, or this times out
+        for _ in range(600):
+            if (folder.parent / "generator" / "started").exists():
+                break
+            time.sleep(0.1)
+    time.sleep(0.3)
+    return {"pid": os.getpid(), "start": start, "end": time.time(), "seed": seed, "quick": quick,
+            "inputs": sorted(str(v) for v in paths.values())}
+
+
+def test_the_generator_trains_beside_the_critic_and_the_editor_after_both(tmp_path, monkeypatch):
+    import os
+
+    from vidcli.toyworld import critic, editor, generator
+    from vidcli.toyworld.models import REPORT, build_models
+
+    monkeypatch.setattr(critic, "build_critic", _stand_in)
+    monkeypatch.setattr(generator, "build_generator", _stand_in)
+    monkeypatch.setattr(editor, "build_editor", lambda folder, gen, crit, **kw: _stand_in(folder, gen=gen, crit=crit,
+                                                                                         **kw))
+    report = build_models(tmp_path, seed=3, quick=True)
+    crit, gen, edit = report["critic"], report["generator"], report["editor"]
+    assert crit["pid"] == edit["pid"] == os.getpid() != gen["pid"]
+    assert gen["start"] < crit["end"] and crit["start"] < gen["end"]  # at the same time
+    assert edit["start"] >= max(crit["end"], gen["end"])
+    assert edit["inputs"] == sorted([str(tmp_path / "critic"), str(tmp_path / "generator")])
+    assert gen["seed"] == 3 and gen["quick"] is True
+    assert set(report["seconds_by_model"]) == {"critic", "generator", "editor"}
+    assert json.loads((tmp_path / REPORT).read_text())["generator"]["pid"] == gen["pid"]
+
+
 def test_edit_done_asks_for_the_change_and_the_rest():
     from vidcli.toyworld.critic_data import Clip, edit_done
     from vidcli.toyworld.editor import random_edit
