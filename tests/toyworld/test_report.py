@@ -220,3 +220,28 @@ def test_oracle_scores_read_the_generated_videos_against_their_captions(tmp_path
     assert own == [1.0, 1.0, 1.0] and max(other) < 1.0
     assert all(0.0 <= v <= 1.0 for row in scores.values() for v in row.values())
     assert report.oracle_scores(ctx, model, tmp_path / "eval", settings) == scores and len(calls) == 1
+
+
+def test_drf_section_runs_the_real_commands_on_the_quick_build(toy_build, toy_judge, tmp_path):
+    """decompose → drf-tune (the build's critic as --vlm) → generate → oracle, at toy sizes; a rerun reuses all."""
+    from vidcli.toyworld import report
+    from vidcli.toyworld.build import Context
+
+    root = toy_build[0]
+    ctx = Context(root, 0, True, None, judge_url=toy_judge)
+    settings = report.DrfSettings(steps=2, seeds=(0,), heldout=3, lr=1e-4, sampling_steps=4, checkpoints=1)
+    section = report.drf_section(ctx, tmp_path, settings)
+    run = tmp_path / "drf-rich-seed0"
+    info = json.loads((run / "vidcli.json").read_text())
+    assert info["command"] == "drf-tune" and Path(info["arguments"]["vlm"]) == root / "critic"
+    decomposed = [json.loads(line) for line in (tmp_path / "records" / "drf.train.jsonl").open()]
+    assert decomposed and all(q["dim"] == "TA" for r in decomposed for q in r["questions"] if q["reference"])
+    assert [step for step, _ in section["reward_curves"]["rich, seed 0"]] == [1, 2]
+    assert [step for step, _ in section["oracle_curves"]["rich, seed 0"]] == [0, 1, 2]
+    assert section["gain"]["score"]["n"] == 3 and set(section["table"]) == {"base generator", "drf-tune --reward rich"}
+    base = section["table"]["base generator"]["score"]
+    assert section["oracle_curves"]["rich, seed 0"][0][1] == base and 0.0 <= base <= 1.0
+    scored = tmp_path / "eval" / "drf-rich-seed0" / "oracle.jsonl"
+    before = scored.stat().st_mtime_ns
+    assert report.drf_section(ctx, tmp_path, settings)["table"] == section["table"]
+    assert scored.stat().st_mtime_ns == before

@@ -230,8 +230,9 @@ DRF_PARTS = ("score", "object", "colour", "motion", "relation", "background", "c
 
 def drf_records(ctx: Context, out: Path) -> Path:
     """The world's training captions decomposed by ``vidcli decompose --schema drf`` with the toy LLM."""
+    out = out / "records"
+    claim(out, {"world": str(ctx.world), "schema": "drf"}, derived=True)
     decomposed = out / "drf.train.jsonl"
-    out.mkdir(parents=True, exist_ok=True)
     if not decomposed.exists():
         bare = out / "captions.train.jsonl"
         rows = [{"id": r["id"], "caption": r["caption"], "video": str(ctx.world / r["video"])}
