@@ -170,10 +170,12 @@ def test_a_command_that_fails_under_the_build_raises_with_its_own_message(tmp_pa
 def test_drf_reward_curve_is_the_negated_loss_per_step_and_plots(tmp_path):
     from vidcli.toyworld.report import plot_drf, reward_curve
 
-    rows = [{"step": 1, "id": "a", "loss": 3.5, "queries": []}, {"step": 2, "id": "b", "loss": 2.0, "queries": []}]
+    two = [{"dim": "TA", "key": "objects", "loglik": -1.5}, {"dim": "TA", "key": "camera", "loglik": -2.0}]
+    rows = [{"step": 1, "id": "a", "loss": 3.5, "queries": two},
+            {"step": 2, "id": "b", "loss": 0.5, "queries": [{"dim": "vanilla", "key": "prompt", "logp_yes": -0.5}]}]
     (tmp_path / "rewards.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
     curve = reward_curve(tmp_path)
-    assert curve == [(1, -3.5), (2, -2.0)]
+    assert curve == [(1, -1.75), (2, -0.5)]  # per question: the sum over a caption's questions, divided
     plot_drf({"rich, seed 0": curve}, {"rich, seed 0": [(0, 0.4), (2, 0.5)]}, tmp_path / "drf.png")
     assert (tmp_path / "drf.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -286,8 +286,11 @@ def oracle_scores(ctx: Context, model: Path, out: Path, s: DrfSettings) -> dict[
 
 
 def reward_curve(run: Path) -> list[tuple[int, float]]:
-    """(step, the critic's reward of that step's rollout), from the run's rewards.jsonl."""
-    return [(row["step"], -row["loss"]) for row in _rows(run / "rewards.jsonl")]
+    """(step, the critic's reward of that step's rollout per question asked), from the run's rewards.jsonl.
+
+    Per question, because a caption's reward sums over its questions and captions have two to
+    six of them: the sum moves with the caption drawn more than with the training."""
+    return [(row["step"], -row["loss"] / max(1, len(row["queries"]))) for row in _rows(run / "rewards.jsonl")]
 
 
 def drf_section(ctx: Context, out: Path, s: DrfSettings) -> dict:
@@ -389,7 +392,7 @@ def plot_drf(rewards: dict[str, list], oracle: dict[str, list], path: Path) -> N
                   label=name)
     for name, points in oracle.items():
         right.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-    left.set(title=f"critic reward, {window}-step mean", xlabel="step")
+    left.set(title=f"critic reward per question, {window}-step mean", xlabel="step")
     right.set(title="oracle adherence, held out", xlabel="step")
     left.legend(fontsize=6)
     fig.tight_layout()
