@@ -219,7 +219,7 @@ class DrfSettings:
     k_grad: int = 4
     sampling_steps: int = 20  # denoising steps of drf-tune's rollouts and of the held-out videos
     guidance: float = 5.0
-    checkpoints: int = 2  # held-out evaluations inside each run (besides its start and end)
+    checkpoints: int = 2  # a checkpoint is saved and evaluated every steps // (checkpoints + 1) steps
     ablation: tuple[str, ...] = ()  # other --reward values, run on the first seed
 
 
