@@ -80,8 +80,8 @@ def test_the_generator_trains_beside_the_critic_and_the_editor_after_both(tmp_pa
 
     monkeypatch.setattr(critic, "build_critic", _stand_in)
     monkeypatch.setattr(generator, "build_generator", _stand_in)
-    monkeypatch.setattr(editor, "build_editor", lambda folder, gen, crit, **kw: _stand_in(folder, gen=gen, crit=crit,
-                                                                                         **kw))
+    monkeypatch.setattr(editor, "build_editor", lambda folder, generator, critic, **kw: _stand_in(
+        folder, gen=generator, crit=critic, **kw))
     report = build_models(tmp_path, seed=3, quick=True)
     crit, gen, edit = report["critic"], report["generator"], report["editor"]
     assert crit["pid"] == edit["pid"] == os.getpid() != gen["pid"]
@@ -91,6 +91,31 @@ def test_the_generator_trains_beside_the_critic_and_the_editor_after_both(tmp_pa
     assert gen["seed"] == 3 and gen["quick"] is True
     assert set(report["seconds_by_model"]) == {"critic", "generator", "editor"}
     assert json.loads((tmp_path / REPORT).read_text())["generator"]["pid"] == gen["pid"]
+
+
+def _slow_generator(folder, *, seed, quick):
+    import time
+
+    time.sleep(120)
+    return {}
+
+
+def test_an_error_in_the_critic_stops_the_stage_without_waiting_for_the_generator(tmp_path, monkeypatch):
+    import time
+
+    from vidcli.toyworld import critic, generator
+    from vidcli.toyworld.models import REPORT, build_models
+
+    def broken(folder, *, seed, quick):
+        raise ValueError("critic data broken")
+
+    monkeypatch.setattr(critic, "build_critic", broken)
+    monkeypatch.setattr(generator, "build_generator", _slow_generator)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match="critic data broken"):
+        build_models(tmp_path, seed=0, quick=True)
+    assert time.monotonic() - start < 60  # the generator's worker was stopped, not waited for
+    assert not (tmp_path / REPORT).exists()
 
 
 def test_edit_done_asks_for_the_change_and_the_rest():

@@ -247,3 +247,11 @@ def test_drf_section_runs_the_real_commands_on_the_quick_build(toy_build, toy_ju
     before = scored.stat().st_mtime_ns
     assert report.drf_section(ctx, tmp_path, settings)["table"] == section["table"]
     assert scored.stat().st_mtime_ns == before
+
+
+def test_trailing_mean_averages_each_point_with_the_ones_before_it():
+    from vidcli.toyworld.report import trailing_mean
+
+    points = [(1, 4.0), (2, 2.0), (3, 0.0), (4, 6.0)]
+    assert trailing_mean(points, 2) == [4.0, 3.0, 1.0, 3.0]
+    assert trailing_mean(points, 10) == [4.0, 3.0, 2.0, 3.0]

@@ -20,7 +20,7 @@ import json
 import logging
 import multiprocessing
 import time
-from concurrent.futures import ProcessPoolExecutor
+from functools import partial
 from pathlib import Path
 
 log = logging.getLogger("vidcli.toyworld")
@@ -45,34 +45,33 @@ def build_models(root: Path, *, seed: int, quick: bool, threads: int | None = No
     before = torch.get_num_threads()
     torch.set_num_threads(threads or 1)
     report: dict = {"seed": seed, "quick": quick, "seconds_by_model": {}}
-    spawn = multiprocessing.get_context("spawn")
+    seconds = report["seconds_by_model"]
     try:
-        with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool, torch.random.fork_rng(devices=[]):
-            generator = pool.submit(_timed, build_generator, root / "generator", seed=seed, quick=quick,
-                                    threads=threads or 1)
-            for name, build in (("critic", lambda: build_critic(root / "critic", seed=seed, quick=quick)),
-                                ("generator", generator.result),
-                                ("editor", lambda: build_editor(root / "editor", root / "generator", root / "critic",
-                                                                seed=seed, quick=quick))):
-                start = time.perf_counter()
-                report[name] = build()
-                if name == "generator":
-                    report[name], seconds = report[name]
-                else:
-                    seconds = time.perf_counter() - start
-                report["seconds_by_model"][name] = round(seconds, 1)
-                log.info("%s built in %.0f s", name, seconds)
+        # A spawned pool (not forked: torch's threads) whose exit terminates the worker, so an error or
+        # Ctrl-C in the critic does not wait for the generator to finish.
+        with multiprocessing.get_context("spawn").Pool(1) as pool, torch.random.fork_rng(devices=[]):
+            generator = pool.apply_async(_timed, (build_generator, root / "generator"),
+                                         dict(seed=seed, quick=quick, threads=threads or 1))
+            report["critic"], seconds["critic"] = _timed(build_critic, root / "critic", seed=seed, quick=quick)
+            report["generator"], seconds["generator"] = generator.get()
+            report["editor"], seconds["editor"] = _timed(
+                partial(build_editor, generator=root / "generator", critic=root / "critic"), root / "editor",
+                seed=seed, quick=quick)
     finally:
         torch.set_num_threads(before)
     (root / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
 
 
-def _timed(build, folder: Path, *, seed: int, quick: bool, threads: int) -> tuple[dict, float]:
-    """``build(folder, seed=, quick=)`` in a worker process with ``threads`` torch threads; (report, seconds)."""
+def _timed(build, folder: Path, *, seed: int, quick: bool, threads: int | None = None) -> tuple[dict, float]:
+    """``build(folder, seed=, quick=)`` (with ``threads`` torch threads when given: a worker process);
+    (its report, seconds rounded to 0.1), logged."""
     import torch
 
-    torch.set_num_threads(threads)
+    if threads:
+        torch.set_num_threads(threads)
     start = time.perf_counter()
     report = build(folder, seed=seed, quick=quick)
-    return report, time.perf_counter() - start
+    seconds = round(time.perf_counter() - start, 1)
+    log.info("%s built in %.0f s", folder.name, seconds)
+    return report, seconds

@@ -31,6 +31,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
 from vidcli.scoring.summary import describe
 from vidcli.toyworld.build import Context, _vidcli, ensure_world
@@ -168,15 +169,23 @@ def training_curve(run: Path) -> list[tuple[int, float, float]]:
              sum(r["parts"].get("format") == 1.0 for r in rows) / len(rows)) for step, rows in sorted(steps.items())]
 
 
-def heldout_curve(ctx: Context, run: Path, out: Path, s: ReadeSettings, base: dict[str, dict],
-                  final: dict[str, dict]) -> list[tuple]:
-    """(step, mean held-out reward): the start point, each saved checkpoint before the end, the final model."""
-    points = [(0, mean_of([base], "reward"))]
+def checkpoint_curve(run: Path, steps: int, part: str, base: dict[str, dict], final: dict[str, dict],
+                     scores_at: Callable[[int, Path], dict[str, dict]]) -> list[tuple]:
+    """(step, mean held-out ``part``): the start point, each checkpoint the run saved before its end
+    (``scores_at(step, checkpoint folder)``), the final model."""
+    points = [(0, mean_of([base], part))]
     checkpoints = sorted((int(p.name.split("-")[1]), p) for p in run.glob("checkpoint-*") if p.name[11:].isdigit())
     for step, path in checkpoints:
-        if 0 < step < s.steps:
-            points.append((step, mean_of([heldout_scores(ctx, path, out / f"step{step}", s)], "reward")))
-    return [*points, (s.steps, mean_of([final], "reward"))]
+        if 0 < step < steps:
+            points.append((step, mean_of([scores_at(step, path)], part)))
+    return [*points, (steps, mean_of([final], part))]
+
+
+def heldout_curve(ctx: Context, run: Path, out: Path, s: ReadeSettings, base: dict[str, dict],
+                  final: dict[str, dict]) -> list[tuple]:
+    """(step, mean held-out reward) of a GRPO run (:func:`checkpoint_curve`)."""
+    return checkpoint_curve(run, s.steps, "reward", base, final,
+                            lambda step, path: heldout_scores(ctx, path, out / f"step{step}", s))
 
 
 def reade_section(ctx: Context, out: Path, s: ReadeSettings) -> dict:
@@ -303,13 +312,9 @@ def drf_section(ctx: Context, out: Path, s: DrfSettings) -> dict:
         run = drf_tune(ctx, records, out / f"drf-{s.reward}-seed{seed}", s, seed, s.reward)
         tuned.append(oracle_scores(ctx, run, out / "eval" / run.name, s))
         rewards[name] = reward_curve(run)
-        points = [(0, mean_of([base], "score"))]
-        for step, path in sorted((int(p.name.split("-")[1]), p) for p in run.glob("checkpoint-*")
-                                 if p.name[11:].isdigit()):
-            if 0 < step < s.steps:
-                points.append((step, mean_of([oracle_scores(ctx, path, out / "eval" / run.name / f"step{step}", s)],
-                                             "score")))
-        oracle[name] = [*points, (s.steps, mean_of([tuned[-1]], "score"))]
+        oracle[name] = checkpoint_curve(
+            run, s.steps, "score", base, tuned[-1],
+            lambda step, path, run=run: oracle_scores(ctx, path, out / "eval" / run.name / f"step{step}", s))
     rows = {"base generator": [base], f"drf-tune --reward {s.reward}": tuned}
     for reward in s.ablation:
         run = drf_tune(ctx, records, out / f"drf-{reward}-seed{s.seeds[0]}", s, s.seeds[0], reward)
@@ -375,51 +380,45 @@ def drf_markdown(section: dict) -> list[str]:
     return lines
 
 
+def trailing_mean(points: list[tuple], window: int) -> list[float]:
+    """The mean of each point's value and the ``window - 1`` values before it."""
+    values = [p[1] for p in points]
+    return [sum(values[max(0, i - window + 1):i + 1]) / (i + 1 - max(0, i - window + 1)) for i in range(len(values))]
+
+
+def _plot_pair(path: Path, left: tuple[str, dict[str, list], bool], right: tuple[str, dict[str, list], bool],
+               window: int = 10) -> None:
+    """Two panels side by side (a small PNG); each is (title, name → [(step, value)], smoothed): a smoothed
+    panel draws the :func:`trailing_mean` of its curves, the other their points."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7, 2.6), dpi=80)
+    FigureCanvasAgg(fig)
+    axes = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
+    for ax, (title, curves, smoothed) in zip(axes, (left, right)):
+        for name, points in curves.items():
+            steps = [p[0] for p in points]
+            if smoothed:
+                ax.plot(steps, trailing_mean(points, window), label=name)
+            else:
+                ax.plot(steps, [p[1] for p in points], marker="o", label=name)
+        ax.set(title=f"{title}, {window}-step mean" if smoothed else title, xlabel="step")
+    axes[0].legend(fontsize=6)
+    fig.tight_layout()
+    fig.savefig(path)
+
+
 def plot_drf(rewards: dict[str, list], oracle: dict[str, list], path: Path) -> None:
     """The critic's reward of each rollout (trailing mean) and the oracle's held-out adherence, against steps:
     a reward that rises while the oracle does not is a hacked reward."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 2.6), dpi=80)
-    FigureCanvasAgg(fig)
-    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    window = 10
-    for name, points in rewards.items():
-        values = [p[1] for p in points]
-        starts = [max(0, i - window + 1) for i in range(len(values))]
-        left.plot([p[0] for p in points], [sum(values[a:i + 1]) / (i + 1 - a) for i, a in enumerate(starts)],
-                  label=name)
-    for name, points in oracle.items():
-        right.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-    left.set(title=f"critic reward per question, {window}-step mean", xlabel="step")
-    right.set(title="oracle adherence, held out", xlabel="step")
-    left.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path)
+    _plot_pair(path, ("critic reward per question", rewards, True), ("oracle adherence, held out", oracle, False))
 
 
 def plot_curves(heldout: dict[str, list], rollouts: dict[str, list], path: Path) -> None:
-    """Held-out reward at each checkpoint, and the rollouts' reward, against steps (a small PNG)."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7, 2.6), dpi=80)
-    FigureCanvasAgg(fig)
-    left, right = fig.add_subplot(1, 2, 1), fig.add_subplot(1, 2, 2)
-    for name, points in heldout.items():
-        left.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=name)
-    window = 10  # a trailing mean: one step is one prompt's group, whose reward is mostly the prompt's difficulty
-    for name, points in rollouts.items():
-        values = [p[1] for p in points]
-        starts = [max(0, i - window + 1) for i in range(len(values))]
-        smooth = [sum(values[a:i + 1]) / (i + 1 - a) for i, a in enumerate(starts)]
-        right.plot([p[0] for p in points], smooth, label=name)
-    left.set(title="held-out reward (greedy)", xlabel="step")
-    right.set(title=f"rollout reward, {window}-step mean", xlabel="step")
-    left.legend(fontsize=6)
-    fig.tight_layout()
-    fig.savefig(path)
+    """Held-out reward at each checkpoint, and the rollouts' reward, against steps (a small PNG). The rollouts'
+    is a trailing mean: one step is one prompt's group, whose reward is mostly the prompt's difficulty."""
+    _plot_pair(path, ("held-out reward (greedy)", heldout, False), ("rollout reward", rollouts, True))
 
 
 def report(out: Path | str, *, quick: bool = False, seed: int = 0) -> dict:
