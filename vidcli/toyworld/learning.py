@@ -1,0 +1,135 @@
+"""Learning checks: a short run of a trainer on fixed toy-world inputs whose reward must rise.
+
+The report (:mod:`vidcli.toyworld.report`) measures what each method does to held-out
+data; these checks answer a narrower question fast enough for the test suite: does the
+trainer, run through its real command, make its own reward rise on what it trains on, by
+more than the run's own step-to-step noise? A flipped gradient sign, a zeroed advantage,
+log-probabilities read at the wrong token or a detached graph each make that fail (the
+breaks are recorded in docs/toyworld.md).
+
+ReaDe's GRPO (:data:`GRPO_CHECK`): ``vidcli grpo`` from the build's SFT start point on one
+fixed training request, judged by the exact toy judge, two seeds run side by side (one
+core each). The measure is the trend of the mean rollout reward per step: an ordinary
+least-squares slope over the steps, per seed and pooled (one slope, an intercept per
+seed), with its 95% t interval. Rollouts are sampled from the policy of their step, so
+the mean rollout reward per step is the policy's expected reward on the request plus
+sampling noise, which the residuals of the fit measure.
+
+The settings were fixed by pilot runs on the quick build before the check was written
+(docs/toyworld.md, "Learning in the test suite").
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from vidcli.scoring.summary import t_quantile
+from vidcli.toyworld.build import CommandFailed
+
+
+@dataclass(frozen=True)
+class GrpoCheck:
+    request: str = "w0-00002-request"  # a training request of the seed-0 world ("show a green triangle staying still")
+    steps: int = 16
+    seeds: tuple[int, ...] = (0, 1)
+    num_generations: int = 16
+    lr: float = 3e-4
+    temperature: float = 0.7
+    max_tokens: int = 420
+    warmup: int = 2
+
+
+GRPO_CHECK = GrpoCheck()
+
+
+def step_means(rollouts: Path) -> list[tuple[int, float]]:
+    """(step, mean reward of the step's scored completions) from a grpo run's rollouts.jsonl."""
+    steps: dict[int, list[float]] = {}
+    for line in rollouts.read_text(encoding="utf-8").split("\n"):
+        if line.strip():
+            row = json.loads(line)
+            if not row.get("masked"):
+                steps.setdefault(row["step"], []).append(row["reward"])
+    return [(step, sum(values) / len(values)) for step, values in sorted(steps.items())]
+
+
+def trend(series: list[list[tuple[float, float]]]) -> dict:
+    """Least-squares slope of y on x shared by every series, each with its own intercept.
+
+    Returns ``slope``, its standard error ``se``, the 95% t interval ``ci95`` (degrees of
+    freedom: points minus series minus one) and ``n`` (points). One series is the plain
+    simple regression.
+    """
+    sxx = sxy = 0.0
+    n = 0
+    for points in series:
+        mx = sum(x for x, _ in points) / len(points)
+        my = sum(y for _, y in points) / len(points)
+        sxx += sum((x - mx) ** 2 for x, _ in points)
+        sxy += sum((x - mx) * (y - my) for x, y in points)
+        n += len(points)
+    df = n - len(series) - 1
+    if df < 1 or sxx == 0:
+        raise ValueError(f"too few points for a trend: {n} in {len(series)} series")
+    slope = sxy / sxx
+    residual = 0.0
+    for points in series:
+        mx = sum(x for x, _ in points) / len(points)
+        my = sum(y for _, y in points) / len(points)
+        residual += sum((y - my - slope * (x - mx)) ** 2 for x, y in points)
+    se = math.sqrt(residual / df / sxx)
+    half = t_quantile(0.975, df) * se
+    return {"slope": slope, "se": se, "ci95": [slope - half, slope + half], "n": n}
+
+
+def grpo_check(start: Path, world: Path, judge_url: str, out: Path, check: GrpoCheck = GRPO_CHECK) -> dict:
+    """Run ``vidcli grpo`` once per seed, all seeds at once, on ``check.request``; the trends.
+
+    Returns ``{"seeds": {seed: trend}, "pooled": trend, "first": [...], "last": [...]}`` where
+    ``first`` / ``last`` are each seed's mean rollout reward over its first and last quarter
+    of the steps.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    records = [line for line in (world / "requests.train.jsonl").read_text(encoding="utf-8").splitlines()
+               if json.loads(line)["id"] == check.request]
+    if len(records) != 1:
+        raise ValueError(f"{world / 'requests.train.jsonl'}: no training request {check.request!r}")
+    data = out / "request.jsonl"
+    data.write_text(records[0] + "\n", encoding="utf-8")
+    env = {"OMP_NUM_THREADS": "1", **os.environ, "OPENAI_API_KEY": "toy", "OPENAI_BASE_URL": judge_url}
+    running = {}
+    try:
+        for seed in check.seeds:
+            run = out / f"seed{seed}"
+            command = [sys.executable, "-m", "vidcli", "grpo", "-q", "--model", str(start), "--judge", "openai:toy",
+                       str(data), "-o", str(run), "--max-steps", str(check.steps), "--epochs", str(check.steps),
+                       "--seed", str(seed), "--lr", str(check.lr), "--temperature", str(check.temperature),
+                       "--warmup-steps", str(check.warmup), "-G", str(check.num_generations),
+                       "--max-completion-tokens", str(check.max_tokens), "--instruction-dropout", "0",
+                       "--grad-accum", "1", "--save-every", "0", "--media-root", str(world)]
+            running[seed] = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                             text=True)
+        for seed, process in running.items():
+            _, stderr = process.communicate()
+            if process.returncode != 0:
+                raise CommandFailed(f"vidcli grpo (seed {seed}) failed (exit {process.returncode}): "
+                                    f"{stderr.strip()[-2000:]}")
+    finally:
+        for process in running.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    curves = {seed: step_means(out / f"seed{seed}" / "rollouts.jsonl") for seed in check.seeds}
+    quarter = max(1, check.steps // 4)
+    return {
+        "seeds": {seed: trend([curve]) for seed, curve in curves.items()},
+        "pooled": trend(list(curves.values())),
+        "first": [sum(y for _, y in curve[:quarter]) / quarter for curve in curves.values()],
+        "last": [sum(y for _, y in curve[-quarter:]) / quarter for curve in curves.values()],
+        "curves": curves,
+    }
