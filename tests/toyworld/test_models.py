@@ -252,3 +252,45 @@ def test_generator_and_editor_load_through_generate(built, tmp_path):
     assert result.exit_code == 0, result.output
     record = json.loads(out.read_text().splitlines()[0])
     assert load_video(out.parent / record["output"]["video"]).frames.shape[1:] == (32, 32, 3)
+
+
+def test_a_script_without_a_main_guard_gets_an_error_not_a_hang(tmp_path):
+    """Python's spawn re-imports the script that started the models stage in the generator's worker;
+    a script whose build call is not under `if __name__ == "__main__":` then builds again from there
+    (it used to wait forever on the lock its parent held). Now: a clear error, in seconds."""
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    script = tmp_path / "unguarded.py"
+    script.write_text(textwrap.dedent(f"""
+        import time
+        from vidcli.toyworld import build, critic, editor, generator
+
+        def critic_stand_in(folder, *, seed, quick):
+            time.sleep(3)
+            return {{}}
+
+        critic.build_critic = critic_stand_in
+        generator.build_generator = critic_stand_in
+        editor.build_editor = lambda folder, **kwargs: {{}}
+        build.STAGES = [stage for stage in build.STAGES if stage[0] == "models"]
+        build.build({str(tmp_path / "world")!r}, seed=0, quick=True)
+    """), encoding="utf-8")
+    start = time.monotonic()
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert time.monotonic() - start < 60
+    assert done.returncode != 0
+    assert 'if __name__ == "__main__":' in done.stderr.splitlines()[-1], done.stderr[-2000:]
+
+
+def test_build_refuses_to_start_in_a_worker_that_is_importing_its_parents_script(tmp_path, monkeypatch):
+    import multiprocessing
+
+    from vidcli.toyworld.build import build
+
+    monkeypatch.setattr(multiprocessing.current_process(), "_inheriting", True, raising=False)
+    with pytest.raises(RuntimeError, match="__main__"):
+        build(tmp_path / "world", seed=0, quick=True)
+    assert not (tmp_path / "world").exists()

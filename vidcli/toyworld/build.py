@@ -205,9 +205,17 @@ def build(root: Path | str, *, seed: int = 0, quick: bool = False, force: bool =
     """Run the stages not yet done under this build key; returns DIR/build.json's content.
 
     Two processes building into one DIR at once (two test sessions) take turns: the
-    second waits on a lock file beside DIR and then finds the stages done."""
-    import fcntl
+    second waits on a lock file beside DIR and then finds the stages done.
 
+    Refused in a process that is still importing its parent's script (the models stage's
+    worker re-imports the script that started the build, as Python's spawn does): there it
+    would wait forever on the lock its parent holds."""
+    import fcntl
+    import multiprocessing
+
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise RuntimeError("a toy-world build was started by a script's top-level code while a worker process "
+                           "re-imported that script; put the script's code under `if __name__ == \"__main__\":`")
     root = Path(root)
     root.parent.mkdir(parents=True, exist_ok=True)
     with open(root.parent / f".{root.name}.lock", "w") as lock:

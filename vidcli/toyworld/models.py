@@ -46,21 +46,57 @@ def build_models(root: Path, *, seed: int, quick: bool, threads: int | None = No
     torch.set_num_threads(threads or 1)
     report: dict = {"seed": seed, "quick": quick, "seconds_by_model": {}}
     seconds = report["seconds_by_model"]
+    worker = None
     try:
-        # A spawned pool (not forked: torch's threads) whose exit terminates the worker, so an error or
-        # Ctrl-C in the critic does not wait for the generator to finish.
-        with multiprocessing.get_context("spawn").Pool(1) as pool, torch.random.fork_rng(devices=[]):
-            generator = pool.apply_async(_timed, (build_generator, root / "generator"),
-                                         dict(seed=seed, quick=quick, threads=threads or 1))
+        # The generator's builder in a spawned process (not forked: torch's threads), stopped on the
+        # way out, so an error or Ctrl-C in the critic does not wait for the generator to finish.
+        with torch.random.fork_rng(devices=[]):
+            context = multiprocessing.get_context("spawn")
+            receive, send = context.Pipe(duplex=False)
+            worker = context.Process(target=_worker, args=(send, build_generator, root / "generator"),
+                                     kwargs=dict(seed=seed, quick=quick, threads=threads or 1), daemon=True)
+            worker.start()
+            send.close()
             report["critic"], seconds["critic"] = _timed(build_critic, root / "critic", seed=seed, quick=quick)
-            report["generator"], seconds["generator"] = generator.get()
+            report["generator"], seconds["generator"] = _result(worker, receive)
             report["editor"], seconds["editor"] = _timed(
                 partial(build_editor, generator=root / "generator", critic=root / "critic"), root / "editor",
                 seed=seed, quick=quick)
     finally:
         torch.set_num_threads(before)
+        if worker is not None and worker.is_alive():
+            worker.terminate()
+            worker.join()
     (root / REPORT).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
     return report
+
+
+def _worker(send, build, folder: Path, **kwargs) -> None:
+    """A worker process's body: ``_timed(build, folder, **kwargs)``, its result or its error sent back."""
+    try:
+        outcome = ("done", _timed(build, folder, **kwargs))
+    except BaseException as exc:  # sent to the parent, which raises it
+        outcome = ("failed", exc)
+    try:
+        send.send(outcome)
+    except Exception:  # an error that does not pickle: its text
+        send.send(("failed", RuntimeError(repr(outcome[1]))))
+    send.close()
+
+
+def _result(worker, receive):
+    """The worker's result; its error raised here; a clear error when it died without either."""
+    try:
+        status, value = receive.recv()
+    except EOFError:
+        worker.join()
+        raise RuntimeError(
+            f"the generator's build process ended (exit code {worker.exitcode}) without a result; when the build "
+            "is started from a script, that script's code must sit under `if __name__ == \"__main__\":` (the "
+            "process re-imports it)") from None
+    if status == "failed":
+        raise value
+    return value
 
 
 def _timed(build, folder: Path, *, seed: int, quick: bool, threads: int | None = None) -> tuple[dict, float]:
