@@ -49,12 +49,12 @@ GRPO_CHECK = GrpoCheck()
 
 def step_means(rollouts: Path) -> list[tuple[int, float]]:
     """(step, mean reward of the step's scored completions) from a grpo run's rollouts.jsonl."""
+    from vidcli.toyworld.report import _rows
+
     steps: dict[int, list[float]] = {}
-    for line in rollouts.read_text(encoding="utf-8").split("\n"):
-        if line.strip():
-            row = json.loads(line)
-            if not row.get("masked"):
-                steps.setdefault(row["step"], []).append(row["reward"])
+    for row in _rows(rollouts):
+        if not row.get("masked"):
+            steps.setdefault(row["step"], []).append(row["reward"])
     return [(step, sum(values) / len(values)) for step, values in sorted(steps.items())]
 
 
