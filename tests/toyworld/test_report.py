@@ -46,11 +46,12 @@ def test_training_curve_and_its_plot(tmp_path):
 
 
 def test_last_line_names_the_gains_and_their_intervals():
-    result = {"reade": {"gain": {"reward": {"n": 20, "mean": 0.25, "ci95": [0.05, 0.45]}}},
+    result = {"reade": {"gain": {"reward": {"n": 20, "mean": 0.9, "ci95": [0.8, 1.0]},
+                                 "video": {"n": 20, "mean": 0.25, "ci95": [0.05, 0.45]}}},
               "drf": {"gain": {"score": {"n": 16, "mean": -0.0125, "ci95": [-0.1, 0.075]}}}}
     line = last_line(result)
     assert line.startswith("toyworld: drf -0.013 [-0.100, +0.075] (n=16), revise ")
-    assert line.endswith("grpo +0.250 [+0.050, +0.450] (n=20)")
+    assert line.endswith("grpo +0.250 [+0.050, +0.450] (n=20) (oracle adherence gain, 95% CI)")
 
 
 def test_heldout_curve_scores_each_checkpoint_before_the_end_once(tmp_path, monkeypatch):
@@ -222,6 +223,68 @@ def test_oracle_scores_read_the_generated_videos_against_their_captions(tmp_path
     assert own == [1.0, 1.0, 1.0] and max(other) < 1.0
     assert all(0.0 <= v <= 1.0 for row in scores.values() for v in row.values())
     assert report.oracle_scores(ctx, model, tmp_path / "eval", settings) == scores and len(calls) == 1
+
+
+def test_request_facts_are_what_the_user_and_the_conditions_ask_for():
+    """U and S of the key information, not Z: the gold caption's colour and background are not asked for."""
+    from vidcli.toyworld.language import Fact
+    from vidcli.toyworld.report import request_facts
+
+    record = {"key_info": {
+        "user": {"objects": [{"name": "triangle", "attributes": ["green"]}], "actions": ["the triangle stays still"],
+                 "camera": [], "style": []},
+        "supplementary": {"objects": [], "actions": [], "camera": ["pans left"], "style": []},
+        "imaginative": {"objects": [{"name": "triangle", "attributes": ["green"]},
+                                    {"name": "background", "attributes": ["dark", "plain"]}],
+                        "actions": ["the triangle stays still"], "camera": ["pans left"], "style": []}}}
+    assert request_facts(record) == {Fact("object", "triangle", None), Fact("colour", "triangle", "green"),
+                                     Fact("motion", "triangle", "still"), Fact("camera", None, "left")}
+
+
+def test_rendered_scores_read_each_prompts_video_against_the_request(tmp_path, monkeypatch):
+    """`vidcli generate` stood in for by renders: a prompt whose video is the request's own scene scores 1,
+    another scene less, a missing prompt 0 without a video; reused for the same prompts, redone for others."""
+    from vidcli.media import write_video
+    from vidcli.toyworld import report
+    from vidcli.toyworld.build import Context
+    from vidcli.toyworld.scene import FPS, Scene, render
+    from vidcli.toyworld.world import write_world
+
+    world = tmp_path / "build" / "world"
+    write_world(world, seed=5, count=10)
+    scenes = {r["id"]: Scene.from_dict(r["scene"]) for r in map(json.loads, (world / "scenes.jsonl").open())}
+    requests = [json.loads(line) for line in (world / "requests.jsonl").open()][:6]
+    (tmp_path / "build" / "generator" / "transformer").mkdir(parents=True)
+    (tmp_path / "build" / "generator" / "transformer" / "w.safetensors").write_bytes(b"x")
+    calls = []
+
+    def fake_generate(ctx, *args):
+        calls.append(args)
+        assert args[0] == "generate" and Path(args[args.index("--model") + 1]) == tmp_path / "build" / "generator"
+        prompts, out = Path(args[args.index("--model") + 2]), Path(args[args.index("-o") + 1])
+        (out.parent / "videos").mkdir(exist_ok=True)
+        rows = []
+        for record in map(json.loads, prompts.open()):
+            scene = record["prompt"]  # the stand-in "generator" renders the scene the prompt names
+            write_video(out.parent / "videos" / f"{record['id']}.mp4", render(scenes[scene]), FPS)
+            rows.append(dict(record, output={"video": f"videos/{record['id']}.mp4"}))
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    monkeypatch.setattr(report, "_vidcli", fake_generate)
+    ctx = Context(tmp_path / "build", 0, True, None)
+    settings = report.READE_QUICK
+    own = {r["id"]: r["scene_id"] for r in requests}
+    own[requests[5]["id"]] = None
+    scores = report.rendered_scores(ctx, requests, own, tmp_path / "r", settings)
+    assert list(scores) == [r["id"] for r in requests]
+    assert [scores[r["id"]]["video"] for r in requests] == [1.0] * 5 + [0.0]
+    generated = [json.loads(line)["id"] for line in (tmp_path / "r" / "generated.jsonl").open()]
+    assert generated == [r["id"] for r in requests[:5]]
+    assert report.rendered_scores(ctx, requests, own, tmp_path / "r", settings) == scores and len(calls) == 1
+    swapped = {r["id"]: requests[(i + 1) % 5]["scene_id"] for i, r in enumerate(requests)}
+    other = report.rendered_scores(ctx, requests, swapped, tmp_path / "r", settings)
+    assert len(calls) == 2 and all(0.0 <= row["video"] <= 1.0 for row in other.values())
+    assert sum(row["video"] for row in other.values()) < 6 - 0.5
 
 
 def test_drf_section_runs_the_real_commands_on_the_quick_build(toy_build, toy_judge, tmp_path):

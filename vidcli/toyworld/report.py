@@ -15,7 +15,9 @@ getting better.
 
 ReaDe, per seed: ``vidcli grpo`` from the build's SFT start point on the world's training
 requests (judge: the toy judge), then ``vidcli interpret`` (greedy) on the held-out
-requests and ``vidcli score --metric format,coverage,reward``. The ablation of the paper
+requests and ``vidcli score --metric format,coverage,reward``; each answer's prompt is rendered by the
+build's generator (``vidcli generate``) and read by the oracle against what the user asked for
+(:func:`request_facts`), the paper's claim that a better interpretation gives a better video. The ablation of the paper
 (SFT only / GRPO only from the base / SFT then GRPO) uses the same settings, GRPO from
 the kit's untrained VLM standing for "GRPO only". Gains are paired: per held-out request,
 the tuned model's value minus the start point's, averaged over seeds; the interval is
@@ -38,7 +40,7 @@ from vidcli.toyworld.build import Context, _vidcli, ensure_world
 
 log = logging.getLogger("vidcli.toyworld")
 
-READE_PARTS = ("reward", "format", "user", "supp", "contra")
+READE_PARTS = ("reward", "format", "user", "supp", "contra", "video")
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,8 @@ class ReadeSettings:
     max_tokens: int = 1100  # the start point's answers run to ~1000 of the kit's tokens
     warmup: int = 5
     ablation: bool = True  # also GRPO from the untrained base
+    render_steps: int = 20  # denoising steps of the toy generator's videos of the held-out prompts
+    guidance: float = 5.0
 
 
 # Chosen by the pilot runs of docs/toyworld.md: at temperature 1.0 most of the start point's samples
@@ -139,6 +143,67 @@ def heldout_scores(ctx: Context, model: Path, out: Path, s: ReadeSettings) -> di
     return result
 
 
+def request_facts(record: dict) -> set:
+    """What the user asked for, as facts the oracle can check: the elements of the request's user and
+    supplementary key information (SPEC §3: U and S; the gold caption's own details, Z, are not asked for)."""
+    from vidcli.rewards.coverage import group_elements
+    from vidcli.toyworld.language import read_facts
+
+    facts = set()
+    for group in ("user", "supplementary"):
+        for element in group_elements(record["key_info"][group]):
+            facts |= read_facts(element)
+    return facts
+
+
+def rendered_scores(ctx: Context, requests: list[dict], prompts: dict[str, str | None], out: Path,
+                    s: ReadeSettings) -> dict[str, dict]:
+    """Per request id ``{"video": adherence}``: the toy generator's video of the prompt written for it
+    (``vidcli generate``, seed 0), read by the pixel oracle against :func:`request_facts`. A request
+    whose interpreter gave no prompt (its answer broke the format) scores 0: the user gets no video."""
+    import hashlib
+
+    from vidcli.media import load_video
+    from vidcli.toyworld.oracle import fact_adherence, read_video
+
+    rows = [{"id": r["id"], "prompt": prompts[r["id"]]} for r in requests if prompts.get(r["id"])]
+    text = "".join(json.dumps(row) + "\n" for row in rows)
+    generator = ctx.root / "generator"
+    claim(out, {"generator": model_identity(generator / "transformer"), "world": str(ctx.world),
+                "prompts": hashlib.sha256(text.encode()).hexdigest(), "requests": [r["id"] for r in requests],
+                "steps": s.render_steps, "guidance": s.guidance}, derived=True)
+    scored = out / "oracle.jsonl"
+    if not scored.exists():
+        found = {}
+        if rows:
+            (out / "prompts.jsonl").write_text(text, encoding="utf-8")
+            _vidcli(ctx, "generate", "-q", "--model", str(generator), str(out / "prompts.jsonl"),
+                    "-o", str(out / "generated.jsonl"), "--steps", str(s.render_steps), "--guidance", str(s.guidance),
+                    "--num-frames", "9", "--height", "32", "--width", "32", "--seed", "0")
+            found = {r["id"]: load_video(out / r["output"]["video"]).frames for r in _rows(out / "generated.jsonl")}
+        lines = []
+        for record in requests:
+            frames = found.get(record["id"])
+            score = 0.0 if frames is None else fact_adherence(request_facts(record), read_video(frames))["score"]
+            lines.append(json.dumps({"id": record["id"], "video": score}))
+        tmp = scored.with_name(scored.name + ".partial")
+        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
+        tmp.replace(scored)
+    return {row.pop("id"): row for row in _rows(scored)}
+
+
+def rendered_heldout(ctx: Context, evaluated: Path, s: ReadeSettings) -> dict[str, dict]:
+    """:func:`rendered_scores` of the prompts an interpreter wrote in ``evaluated`` (a :func:`heldout_scores`
+    folder)."""
+    requests = _rows(evaluated / "heldout.jsonl")
+    prompts = {r["id"]: (r.get("output") or {}).get("prompt") for r in _rows(evaluated / "interpreted.jsonl")}
+    return rendered_scores(ctx, requests, prompts, evaluated / "rendered", s)
+
+
+def with_video(scores: dict[str, dict], video: dict[str, dict]) -> dict[str, dict]:
+    return {rid: {**row, "video": video.get(rid, {}).get("video")} for rid, row in scores.items()}
+
+
 def _rows(path: Path) -> list[dict]:
     """A JSONL file's records. Lines end at "\n" only: an untrained policy's completions hold
     characters (U+2028, U+001C) that ``str.splitlines`` would also cut at."""
@@ -194,10 +259,12 @@ def reade_section(ctx: Context, out: Path, s: ReadeSettings) -> dict:
 
     start = ctx.interpreter / "sft"
     base = heldout_scores(ctx, start, out / "eval" / "sft", s)
+    base = with_video(base, rendered_heldout(ctx, out / "eval" / "sft", s))
     tuned, curves, heldout = [], {}, {}
     for seed in s.seeds:
         run = grpo(ctx, start, out / f"grpo-seed{seed}", s, seed)
-        tuned.append(heldout_scores(ctx, run, out / "eval" / f"grpo-seed{seed}", s))
+        scores = heldout_scores(ctx, run, out / "eval" / f"grpo-seed{seed}", s)
+        tuned.append(with_video(scores, rendered_heldout(ctx, out / "eval" / f"grpo-seed{seed}", s)))
         curves[f"SFT then GRPO, seed {seed}"] = training_curve(run)
         heldout[f"SFT then GRPO, seed {seed}"] = heldout_curve(ctx, run, out / "eval" / f"grpo-seed{seed}", s, base,
                                                                tuned[-1])
@@ -205,12 +272,21 @@ def reade_section(ctx: Context, out: Path, s: ReadeSettings) -> dict:
     if s.ablation:
         untrained = Path(ensure_tiny_models("vlm")["vlm"])
         run = grpo(ctx, untrained, out / "grpo-only", s, s.seeds[0])
-        rows["GRPO only (from the base)"] = [heldout_scores(ctx, run, out / "eval" / "grpo-only", s)]
+        scores = heldout_scores(ctx, run, out / "eval" / "grpo-only", s)
+        rows["GRPO only (from the base)"] = [with_video(scores, rendered_heldout(ctx, out / "eval" / "grpo-only", s))]
         curves["GRPO only, seed 0"] = training_curve(run)
     table = {name: {part: mean_of(runs, part) for part in READE_PARTS} for name, runs in rows.items()}
     gains = {part: paired_gain(base, tuned, part) for part in READE_PARTS}
-    return {"settings": asdict(s), "heldout": len(base), "table": table, "gain": gains,
-            "per_seed_reward": [mean_of([run], "reward") for run in tuned], "curves": curves,
+    requests = _rows(out / "eval" / "sft" / "heldout.jsonl")
+    bounds = {name: mean_of([rendered_scores(ctx, requests, {r["id"]: pick(r) for r in requests},
+                                             out / "eval" / folder, s)], "video")
+              for name, folder, pick in (("the request itself as the prompt", "request-as-prompt",
+                                          lambda r: r["instruction"]),
+                                         ("the gold caption as the prompt", "gold-as-prompt",
+                                          lambda r: r["gold"]["dense"]))}
+    return {"settings": asdict(s), "heldout": len(base), "table": table, "gain": gains, "video_bounds": bounds,
+            "per_seed_reward": [mean_of([run], "reward") for run in tuned],
+            "per_seed_video": [mean_of([run], "video") for run in tuned], "curves": curves,
             "heldout_curves": heldout}
 
 
@@ -348,14 +424,20 @@ def reade_markdown(section: dict) -> list[str]:
     lines = ["## ReaDe: GRPO of the interpreter", "",
              f"`vidcli grpo` from the SFT start point, {s['steps']} steps, lr {s['lr']:g}, G {s['num_generations']}, "
              f"temperature {s['temperature']:g}, seeds {', '.join(map(str, s['seeds']))}; held-out requests: "
-             f"{section['heldout']}, greedy `vidcli interpret`, `vidcli score` with the exact toy judge.", "",
-             "| model | reward | format | R_user | R_supp | contradiction |", "|---|---|---|---|---|---|"]
+             f"{section['heldout']}, greedy `vidcli interpret`, `vidcli score` with the exact toy judge. Video: the "
+             f"toy generator's video of each answer's prompt (`vidcli generate`, {s['render_steps']} steps, guidance "
+             f"{s['guidance']:g}, seed 0) read by the pixel oracle against what the user asked for (the request's "
+             "U and S facts); no prompt, no video: 0.", "",
+             "| model | reward | format | R_user | R_supp | contradiction | video |", "|---|---|---|---|---|---|---|"]
     for name, row in section["table"].items():
         lines.append(f"| {name} | " + " | ".join(_number(row[p]) for p in READE_PARTS) + " |")
     lines += ["", "Gain of SFT then GRPO over the start point (paired per request, mean over seeds; 95% t interval):",
               ""]
     lines += [f"- {part}: {_interval(section['gain'][part])}" for part in READE_PARTS]
     lines.append(f"- held-out reward per seed: {', '.join(_number(v) for v in section['per_seed_reward'])}")
+    lines.append(f"- held-out video adherence per seed: {', '.join(_number(v) for v in section['per_seed_video'])}")
+    lines += ["", "The same videos with no interpreter, and with the world's own caption:", ""]
+    lines += [f"- {name}: {_number(value)}" for name, value in section["video_bounds"].items()]
     return lines
 
 
@@ -446,9 +528,9 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0) -> dict:
 
 
 def last_line(result: dict) -> str:
-    """``toyworld: drf +A [..], revise …, grpo +C [low, high]``: the held-out oracle adherence gain of DRF and
-    the held-out ReaDe reward gain of GRPO, each with its 95% CI."""
+    """``toyworld: drf +A [..], revise …, grpo +C [low, high] (…)``: the held-out oracle adherence gain of DRF's
+    videos and of the videos of GRPO's prompts, each over its start point with its 95% CI."""
     drf = result["drf"]["gain"]["score"]
-    gain = result["reade"]["gain"]["reward"]
+    gain = result["reade"]["gain"]["video"]
     return (f"toyworld: drf {_interval(drf)}, revise not run (needs a critic that reads edits), "
-            f"grpo {_interval(gain)}")
+            f"grpo {_interval(gain)} (oracle adherence gain, 95% CI)")
