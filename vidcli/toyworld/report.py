@@ -33,10 +33,13 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from vidcli.scoring.summary import describe
 from vidcli.toyworld.build import Context, _vidcli, ensure_world
+
+if TYPE_CHECKING:
+    import numpy as np
 
 log = logging.getLogger("vidcli.toyworld")
 
@@ -160,10 +163,10 @@ def rendered_scores(ctx: Context, requests: list[dict], prompts: dict[str, str |
                     s: ReadeSettings) -> dict[str, dict]:
     """Per request id ``{"video": adherence}``: the toy generator's video of the prompt written for it
     (``vidcli generate``, seed 0), read by the pixel oracle against :func:`request_facts`. A request
-    whose interpreter gave no prompt (its answer broke the format) scores 0: the user gets no video."""
+    with no prompt scores 0: the user gets no video. (``vidcli interpret`` gives an answer that broke
+    the format its raw text as the prompt, so such answers are rendered like any other.)"""
     import hashlib
 
-    from vidcli.media import load_video
     from vidcli.toyworld.oracle import fact_adherence, read_video
 
     rows = [{"id": r["id"], "prompt": prompts[r["id"]]} for r in requests if prompts.get(r["id"])]
@@ -177,18 +180,14 @@ def rendered_scores(ctx: Context, requests: list[dict], prompts: dict[str, str |
         found = {}
         if rows:
             (out / "prompts.jsonl").write_text(text, encoding="utf-8")
-            _vidcli(ctx, "generate", "-q", "--model", str(generator), str(out / "prompts.jsonl"),
-                    "-o", str(out / "generated.jsonl"), "--steps", str(s.render_steps), "--guidance", str(s.guidance),
-                    "--num-frames", "9", "--height", "32", "--width", "32", "--seed", "0")
-            found = {r["id"]: load_video(out / r["output"]["video"]).frames for r in _rows(out / "generated.jsonl")}
+            found = {record["id"]: frames for record, frames in _generate(
+                ctx, generator, out / "prompts.jsonl", out / "generated.jsonl", s.render_steps, s.guidance)}
         lines = []
         for record in requests:
             frames = found.get(record["id"])
             score = 0.0 if frames is None else fact_adherence(request_facts(record), read_video(frames))["score"]
-            lines.append(json.dumps({"id": record["id"], "video": score}))
-        tmp = scored.with_name(scored.name + ".partial")
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        tmp.replace(scored)
+            lines.append({"id": record["id"], "video": score})
+        _write_rows(scored, lines)
     return {row.pop("id"): row for row in _rows(scored)}
 
 
@@ -346,7 +345,6 @@ def drf_tune(ctx: Context, records: Path, out: Path, s: DrfSettings, seed: int, 
 
 def oracle_scores(ctx: Context, model: Path, out: Path, s: DrfSettings) -> dict[str, dict]:
     """Per held-out caption id: the oracle's adherence of ``vidcli generate``'s video (score and per fact kind)."""
-    from vidcli.media import load_video
     from vidcli.toyworld.oracle import caption_adherence
 
     claim(out, {"model": model_identity(model / "transformer") if (model / "transformer").exists()
@@ -356,18 +354,30 @@ def oracle_scores(ctx: Context, model: Path, out: Path, s: DrfSettings) -> dict[
     if not scored.exists():
         rows = [{"id": r["id"], "caption": r["caption"]} for r in _rows(ctx.world / "drf.test.jsonl")][:s.heldout]
         captions.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        _vidcli(ctx, "generate", "-q", "--model", str(model), str(captions), "-o", str(generated),
-                "--steps", str(s.sampling_steps), "--guidance", str(s.guidance), "--num-frames", "9",
-                "--height", "32", "--width", "32", "--seed", "0")
         lines = []
-        for record in _rows(generated):
-            frames = load_video(out / record["output"]["video"]).frames
+        for record, frames in _generate(ctx, model, captions, generated, s.sampling_steps, s.guidance):
             found = caption_adherence(frames, record["caption"])
-            lines.append(json.dumps({"id": record["id"], "score": found["score"], **found["by_kind"]}))
-        tmp = scored.with_name(scored.name + ".partial")
-        tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        tmp.replace(scored)
+            lines.append({"id": record["id"], "score": found["score"], **found["by_kind"]})
+        _write_rows(scored, lines)
     return {row.pop("id"): row for row in _rows(scored)}
+
+
+def _generate(ctx: Context, model: Path, prompts: Path, generated: Path, steps: int,
+              guidance: float) -> list[tuple[dict, np.ndarray]]:
+    """``vidcli generate`` (seed 0, the world's 9-frame 32×32 clips) of the records in ``prompts`` into
+    ``generated``; each output record with its video's frames."""
+    from vidcli.media import load_video
+
+    _vidcli(ctx, "generate", "-q", "--model", str(model), str(prompts), "-o", str(generated), "--steps", str(steps),
+            "--guidance", str(guidance), "--num-frames", "9", "--height", "32", "--width", "32", "--seed", "0")
+    return [(record, load_video(generated.parent / record["output"]["video"]).frames) for record in _rows(generated)]
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    """``rows`` as JSONL under ``path``, written beside it first so that a stop leaves no half file."""
+    tmp = path.with_name(path.name + ".partial")
+    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    tmp.replace(path)
 
 
 def reward_curve(run: Path) -> list[tuple[int, float]]:
