@@ -9,7 +9,7 @@ import pytest
 from vidcli.toyworld.accuracy import PROPERTIES, blocks, compare
 from vidcli.toyworld.edits import possible_edits
 from vidcli.toyworld.language import Fact, caption, scene_facts
-from vidcli.toyworld.oracle import caption_adherence, edit_adherence, read_video, region_shape
+from vidcli.toyworld.oracle import caption_adherence, edit_adherence, read_video, region_shape, request_adherence
 from vidcli.toyworld.scene import FPS, Degradation, Scene, Thing, coverage, degrade, random_scene, render
 
 BALL_LEFT = Scene((Thing("ball", "red", "left", 20.0, 10.0), Thing("square", "blue", "still", 10.0, 24.0)),
@@ -76,6 +76,26 @@ def test_faded_and_spoiled_videos_lose_facts():
     assert fact_adherence(facts, read_video(spoiled))["score"] == 1.0
     gone = fact_adherence(facts, read_video(degrade(BALL_LEFT, Degradation(fade=0.9))))
     assert gone["by_kind"]["object"] == 0.0 and gone["by_kind"]["background"] == 1.0
+
+
+def test_request_adherence_counts_what_was_not_asked_for():
+    ball_facts = {f for f in scene_facts(BALL_LEFT) if f.subject == "ball" and f.kind != "relation"}
+    frames = render(BALL_LEFT)
+    # the square was implied (it is in the scene the request came from): not clutter
+    assert request_adherence(frames, ball_facts, {"ball", "square"}) == {"recall": 1.0, "precision": 1.0, "score": 1.0}
+    # nobody asked for or implied the square: one of the two objects is clutter
+    assert request_adherence(frames, ball_facts, {"ball"}) == {"recall": 1.0, "precision": 0.5, "score": 0.5}
+    # a second ball is clutter too, even though balls were asked for
+    two_balls = replace(BALL_LEFT, things=(BALL_LEFT.things[0], Thing("ball", "green", "still", 8.0, 24.0)))
+    assert request_adherence(render(two_balls), ball_facts, {"ball"})["precision"] == 0.5
+    # an empty video shows nothing unasked, and none of the ball's facts
+    empty = replace(BALL_LEFT, things=())
+    result = request_adherence(render(empty), ball_facts, {"ball"})
+    assert result["precision"] == 1.0 and result["score"] == 0.0
+    # half of what was asked: the ball's colour is wrong, its presence and motion hold
+    blue_ball = replace(BALL_LEFT, things=(replace(BALL_LEFT.things[0], colour="blue"),))
+    result = request_adherence(render(blue_ball), ball_facts, {"ball"})
+    assert result["recall"] == pytest.approx(2 / 3) and result["precision"] == 1.0
 
 
 def test_edit_adherence_of_right_and_wrong_edits():

@@ -3,8 +3,10 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from vidcli.toyworld.report import last_line, paired_gain, plot_curves, training_curve
@@ -247,7 +249,7 @@ def test_rendered_scores_read_each_prompts_video_against_the_request(tmp_path, m
     from vidcli.media import write_video
     from vidcli.toyworld import report
     from vidcli.toyworld.build import Context
-    from vidcli.toyworld.scene import FPS, Scene, render
+    from vidcli.toyworld.scene import FPS, SHAPES, Scene, Thing, place, render
     from vidcli.toyworld.world import write_world
 
     world = tmp_path / "build" / "world"
@@ -266,7 +268,14 @@ def test_rendered_scores_read_each_prompts_video_against_the_request(tmp_path, m
         rows = []
         for record in map(json.loads, prompts.open()):
             scene = record["prompt"]  # the stand-in "generator" renders the scene the prompt names
-            write_video(out.parent / "videos" / f"{record['id']}.mp4", render(scenes[scene]), FPS)
+            if scene.startswith("clutter "):  # ... with an object nobody asked for beside the one asked for
+                one = scenes[scene.split()[1]]
+                extra = next(shape for shape in SHAPES if shape != one.things[0].shape)
+                drawn = place(replace(one, things=one.things + (Thing(extra, one.things[0].colour, "still", 0, 0),)),
+                              np.random.default_rng(0))
+            else:
+                drawn = scenes[scene]
+            write_video(out.parent / "videos" / f"{record['id']}.mp4", render(drawn), FPS)
             rows.append(dict(record, output={"video": f"videos/{record['id']}.mp4"}))
         out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
 
@@ -285,6 +294,13 @@ def test_rendered_scores_read_each_prompts_video_against_the_request(tmp_path, m
     other = report.rendered_scores(ctx, requests, swapped, tmp_path / "r", settings)
     assert len(calls) == 2 and all(0.0 <= row["video"] <= 1.0 for row in other.values())
     assert sum(row["video"] for row in other.values()) < 6 - 0.5
+    (tmp_path / "r" / "adherence.jsonl").unlink()  # as if scored by an older measure: the kept videos are read
+    assert report.rendered_scores(ctx, requests, swapped, tmp_path / "r", settings) == other and len(calls) == 2
+    # clutter does not pay: the asked-for object as asked, plus one more -> all asked holds, half the objects belong
+    single = next(r for r in requests[:5] if len(scenes[r["scene_id"]].things) == 1)
+    cluttered = report.rendered_scores(ctx, [single], {single["id"]: f"clutter {single['scene_id']}"},
+                                       tmp_path / "c", settings)
+    assert cluttered[single["id"]] == {"video": 0.5, "recall": 1.0, "precision": 0.5}
 
 
 def test_drf_section_runs_the_real_commands_on_the_quick_build(toy_build, toy_judge, tmp_path):

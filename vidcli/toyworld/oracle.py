@@ -353,6 +353,22 @@ def caption_adherence(frames: np.ndarray, caption: str) -> dict:
     return fact_adherence(read_facts(caption), read_video(frames))
 
 
+def request_adherence(frames: np.ndarray, asked: set[Fact], allowed: set[str]) -> dict:
+    """A video against what a user asked for, clutter counted.
+
+    ``recall``: fraction of the ``asked`` facts that hold. ``precision``: fraction of the
+    objects seen that belong: per shape in ``allowed`` (the shapes the request asks for or
+    implies) its largest track belongs; every other object is clutter (1.0 when nothing is
+    seen). ``score``: their product, so a video cannot gain by drawing everything.
+    """
+    reading = read_video(frames)
+    asked = sorted(set(asked))
+    recall = sum(check(f, reading) for f in asked) / len(asked) if asked else 1.0
+    wanted = {id(reading.find(shape)) for shape in allowed} - {id(None)}
+    precision = len(wanted) / len(reading.objects) if reading.objects else 1.0
+    return {"recall": recall, "precision": precision, "score": recall * precision}
+
+
 def edit_adherence(edited: np.ndarray, target: Scene, changed: list[Fact]) -> dict:
     """An edited video against the scene the edit should give.
 

@@ -161,13 +161,17 @@ def request_facts(record: dict) -> set:
 
 def rendered_scores(ctx: Context, requests: list[dict], prompts: dict[str, str | None], out: Path,
                     s: ReadeSettings) -> dict[str, dict]:
-    """Per request id ``{"video": adherence}``: the toy generator's video of the prompt written for it
-    (``vidcli generate``, seed 0), read by the pixel oracle against :func:`request_facts`. A request
-    with no prompt scores 0: the user gets no video. (``vidcli interpret`` gives an answer that broke
-    the format its raw text as the prompt, so such answers are rendered like any other.)"""
+    """Per request id ``{"video": score, "recall": .., "precision": ..}``: the toy generator's video of
+    the prompt written for it (``vidcli generate``, seed 0), read by the pixel oracle's
+    :func:`~vidcli.toyworld.oracle.request_adherence`: the :func:`request_facts` that hold, times the
+    share of the objects seen that the request asks for or implies (the shapes of its gold scene),
+    so that drawing extra objects does not pay. A request with no prompt scores 0: the user gets no
+    video. (``vidcli interpret`` gives an answer that broke the format its raw text as the prompt, so
+    such answers are rendered like any other.)"""
     import hashlib
 
-    from vidcli.toyworld.oracle import fact_adherence, read_video
+    from vidcli.toyworld.language import read_facts
+    from vidcli.toyworld.oracle import request_adherence
 
     rows = [{"id": r["id"], "prompt": prompts[r["id"]]} for r in requests if prompts.get(r["id"])]
     text = "".join(json.dumps(row) + "\n" for row in rows)
@@ -175,7 +179,7 @@ def rendered_scores(ctx: Context, requests: list[dict], prompts: dict[str, str |
     claim(out, {"generator": model_identity(generator / "transformer"), "world": str(ctx.world),
                 "prompts": hashlib.sha256(text.encode()).hexdigest(), "requests": [r["id"] for r in requests],
                 "steps": s.render_steps, "guidance": s.guidance}, derived=True)
-    scored = out / "oracle.jsonl"
+    scored = out / "adherence.jsonl"  # named for its measure: videos kept from an older one are rescored
     if not scored.exists():
         found = {}
         if rows:
@@ -185,8 +189,14 @@ def rendered_scores(ctx: Context, requests: list[dict], prompts: dict[str, str |
         lines = []
         for record in requests:
             frames = found.get(record["id"])
-            score = 0.0 if frames is None else fact_adherence(request_facts(record), read_video(frames))["score"]
-            lines.append({"id": record["id"], "video": score})
+            if frames is None:
+                lines.append({"id": record["id"], "video": 0.0, "recall": 0.0, "precision": None})
+                continue
+            asked = request_facts(record)
+            allowed = {f.subject for f in asked | read_facts(record["gold"]["dense"]) if f.subject}
+            result = request_adherence(frames, asked, allowed)
+            lines.append({"id": record["id"], "video": result["score"], "recall": result["recall"],
+                          "precision": result["precision"]})
         _write_rows(scored, lines)
     return {row.pop("id"): row for row in _rows(scored)}
 
@@ -365,11 +375,13 @@ def oracle_scores(ctx: Context, model: Path, out: Path, s: DrfSettings) -> dict[
 def _generate(ctx: Context, model: Path, prompts: Path, generated: Path, steps: int,
               guidance: float) -> list[tuple[dict, np.ndarray]]:
     """``vidcli generate`` (seed 0, the world's 9-frame 32×32 clips) of the records in ``prompts`` into
-    ``generated``; each output record with its video's frames."""
+    ``generated``; each output record with its video's frames. A ``generated`` already there is read,
+    not made again: it is published only when complete, and its folder was claimed for these inputs."""
     from vidcli.media import load_video
 
-    _vidcli(ctx, "generate", "-q", "--model", str(model), str(prompts), "-o", str(generated), "--steps", str(steps),
-            "--guidance", str(guidance), "--num-frames", "9", "--height", "32", "--width", "32", "--seed", "0")
+    if not generated.exists():
+        _vidcli(ctx, "generate", "-q", "--model", str(model), str(prompts), "-o", str(generated), "--steps", str(steps),
+                "--guidance", str(guidance), "--num-frames", "9", "--height", "32", "--width", "32", "--seed", "0")
     return [(record, load_video(generated.parent / record["output"]["video"]).frames) for record in _rows(generated)]
 
 
