@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
@@ -137,6 +138,22 @@ def test_edit_done_asks_for_the_change_and_the_rest():
     assert edit_done(removal, Clip(np.zeros(1), target_facts, removal.target))
     assert not edit_done(removal, Clip(np.zeros(1), target_facts | {Fact("object", gone.subject, None)},
                                        removal.source))
+
+
+def test_critic_items_do_not_depend_on_string_hashing():
+    """A degraded clip can read two objects of one shape; the reasoning sentence then picks one colour and
+    one motion by value, not by the set's order, which follows PYTHONHASHSEED (the full build's critic
+    differed from run to run)."""
+    import subprocess
+    import sys
+
+    code = ("from vidcli.toyworld.critic_data import edited_object_sentence as s; from vidcli.toyworld.language "
+            "import Fact as F; print(s('ball', {F('object', 'ball', None), F('colour', 'ball', 'red'), "
+            "F('colour', 'ball', 'blue'), F('colour', 'ball', 'green'), F('motion', 'ball', 'left'), "
+            "F('motion', 'ball', 'up'), F('motion', 'ball', 'still')}))")
+    said = {subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                           capture_output=True, text=True, check=True).stdout for seed in range(6)}
+    assert said == {"The edited video shows a blue ball that moves left.\n"}
 
 
 def test_edits_change_one_thing():

@@ -164,8 +164,10 @@ def edited_object_sentence(shape: str, shown: set[Fact]) -> str:
     """What the edited video shows of the edited object, in one sentence (the first-form reasoning)."""
     if Fact("object", shape, None) not in shown:
         return f"The edited video shows no {shape}."
-    colour = next((f.value for f in shown if f.kind == "colour" and f.subject == shape), None)
-    motion = next((f.value for f in shown if f.kind == "motion" and f.subject == shape), None)
+    # min, not the set's first: a degraded clip can read two objects of one shape, and a set's order
+    # follows the process's string hashing, which would make the build differ from run to run
+    colour = min((f.value for f in shown if f.kind == "colour" and f.subject == shape), default=None)
+    motion = min((f.value for f in shown if f.kind == "motion" and f.subject == shape), default=None)
     verb = "stays still" if motion == "still" else f"moves {motion}" if motion else "is there"
     return f"The edited video shows a {colour + ' ' if colour else ''}{shape} that {verb}."
 
