@@ -448,8 +448,9 @@ def reade_markdown(section: dict) -> list[str]:
              f"temperature {s['temperature']:g}, seeds {', '.join(map(str, s['seeds']))}; held-out requests: "
              f"{section['heldout']}, greedy `vidcli interpret`, `vidcli score` with the exact toy judge. Video: the "
              f"toy generator's video of each answer's prompt (`vidcli generate`, {s['render_steps']} steps, guidance "
-             f"{s['guidance']:g}, seed 0) read by the pixel oracle against what the user asked for (the request's "
-             "U and S facts); no prompt, no video: 0.", "",
+             f"{s['guidance']:g}, seed 0) read by the pixel oracle against what the user asked for: the share of the "
+             "request's U and S facts that hold, times the share of the objects seen that the request asks for "
+             "or implies (clutter counts against); no prompt, no video: 0.", "",
              "| model | reward | format | R_user | R_supp | contradiction | video |", "|---|---|---|---|---|---|---|"]
     for name, row in section["table"].items():
         lines.append(f"| {name} | " + " | ".join(_number(row[p]) for p in READE_PARTS) + " |")
