@@ -362,8 +362,8 @@ def request_adherence(frames: np.ndarray, asked: set[Fact], allowed: set[str]) -
     seen). ``score``: their product, so a video cannot gain by drawing everything.
     """
     reading = read_video(frames)
-    asked = sorted(set(asked))
-    recall = sum(check(f, reading) for f in asked) / len(asked) if asked else 1.0
+    recall = fact_adherence(asked, reading)["score"]
+    recall = 1.0 if recall is None else recall
     wanted = {id(reading.find(shape)) for shape in allowed} - {id(None)}
     precision = len(wanted) / len(reading.objects) if reading.objects else 1.0
     return {"recall": recall, "precision": precision, "score": recall * precision}
