@@ -65,3 +65,43 @@ def test_grpo_runs_a_step_judged_by_the_toy_judge(toy_build, tmp_path):
     assert any("Fact:" in text for text in asked)  # element-by-element questions, as --judge-mode elements asks
     info = json.loads((out / "vidcli.json").read_text())
     assert info["step"] == 1 and isinstance(info["metrics"]["reward"], float)
+
+
+def test_the_base_is_the_kits_vlm_with_a_tokenizer_of_the_worlds_words(toy_build):
+    """DIR/interpreter/base: the kit's architecture and size, each fact word of the world one token."""
+    from transformers import AutoConfig, AutoProcessor
+
+    from vidcli.testing import ensure_tiny_models
+    from vidcli.toyworld.scene import COLOURS, MOTIONS, SHAPES
+
+    base, kit = toy_build[0] / "interpreter" / "base", ensure_tiny_models("vlm")["vlm"]
+    ours, theirs = AutoConfig.from_pretrained(base).to_dict(), AutoConfig.from_pretrained(kit).to_dict()
+    tokens = ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id", "initializer_range")
+    for key in ("text_config", "vision_config"):
+        mine, kits = ({k: v for k, v in c[key].items() if k not in tokens} for c in (ours, theirs))
+        assert mine == kits, key
+    tok = AutoProcessor.from_pretrained(base).tokenizer
+    for word in (*SHAPES, *COLOURS, *MOTIONS, "triangle", "moves", "camera"):
+        assert len(tok.tokenize(f" {word}")) == 1, word
+    record = read_jsonl(toy_build[0] / "interpreter" / "cot.jsonl")[0]
+    kit_tok = AutoProcessor.from_pretrained(kit).tokenizer
+    assert len(tok(record["cot"]["target"])["input_ids"]) < 0.7 * len(kit_tok(record["cot"]["target"])["input_ids"])
+    assert ours["text_config"]["eos_token_id"] == tok.convert_tokens_to_ids("<|im_end|>")
+    assert ours["video_token_id"] == tok.convert_tokens_to_ids("<|video_pad|>")
+
+
+def test_the_base_is_the_same_for_a_seed(toy_build, tmp_path):
+    from safetensors.torch import load_file
+
+    from vidcli.toyworld.interpreter import build_base
+
+    cot = toy_build[0] / "interpreter" / "cot.jsonl"
+    build_base(tmp_path / "again", cot, seed=0)
+    build_base(tmp_path / "other", cot, seed=1)
+    weights = [load_file(folder / "model.safetensors")
+               for folder in (toy_build[0] / "interpreter" / "base", tmp_path / "again", tmp_path / "other")]
+    assert weights[0].keys() == weights[1].keys()
+    assert all(weights[0][k].equal(weights[1][k]) for k in weights[0])
+    assert not all(weights[0][k].equal(weights[2][k]) for k in weights[0])
+    assert (tmp_path / "again" / "tokenizer.json").read_text() == (
+        toy_build[0] / "interpreter" / "base" / "tokenizer.json").read_text()

@@ -19,7 +19,8 @@ requests and ``vidcli score --metric format,coverage,reward``; each answer's pro
 build's generator (``vidcli generate``) and read by the oracle against what the user asked for
 (:func:`request_facts`), the paper's claim that a better interpretation gives a better video. The ablation of the paper
 (SFT only / GRPO only from the base / SFT then GRPO) uses the same settings, GRPO from
-the kit's untrained VLM standing for "GRPO only". Gains are paired: per held-out request,
+the start point's own untrained base (DIR/interpreter/base) standing for "GRPO only".
+Gains are paired: per held-out request,
 the tuned model's value minus the start point's, averaged over seeds; the interval is
 Student's t over requests (:func:`vidcli.scoring.summary.describe`).
 
@@ -264,8 +265,6 @@ def heldout_curve(ctx: Context, run: Path, out: Path, s: ReadeSettings, base: di
 
 def reade_section(ctx: Context, out: Path, s: ReadeSettings) -> dict:
     """The ReaDe runs and their held-out scores; the report's ReaDe table as a dict."""
-    from vidcli.testing import ensure_tiny_models
-
     start = ctx.interpreter / "sft"
     base = heldout_scores(ctx, start, out / "eval" / "sft", s)
     base = with_video(base, rendered_heldout(ctx, out / "eval" / "sft", s))
@@ -279,8 +278,7 @@ def reade_section(ctx: Context, out: Path, s: ReadeSettings) -> dict:
                                                                tuned[-1])
     rows = {"SFT (start point)": [base], "SFT then GRPO": tuned}
     if s.ablation:
-        untrained = Path(ensure_tiny_models("vlm")["vlm"])
-        run = grpo(ctx, untrained, out / "grpo-only", s, s.seeds[0])
+        run = grpo(ctx, ctx.interpreter / "base", out / "grpo-only", s, s.seeds[0])
         scores = heldout_scores(ctx, run, out / "eval" / "grpo-only", s)
         rows["GRPO only (from the base)"] = [with_video(scores, rendered_heldout(ctx, out / "eval" / "grpo-only", s))]
         curves["GRPO only, seed 0"] = training_curve(run)
