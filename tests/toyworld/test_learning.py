@@ -1,10 +1,10 @@
-"""The learning checks: the trend statistic against a peer, and GRPO's reward rising in a real run."""
+"""The learning checks: the trend statistic against a peer, and GRPO's and DRF's rewards rising in real runs."""
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from vidcli.toyworld.learning import GRPO_CHECK, grpo_check, step_means, trend
+from vidcli.toyworld.learning import DRF_CHECK, GRPO_CHECK, drf_check, grpo_check, step_means, trend
 
 
 def test_trend_of_one_series_is_scipys_linear_regression():
@@ -63,6 +63,21 @@ def test_grpo_raises_its_own_reward_beyond_its_noise(toy_build, toy_judge, tmp_p
     result = grpo_check(root / "interpreter" / "sft", root / "world", toy_judge, tmp_path)
     summary = {"pooled": result["pooled"], "seeds": result["seeds"], "first": result["first"], "last": result["last"]}
     assert all(len(curve) == GRPO_CHECK.steps for curve in result["curves"].values()), summary
+    assert result["pooled"]["ci95"][0] > 0, summary
+    assert all(seed["slope"] > 0 for seed in result["seeds"].values()), summary
+    assert all(last > first for first, last in zip(result["first"], result["last"])), summary
+
+
+@pytest.mark.slow
+def test_drf_raises_its_own_reward_beyond_its_noise(toy_build, tmp_path):
+    """`vidcli drf-tune` on one fixed caption against the quick critic, two seeds: the critic's reward per
+    question rises step over step, the pooled slope's 95% interval above 0. Fails when the gradient's
+    sign is flipped, the reward's gradient is zeroed or the decoded frames are cut from the graph
+    (docs/toyworld.md, "Learning in the test suite")."""
+    root = toy_build[0]
+    result = drf_check(root / "generator", root / "critic", root / "world", tmp_path)
+    summary = {"pooled": result["pooled"], "seeds": result["seeds"], "first": result["first"], "last": result["last"]}
+    assert all(len(curve) == DRF_CHECK.steps for curve in result["curves"].values()), summary
     assert result["pooled"]["ci95"][0] > 0, summary
     assert all(seed["slope"] > 0 for seed in result["seeds"].values()), summary
     assert all(last > first for first, last in zip(result["first"], result["last"])), summary

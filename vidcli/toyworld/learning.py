@@ -15,7 +15,15 @@ seed), with its 95% t interval. Rollouts are sampled from the policy of their st
 the mean rollout reward per step is the policy's expected reward on the request plus
 sampling noise, which the residuals of the fit measure.
 
-The settings were fixed by pilot runs on the quick build before the check was written
+Diffusion-DRF (:data:`DRF_CHECK`): ``vidcli drf-tune`` of the build's generator against the
+build's critic on one fixed training caption (its world record: elements and TA
+questions), two seeds side by side; the measure is the same trend, of the critic's reward
+per question at each step (the rollout of each step starts from its own noise). The quick
+critic barely reads the video, so the reward moves little (about 0.05 nats per question)
+but its noise is smaller still; the check shows that the trainer climbs its reward, not
+that the videos get better (the report's oracle measures that).
+
+The settings were fixed by pilot runs on the quick build before the checks were written
 (docs/toyworld.md, "Learning in the test suite").
 """
 from __future__ import annotations
@@ -45,6 +53,22 @@ class GrpoCheck:
 
 
 GRPO_CHECK = GrpoCheck()
+
+
+@dataclass(frozen=True)
+class DrfCheck:
+    caption: str = "w0-00002"  # a training caption of the seed-0 world ("A green triangle stays still on …")
+    steps: int = 16
+    seeds: tuple[int, ...] = (0, 1)
+    lr: float = 1e-2
+    reward: str = "rich"
+    dims: str = "TA"
+    sampling_steps: int = 10
+    k_grad: int = 4
+    guidance: float = 5.0
+
+
+DRF_CHECK = DrfCheck()
 
 
 def step_means(rollouts: Path) -> list[tuple[int, float]]:
@@ -101,31 +125,44 @@ def grpo_check(start: Path, world: Path, judge_url: str, out: Path, check: GrpoC
         raise ValueError(f"{world / 'requests.train.jsonl'}: no training request {check.request!r}")
     data = out / "request.jsonl"
     data.write_text(records[0] + "\n", encoding="utf-8")
-    env = {"OMP_NUM_THREADS": "1", **os.environ, "OPENAI_API_KEY": "toy", "OPENAI_BASE_URL": judge_url}
+    env = {"OPENAI_API_KEY": "toy", "OPENAI_BASE_URL": judge_url}
+    commands = {}
+    for seed in check.seeds:
+        commands[seed] = ["grpo", "-q", "--model", str(start), "--judge", "openai:toy",
+                          str(data), "-o", str(out / f"seed{seed}"), "--max-steps", str(check.steps),
+                          "--epochs", str(check.steps), "--seed", str(seed), "--lr", str(check.lr),
+                          "--temperature", str(check.temperature), "--warmup-steps", str(check.warmup),
+                          "-G", str(check.num_generations), "--max-completion-tokens", str(check.max_tokens),
+                          "--instruction-dropout", "0", "--grad-accum", "1", "--save-every", "0",
+                          "--media-root", str(world)]
+    side_by_side(commands, env)
+    curves = {seed: step_means(out / f"seed{seed}" / "rollouts.jsonl") for seed in check.seeds}
+    return trends(curves, check.steps)
+
+
+def side_by_side(commands: dict[int, list[str]], env: dict[str, str]) -> None:
+    """Run one ``vidcli`` command per seed, all at once (one thread each); raise if any fails."""
+    env = {"OMP_NUM_THREADS": "1", **os.environ, **env}
     running = {}
     try:
-        for seed in check.seeds:
-            run = out / f"seed{seed}"
-            command = [sys.executable, "-m", "vidcli", "grpo", "-q", "--model", str(start), "--judge", "openai:toy",
-                       str(data), "-o", str(run), "--max-steps", str(check.steps), "--epochs", str(check.steps),
-                       "--seed", str(seed), "--lr", str(check.lr), "--temperature", str(check.temperature),
-                       "--warmup-steps", str(check.warmup), "-G", str(check.num_generations),
-                       "--max-completion-tokens", str(check.max_tokens), "--instruction-dropout", "0",
-                       "--grad-accum", "1", "--save-every", "0", "--media-root", str(world)]
-            running[seed] = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                                             text=True)
+        for seed, args in commands.items():
+            running[seed] = subprocess.Popen([sys.executable, "-m", "vidcli", *args], env=env,
+                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         for seed, process in running.items():
             _, stderr = process.communicate()
             if process.returncode != 0:
-                raise CommandFailed(f"vidcli grpo (seed {seed}) failed (exit {process.returncode}): "
+                raise CommandFailed(f"vidcli {commands[seed][0]} (seed {seed}) failed (exit {process.returncode}): "
                                     f"{stderr.strip()[-2000:]}")
     finally:
         for process in running.values():
             if process.poll() is None:
                 process.kill()
                 process.wait()
-    curves = {seed: step_means(out / f"seed{seed}" / "rollouts.jsonl") for seed in check.seeds}
-    quarter = max(1, check.steps // 4)
+
+
+def trends(curves: dict[int, list[tuple[float, float]]], steps: int) -> dict:
+    """Per seed and pooled :func:`trend` of ``curves``, and each seed's mean over its first and last quarter."""
+    quarter = max(1, steps // 4)
     return {
         "seeds": {seed: trend([curve]) for seed, curve in curves.items()},
         "pooled": trend(list(curves.values())),
@@ -133,3 +170,29 @@ def grpo_check(start: Path, world: Path, judge_url: str, out: Path, check: GrpoC
         "last": [sum(y for _, y in curve[-quarter:]) / quarter for curve in curves.values()],
         "curves": curves,
     }
+
+
+def drf_check(generator: Path, critic: Path, world: Path, out: Path, check: DrfCheck = DRF_CHECK) -> dict:
+    """Run ``vidcli drf-tune`` of ``generator`` against ``critic`` once per seed, all seeds at once, on
+    ``check.caption`` (its world record: caption, elements and TA questions); the trends of the
+    critic's reward per question (:func:`trends`)."""
+    out.mkdir(parents=True, exist_ok=True)
+    records = [line for line in (world / "drf.train.jsonl").read_text(encoding="utf-8").splitlines()
+               if json.loads(line)["id"] == check.caption]
+    if len(records) != 1:
+        raise ValueError(f"{world / 'drf.train.jsonl'}: no training caption {check.caption!r}")
+    data = out / "caption.jsonl"
+    data.write_text(records[0] + "\n", encoding="utf-8")
+    commands = {}
+    for seed in check.seeds:
+        commands[seed] = ["drf-tune", "-q", "--model", str(generator), "--vlm", str(critic), str(data),
+                          "-o", str(out / f"seed{seed}"), "--reward", check.reward, "--dims", check.dims,
+                          "--height", "32", "--width", "32", "--frames", "9", "--frames-vlm", "9",
+                          "--steps", str(check.sampling_steps), "--k-grad", str(check.k_grad),
+                          "--guidance", str(check.guidance), "--max-steps", str(check.steps),
+                          "--epochs", str(check.steps), "--seed", str(seed), "--lr", str(check.lr),
+                          "--save-every", "0"]
+    side_by_side(commands, {})
+    from vidcli.toyworld.report import reward_curve  # (step, the critic's reward per question)
+
+    return trends({seed: reward_curve(out / f"seed{seed}") for seed in check.seeds}, check.steps)
