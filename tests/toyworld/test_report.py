@@ -50,10 +50,12 @@ def test_training_curve_and_its_plot(tmp_path):
 def test_last_line_names_the_gains_and_their_intervals():
     result = {"reade": {"gain": {"reward": {"n": 20, "mean": 0.9, "ci95": [0.8, 1.0]},
                                  "video": {"n": 20, "mean": 0.25, "ci95": [0.05, 0.45]}}},
-              "drf": {"gain": {"score": {"n": 16, "mean": -0.0125, "ci95": [-0.1, 0.075]}}}}
+              "drf": {"gain": {"score": {"n": 16, "mean": -0.0125, "ci95": [-0.1, 0.075]}}},
+              "revise": {"gain": {"sft": {"score": {"n": 8, "mean": 0.5, "ci95": [0.4, 0.6]}},
+                                  "uso": {"score": {"n": 8, "mean": 0.125, "ci95": [-0.02, 0.27]}}}}}
     line = last_line(result)
-    assert line.startswith("toyworld: drf -0.013 [-0.100, +0.075] (n=16), revise ")
-    assert line.endswith("grpo +0.250 [+0.050, +0.450] (n=20) (oracle adherence gain, 95% CI)")
+    assert line == ("toyworld: drf -0.013 [-0.100, +0.075] (n=16), revise +0.125 [-0.020, +0.270] (n=8), "
+                    "grpo +0.250 [+0.050, +0.450] (n=20) (oracle adherence gain, 95% CI)")
 
 
 def test_heldout_curve_scores_each_checkpoint_before_the_end_once(tmp_path, monkeypatch):
@@ -334,3 +336,74 @@ def test_trailing_mean_averages_each_point_with_the_ones_before_it():
     points = [(1, 4.0), (2, 2.0), (3, 0.0), (4, 6.0)]
     assert trailing_mean(points, 2) == [4.0, 3.0, 1.0, 3.0]
     assert trailing_mean(points, 10) == [4.0, 3.0, 2.0, 3.0]
+
+
+def test_edit_scores_read_each_edit_against_the_scene_it_should_give(tmp_path, monkeypatch):
+    """`vidcli generate` stood in for by renders: the target scene's render scores 1, the source left as it
+    was scores no accuracy; the source itself is the unedited row; scores are reused with their inputs."""
+    from vidcli.media import write_video
+    from vidcli.toyworld import report
+    from vidcli.toyworld.build import Context
+    from vidcli.toyworld.scene import FPS, Scene, render
+    from vidcli.toyworld.world import write_world
+
+    world = tmp_path / "build" / "world"
+    write_world(world, seed=3, count=10)
+    triplets = [json.loads(line) for line in (world / "triplets.jsonl").open()]
+    (world / "triplets.test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in triplets), encoding="utf-8")
+    model = tmp_path / "editor"
+    (model / "transformer").mkdir(parents=True)
+    (model / "transformer" / "weights.safetensors").write_bytes(b"x")
+    calls = []
+
+    def fake_generate(ctx, *args):
+        calls.append(args)
+        assert args[0] == "generate"
+        records, out = Path(args[args.index("--model") + 2]), Path(args[args.index("-o") + 1])
+        videos = out.parent / "edited.videos"
+        videos.mkdir()
+        rows = []
+        for n, record in enumerate(map(json.loads, records.open())):
+            assert Path(record["source"]["video"]).is_file()
+            scene = record["edit"]["target_scene" if n % 2 == 0 else "source_scene"]  # odd ones: not edited
+            write_video(videos / f"{record['id']}.mp4", render(Scene.from_dict(scene)), FPS)
+            rows.append(dict(record, output={"video": f"edited.videos/{record['id']}.mp4"}))
+        out.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+    monkeypatch.setattr(report, "_vidcli", fake_generate)
+    ctx = Context(tmp_path / "build", 0, True, None)
+    settings = report.ReviseSettings(steps=2, seeds=(0,), heldout=6)
+    scores = report.edit_scores(ctx, model, tmp_path / "eval", settings)
+    assert list(scores) == [r["id"] for r in triplets[:6]]
+    assert [scores[r["id"]]["score"] for r in triplets[0:6:2]] == [1.0, 1.0, 1.0]
+    assert [scores[r["id"]]["accuracy"] for r in triplets[1:6:2]] == [0.0, 0.0, 0.0]
+    assert all(row["score"] == row["accuracy"] * row["preservation"] for row in scores.values())
+    assert report.edit_scores(ctx, model, tmp_path / "eval", settings) == scores and len(calls) == 1
+    unedited = report.edit_scores(ctx, None, tmp_path / "unedited", settings)
+    assert len(calls) == 1 and all(row["accuracy"] == 0.0 for row in unedited.values())
+
+
+def test_revise_section_runs_the_real_commands_on_the_quick_build(toy_build, tmp_path):
+    """revise-tune from the build's editor (the build's critic as --vlm), per objective → generate → oracle."""
+    from vidcli.toyworld import report
+    from vidcli.toyworld.build import Context
+
+    root = toy_build[0]
+    ctx = Context(root, 0, True, None)
+    settings = report.ReviseSettings(steps=1, seeds=(0,), heldout=2, grad_accum=1, objectives=("sft", "uso"),
+                                     sampling_steps=2)
+    section = report.revise_section(ctx, tmp_path, settings)
+    for objective in ("sft", "uso"):
+        info = json.loads((tmp_path / f"{objective}-seed0" / "vidcli.json").read_text())
+        assert info["command"] == "revise-tune" and info["arguments"]["objective"] == objective
+        assert Path(info["arguments"]["vlm"]) == root / "critic" and Path(info["arguments"]["model"]) == root / "editor"
+        assert section["gain"][objective]["score"]["n"] == 2
+    assert list(section["table"]) == ["source left unedited", "editor (start point)", "revise-tune --objective sft",
+                                      "revise-tune --objective uso"]
+    assert section["table"]["source left unedited"]["accuracy"] == 0.0
+    assert all(0.0 <= v <= 1.0 for row in section["table"].values() for v in row.values())
+    scored = tmp_path / "eval" / "uso-seed0" / "oracle.jsonl"
+    before = scored.stat().st_mtime_ns
+    assert report.revise_section(ctx, tmp_path, settings)["table"] == section["table"]
+    assert scored.stat().st_mtime_ns == before
+    assert "| revise-tune --objective uso |" in "\n".join(report.revise_markdown(section))

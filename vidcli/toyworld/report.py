@@ -2,8 +2,7 @@
 
 Every run goes through the real ``vidcli`` commands, as a user would chain them, on a
 toy-world build (:mod:`vidcli.toyworld.build`), with the exact toy judge behind the
-OpenAI-compatible interface. The report covers Diffusion-DRF and ReaDe; ReViSE joins it
-once the toy critic reads edits (docs/toyworld.md).
+OpenAI-compatible interface. The report covers Diffusion-DRF, ReaDe and ReViSE.
 
 Diffusion-DRF, per seed: ``vidcli decompose --schema drf`` of the world's training
 captions (the toy LLM), ``vidcli drf-tune`` of the build's generator with the build's
@@ -24,7 +23,14 @@ Gains are paired: per held-out request,
 the tuned model's value minus the start point's, averaged over seeds; the interval is
 Student's t over requests (:func:`vidcli.scoring.summary.describe`).
 
-The settings (:data:`READE_FULL`, :data:`READE_QUICK`) were fixed before the measured
+ReViSE, per objective (``sft``, ``rwr``, ``uso``: the paper's Table 5) and seed: ``vidcli
+revise-tune`` from the build's editor on the world's training triplets with the build's
+critic as ``--vlm``, then ``vidcli generate`` edits the held-out triplets' sources and the
+oracle reads each edit against the scene the edit should give (accuracy, preservation and
+their product), paired per triplet against the editor it started from; the source left
+unedited is the row of an editor that does nothing.
+
+The settings (:data:`READE_FULL`, :data:`READE_QUICK`, :data:`REVISE_FULL`, ...) were fixed before the measured
 runs and are not tuned to the outcome; docs/toyworld.md lists the pilot runs that chose
 them and what they showed.
 """
@@ -423,6 +429,102 @@ def drf_section(ctx: Context, out: Path, s: DrfSettings) -> dict:
             "reward_curves": rewards, "oracle_curves": oracle}
 
 
+# ----------------------------------------------------------------------------- ReViSE
+
+
+@dataclass(frozen=True)
+class ReviseSettings:
+    steps: int  # revise-tune optimiser steps per run (grad_accum triplets each)
+    seeds: tuple[int, ...]
+    heldout: int  # held-out triplets edited and read by the oracle (the world's test split, in order)
+    lr: float = 5e-4  # the rate that made the build's editor (vidcli.toyworld.editor.revise_tune_args)
+    grad_accum: int = 8
+    objectives: tuple[str, ...] = ("sft", "rwr", "uso")
+    sampling_steps: int = 20  # denoising steps of the held-out edits
+    guidance: float = 5.0
+
+
+# Fixed before the first measured run, not tuned to it: the editor's own training settings, half its steps.
+REVISE_FULL = ReviseSettings(steps=100, seeds=(0, 1), heldout=64)
+REVISE_QUICK = ReviseSettings(steps=4, seeds=(0, 1), heldout=8)
+REVISE_PARTS = ("score", "accuracy", "preservation")
+
+
+def revise_tune(ctx: Context, out: Path, s: ReviseSettings, seed: int, objective: str) -> Path:
+    """One ``vidcli revise-tune`` run from the build's editor on the world's training triplets; returns OUT."""
+    training = {k: v for k, v in asdict(s).items() if k not in ("seeds", "heldout", "objectives", "sampling_steps",
+                                                                 "guidance")}
+    claim(out, {"command": "revise-tune", "world": str(ctx.world), "seed": seed, "objective": objective, **training},
+          derived=False)
+    if (out / "vidcli.json").exists():
+        return out
+    resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
+    _vidcli(ctx, "revise-tune", "-q", str(ctx.world / "triplets.train.jsonl"), "--model", str(ctx.root / "editor"),
+            "--vlm", str(ctx.root / "critic"), "-o", str(out), "--objective", objective, "--media-root", str(ctx.world),
+            "--height", "32", "--width", "32", "--frames", "9", "--frames-critic", "8", "--cfg-drop", "0.1",
+            "--lr", str(s.lr), "--schedule", "cosine", "--warmup-steps", str(max(1, s.steps // 20)),
+            "--weight-decay", "0.01", "--max-grad-norm", "1.0", "--batch-size", "1", "--grad-accum", str(s.grad_accum),
+            "--max-steps", str(s.steps), "--save-every", str(max(1, s.steps // 2)), "--seed", str(seed), *resume)
+    return out
+
+
+def edit_scores(ctx: Context, model: Path, out: Path, s: ReviseSettings) -> dict[str, dict]:
+    """Per held-out triplet id: the oracle's edit adherence (score, accuracy, preservation) of
+    ``vidcli generate``'s edit of its source by ``model``; the source itself stands in for an
+    editor that changes nothing (``model`` None)."""
+    from vidcli.media import load_video
+    from vidcli.toyworld.language import Fact
+    from vidcli.toyworld.oracle import edit_adherence
+    from vidcli.toyworld.scene import Scene
+
+    identity = model_identity(model / "transformer") if model is not None else None
+    claim(out, {"model": identity, "world": str(ctx.world), "heldout": s.heldout,
+                "sampling_steps": s.sampling_steps, "guidance": s.guidance}, derived=True)
+    triplets, edited, scored = out / "heldout.jsonl", out / "edited.jsonl", out / "oracle.jsonl"
+    if not scored.exists():
+        rows = _rows(ctx.world / "triplets.test.jsonl")[:s.heldout]
+        for row in rows:  # the world's media paths are relative to the world
+            for part in ("source", "target"):
+                row[part] = dict(row[part], video=str(ctx.world / row[part]["video"]))
+        triplets.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+        if model is None:
+            videos = [load_video(Path(r["source"]["video"])).frames for r in rows]
+        else:
+            if not edited.exists():
+                _vidcli(ctx, "generate", "-q", "--model", str(model), str(triplets), "-o", str(edited),
+                        "--steps", str(s.sampling_steps), "--guidance", str(s.guidance), "--num-frames", "9",
+                        "--height", "32", "--width", "32", "--seed", "0")
+            by_id = {r["id"]: r for r in _rows(edited)}
+            videos = [load_video(edited.parent / by_id[r["id"]]["output"]["video"]).frames for r in rows]
+        lines = []
+        for record, frames in zip(rows, videos):
+            edit = record["edit"]
+            found = edit_adherence(frames, Scene.from_dict(edit["target_scene"]),
+                                   [Fact.from_dict(f) for f in edit["changed"]])
+            lines.append({"id": record["id"], "kind": edit["kind"],
+                          **{part: found[part] for part in REVISE_PARTS}})
+        _write_rows(scored, lines)
+    return {row.pop("id"): row for row in _rows(scored)}
+
+
+def revise_section(ctx: Context, out: Path, s: ReviseSettings) -> dict:
+    """The ReViSE runs (one per objective and seed, from the build's editor) and the oracle's reading
+    of their held-out edits; the report's ReViSE table as a dict."""
+    base = edit_scores(ctx, ctx.root / "editor", out / "eval" / "editor", s)
+    rows = {"source left unedited": [edit_scores(ctx, None, out / "eval" / "unedited", s)],
+            "editor (start point)": [base]}
+    for objective in s.objectives:
+        runs = []
+        for seed in s.seeds:
+            run = revise_tune(ctx, out / f"{objective}-seed{seed}", s, seed, objective)
+            runs.append(edit_scores(ctx, run, out / "eval" / run.name, s))
+        rows[f"revise-tune --objective {objective}"] = runs
+    table = {name: {part: mean_of(runs, part) for part in REVISE_PARTS} for name, runs in rows.items()}
+    gains = {objective: {part: paired_gain(base, rows[f"revise-tune --objective {objective}"], part)
+                         for part in REVISE_PARTS} for objective in s.objectives}
+    return {"settings": asdict(s), "heldout": len(base), "table": table, "gain": gains}
+
+
 # ----------------------------------------------------------------------------- output
 
 
@@ -483,6 +585,25 @@ def drf_markdown(section: dict) -> list[str]:
     return lines
 
 
+def revise_markdown(section: dict) -> list[str]:
+    s = section["settings"]
+    lines = ["## ReViSE: the editor tuned with each objective", "",
+             f"`vidcli revise-tune` from the toy editor with the toy critic as `--vlm`, {s['steps']} steps of "
+             f"{s['grad_accum']} triplets, lr {s['lr']:g}, seeds {', '.join(map(str, s['seeds']))}, on the world's "
+             f"training triplets; held-out triplets: {section['heldout']}, edited by `vidcli generate` "
+             f"({s['sampling_steps']} steps, guidance {s['guidance']:g}, seed 0) and read by the pixel oracle: "
+             "accuracy (the asked change holds), preservation (the rest of the target scene holds), score (their "
+             "product).", "",
+             "| model | score | accuracy | preservation |", "|---|---|---|---|"]
+    for name, row in section["table"].items():
+        lines.append(f"| {name} | " + " | ".join(_number(row[part]) for part in REVISE_PARTS) + " |")
+    lines += ["", "Gain of each objective over the editor it started from (paired per triplet, mean over seeds; "
+              "95% t interval):", ""]
+    for objective, gains in section["gain"].items():
+        lines.append(f"- {objective}: " + "; ".join(f"{part} {_interval(gains[part])}" for part in REVISE_PARTS))
+    return lines
+
+
 def trailing_mean(points: list[tuple], window: int) -> list[float]:
     """The mean of each point's value and the ``window - 1`` values before it."""
     values = [p[1] for p in points]
@@ -536,22 +657,27 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0) -> dict:
         ctx.judge_url = judge.base_url
         drf = drf_section(ctx, out / "drf", DRF_QUICK if quick else DRF_FULL)
         reade = reade_section(ctx, out / "reade", READE_QUICK if quick else READE_FULL)
+        revise = revise_section(ctx, out / "revise", REVISE_QUICK if quick else REVISE_FULL)
     plot_drf(drf["reward_curves"], drf["oracle_curves"], out / "drf_curves.png")
     plot_curves(reade["heldout_curves"], reade["curves"], out / "reade_curves.png")
-    result = {"build": {"dir": str(root), "key": state["key"], "quick": quick}, "drf": drf, "reade": reade}
+    result = {"build": {"dir": str(root), "key": state["key"], "quick": quick}, "drf": drf, "reade": reade,
+              "revise": revise}
     (out / "report.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     lines = ["# The toy world: does each method learn?", "",
              f"Build {state['key']} ({'quick' if quick else 'full'}), seed {seed}.", ""]
     lines += drf_markdown(drf) + ["", "![DRF: critic reward and oracle adherence](drf_curves.png)", ""]
     lines += reade_markdown(reade) + ["", "![ReaDe training curves](reade_curves.png)", ""]
+    lines += revise_markdown(revise) + [""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     return result
 
 
 def last_line(result: dict) -> str:
-    """``toyworld: drf +A [..], revise …, grpo +C [low, high] (…)``: the held-out oracle adherence gain of DRF's
-    videos and of the videos of GRPO's prompts, each over its start point with its 95% CI."""
+    """``toyworld: drf +A [..], revise +B [..], grpo +C [low, high] (…)``: the held-out oracle adherence gain of
+    DRF's videos, of the edits of revise-tune's default objective (uso) and of the videos of GRPO's prompts, each
+    over its start point with its 95% CI."""
     drf = result["drf"]["gain"]["score"]
+    revise = result["revise"]["gain"]["uso"]["score"]
     gain = result["reade"]["gain"]["video"]
-    return (f"toyworld: drf {_interval(drf)}, revise not run (needs a critic that reads edits), "
+    return (f"toyworld: drf {_interval(drf)}, revise {_interval(revise)}, "
             f"grpo {_interval(gain)} (oracle adherence gain, 95% CI)")
