@@ -468,7 +468,7 @@ def revise_tune(ctx: Context, out: Path, s: ReviseSettings, seed: int, objective
     return out
 
 
-def edit_scores(ctx: Context, model: Path, out: Path, s: ReviseSettings) -> dict[str, dict]:
+def edit_scores(ctx: Context, model: Path | None, out: Path, s: ReviseSettings) -> dict[str, dict]:
     """Per held-out triplet id: the oracle's edit adherence (score, accuracy, preservation) of
     ``vidcli generate``'s edit of its source by ``model``; the source itself stands in for an
     editor that changes nothing (``model`` None)."""
