@@ -118,13 +118,7 @@ def grpo_check(start: Path, world: Path, judge_url: str, out: Path, check: GrpoC
     ``first`` / ``last`` are each seed's mean rollout reward over its first and last quarter
     of the steps.
     """
-    out.mkdir(parents=True, exist_ok=True)
-    records = [line for line in (world / "requests.train.jsonl").read_text(encoding="utf-8").splitlines()
-               if json.loads(line)["id"] == check.request]
-    if len(records) != 1:
-        raise ValueError(f"{world / 'requests.train.jsonl'}: no training request {check.request!r}")
-    data = out / "request.jsonl"
-    data.write_text(records[0] + "\n", encoding="utf-8")
+    data = one_record(world / "requests.train.jsonl", check.request, out / "request.jsonl")
     env = {"OPENAI_API_KEY": "toy", "OPENAI_BASE_URL": judge_url}
     commands = {}
     for seed in check.seeds:
@@ -138,6 +132,16 @@ def grpo_check(start: Path, world: Path, judge_url: str, out: Path, check: GrpoC
     side_by_side(commands, env)
     curves = {seed: step_means(out / f"seed{seed}" / "rollouts.jsonl") for seed in check.seeds}
     return trends(curves, check.steps)
+
+
+def one_record(source: Path, ident: str, data: Path) -> Path:
+    """Write the record of ``source`` whose id is ``ident`` alone into ``data`` (its folder made); returns ``data``."""
+    records = [line for line in source.read_text(encoding="utf-8").splitlines() if json.loads(line)["id"] == ident]
+    if len(records) != 1:
+        raise ValueError(f"{source}: no record {ident!r}")
+    data.parent.mkdir(parents=True, exist_ok=True)
+    data.write_text(records[0] + "\n", encoding="utf-8")
+    return data
 
 
 def side_by_side(commands: dict[int, list[str]], env: dict[str, str]) -> None:
@@ -176,13 +180,7 @@ def drf_check(generator: Path, critic: Path, world: Path, out: Path, check: DrfC
     """Run ``vidcli drf-tune`` of ``generator`` against ``critic`` once per seed, all seeds at once, on
     ``check.caption`` (its world record: caption, elements and TA questions); the trends of the
     critic's reward per question (:func:`trends`)."""
-    out.mkdir(parents=True, exist_ok=True)
-    records = [line for line in (world / "drf.train.jsonl").read_text(encoding="utf-8").splitlines()
-               if json.loads(line)["id"] == check.caption]
-    if len(records) != 1:
-        raise ValueError(f"{world / 'drf.train.jsonl'}: no training caption {check.caption!r}")
-    data = out / "caption.jsonl"
-    data.write_text(records[0] + "\n", encoding="utf-8")
+    data = one_record(world / "drf.train.jsonl", check.caption, out / "caption.jsonl")
     commands = {}
     for seed in check.seeds:
         commands[seed] = ["drf-tune", "-q", "--model", str(generator), "--vlm", str(critic), str(data),

@@ -541,6 +541,12 @@ def _interval(stats: dict) -> str:
     return f"{stats['mean']:+.3f} [{low:+.3f}, {high:+.3f}] (n={stats['n']})"
 
 
+def _table(table: dict[str, dict], parts: tuple[str, ...], heads: tuple[str, ...]) -> list[str]:
+    """A markdown table: one row per model, one column per part (headed by ``heads``)."""
+    lines = ["| model | " + " | ".join(heads) + " |", "|---|" + "---|" * len(heads)]
+    return lines + [f"| {name} | " + " | ".join(_number(row[p]) for p in parts) + " |" for name, row in table.items()]
+
+
 def reade_markdown(section: dict) -> list[str]:
     s = section["settings"]
     lines = ["## ReaDe: GRPO of the interpreter", "",
@@ -550,10 +556,8 @@ def reade_markdown(section: dict) -> list[str]:
              f"toy generator's video of each answer's prompt (`vidcli generate`, {s['render_steps']} steps, guidance "
              f"{s['guidance']:g}, seed 0) read by the pixel oracle against what the user asked for: the share of the "
              "request's U and S facts that hold, times the share of the objects seen that the request asks for "
-             "or implies (clutter counts against); no prompt, no video: 0.", "",
-             "| model | reward | format | R_user | R_supp | contradiction | video |", "|---|---|---|---|---|---|---|"]
-    for name, row in section["table"].items():
-        lines.append(f"| {name} | " + " | ".join(_number(row[p]) for p in READE_PARTS) + " |")
+             "or implies (clutter counts against); no prompt, no video: 0.", ""]
+    lines += _table(section["table"], READE_PARTS, ("reward", "format", "R_user", "R_supp", "contradiction", "video"))
     lines += ["", "Gain of SFT then GRPO over the start point (paired per request, mean over seeds; 95% t interval):",
               ""]
     lines += [f"- {part}: {_interval(section['gain'][part])}" for part in READE_PARTS]
@@ -572,10 +576,8 @@ def drf_markdown(section: dict) -> list[str]:
              f"{', '.join(map(str, s['seeds']))}, on the world's training captions decomposed by `vidcli decompose "
              f"--schema drf` (toy LLM); held-out captions: {section['heldout']}, `vidcli generate` "
              f"({s['sampling_steps']} steps, guidance {s['guidance']:g}, seed 0), read by the pixel oracle "
-             "(fraction of each caption's facts the video shows).", "",
-             "| model | " + " | ".join(DRF_PARTS) + " |", "|---|" + "---|" * len(DRF_PARTS)]
-    for name, row in section["table"].items():
-        lines.append(f"| {name} | " + " | ".join(_number(row[p]) for p in DRF_PARTS) + " |")
+             "(fraction of each caption's facts the video shows).", ""]
+    lines += _table(section["table"], DRF_PARTS, DRF_PARTS)
     lines += ["", f"Gain of `--reward {s['reward']}` over the base generator (paired per caption, mean over seeds; "
               "95% t interval):", ""]
     lines += [f"- {part}: {_interval(section['gain'][part])}" for part in DRF_PARTS]
@@ -593,10 +595,8 @@ def revise_markdown(section: dict) -> list[str]:
              f"training triplets; held-out triplets: {section['heldout']}, edited by `vidcli generate` "
              f"({s['sampling_steps']} steps, guidance {s['guidance']:g}, seed 0) and read by the pixel oracle: "
              "accuracy (the asked change holds), preservation (the rest of the target scene holds), score (their "
-             "product).", "",
-             "| model | score | accuracy | preservation |", "|---|---|---|---|"]
-    for name, row in section["table"].items():
-        lines.append(f"| {name} | " + " | ".join(_number(row[part]) for part in REVISE_PARTS) + " |")
+             "product).", ""]
+    lines += _table(section["table"], REVISE_PARTS, REVISE_PARTS)
     lines += ["", "Gain of each objective over the editor it started from (paired per triplet, mean over seeds; "
               "95% t interval):", ""]
     for objective, gains in section["gain"].items():
