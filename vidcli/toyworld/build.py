@@ -174,12 +174,13 @@ NOT_BUILD_SOURCES = frozenset({"report.py", "learning.py", "__main__.py"})
 
 
 def build_key(*, seed: int, quick: bool) -> str:
-    """Names one build: the toyworld source, the tiny-model builder, library versions, seed, size."""
+    """Names one build: the toyworld source, the video writer and reader it trains through
+    (``vidcli/media.py``), the tiny-model builder, library versions, seed, size."""
     from vidcli.testing import builder_key
 
     h = hashlib.sha256()
     package = Path(__file__).parent
-    for path in sorted(package.glob("*.py")):
+    for path in [*sorted(package.glob("*.py")), package.parent / "media.py"]:
         if path.name in NOT_BUILD_SOURCES:
             continue
         h.update(path.name.encode() + b"\0" + path.read_bytes())
