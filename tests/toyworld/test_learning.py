@@ -1,10 +1,23 @@
-"""The learning checks: the trend statistic against a peer, and GRPO's and DRF's rewards rising in real runs."""
+"""The learning checks: the trend statistic against a peer, and GRPO's, DRF's and ReViSE's rewards rising in real
+runs."""
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
-from vidcli.toyworld.learning import DRF_CHECK, GRPO_CHECK, drf_check, grpo_check, step_means, trend
+from vidcli.toyworld.learning import (
+    DRF_CHECK,
+    GRPO_CHECK,
+    REVISE_CHECK,
+    drf_check,
+    grpo_check,
+    margin_curve,
+    revise_check,
+    step_means,
+    trend,
+)
 
 
 def test_trend_of_one_series_is_scipys_linear_regression():
@@ -44,8 +57,6 @@ def test_trend_refuses_too_few_points():
 
 
 def test_step_means_leave_masked_completions_out(tmp_path):
-    import json
-
     rows = [{"step": 1, "reward": 1.0}, {"step": 1, "reward": 2.0}, {"step": 1, "reward": 9.0, "masked": True},
             {"step": 2, "reward": 0.5, "masked": False}]
     path = tmp_path / "rollouts.jsonl"
@@ -78,6 +89,31 @@ def test_drf_raises_its_own_reward_beyond_its_noise(toy_build, tmp_path):
     result = drf_check(root / "generator", root / "critic", root / "world", tmp_path)
     summary = {"pooled": result["pooled"], "seeds": result["seeds"], "first": result["first"], "last": result["last"]}
     assert all(len(curve) == DRF_CHECK.steps for curve in result["curves"].values()), summary
+    assert result["pooled"]["ci95"][0] > 0, summary
+    assert all(seed["slope"] > 0 for seed in result["seeds"].values()), summary
+    assert all(last > first for first, last in zip(result["first"], result["last"])), summary
+
+
+def test_margin_curve_averages_the_judged_triplets_of_each_step(tmp_path):
+    rows = [{"step": 1, "gated": True, "delta": 0.5, "delta0": 0.25}, {"step": 1, "gated": False, "delta": None},
+            {"step": 1, "gated": True, "delta": 1.0, "delta0": 0.0}, {"step": 2, "gated": True, "delta": -1.0,
+                                                                      "delta0": None},
+            {"step": 3, "gated": False, "delta": None}]
+    (tmp_path / "steps.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    assert margin_curve(tmp_path) == [(1, 0.625), (2, -1.0)]
+
+
+@pytest.mark.slow
+def test_revise_uso_raises_its_critic_margin_beyond_flow_matching_alone(toy_build, tmp_path):
+    """`vidcli revise-tune --objective uso` on one fixed triplet against the quick critic, two seeds, each
+    beside the same run with the self-reflective loss weighted 0: the tuned run's critic margin minus the
+    control's rises step over step, the pooled slope's 95% interval above 0. Fails when the loss's sign is
+    flipped, its weight is zeroed or x0-hat is cut from the graph (docs/toyworld.md, "Learning in the test
+    suite")."""
+    root = toy_build[0]
+    result = revise_check(root / "editor", root / "critic", root / "world", tmp_path)
+    summary = {"pooled": result["pooled"], "seeds": result["seeds"], "first": result["first"], "last": result["last"]}
+    assert all(len(curve) == REVISE_CHECK.steps for curve in result["curves"].values()), summary
     assert result["pooled"]["ci95"][0] > 0, summary
     assert all(seed["slope"] > 0 for seed in result["seeds"].values()), summary
     assert all(last > first for first, last in zip(result["first"], result["last"])), summary

@@ -23,6 +23,17 @@ critic barely reads the video, so the reward moves little (about 0.05 nats per q
 but its noise is smaller still; the check shows that the trainer climbs its reward, not
 that the videos get better (the report's oracle measures that).
 
+ReViSE's USO objective (:data:`REVISE_CHECK`): ``vidcli revise-tune --objective uso`` of the
+build's editor against the build's critic on one fixed training triplet, each seed run
+twice side by side — with the self-reflective loss weighted by ``reason_weight`` and, as
+the control, weighted by 0 (the same run with flow matching alone, which still logs the
+critic's margin). Every step is judged (``--sigma-max 1``) and the critic gives its verdict
+first (``--critic-reasoning none``: the gradient's path is the same, only the reasoning
+written without gradient before it is left out). The measure is the trend, over the steps,
+of the tuned run's critic margin Δ − Δ₀ minus the control's at the same step (same draws:
+same seed). The quick critic's margin barely depends on the pixels, so the weight is large
+(flow matching alone also moves the margin, a little; the control removes that).
+
 The settings were fixed by pilot runs on the quick build before the checks were written
 (docs/toyworld.md, "Learning in the test suite").
 """
@@ -69,6 +80,19 @@ class DrfCheck:
 
 
 DRF_CHECK = DrfCheck()
+
+
+@dataclass(frozen=True)
+class ReviseCheck:
+    triplet: str = "w0-00000-colour"  # a training triplet of the seed-0 world (recolour the one object)
+    steps: int = 16
+    seeds: tuple[int, ...] = (0, 1)
+    lr: float = 3e-4
+    reason_weight: float = 1000.0
+    sigma_max: float = 1.0
+
+
+REVISE_CHECK = ReviseCheck()
 
 
 def step_means(rollouts: Path) -> list[tuple[int, float]]:
@@ -144,18 +168,20 @@ def one_record(source: Path, ident: str, data: Path) -> Path:
     return data
 
 
-def side_by_side(commands: dict[int, list[str]], env: dict[str, str]) -> None:
-    """Run one ``vidcli`` command per seed, all at once (one thread each); raise if any fails."""
+def side_by_side(commands: dict[str | int, list[str]], env: dict[str, str]) -> None:
+    """Run one ``vidcli`` command per key (a seed, or a label naming the run), all at once (one thread
+    each); raise if any fails."""
     env = {"OMP_NUM_THREADS": "1", **os.environ, **env}
     running = {}
     try:
-        for seed, args in commands.items():
-            running[seed] = subprocess.Popen([sys.executable, "-m", "vidcli", *args], env=env,
-                                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        for seed, process in running.items():
+        for key, args in commands.items():
+            running[key] = subprocess.Popen([sys.executable, "-m", "vidcli", *args], env=env,
+                                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        for key, process in running.items():
             _, stderr = process.communicate()
             if process.returncode != 0:
-                raise CommandFailed(f"vidcli {commands[seed][0]} (seed {seed}) failed (exit {process.returncode}): "
+                label = f"seed {key}" if isinstance(key, int) else key
+                raise CommandFailed(f"vidcli {commands[key][0]} ({label}) failed (exit {process.returncode}): "
                                     f"{stderr.strip()[-2000:]}")
     finally:
         for process in running.values():
@@ -194,3 +220,44 @@ def drf_check(generator: Path, critic: Path, world: Path, out: Path, check: DrfC
     from vidcli.toyworld.report import reward_curve  # (step, the critic's reward per question)
 
     return trends({seed: reward_curve(out / f"seed{seed}") for seed in check.seeds}, check.steps)
+
+
+def margin_curve(run: Path) -> list[tuple[int, float]]:
+    """(step, mean critic margin Δ − Δ₀ of the step's judged triplets) from a revise-tune run's steps.jsonl."""
+    from vidcli.toyworld.report import _rows
+
+    steps: dict[int, list[float]] = {}
+    for row in _rows(run / "steps.jsonl"):
+        if row["gated"]:
+            steps.setdefault(row["step"], []).append(row["delta"] - (row["delta0"] or 0.0))
+    return [(step, sum(values) / len(values)) for step, values in sorted(steps.items())]
+
+
+def revise_check(editor: Path, critic: Path, world: Path, out: Path, check: ReviseCheck = REVISE_CHECK) -> dict:
+    """Run ``vidcli revise-tune --objective uso`` of ``editor`` against ``critic`` on ``check.triplet``, per
+    seed with the self-reflective loss weighted by ``check.reason_weight`` and by 0 (the control), all at
+    once; the trends of the tuned run's margin minus the control's (:func:`trends`), and both margin
+    curves (``tuned``, ``control``)."""
+    data = one_record(world / "triplets.train.jsonl", check.triplet, out / "triplet.jsonl")
+    runs = {(seed, weight): out / f"seed{seed}-weight{weight:g}" for seed in check.seeds
+            for weight in (check.reason_weight, 0.0)}
+    commands = {}
+    for (seed, weight), run in runs.items():
+        commands[f"seed {seed}, --reason-weight {weight:g}"] = [
+            "revise-tune", "-q", str(data), "--model", str(editor), "--vlm", str(critic), "-o", str(run),
+            "--objective", "uso", "--reason-weight", str(weight), "--sigma-max", str(check.sigma_max),
+            "--critic-reasoning", "none", "--media-root", str(world), "--height", "32", "--width", "32",
+            "--frames", "9", "--frames-critic", "8", "--cfg-drop", "0", "--lr", str(check.lr),
+            "--schedule", "constant", "--warmup-steps", "1", "--max-grad-norm", "1.0", "--batch-size", "1",
+            "--grad-accum", "1", "--max-steps", str(check.steps), "--epochs", str(check.steps),
+            "--save-every", "0", "--seed", str(seed)]
+    side_by_side(commands, {})
+    margins = {key: dict(margin_curve(run)) for key, run in runs.items()}
+    curves = {}
+    for seed in check.seeds:
+        tuned, control = margins[seed, check.reason_weight], margins[seed, 0.0]
+        curves[seed] = [(step, tuned[step] - control[step]) for step in sorted(tuned) if step in control]
+    result = trends(curves, check.steps)
+    result["tuned"] = {seed: sorted(margins[seed, check.reason_weight].items()) for seed in check.seeds}
+    result["control"] = {seed: sorted(margins[seed, 0.0].items()) for seed in check.seeds}
+    return result
