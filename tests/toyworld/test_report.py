@@ -390,9 +390,17 @@ def test_revise_section_runs_the_real_commands_on_the_quick_build(toy_build, tmp
 
     root = toy_build[0]
     ctx = Context(root, 0, True, None)
-    settings = report.ReviseSettings(steps=1, seeds=(0,), heldout=2, grad_accum=1, objectives=("sft", "uso"),
+    settings = report.ReviseSettings(steps=2, seeds=(0,), heldout=2, grad_accum=1, objectives=("sft", "uso"),
                                      sampling_steps=2)
     section = report.revise_section(ctx, tmp_path, settings)
+    # The curves: the editor at step 0, the checkpoint saved half way (edited and read too), the final model.
+    for name in ("sft, seed 0", "uso, seed 0"):
+        assert [step for step, _ in section["oracle_curves"][name]] == [0, 1, 2]
+        assert section["oracle_curves"][name][0][1] == section["table"]["editor (start point)"]["score"]
+    assert (tmp_path / "eval" / "uso-seed0" / "step1" / "oracle.jsonl").exists()
+    assert list(section["margin_curves"]) == ["uso, seed 0"]
+    report.plot_revise(section["margin_curves"], section["oracle_curves"], tmp_path / "revise.png")
+    assert (tmp_path / "revise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     for objective in ("sft", "uso"):
         info = json.loads((tmp_path / f"{objective}-seed0" / "vidcli.json").read_text())
         assert info["command"] == "revise-tune" and info["arguments"]["objective"] == objective

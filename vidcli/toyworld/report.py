@@ -510,19 +510,29 @@ def edit_scores(ctx: Context, model: Path | None, out: Path, s: ReviseSettings) 
 def revise_section(ctx: Context, out: Path, s: ReviseSettings) -> dict:
     """The ReViSE runs (one per objective and seed, from the build's editor) and the oracle's reading
     of their held-out edits; the report's ReViSE table as a dict."""
+    from vidcli.toyworld.learning import margin_curve
+
     base = edit_scores(ctx, ctx.root / "editor", out / "eval" / "editor", s)
     rows = {"source left unedited": [edit_scores(ctx, None, out / "eval" / "unedited", s)],
             "editor (start point)": [base]}
+    margins, oracle = {}, {}
     for objective in s.objectives:
         runs = []
         for seed in s.seeds:
             run = revise_tune(ctx, out / f"{objective}-seed{seed}", s, seed, objective)
             runs.append(edit_scores(ctx, run, out / "eval" / run.name, s))
+            name = f"{objective}, seed {seed}"
+            oracle[name] = checkpoint_curve(
+                run, s.steps, "score", base, runs[-1],
+                lambda step, path, run=run: edit_scores(ctx, path, out / "eval" / run.name / f"step{step}", s))
+            if objective == "uso":
+                margins[name] = margin_curve(run)
         rows[f"revise-tune --objective {objective}"] = runs
     table = {name: {part: mean_of(runs, part) for part in REVISE_PARTS} for name, runs in rows.items()}
     gains = {objective: {part: paired_gain(base, rows[f"revise-tune --objective {objective}"], part)
                          for part in REVISE_PARTS} for objective in s.objectives}
-    return {"settings": asdict(s), "heldout": len(base), "table": table, "gain": gains}
+    return {"settings": asdict(s), "heldout": len(base), "table": table, "gain": gains,
+            "margin_curves": margins, "oracle_curves": oracle}
 
 
 # ----------------------------------------------------------------------------- output
@@ -645,6 +655,12 @@ def plot_curves(heldout: dict[str, list], rollouts: dict[str, list], path: Path)
     _plot_pair(path, ("held-out reward (greedy)", heldout, False), ("rollout reward", rollouts, True))
 
 
+def plot_revise(margins: dict[str, list], oracle: dict[str, list], path: Path) -> None:
+    """uso's critic margin Δ − Δ₀ on its judged triplets (trailing mean) and the oracle's held-out edit score of
+    each objective's checkpoints, against steps."""
+    _plot_pair(path, ("critic margin, uso", margins, True), ("oracle edit score, held out", oracle, False))
+
+
 def report(out: Path | str, *, quick: bool = False, seed: int = 0) -> dict:
     """Build (or reuse) the toy world, run every section, write OUT/report.md, report.json, PNGs."""
     from vidcli.toyworld.judge import judge_server
@@ -660,6 +676,7 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0) -> dict:
         revise = revise_section(ctx, out / "revise", REVISE_QUICK if quick else REVISE_FULL)
     plot_drf(drf["reward_curves"], drf["oracle_curves"], out / "drf_curves.png")
     plot_curves(reade["heldout_curves"], reade["curves"], out / "reade_curves.png")
+    plot_revise(revise["margin_curves"], revise["oracle_curves"], out / "revise_curves.png")
     result = {"build": {"dir": str(root), "key": state["key"], "quick": quick}, "drf": drf, "reade": reade,
               "revise": revise}
     (out / "report.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
@@ -667,7 +684,7 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0) -> dict:
              f"Build {state['key']} ({'quick' if quick else 'full'}), seed {seed}.", ""]
     lines += drf_markdown(drf) + ["", "![DRF: critic reward and oracle adherence](drf_curves.png)", ""]
     lines += reade_markdown(reade) + ["", "![ReaDe training curves](reade_curves.png)", ""]
-    lines += revise_markdown(revise) + [""]
+    lines += revise_markdown(revise) + ["", "![ReViSE: critic margin and oracle edit score](revise_curves.png)", ""]
     (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
     return result
 
