@@ -415,3 +415,51 @@ def test_revise_section_runs_the_real_commands_on_the_quick_build(toy_build, tmp
     assert report.revise_section(ctx, tmp_path, settings)["table"] == section["table"]
     assert scored.stat().st_mtime_ns == before
     assert "| revise-tune --objective uso |" in "\n".join(report.revise_markdown(section))
+
+
+def test_at_once_keeps_the_jobs_order_and_runs_two_together():
+    import threading
+    import time
+
+    from vidcli.toyworld.report import at_once
+
+    running, most = set(), []
+    lock = threading.Lock()
+
+    def job(name: str, seconds: float):
+        def run():
+            with lock:
+                running.add(name)
+                most.append(len(running))
+            time.sleep(seconds)
+            with lock:
+                running.discard(name)
+            return name
+        return run
+
+    assert at_once([job("a", 0.3), job("b", 0.05), job("c", 0.05), job("d", 0.1)], 2) == ["a", "b", "c", "d"]
+    assert max(most) == 2
+    most.clear()
+    assert at_once([job("a", 0.05), job("b", 0.05)], 1) == ["a", "b"] and max(most) == 1
+
+
+def test_at_once_stops_starting_jobs_after_a_failure_and_raises_it():
+    import time
+
+    from vidcli.toyworld.build import CommandFailed
+    from vidcli.toyworld.report import at_once
+
+    started = []
+
+    def job(name: str, seconds: float, fail: bool = False):
+        def run():
+            started.append(name)
+            time.sleep(seconds)
+            if fail:
+                raise CommandFailed(f"vidcli {name} failed")
+            return name
+        return run
+
+    with pytest.raises(CommandFailed, match="vidcli b failed"):
+        at_once([job("a", 0.4), job("b", 0.05, fail=True), job("c", 0.0), job("d", 0.0)], 2)
+    assert started == ["a", "b"]  # a ran to its end; c and d never started

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -38,7 +39,7 @@ def _accuracy(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from vidcli.toyworld.report import last_line, report
 
-    result = report(args.out, quick=args.quick, seed=args.seed)
+    result = report(args.out, quick=args.quick, seed=args.seed, workers=args.jobs)
     print(f"report: {args.out / 'report.md'}")
     print(last_line(result))
     return 0
@@ -66,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("out", type=Path)
     rep.add_argument("--quick", action="store_true", help="the quick build and shorter runs, for CI")
     rep.add_argument("--seed", type=int, default=0, help="the build's seed (the runs' seeds are in the report)")
+    rep.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+                     help="independent runs at once, one thread each (default: 2, or 1 on a one-core machine)")
     rep.set_defaults(run=_report)
     args = parser.parse_args(argv)
     from vidcli.toyworld.build import CommandFailed

@@ -40,7 +40,7 @@ import json
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, TypeVar
 
 from vidcli.scoring.summary import describe
 from vidcli.toyworld.build import Context, _vidcli, ensure_world
@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     import numpy as np
 
 log = logging.getLogger("vidcli.toyworld")
+T = TypeVar("T")
 
 READE_PARTS = ("reward", "format", "user", "supp", "contra", "video")
 
@@ -269,34 +270,45 @@ def heldout_curve(ctx: Context, run: Path, out: Path, s: ReadeSettings, base: di
                             lambda step, path: heldout_scores(ctx, path, out / f"step{step}", s))
 
 
-def reade_section(ctx: Context, out: Path, s: ReadeSettings) -> dict:
-    """The ReaDe runs and their held-out scores; the report's ReaDe table as a dict."""
+def reade_section(ctx: Context, out: Path, s: ReadeSettings, *, workers: int = 1) -> dict:
+    """The ReaDe runs and their held-out scores; the report's ReaDe table as a dict. After the start
+    point's scores, the runs (each with its evaluations) go ``workers`` at a time (:func:`at_once`)."""
     start = ctx.interpreter / "sft"
     base = heldout_scores(ctx, start, out / "eval" / "sft", s)
     base = with_video(base, rendered_heldout(ctx, out / "eval" / "sft", s))
+
+    def tuned_from(model: Path, name: str, seed: int) -> Callable[[], tuple]:
+        def job() -> tuple:
+            run = grpo(ctx, model, out / name, s, seed)
+            scores = heldout_scores(ctx, run, out / "eval" / name, s)
+            scores = with_video(scores, rendered_heldout(ctx, out / "eval" / name, s))
+            return run, scores, heldout_curve(ctx, run, out / "eval" / name, s, base, scores)
+        return job
+
+    jobs = [tuned_from(start, f"grpo-seed{seed}", seed) for seed in s.seeds]
+    if s.ablation:
+        jobs.append(tuned_from(ctx.interpreter / "base", "grpo-only", s.seeds[0]))
+    done = at_once(jobs, workers)
     tuned, curves, heldout = [], {}, {}
-    for seed in s.seeds:
-        run = grpo(ctx, start, out / f"grpo-seed{seed}", s, seed)
-        scores = heldout_scores(ctx, run, out / "eval" / f"grpo-seed{seed}", s)
-        tuned.append(with_video(scores, rendered_heldout(ctx, out / "eval" / f"grpo-seed{seed}", s)))
+    for seed, (run, scores, curve) in zip(s.seeds, done):
+        tuned.append(scores)
         curves[f"SFT then GRPO, seed {seed}"] = training_curve(run)
-        heldout[f"SFT then GRPO, seed {seed}"] = heldout_curve(ctx, run, out / "eval" / f"grpo-seed{seed}", s, base,
-                                                               tuned[-1])
+        heldout[f"SFT then GRPO, seed {seed}"] = curve
     rows = {"SFT (start point)": [base], "SFT then GRPO": tuned}
     if s.ablation:
-        run = grpo(ctx, ctx.interpreter / "base", out / "grpo-only", s, s.seeds[0])
-        scores = heldout_scores(ctx, run, out / "eval" / "grpo-only", s)
-        rows["GRPO only (from the base)"] = [with_video(scores, rendered_heldout(ctx, out / "eval" / "grpo-only", s))]
+        run, scores, _ = done[-1]
+        rows["GRPO only (from the base)"] = [scores]
         curves["GRPO only, seed 0"] = training_curve(run)
     table = {name: {part: mean_of(runs, part) for part in READE_PARTS} for name, runs in rows.items()}
     gains = {part: paired_gain(base, tuned, part) for part in READE_PARTS}
     requests = _rows(out / "eval" / "sft" / "heldout.jsonl")
-    bounds = {name: mean_of([rendered_scores(ctx, requests, {r["id"]: pick(r) for r in requests},
-                                             out / "eval" / folder, s)], "video")
-              for name, folder, pick in (("the request itself as the prompt", "request-as-prompt",
-                                          lambda r: r["instruction"]),
-                                         ("the gold caption as the prompt", "gold-as-prompt",
-                                          lambda r: r["gold"]["dense"]))}
+    prompts = (("the request itself as the prompt", "request-as-prompt", lambda r: r["instruction"]),
+               ("the gold caption as the prompt", "gold-as-prompt", lambda r: r["gold"]["dense"]))
+    def rendered(folder: str, pick: Callable[[dict], str]) -> Callable[[], dict]:
+        return lambda: rendered_scores(ctx, requests, {r["id"]: pick(r) for r in requests}, out / "eval" / folder, s)
+
+    found = at_once([rendered(folder, pick) for _, folder, pick in prompts], workers)
+    bounds = {name: mean_of([scores], "video") for (name, _, _), scores in zip(prompts, found)}
     return {"settings": asdict(s), "heldout": len(base), "table": table, "gain": gains, "video_bounds": bounds,
             "per_seed_reward": [mean_of([run], "reward") for run in tuned],
             "per_seed_video": [mean_of([run], "video") for run in tuned], "curves": curves,
@@ -389,6 +401,40 @@ def _generate(ctx: Context, model: Path, prompts: Path, generated: Path, steps: 
     return [(record, load_video(generated.parent / record["output"]["video"]).frames) for record in _rows(generated)]
 
 
+def at_once(jobs: list[Callable[[], T]], workers: int) -> list[T]:
+    """Run independent ``jobs`` (each a chain of vidcli commands, one thread each, and oracle readings),
+    ``workers`` at a time; their results in the order given. When one fails, no further job starts,
+    those running finish (their folders stay claimed, so the same report resumes them), and the first
+    failure in the jobs' order is raised. On Ctrl-C the running commands get the signal too."""
+    if workers <= 1 or len(jobs) <= 1:
+        return [job() for job in jobs]
+    import threading
+    from concurrent.futures import ThreadPoolExecutor, wait
+
+    stop = threading.Event()
+
+    def guarded(job: Callable[[], T]) -> T | None:
+        if stop.is_set():
+            return None
+        try:
+            return job()
+        except BaseException:
+            stop.set()
+            raise
+
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = [pool.submit(guarded, job) for job in jobs]
+        try:
+            wait(futures)
+        except BaseException:
+            stop.set()
+            raise
+    for future in futures:
+        if future.exception() is not None:
+            raise future.exception()
+    return [future.result() for future in futures]
+
+
 def _write_rows(path: Path, rows: list[dict]) -> None:
     """``rows`` as JSONL under ``path``, written beside it first so that a stop leaves no half file."""
     tmp = path.with_name(path.name + ".partial")
@@ -404,24 +450,35 @@ def reward_curve(run: Path) -> list[tuple[int, float]]:
     return [(row["step"], -row["loss"] / max(1, len(row["queries"]))) for row in _rows(run / "rewards.jsonl")]
 
 
-def drf_section(ctx: Context, out: Path, s: DrfSettings) -> dict:
-    """The DRF runs and the oracle's reading of their held-out videos; the report's DRF table as a dict."""
+def drf_section(ctx: Context, out: Path, s: DrfSettings, *, workers: int = 1) -> dict:
+    """The DRF runs and the oracle's reading of their held-out videos; the report's DRF table as a dict.
+    After the base generator's scores, the runs (each with its evaluations) go ``workers`` at a time."""
     records = drf_records(ctx, out)
     base = oracle_scores(ctx, ctx.root / "generator", out / "eval" / "base", s)
-    tuned, rewards, oracle = [], {}, {}
-    for seed in s.seeds:
-        name = f"{s.reward}, seed {seed}"
-        run = drf_tune(ctx, records, out / f"drf-{s.reward}-seed{seed}", s, seed, s.reward)
-        tuned.append(oracle_scores(ctx, run, out / "eval" / run.name, s))
-        rewards[name] = reward_curve(run)
-        oracle[name] = checkpoint_curve(
-            run, s.steps, "score", base, tuned[-1],
-            lambda step, path, run=run: oracle_scores(ctx, path, out / "eval" / run.name / f"step{step}", s))
-    rows = {"base generator": [base], f"drf-tune --reward {s.reward}": tuned}
-    for reward in s.ablation:
-        run = drf_tune(ctx, records, out / f"drf-{reward}-seed{s.seeds[0]}", s, s.seeds[0], reward)
-        rows[f"drf-tune --reward {reward} (seed {s.seeds[0]})"] = [oracle_scores(ctx, run, out / "eval" / run.name, s)]
+
+    def tuned(seed: int, reward: str) -> Callable[[], tuple]:
+        def job() -> tuple:
+            run = drf_tune(ctx, records, out / f"drf-{reward}-seed{seed}", s, seed, reward)
+            scores = oracle_scores(ctx, run, out / "eval" / run.name, s)
+            if reward != s.reward:
+                return run, scores, None
+            curve = checkpoint_curve(
+                run, s.steps, "score", base, scores,
+                lambda step, path: oracle_scores(ctx, path, out / "eval" / run.name / f"step{step}", s))
+            return run, scores, curve
+        return job
+
+    done = at_once([tuned(seed, s.reward) for seed in s.seeds] + [tuned(s.seeds[0], reward) for reward in s.ablation],
+                   workers)
+    rewards, oracle = {}, {}
+    for seed, (run, _, curve) in zip(s.seeds, done):
+        rewards[f"{s.reward}, seed {seed}"] = reward_curve(run)
+        oracle[f"{s.reward}, seed {seed}"] = curve
+    rows = {"base generator": [base], f"drf-tune --reward {s.reward}": [scores for _, scores, _ in done[:len(s.seeds)]]}
+    for reward, (run, scores, _) in zip(s.ablation, done[len(s.seeds):]):
+        rows[f"drf-tune --reward {reward} (seed {s.seeds[0]})"] = [scores]
         rewards[f"{reward}, seed {s.seeds[0]}"] = reward_curve(run)
+    tuned = rows[f"drf-tune --reward {s.reward}"]
     table = {name: {part: mean_of(runs, part) for part in DRF_PARTS} for name, runs in rows.items()}
     gains = {part: paired_gain(base, tuned, part) for part in DRF_PARTS}
     ablation = {name: paired_gain(base, runs, "score") for name, runs in rows.items() if name != "base generator"}
@@ -507,27 +564,36 @@ def edit_scores(ctx: Context, model: Path | None, out: Path, s: ReviseSettings) 
     return {row.pop("id"): row for row in _rows(scored)}
 
 
-def revise_section(ctx: Context, out: Path, s: ReviseSettings) -> dict:
+def revise_section(ctx: Context, out: Path, s: ReviseSettings, *, workers: int = 1) -> dict:
     """The ReViSE runs (one per objective and seed, from the build's editor) and the oracle's reading
-    of their held-out edits; the report's ReViSE table as a dict."""
+    of their held-out edits; the report's ReViSE table as a dict. After the editor's scores, the runs
+    (each with its evaluations) go ``workers`` at a time (:func:`at_once`)."""
     from vidcli.toyworld.learning import margin_curve
 
     base = edit_scores(ctx, ctx.root / "editor", out / "eval" / "editor", s)
     rows = {"source left unedited": [edit_scores(ctx, None, out / "eval" / "unedited", s)],
             "editor (start point)": [base]}
+
+    def tuned(objective: str, seed: int) -> Callable[[], tuple]:
+        def job() -> tuple:
+            run = revise_tune(ctx, out / f"{objective}-seed{seed}", s, seed, objective)
+            scores = edit_scores(ctx, run, out / "eval" / run.name, s)
+            curve = checkpoint_curve(
+                run, s.steps, "score", base, scores,
+                lambda step, path: edit_scores(ctx, path, out / "eval" / run.name / f"step{step}", s))
+            return run, scores, curve
+        return job
+
+    keys = [(objective, seed) for objective in s.objectives for seed in s.seeds]
+    done = dict(zip(keys, at_once([tuned(*key) for key in keys], workers)))
     margins, oracle = {}, {}
     for objective in s.objectives:
-        runs = []
         for seed in s.seeds:
-            run = revise_tune(ctx, out / f"{objective}-seed{seed}", s, seed, objective)
-            runs.append(edit_scores(ctx, run, out / "eval" / run.name, s))
-            name = f"{objective}, seed {seed}"
-            oracle[name] = checkpoint_curve(
-                run, s.steps, "score", base, runs[-1],
-                lambda step, path, run=run: edit_scores(ctx, path, out / "eval" / run.name / f"step{step}", s))
+            run, _, curve = done[objective, seed]
+            oracle[f"{objective}, seed {seed}"] = curve
             if objective == "uso":
-                margins[name] = margin_curve(run)
-        rows[f"revise-tune --objective {objective}"] = runs
+                margins[f"{objective}, seed {seed}"] = margin_curve(run)
+        rows[f"revise-tune --objective {objective}"] = [done[objective, seed][1] for seed in s.seeds]
     table = {name: {part: mean_of(runs, part) for part in REVISE_PARTS} for name, runs in rows.items()}
     gains = {objective: {part: paired_gain(base, rows[f"revise-tune --objective {objective}"], part)
                          for part in REVISE_PARTS} for objective in s.objectives}
@@ -661,8 +727,10 @@ def plot_revise(margins: dict[str, list], oracle: dict[str, list], path: Path) -
     _plot_pair(path, ("critic margin, uso", margins, True), ("oracle edit score, held out", oracle, False))
 
 
-def report(out: Path | str, *, quick: bool = False, seed: int = 0) -> dict:
-    """Build (or reuse) the toy world, run every section, write OUT/report.md, report.json, PNGs."""
+def report(out: Path | str, *, quick: bool = False, seed: int = 0, workers: int = 2) -> dict:
+    """Build (or reuse) the toy world, run every section, write OUT/report.md, report.json, PNGs.
+
+    Each vidcli command runs on one thread; ``workers`` independent runs go at once (one per core)."""
     from vidcli.toyworld.judge import judge_server
 
     out = Path(out)
@@ -671,9 +739,9 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0) -> dict:
     ctx = Context(root, seed, quick, None)  # size is the build's business; the report has its own settings
     with judge_server() as judge:
         ctx.judge_url = judge.base_url
-        drf = drf_section(ctx, out / "drf", DRF_QUICK if quick else DRF_FULL)
-        reade = reade_section(ctx, out / "reade", READE_QUICK if quick else READE_FULL)
-        revise = revise_section(ctx, out / "revise", REVISE_QUICK if quick else REVISE_FULL)
+        drf = drf_section(ctx, out / "drf", DRF_QUICK if quick else DRF_FULL, workers=workers)
+        reade = reade_section(ctx, out / "reade", READE_QUICK if quick else READE_FULL, workers=workers)
+        revise = revise_section(ctx, out / "revise", REVISE_QUICK if quick else REVISE_FULL, workers=workers)
     plot_drf(drf["reward_curves"], drf["oracle_curves"], out / "drf_curves.png")
     plot_curves(reade["heldout_curves"], reade["curves"], out / "reade_curves.png")
     plot_revise(revise["margin_curves"], revise["oracle_curves"], out / "revise_curves.png")
