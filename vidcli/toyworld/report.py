@@ -277,7 +277,7 @@ def reade_section(ctx: Context, out: Path, s: ReadeSettings, *, workers: int = 1
     base = heldout_scores(ctx, start, out / "eval" / "sft", s)
     base = with_video(base, rendered_heldout(ctx, out / "eval" / "sft", s))
 
-    def tuned_from(model: Path, name: str, seed: int) -> Callable[[], tuple]:
+    def run_and_score(model: Path, name: str, seed: int) -> Callable[[], tuple]:
         def job() -> tuple:
             run = grpo(ctx, model, out / name, s, seed)
             scores = heldout_scores(ctx, run, out / "eval" / name, s)
@@ -285,9 +285,9 @@ def reade_section(ctx: Context, out: Path, s: ReadeSettings, *, workers: int = 1
             return run, scores, heldout_curve(ctx, run, out / "eval" / name, s, base, scores)
         return job
 
-    jobs = [tuned_from(start, f"grpo-seed{seed}", seed) for seed in s.seeds]
+    jobs = [run_and_score(start, f"grpo-seed{seed}", seed) for seed in s.seeds]
     if s.ablation:
-        jobs.append(tuned_from(ctx.interpreter / "base", "grpo-only", s.seeds[0]))
+        jobs.append(run_and_score(ctx.interpreter / "base", "grpo-only", s.seeds[0]))
     done = at_once(jobs, workers)
     tuned, curves, heldout = [], {}, {}
     for seed, (run, scores, curve) in zip(s.seeds, done):
@@ -304,6 +304,7 @@ def reade_section(ctx: Context, out: Path, s: ReadeSettings, *, workers: int = 1
     requests = _rows(out / "eval" / "sft" / "heldout.jsonl")
     prompts = (("the request itself as the prompt", "request-as-prompt", lambda r: r["instruction"]),
                ("the gold caption as the prompt", "gold-as-prompt", lambda r: r["gold"]["dense"]))
+
     def rendered(folder: str, pick: Callable[[dict], str]) -> Callable[[], dict]:
         return lambda: rendered_scores(ctx, requests, {r["id"]: pick(r) for r in requests}, out / "eval" / folder, s)
 
@@ -456,7 +457,7 @@ def drf_section(ctx: Context, out: Path, s: DrfSettings, *, workers: int = 1) ->
     records = drf_records(ctx, out)
     base = oracle_scores(ctx, ctx.root / "generator", out / "eval" / "base", s)
 
-    def tuned(seed: int, reward: str) -> Callable[[], tuple]:
+    def run_and_score(seed: int, reward: str) -> Callable[[], tuple]:
         def job() -> tuple:
             run = drf_tune(ctx, records, out / f"drf-{reward}-seed{seed}", s, seed, reward)
             scores = oracle_scores(ctx, run, out / "eval" / run.name, s)
@@ -468,8 +469,8 @@ def drf_section(ctx: Context, out: Path, s: DrfSettings, *, workers: int = 1) ->
             return run, scores, curve
         return job
 
-    done = at_once([tuned(seed, s.reward) for seed in s.seeds] + [tuned(s.seeds[0], reward) for reward in s.ablation],
-                   workers)
+    done = at_once([run_and_score(seed, s.reward) for seed in s.seeds]
+                   + [run_and_score(s.seeds[0], reward) for reward in s.ablation], workers)
     rewards, oracle = {}, {}
     for seed, (run, _, curve) in zip(s.seeds, done):
         rewards[f"{s.reward}, seed {seed}"] = reward_curve(run)
@@ -574,7 +575,7 @@ def revise_section(ctx: Context, out: Path, s: ReviseSettings, *, workers: int =
     rows = {"source left unedited": [edit_scores(ctx, None, out / "eval" / "unedited", s)],
             "editor (start point)": [base]}
 
-    def tuned(objective: str, seed: int) -> Callable[[], tuple]:
+    def run_and_score(objective: str, seed: int) -> Callable[[], tuple]:
         def job() -> tuple:
             run = revise_tune(ctx, out / f"{objective}-seed{seed}", s, seed, objective)
             scores = edit_scores(ctx, run, out / "eval" / run.name, s)
@@ -585,7 +586,7 @@ def revise_section(ctx: Context, out: Path, s: ReviseSettings, *, workers: int =
         return job
 
     keys = [(objective, seed) for objective in s.objectives for seed in s.seeds]
-    done = dict(zip(keys, at_once([tuned(*key) for key in keys], workers)))
+    done = dict(zip(keys, at_once([run_and_score(*key) for key in keys], workers)))
     margins, oracle = {}, {}
     for objective in s.objectives:
         for seed in s.seeds:
