@@ -392,7 +392,7 @@ def test_revise_section_runs_the_real_commands_on_the_quick_build(toy_build, tmp
     ctx = Context(root, 0, True, None)
     settings = report.ReviseSettings(steps=2, seeds=(0,), heldout=2, grad_accum=1, objectives=("sft", "uso"),
                                      sampling_steps=2)
-    section = report.revise_section(ctx, tmp_path, settings)
+    section = report.revise_section(ctx, tmp_path, settings, workers=2)  # the two runs at once
     # The curves: the editor at step 0, the checkpoint saved half way (edited and read too), the final model.
     for name in ("sft, seed 0", "uso, seed 0"):
         assert [step for step, _ in section["oracle_curves"][name]] == [0, 1, 2]
