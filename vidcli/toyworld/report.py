@@ -705,7 +705,8 @@ def _plot_pair(path: Path, left: tuple[str, dict[str, list], bool], right: tuple
             else:
                 ax.plot(steps, [p[1] for p in points], marker="o", label=name)
         ax.set(title=f"{title}, {window}-step mean" if smoothed else title, xlabel="step")
-    axes[0].legend(fontsize=6)
+        if curves:
+            ax.legend(fontsize=6)
     fig.tight_layout()
     fig.savefig(path)
 
