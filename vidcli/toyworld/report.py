@@ -51,7 +51,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("vidcli.toyworld")
 T = TypeVar("T")
 
-READE_PARTS = ("reward", "format", "user", "supp", "contra", "video")
+READE_PARTS = ("reward", "format", "user", "detail", "supp", "contra", "video")  # detail: only requests with conditions
 
 
 @dataclass(frozen=True)
@@ -634,7 +634,8 @@ def reade_markdown(section: dict) -> list[str]:
              f"{s['guidance']:g}, seed 0) read by the pixel oracle against what the user asked for: the share of the "
              "request's U and S facts that hold, times the share of the objects seen that the request asks for "
              "or implies (clutter counts against); no prompt, no video: 0.", ""]
-    lines += _table(section["table"], READE_PARTS, ("reward", "format", "R_user", "R_supp", "contradiction", "video"))
+    lines += _table(section["table"], READE_PARTS,
+                    ("reward", "format", "R_user", "R_detail", "R_supp", "contradiction", "video"))
     lines += ["", "Gain of SFT then GRPO over the start point (paired per request, mean over seeds; 95% t interval):",
               ""]
     lines += [f"- {part}: {_interval(section['gain'][part])}" for part in READE_PARTS]
