@@ -463,3 +463,29 @@ def test_at_once_stops_starting_jobs_after_a_failure_and_raises_it():
     with pytest.raises(CommandFailed, match="vidcli b failed"):
         at_once([job("a", 0.4), job("b", 0.05, fail=True), job("c", 0.0), job("d", 0.0)], 2)
     assert started == ["a", "b"]  # a ran to its end; c and d never started
+
+
+def test_at_once_on_ctrl_c_starts_nothing_more_and_lets_the_running_jobs_end():
+    import signal
+    import threading
+    import time
+
+    from vidcli.toyworld.report import at_once
+
+    started, ended = [], []
+    main = threading.main_thread().ident
+
+    def job(name: str, seconds: float, interrupt: bool = False):
+        def run():
+            started.append(name)
+            if interrupt:  # Ctrl-C reaches the main thread while it waits for the jobs
+                time.sleep(0.1)
+                signal.pthread_kill(main, signal.SIGINT)
+            time.sleep(seconds)
+            ended.append(name)
+            return name
+        return run
+
+    with pytest.raises(KeyboardInterrupt):
+        at_once([job("a", 0.2, interrupt=True), job("b", 0.4), job("c", 0.0), job("d", 0.0)], 2)
+    assert started == ["a", "b"] and sorted(ended) == ["a", "b"]

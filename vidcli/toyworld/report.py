@@ -424,10 +424,10 @@ def at_once(jobs: list[Callable[[], T]], workers: int) -> list[T]:
             raise
 
     with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = [pool.submit(guarded, job) for job in jobs]
         try:
+            futures = [pool.submit(guarded, job) for job in jobs]
             wait(futures)
-        except BaseException:
+        except BaseException:  # Ctrl-C: start nothing more; leaving the block waits for the running
             stop.set()
             raise
     for future in futures:
