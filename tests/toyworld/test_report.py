@@ -489,3 +489,14 @@ def test_at_once_on_ctrl_c_starts_nothing_more_and_lets_the_running_jobs_end():
     with pytest.raises(KeyboardInterrupt):
         at_once([job("a", 0.2, interrupt=True), job("b", 0.4), job("c", 0.0), job("d", 0.0)], 2)
     assert started == ["a", "b"] and sorted(ended) == ["a", "b"]
+
+
+@pytest.mark.parametrize("jobs", ["0", "-1", "two"])
+def test_report_refuses_a_jobs_count_below_one_in_one_line(tmp_path, capsys, jobs):
+    from vidcli.toyworld import __main__ as cli
+
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["report", str(tmp_path / "out"), "--jobs", jobs])
+    assert stopped.value.code == 2 and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err
+    assert f"--jobs: must be a whole number of at least 1, got {jobs!r}" in err and "Traceback" not in err

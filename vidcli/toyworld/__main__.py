@@ -45,6 +45,16 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _at_least_one(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidcli.toyworld", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("out", type=Path)
     rep.add_argument("--quick", action="store_true", help="the quick build and shorter runs, for CI")
     rep.add_argument("--seed", type=int, default=0, help="the build's seed (the runs' seeds are in the report)")
-    rep.add_argument("--jobs", type=int, default=min(2, os.cpu_count() or 1), metavar="N",
+    rep.add_argument("--jobs", type=_at_least_one, default=min(2, os.cpu_count() or 1), metavar="N",
                      help="independent runs at once, one thread each (default: 2, or 1 on a one-core machine)")
     rep.set_defaults(run=_report)
     args = parser.parse_args(argv)
