@@ -312,16 +312,27 @@ def test_drf_section_runs_the_real_commands_on_the_quick_build(toy_build, toy_ju
 
     root = toy_build[0]
     ctx = Context(root, 0, True, None, judge_url=toy_judge)
-    settings = report.DrfSettings(steps=2, seeds=(0,), heldout=3, lr=1e-4, sampling_steps=4, checkpoints=1)
-    section = report.drf_section(ctx, tmp_path, settings)
+    settings = report.DrfSettings(steps=2, seeds=(0,), heldout=3, lr=1e-4, sampling_steps=4, checkpoints=1,
+                                  dims_ablation=("TA,Phy,VQ",))
+    section = report.drf_section(ctx, tmp_path, settings, workers=2)  # the two runs at once
     run = tmp_path / "drf-rich-seed0"
     info = json.loads((run / "vidcli.json").read_text())
     assert info["command"] == "drf-tune" and Path(info["arguments"]["vlm"]) == root / "critic"
     decomposed = [json.loads(line) for line in (tmp_path / "records" / "drf.train.jsonl").open()]
     assert decomposed and all(q["dim"] == "TA" for r in decomposed for q in r["questions"] if q["reference"])
+    # The dims ablation trains on records whose Phy and VQ questions have the toy judge's reference
+    # answers on the world's renders ("no error", "no defect"), and asks all three kinds.
+    referenced = [json.loads(line) for line in (tmp_path / "records-phy-vq" / "drf.train.jsonl").open()]
+    answers = {(q["dim"], q["reference"]["answer"]) for r in referenced for q in r["questions"]}
+    assert answers == {("TA", "Yes"), ("Phy", "No"), ("VQ", "No")}
+    dims_run = tmp_path / "drf-rich-TA-Phy-VQ-seed0"
+    assert json.loads((dims_run / "vidcli.json").read_text())["arguments"]["dims"] == ["TA", "Phy", "VQ"]
+    asked = {q["dim"] for row in report._rows(dims_run / "rewards.jsonl") for q in row["queries"]}
+    assert asked == {"TA", "Phy", "VQ"}
     assert [step for step, _ in section["reward_curves"]["rich, seed 0"]] == [1, 2]
     assert [step for step, _ in section["oracle_curves"]["rich, seed 0"]] == [0, 1, 2]
-    assert section["gain"]["score"]["n"] == 3 and set(section["table"]) == {"base generator", "drf-tune --reward rich"}
+    assert section["gain"]["score"]["n"] == 3 and set(section["table"]) == {
+        "base generator", "drf-tune --reward rich", "drf-tune --reward rich --dims TA,Phy,VQ (seed 0)"}
     base = section["table"]["base generator"]["score"]
     assert section["oracle_curves"]["rich, seed 0"][0][1] == base and 0.0 <= base <= 1.0
     scored = tmp_path / "eval" / "drf-rich-seed0" / "oracle.jsonl"

@@ -326,44 +326,57 @@ class DrfSettings:
     heldout: int  # held-out captions generated and read by the oracle (the world's test split, in order)
     lr: float
     reward: str = "rich"
-    dims: str = "TA"  # the toy world has no real videos to compare Phy and VQ answers against
+    dims: str = "TA"  # the main runs; Phy and VQ questions need reference answers (see drf_records)
     k_grad: int = 4
     sampling_steps: int = 20  # denoising steps of drf-tune's rollouts and of the held-out videos
     guidance: float = 5.0
     checkpoints: int = 2  # a checkpoint is saved and evaluated every steps // (checkpoints + 1) steps
     ablation: tuple[str, ...] = ()  # other --reward values, run on the first seed
+    dims_ablation: tuple[str, ...] = ()  # other --dims values (with `reward`), run on the first seed
 
 
-DRF_FULL = DrfSettings(steps=200, seeds=(0, 1), heldout=64, lr=1e-4, ablation=("binary", "vanilla"))
+DRF_FULL = DrfSettings(steps=200, seeds=(0, 1), heldout=64, lr=1e-4, ablation=("binary", "vanilla"),
+                       dims_ablation=("TA,Phy,VQ",))
 DRF_QUICK = DrfSettings(steps=20, seeds=(0, 1), heldout=16, lr=1e-4)
 DRF_PARTS = ("score", "object", "colour", "motion", "relation", "background", "camera")
 
 
-def drf_records(ctx: Context, out: Path) -> Path:
-    """The world's training captions decomposed by ``vidcli decompose --schema drf`` with the toy LLM."""
-    out = out / "records"
-    claim(out, {"world": str(ctx.world), "schema": "drf"}, derived=True)
+def drf_records(ctx: Context, out: Path, *, references: bool = False) -> Path:
+    """The world's training captions decomposed by ``vidcli decompose --schema drf`` with the toy LLM.
+
+    ``references``: also ``--vlm openai:toy``, which answers each record's Phy and VQ questions
+    on its real video (the world's render of the caption) to give their reference answers: a
+    render has no physical error and no visual defect, and the toy judge says so. Without it
+    those questions have no reference and only ``--dims TA`` can train on the records."""
+    out = out / ("records-phy-vq" if references else "records")
+    claim(out, {"world": str(ctx.world), "schema": "drf", **({"vlm": "openai:toy"} if references else {})},
+          derived=True)
     decomposed = out / "drf.train.jsonl"
     if not decomposed.exists():
         bare = out / "captions.train.jsonl"
         rows = [{"id": r["id"], "caption": r["caption"], "video": str(ctx.world / r["video"])}
                 for r in _rows(ctx.world / "drf.train.jsonl")]
         bare.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-        _vidcli(ctx, "decompose", "-q", "--schema", "drf", "--llm", "openai:toy", str(bare),
+        vlm = ("--vlm", "openai:toy") if references else ()
+        _vidcli(ctx, "decompose", "-q", "--schema", "drf", "--llm", "openai:toy", *vlm, str(bare),
                 "-o", str(decomposed))
     return decomposed
 
 
-def drf_tune(ctx: Context, records: Path, out: Path, s: DrfSettings, seed: int, reward: str) -> Path:
-    """One ``vidcli drf-tune`` run of the toy generator against the toy critic; returns OUT."""
-    training = {k: v for k, v in asdict(s).items() if k not in ("seeds", "heldout", "ablation", "checkpoints")}
-    claim(out, {"command": "drf-tune", "world": str(ctx.world), "seed": seed, **training, "reward": reward},
-          derived=False)
+def drf_tune(ctx: Context, records: Path, out: Path, s: DrfSettings, seed: int, reward: str,
+             dims: str | None = None) -> Path:
+    """One ``vidcli drf-tune`` run of the toy generator against the toy critic (``--dims`` ``dims``, by
+    default the settings'); returns OUT."""
+    dims = dims or s.dims
+    training = {k: v for k, v in asdict(s).items()
+                if k not in ("seeds", "heldout", "ablation", "dims_ablation", "checkpoints")}
+    claim(out, {"command": "drf-tune", "world": str(ctx.world), "seed": seed, **training, "reward": reward,
+                "dims": dims}, derived=False)
     if (out / "vidcli.json").exists():
         return out
     resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
     _vidcli(ctx, "drf-tune", "-q", "--model", str(ctx.root / "generator"), "--vlm", str(ctx.root / "critic"),
-            str(records), "-o", str(out), "--reward", reward, "--dims", s.dims, "--height", "32", "--width", "32",
+            str(records), "-o", str(out), "--reward", reward, "--dims", dims, "--height", "32", "--width", "32",
             "--frames", "9", "--frames-vlm", "9", "--steps", str(s.sampling_steps), "--k-grad", str(s.k_grad),
             "--guidance", str(s.guidance), "--max-steps", str(s.steps), "--epochs", "100", "--seed", str(seed),
             "--lr", str(s.lr), "--save-every", str(max(1, s.steps // (s.checkpoints + 1))), *resume)
@@ -457,11 +470,15 @@ def drf_section(ctx: Context, out: Path, s: DrfSettings, *, workers: int = 1) ->
     records = drf_records(ctx, out)
     base = oracle_scores(ctx, ctx.root / "generator", out / "eval" / "base", s)
 
-    def run_and_score(seed: int, reward: str) -> Callable[[], tuple]:
+    def run_and_score(seed: int, reward: str, dims: str | None = None) -> Callable[[], tuple]:
         def job() -> tuple:
-            run = drf_tune(ctx, records, out / f"drf-{reward}-seed{seed}", s, seed, reward)
+            if dims is None:
+                run = drf_tune(ctx, records, out / f"drf-{reward}-seed{seed}", s, seed, reward)
+            else:
+                name = f"drf-{reward}-{dims.replace(',', '-')}-seed{seed}"
+                run = drf_tune(ctx, drf_records(ctx, out, references=True), out / name, s, seed, reward, dims)
             scores = oracle_scores(ctx, run, out / "eval" / run.name, s)
-            if reward != s.reward:
+            if reward != s.reward or dims is not None:
                 return run, scores, None
             curve = checkpoint_curve(
                 run, s.steps, "score", base, scores,
@@ -470,7 +487,8 @@ def drf_section(ctx: Context, out: Path, s: DrfSettings, *, workers: int = 1) ->
         return job
 
     done = at_once([run_and_score(seed, s.reward) for seed in s.seeds]
-                   + [run_and_score(s.seeds[0], reward) for reward in s.ablation], workers)
+                   + [run_and_score(s.seeds[0], reward) for reward in s.ablation]
+                   + [run_and_score(s.seeds[0], s.reward, dims) for dims in s.dims_ablation], workers)
     rewards, oracle = {}, {}
     for seed, (run, _, curve) in zip(s.seeds, done):
         rewards[f"{s.reward}, seed {seed}"] = reward_curve(run)
@@ -479,6 +497,9 @@ def drf_section(ctx: Context, out: Path, s: DrfSettings, *, workers: int = 1) ->
     for reward, (run, scores, _) in zip(s.ablation, done[len(s.seeds):]):
         rows[f"drf-tune --reward {reward} (seed {s.seeds[0]})"] = [scores]
         rewards[f"{reward}, seed {s.seeds[0]}"] = reward_curve(run)
+    for dims, (run, scores, _) in zip(s.dims_ablation, done[len(s.seeds) + len(s.ablation):]):
+        rows[f"drf-tune --reward {s.reward} --dims {dims} (seed {s.seeds[0]})"] = [scores]
+        rewards[f"{s.reward} {dims}, seed {s.seeds[0]}"] = reward_curve(run)
     tuned = rows[f"drf-tune --reward {s.reward}"]
     table = {name: {part: mean_of(runs, part) for part in DRF_PARTS} for name, runs in rows.items()}
     gains = {part: paired_gain(base, tuned, part) for part in DRF_PARTS}
@@ -652,7 +673,9 @@ def drf_markdown(section: dict) -> list[str]:
              f"`vidcli drf-tune` of the toy generator with the toy critic as `--vlm`, `--reward {s['reward']}`, "
              f"`--dims {s['dims']}`, {s['steps']} steps, lr {s['lr']:g}, K {s['k_grad']}, seeds "
              f"{', '.join(map(str, s['seeds']))}, on the world's training captions decomposed by `vidcli decompose "
-             f"--schema drf` (toy LLM); held-out captions: {section['heldout']}, `vidcli generate` "
+             f"--schema drf` (toy LLM; for `--dims` with Phy and VQ also `--vlm`, the toy judge, whose reference "
+             "answers on the world's renders are 'no error', 'no defect'); held-out captions: "
+             f"{section['heldout']}, `vidcli generate` "
              f"({s['sampling_steps']} steps, guidance {s['guidance']:g}, seed 0), read by the pixel oracle "
              "(fraction of each caption's facts the video shows).", ""]
     lines += _table(section["table"], DRF_PARTS, DRF_PARTS)
@@ -660,7 +683,7 @@ def drf_markdown(section: dict) -> list[str]:
               "95% t interval):", ""]
     lines += [f"- {part}: {_interval(section['gain'][part])}" for part in DRF_PARTS]
     if len(section["ablation"]) > 1:
-        lines += ["", "Each reward's oracle gain over the base (paired per caption):", ""]
+        lines += ["", "Each run's oracle gain over the base (paired per caption):", ""]
         lines += [f"- {name}: {_interval(stats)}" for name, stats in section["ablation"].items()]
     return lines
 
