@@ -295,3 +295,41 @@ def test_command_line_serves_until_sigterm(tmp_path):
     assert stdout.strip() == url and BANNER in stderr
     assert not url_file.exists()  # a stale URL must not outlive the server
     assert not any(p.name.startswith("teacher.url.tmp") for p in tmp_path.iterdir())
+
+
+def test_serving_until_signalled_gives_the_callers_signal_handlers_back():
+    import threading
+
+    from vidcli.testing.server import ScriptedServer, serve_until_signalled
+
+    def mine(*_):
+        pass
+
+    listening = threading.Event()
+
+    class Announcing(ScriptedServer):
+        def start(self):
+            started = super().start()
+            listening.set()
+            return started
+
+    def stop_when_listening():
+        listening.wait(30)
+        signal.pthread_kill(threading.main_thread().ident, signal.SIGTERM)
+
+    before = {signum: signal.signal(signum, mine) for signum in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        # Served until SIGTERM (sent once the server listens), then the handlers are the caller's again.
+        threading.Thread(target=stop_when_listening, daemon=True).start()
+        assert serve_until_signalled(lambda host, port: Announcing(default="ok", host=host, port=port),
+                                     "127.0.0.1", 0, None, "test server") == 0
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+
+        def taken(host, port):
+            raise OSError(98, "Address already in use")
+
+        assert serve_until_signalled(taken, "127.0.0.1", 1, None, "test server") == 1
+        assert signal.getsignal(signal.SIGINT) is mine and signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        for signum, handler in before.items():
+            signal.signal(signum, handler)

@@ -294,8 +294,16 @@ def serve_until_signalled(make_server: Callable[[str, int], "ScriptedServer"], h
     listening), serve until SIGTERM or SIGINT, then stop and remove ``url_file``. Exit status 1
     with one line when the address cannot be taken."""
     stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    before = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        return _serve(make_server, host, port, url_file, name, stop)
+    finally:  # the caller's handlers again (a program, or a test session, that goes on after serving)
+        for signum, handler in before.items():
+            signal.signal(signum, handler)
+
+
+def _serve(make_server: Callable[[str, int], "ScriptedServer"], host: str, port: int, url_file: str | None,
+           name: str, stop: threading.Event) -> int:
     try:
         server = make_server(host, port).start()
     except OSError as exc:
