@@ -735,10 +735,16 @@ def _plot_pair(path: Path, left: tuple[str, dict[str, list], bool], right: tuple
     fig.savefig(path)
 
 
-def plot_drf(rewards: dict[str, list], oracle: dict[str, list], path: Path) -> None:
-    """The critic's reward of each rollout (trailing mean) and the oracle's held-out adherence, against steps:
-    a reward that rises while the oracle does not is a hacked reward."""
-    _plot_pair(path, ("critic reward per question", rewards, True), ("oracle adherence, held out", oracle, False))
+def plot_drf(rewards: dict[str, list], oracle: dict[str, list], path: Path, window: int = 10) -> None:
+    """The critic's reward of each rollout (trailing mean, as the change from the run's first ``window`` steps:
+    rewards of different kinds sit tens of nats apart) and the oracle's held-out adherence, against steps: a
+    reward that rises while the oracle does not is a hacked reward."""
+    change = {}
+    for name, points in rewards.items():
+        start = sum(value for _, value in points[:window]) / max(1, len(points[:window]))
+        change[name] = [(step, value - start) for step, value in points]
+    _plot_pair(path, ("critic reward per question, change", change, True),
+               ("oracle adherence, held out", oracle, False), window)
 
 
 def plot_curves(heldout: dict[str, list], rollouts: dict[str, list], path: Path) -> None:
