@@ -743,7 +743,7 @@ def plot_drf(rewards: dict[str, list], oracle: dict[str, list], path: Path, wind
     for name, points in rewards.items():
         start = sum(value for _, value in points[:window]) / max(1, len(points[:window]))
         change[name] = [(step, value - start) for step, value in points]
-    _plot_pair(path, ("critic reward per question, change", change, True),
+    _plot_pair(path, ("critic reward per question, Δ", change, True),
                ("oracle adherence, held out", oracle, False), window)
 
 
