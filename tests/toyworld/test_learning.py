@@ -20,6 +20,16 @@ from vidcli.toyworld.learning import (
 )
 
 
+def assert_rises(result: dict, steps: int) -> None:
+    """A learning check's verdict: a point per step for each seed, the pooled slope's 95% interval above 0,
+    each seed's slope positive and each seed's last quarter above its first."""
+    summary = {"pooled": result["pooled"], "seeds": result["seeds"], "first": result["first"], "last": result["last"]}
+    assert all(len(curve) == steps for curve in result["curves"].values()), summary
+    assert result["pooled"]["ci95"][0] > 0, summary
+    assert all(seed["slope"] > 0 for seed in result["seeds"].values()), summary
+    assert all(last > first for first, last in zip(result["first"], result["last"])), summary
+
+
 def test_trend_of_one_series_is_scipys_linear_regression():
     from scipy.stats import linregress
     from scipy.stats import t as student
@@ -72,11 +82,7 @@ def test_grpo_raises_its_own_reward_beyond_its_noise(toy_build, toy_judge, tmp_p
     detached (docs/toyworld.md, "Learning in the test suite")."""
     root = toy_build[0]
     result = grpo_check(root / "interpreter" / "sft", root / "world", toy_judge, tmp_path)
-    summary = {"pooled": result["pooled"], "seeds": result["seeds"], "first": result["first"], "last": result["last"]}
-    assert all(len(curve) == GRPO_CHECK.steps for curve in result["curves"].values()), summary
-    assert result["pooled"]["ci95"][0] > 0, summary
-    assert all(seed["slope"] > 0 for seed in result["seeds"].values()), summary
-    assert all(last > first for first, last in zip(result["first"], result["last"])), summary
+    assert_rises(result, GRPO_CHECK.steps)
 
 
 @pytest.mark.slow
@@ -87,11 +93,7 @@ def test_drf_raises_its_own_reward_beyond_its_noise(toy_build, tmp_path):
     (docs/toyworld.md, "Learning in the test suite")."""
     root = toy_build[0]
     result = drf_check(root / "generator", root / "critic", root / "world", tmp_path)
-    summary = {"pooled": result["pooled"], "seeds": result["seeds"], "first": result["first"], "last": result["last"]}
-    assert all(len(curve) == DRF_CHECK.steps for curve in result["curves"].values()), summary
-    assert result["pooled"]["ci95"][0] > 0, summary
-    assert all(seed["slope"] > 0 for seed in result["seeds"].values()), summary
-    assert all(last > first for first, last in zip(result["first"], result["last"])), summary
+    assert_rises(result, DRF_CHECK.steps)
 
 
 def test_margin_curve_averages_the_judged_triplets_of_each_step(tmp_path):
@@ -112,8 +114,4 @@ def test_revise_uso_raises_its_critic_margin_beyond_flow_matching_alone(toy_buil
     suite")."""
     root = toy_build[0]
     result = revise_check(root / "editor", root / "critic", root / "world", tmp_path)
-    summary = {"pooled": result["pooled"], "seeds": result["seeds"], "first": result["first"], "last": result["last"]}
-    assert all(len(curve) == REVISE_CHECK.steps for curve in result["curves"].values()), summary
-    assert result["pooled"]["ci95"][0] > 0, summary
-    assert all(seed["slope"] > 0 for seed in result["seeds"].values()), summary
-    assert all(last > first for first, last in zip(result["first"], result["last"])), summary
+    assert_rises(result, REVISE_CHECK.steps)
