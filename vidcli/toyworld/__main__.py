@@ -1,6 +1,7 @@
 """``python -m vidcli.toyworld``: build the toy world, serve its exact judge, measure its oracle.
 
     python -m vidcli.toyworld build DIR [--quick] [--seed N]
+    python -m vidcli.toyworld critic DIR [--quick] [--seed N]
     python -m vidcli.toyworld judge [--host 127.0.0.1] [--port 0] [--url-file FILE]
     python -m vidcli.toyworld oracle-accuracy [--count N] [--seed N]
     python -m vidcli.toyworld report OUT [--quick] [--seed N]
@@ -26,6 +27,15 @@ def _build(args: argparse.Namespace) -> int:
 
     report = build(args.dir, seed=args.seed, quick=args.quick, force=args.force)
     print(json.dumps(report, indent=1))
+    return 0
+
+
+def _critic(args: argparse.Namespace) -> int:
+    from vidcli.toyworld.curriculum.critic import train_curriculum
+
+    state = train_curriculum(args.dir, seed=args.seed, quick=args.quick)
+    print(json.dumps(state, indent=1))
+    print(f"critic: {args.dir / 'critic'}")
     return 0
 
 
@@ -64,6 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--seed", type=int, default=0)
     build.add_argument("--force", action="store_true", help="rebuild even when DIR holds a build of the same key")
     build.set_defaults(run=_build)
+    critic = sub.add_parser("critic", help="train the toy critic by its curriculum into DIR/critic (cached; "
+                            "about an hour on 2 cores, see docs/toyworld.md)")
+    critic.add_argument("dir", type=Path)
+    critic.add_argument("--quick", action="store_true", help="a few steps of each stage, for tests")
+    critic.add_argument("--seed", type=int, default=0)
+    critic.set_defaults(run=_critic)
     judge = sub.add_parser("judge", help="serve the exact toy judge/teacher (OpenAI-compatible) until SIGTERM")
     judge.add_argument("--host", default="127.0.0.1")
     judge.add_argument("--port", type=int, default=0, help="0 lets the kernel pick a free one")
