@@ -53,7 +53,7 @@ def test_text_items_state_what_the_captions_say():
     assert short and 0.25 < np.mean([item.label for item, _ in short]) < 0.75
     for item, (scene,) in short:
         condition = item.question[len(SHORT_QUESTION.split("{")[0]):-1]
-        assert item.label == read_facts(condition) <= set(scene_facts(scene))
+        assert item.label == (read_facts(condition) <= set(scene_facts(scene)))
     for item, scenes in pairs:
         text = context_text(scenes)
         assert all(caption(s) in text for s in scenes)

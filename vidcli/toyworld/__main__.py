@@ -31,8 +31,12 @@ def _build(args: argparse.Namespace) -> int:
 
 
 def _critic(args: argparse.Namespace) -> int:
+    import logging
+
     from vidcli.toyworld.curriculum.critic import train_curriculum
 
+    # An hour and more: each stage's progress on stderr (the eyes stage's process logs nothing).
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     state = train_curriculum(args.dir, seed=args.seed, quick=args.quick)
     print(json.dumps(state, indent=1))
     print(f"critic: {args.dir / 'critic'}")
