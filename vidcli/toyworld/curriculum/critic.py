@@ -75,9 +75,9 @@ class Sizes:
     calib: int  # held-out scenes of the calibration check
 
 
-# Sized for about 100 minutes on two idle cores: the text stage (~0.8 s a short-form step of 64, ~1.5 s a
-# mixed step of 32, one core) beside the eyes stage (other core), then the joint stage.
-FULL = Sizes(text_short=600, text_mix=1800, text_items=12000, eyes=2500, joint=1200, joint_items=9000,
+# Sized for about 95 minutes on two cores: the text stage (~1.4 s a short-form step of 64, ~1.6 s a mixed
+# step of 32, one core) beside the eyes stage (the other core), then the joint stage (~2.2 s a step).
+FULL = Sizes(text_short=600, text_mix=1500, text_items=12000, eyes=2500, joint=900, joint_items=6000,
              test=400, calib=32)
 QUICK = Sizes(text_short=60, text_mix=80, text_items=600, eyes=60, joint=40, joint_items=300, test=80, calib=6)
 
