@@ -17,7 +17,8 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 # What makes a test slow: it builds or loads models (the tiny-model kit and everything made
 # from it), or it starts a process or a server — in its own body or in a fixture it uses.
 _SLOW_CALLS = ("ensure_tiny_models(", "tiny_models[", "run_cli(", "subprocess.", "Popen(", "ScriptedServer(",
-               "start_teacher(", "kill_when(", "ensure_world(", "judge_server(")
+               "start_teacher(", "kill_when(", "ensure_world(", "judge_server(",
+               "train_curriculum(")
 
 
 def _sources(item) -> str:

@@ -71,7 +71,7 @@ def test_the_curriculum_runs_its_stages_once_and_saves_a_loadable_critic(tmp_pat
 
     sizes = Sizes(**TINY)
     root = tmp_path / "cur"
-    state = train_curriculum(root, sizes=sizes)
+    state = train_curriculum(root, quick=True, sizes=sizes)
     assert set(state["stages"]) == {"text", "eyes", "joint"}
     measured = state["stages"]["joint"]["measured"]
     assert measured["count"] == 8 and 0 <= measured["accuracy"] <= 1 and "spearman" in measured["calibration"]
@@ -81,12 +81,12 @@ def test_the_curriculum_runs_its_stages_once_and_saves_a_loadable_critic(tmp_pat
     assert scorer.processor.video_processor.patch_size == PATCH
     # The joint critic has the eyes stage's tower (then trained on) and the text stage's words.
     weights = (root / "critic" / "model.safetensors").stat().st_mtime_ns
-    again = train_curriculum(root, sizes=sizes)
+    again = train_curriculum(root, quick=True, sizes=sizes)
     assert again == state and (root / "critic" / "model.safetensors").stat().st_mtime_ns == weights
     saved = json.loads((root / "critic.json").read_text())
     del saved["stages"]["joint"]
     (root / "critic.json").write_text(json.dumps(saved))
-    redone = train_curriculum(root, sizes=sizes)
+    redone = train_curriculum(root, quick=True, sizes=sizes)
     assert redone["stages"]["text"] == state["stages"]["text"]
     assert (root / "critic" / "model.safetensors").stat().st_mtime_ns != weights
 
@@ -109,7 +109,7 @@ def test_an_error_in_the_text_stage_stops_the_eyes_stage_and_records_neither(tmp
     monkeypatch.setattr(cur, "train_text", broken)
     root = tmp_path / "cur"
     with pytest.raises(ValueError, match="text data broken"):
-        cur.train_curriculum(root, sizes=cur.Sizes(**TINY))
+        cur.train_curriculum(root, quick=True, sizes=cur.Sizes(**TINY))
     assert json.loads((root / "critic.json").read_text())["stages"] == {}
 
 
@@ -119,7 +119,7 @@ def test_an_error_in_the_eyes_process_keeps_the_finished_text_stage(tmp_path):
     from vidcli.toyworld.curriculum import critic as cur
 
     root = tmp_path / "cur"
-    with pytest.raises(RuntimeError):
-        cur.train_curriculum(root, sizes=cur.Sizes(**{**TINY, "test": 0}))
+    with pytest.raises(ValueError, match="non-empty"):
+        cur.train_curriculum(root, quick=True, sizes=cur.Sizes(**{**TINY, "test": 0}))
     stages = json.loads((root / "critic.json").read_text())["stages"]
     assert set(stages) == {"text"}

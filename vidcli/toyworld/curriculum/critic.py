@@ -482,13 +482,13 @@ def train_joint(folder: Path, text: Path, eyes: Path, *, seed: int, sizes: Sizes
 # ----------------------------------------------------------------------------- the run, cached
 
 
-def curriculum_key(*, seed: int, sizes: Sizes) -> str:
+def curriculum_key(*, seed: int, quick: bool, sizes: Sizes) -> str:
     """This module's source, the build's key (everything the questions and the oracle are made of;
-    the full build's), seed and sizes."""
+    the full build's), seed, ``quick`` (the tokenizer's corpus) and sizes."""
     from vidcli.toyworld.build import build_key
 
     h = hashlib.sha256(Path(__file__).read_bytes())
-    h.update(f"|build={build_key(seed=seed, quick=False)}|seed={seed}|sizes={sizes}".encode())
+    h.update(f"|build={build_key(seed=seed, quick=False)}|seed={seed}|quick={quick}|sizes={sizes}".encode())
     return h.hexdigest()[:16]
 
 
@@ -535,7 +535,7 @@ def train_curriculum(root: Path | str, *, seed: int = 0, quick: bool = False, si
 
     root = Path(root)
     sizes = sizes or (QUICK if quick else FULL)
-    key = curriculum_key(seed=seed, sizes=sizes)
+    key = curriculum_key(seed=seed, quick=quick, sizes=sizes)
     state = _read(root / STATE)
     if root.exists() and any(root.iterdir()) and (state is None or state.get("key") != key):
         if state is None:
@@ -544,7 +544,7 @@ def train_curriculum(root: Path | str, *, seed: int = 0, quick: bool = False, si
         shutil.rmtree(root)
         state = None
     root.mkdir(parents=True, exist_ok=True)
-    state = state or {"key": key, "seed": seed, "sizes": asdict(sizes), "stages": {}}
+    state = state or {"key": key, "seed": seed, "quick": quick, "sizes": asdict(sizes), "stages": {}}
     _write(root / STATE, state)
     stages = state["stages"]
     before = torch.get_num_threads()
@@ -558,11 +558,11 @@ def train_curriculum(root: Path | str, *, seed: int = 0, quick: bool = False, si
                     receive, send = context.Pipe(duplex=False)
                     eyes = partial(_stage_eyes, sizes=sizes)
                     worker = context.Process(target=_worker, args=(send, eyes, root / "eyes"),
-                                             kwargs=dict(seed=seed, quick=False, threads=threads), daemon=True)
+                                             kwargs=dict(seed=seed, quick=quick, threads=threads), daemon=True)
                     worker.start()
                     send.close()
                 if "text" not in stages:
-                    report, seconds = _timed(partial(_stage_text, sizes=sizes), root / "text", seed=seed, quick=False)
+                    report, seconds = _timed(partial(_stage_text, sizes=sizes), root / "text", seed=seed, quick=quick)
                     stages["text"] = {**report, "seconds": seconds}
                     _write(root / STATE, state)
                 if worker is not None:
