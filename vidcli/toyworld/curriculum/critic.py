@@ -526,12 +526,36 @@ def measure(folder: Path, *, seed: int, sizes: Sizes) -> dict:
     return report
 
 
+def _exit_with_parent(interval: float = 0.5) -> None:
+    """Stop this process when its parent is gone: a parent killed outright (SIGTERM, SIGKILL) cannot
+    stop its workers, and an orphaned stage would go on for an hour writing into the run's folder."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
+def _stage_worker(send, build, folder: Path, **kwargs) -> None:
+    """The eyes stage's process: :func:`vidcli.toyworld.models._worker`, ended with its parent."""
+    from vidcli.toyworld.models import _worker
+
+    _exit_with_parent()
+    _worker(send, build, folder, **kwargs)
+
+
 def train_curriculum(root: Path | str, *, seed: int = 0, quick: bool = False, sizes: Sizes | None = None,
                      threads: int = 1) -> dict:
     """Run the stages not yet done under this key into ``root``; its critic.json content.
 
     ``sizes`` overrides :data:`FULL` / :data:`QUICK` (tests run a few steps of each stage)."""
-    from vidcli.toyworld.models import _result, _timed, _worker
+    from vidcli.toyworld.models import _result, _timed
 
     root = Path(root)
     sizes = sizes or (QUICK if quick else FULL)
@@ -557,7 +581,7 @@ def train_curriculum(root: Path | str, *, seed: int = 0, quick: bool = False, si
                     context = multiprocessing.get_context("spawn")
                     receive, send = context.Pipe(duplex=False)
                     eyes = partial(_stage_eyes, sizes=sizes)
-                    worker = context.Process(target=_worker, args=(send, eyes, root / "eyes"),
+                    worker = context.Process(target=_stage_worker, args=(send, eyes, root / "eyes"),
                                              kwargs=dict(seed=seed, quick=quick, threads=threads), daemon=True)
                     worker.start()
                     send.close()
