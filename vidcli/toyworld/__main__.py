@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     build.add_argument("--force", action="store_true", help="rebuild even when DIR holds a build of the same key")
     build.set_defaults(run=_build)
     critic = sub.add_parser("critic", help="train the toy critic by its curriculum into DIR/critic (cached; "
-                            "about an hour on 2 cores, see docs/toyworld.md)")
+                            "about 75 minutes on 2 cores, see docs/toyworld.md)")
     critic.add_argument("dir", type=Path)
     critic.add_argument("--quick", action="store_true", help="a few steps of each stage, for tests")
     critic.add_argument("--seed", type=int, default=0)

@@ -75,8 +75,8 @@ class Sizes:
     calib: int  # held-out scenes of the calibration check
 
 
-# Sized for about 95 minutes on two cores: the text stage (~1.4 s a short-form step of 64, ~1.6 s a mixed
-# step of 32, one core) beside the eyes stage (the other core), then the joint stage (~2.2 s a step).
+# About 75 minutes on two cores (docs/toyworld.md): the text stage (~1.3 s a short-form step of 64, ~1.1 s
+# a mixed step of 32, one core) beside the eyes stage (26 min on the other), then the joint (~0.9 s a step).
 FULL = Sizes(text_short=600, text_mix=1500, text_items=12000, eyes=2500, joint=900, joint_items=6000,
              test=400, calib=32)
 QUICK = Sizes(text_short=60, text_mix=80, text_items=600, eyes=60, joint=40, joint_items=300, test=80, calib=6)
