@@ -70,7 +70,7 @@ class Sizes:
     text_items: int  # items drawn per text phase
     eyes: int  # steps of the eyes stage
     joint: int  # steps of the joint stage
-    joint_items: int  # questions drawn for it (captions come on top)
+    joint_items: int  # questions and captions drawn for it
     test: int  # held-out questions (the build critic's, see module docstring)
     calib: int  # held-out scenes of the calibration check
 
