@@ -81,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
     critic = sub.add_parser("critic", help="train the toy critic by its curriculum into DIR/critic (cached; "
                             "about 75 minutes on 2 cores, see docs/toyworld.md)")
     critic.add_argument("dir", type=Path)
-    critic.add_argument("--quick", action="store_true", help="a few steps of each stage, for tests")
+    critic.add_argument("--quick", action="store_true",
+                        help="short stages (a few minutes): to try the command, not a critic that sees")
     critic.add_argument("--seed", type=int, default=0)
     critic.set_defaults(run=_critic)
     judge = sub.add_parser("judge", help="serve the exact toy judge/teacher (OpenAI-compatible) until SIGTERM")
