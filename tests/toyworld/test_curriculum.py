@@ -161,3 +161,19 @@ def test_the_eyes_process_ends_when_the_run_is_killed_outright(tmp_path):
         for w in workers:
             if w.is_running():
                 w.kill()
+
+
+def test_an_error_in_the_joint_stage_leaves_no_critic_under_the_final_name(tmp_path, monkeypatch):
+    """The joint stage trains and is measured under DIR/critic.partial: a failure there (here in the
+    measurements) leaves no DIR/critic that a user could take for the result; the first two stages stay."""
+    from vidcli.toyworld.curriculum import critic as cur
+
+    def broken(*args, **kwargs):
+        raise ValueError("measurement broken")
+
+    monkeypatch.setattr(cur, "measure", broken)
+    root = tmp_path / "cur"
+    with pytest.raises(ValueError, match="measurement broken"):
+        cur.train_curriculum(root, quick=True, sizes=cur.Sizes(**TINY))
+    assert not (root / "critic").exists()
+    assert set(json.loads((root / "critic.json").read_text())["stages"]) == {"text", "eyes"}

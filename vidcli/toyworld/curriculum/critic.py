@@ -37,7 +37,6 @@ uses) and the seed and size, so editing this module does not rebuild the world.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import multiprocessing
 import os
@@ -51,7 +50,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidcli.toyworld.critic_data import CAPTION_PROMPT, Clip, Item, Replies
+from vidcli.toyworld.critic_data import CAPTION_PROMPT, Clip, Item, Replies, vision_clips
 from vidcli.toyworld.language import caption, scene_facts
 from vidcli.toyworld.scene import COLOURS, FRAMES, MOTIONS, PATTERNS, SHAPES, SIZE, TONES, coverage
 
@@ -382,13 +381,6 @@ def eyes_loss(scorer, heads: EyeHeads, clips: list, rng: np.random.Generator) ->
     return sum(losses) / len(losses), read
 
 
-def fresh_clips(rng: np.random.Generator, count: int) -> list:
-    """Clean and lightly spoiled renders with their scenes (the build's vision clips, drawn anew)."""
-    from vidcli.toyworld.critic_data import vision_clips
-
-    return vision_clips(rng, count)
-
-
 def train_eyes(folder: Path, *, seed: int, sizes: Sizes) -> dict:
     """The eyes stage (module docstring): trains the vision tower of the critic in ``folder`` and saves
     it with its heads to ``folder/eyes.pt``; the report."""
@@ -406,7 +398,7 @@ def train_eyes(folder: Path, *, seed: int, sizes: Sizes) -> dict:
     losses = []
     for step in range(sizes.eyes):
         rng = np.random.default_rng([seed, 40, step])
-        loss, _ = eyes_loss(scorer, heads, fresh_clips(rng, 16), rng)
+        loss, _ = eyes_loss(scorer, heads, vision_clips(rng, 16), rng)
         loss.backward()
         clip_and_step(None, [p for _, p in named], optimizer, scheduler, config.max_grad_norm)
         losses.append(float(loss.detach()))
@@ -415,7 +407,7 @@ def train_eyes(folder: Path, *, seed: int, sizes: Sizes) -> dict:
     visual.eval()
     with torch.inference_mode():
         rng = np.random.default_rng([seed, 41])
-        _, read = eyes_loss(scorer, heads, fresh_clips(rng, sizes.test // 2), rng)
+        _, read = eyes_loss(scorer, heads, vision_clips(rng, sizes.test // 2), rng)
     torch.save({"visual": visual.state_dict(), "heads": heads.state_dict()}, folder / "eyes.pt")
     return {"loss": round(float(np.mean(losses[-20:])), 4), "held_out_read": {k: round(v, 3) for k, v in read.items()},
             "steps": sizes.eyes}
@@ -468,7 +460,7 @@ def train_joint(folder: Path, text: Path, eyes: Path, *, seed: int, sizes: Sizes
         _, indices = order.micro_batch(step)
         rng = np.random.default_rng([seed, 51, step])
         loss = qa_loss(scorer, replies, [items[i] for i in indices], rng)
-        eye_loss, _ = eyes_loss(scorer, heads, fresh_clips(rng, 8), rng)
+        eye_loss, _ = eyes_loss(scorer, heads, vision_clips(rng, 8), rng)
         (loss + 0.5 * eye_loss).backward()
         clip_and_step(None, [p for _, p in tower + language], optimizer, scheduler, config.max_grad_norm)
         losses.append(float(loss.detach()))
@@ -490,19 +482,6 @@ def curriculum_key(*, seed: int, quick: bool, sizes: Sizes) -> str:
     h = hashlib.sha256(Path(__file__).read_bytes())
     h.update(f"|build={build_key(seed=seed, quick=False)}|seed={seed}|quick={quick}|sizes={sizes}".encode())
     return h.hexdigest()[:16]
-
-
-def _read(path: Path) -> dict | None:
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-
-
-def _write(path: Path, value: dict) -> None:
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _stage_text(folder: Path, *, seed: int, quick: bool, sizes: Sizes) -> dict:
@@ -555,12 +534,13 @@ def train_curriculum(root: Path | str, *, seed: int = 0, quick: bool = False, si
     """Run the stages not yet done under this key into ``root``; its critic.json content.
 
     ``sizes`` overrides :data:`FULL` / :data:`QUICK` (tests run a few steps of each stage)."""
+    from vidcli.toyworld.build import _read_json, _write_json
     from vidcli.toyworld.models import _result, _timed
 
     root = Path(root)
     sizes = sizes or (QUICK if quick else FULL)
     key = curriculum_key(seed=seed, quick=quick, sizes=sizes)
-    state = _read(root / STATE)
+    state = _read_json(root / STATE)
     if root.exists() and any(root.iterdir()) and (state is None or state.get("key") != key):
         if state is None:
             raise SystemExit(f"toy critic: {root} is not empty and holds no curriculum run ({STATE}); "
@@ -569,7 +549,7 @@ def train_curriculum(root: Path | str, *, seed: int = 0, quick: bool = False, si
         state = None
     root.mkdir(parents=True, exist_ok=True)
     state = state or {"key": key, "seed": seed, "quick": quick, "sizes": asdict(sizes), "stages": {}}
-    _write(root / STATE, state)
+    _write_json(root / STATE, state)
     stages = state["stages"]
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
@@ -588,18 +568,22 @@ def train_curriculum(root: Path | str, *, seed: int = 0, quick: bool = False, si
                 if "text" not in stages:
                     report, seconds = _timed(partial(_stage_text, sizes=sizes), root / "text", seed=seed, quick=quick)
                     stages["text"] = {**report, "seconds": seconds}
-                    _write(root / STATE, state)
+                    _write_json(root / STATE, state)
                 if worker is not None:
                     report, seconds = _result(worker, receive)
                     stages["eyes"] = {**report, "seconds": seconds}
-                    _write(root / STATE, state)
+                    _write_json(root / STATE, state)
         if "joint" not in stages:
             started = time.perf_counter()
-            report = train_joint(root / "critic", root / "text", root / "eyes", seed=seed, sizes=sizes)
-            report["measured"] = measure(root / "critic", seed=seed, sizes=sizes)
+            # Trained and measured under a partial name: DIR/critic is only ever a finished critic.
+            partial_dir, final = root / "critic.partial", root / "critic"
+            report = train_joint(partial_dir, root / "text", root / "eyes", seed=seed, sizes=sizes)
+            report["measured"] = measure(partial_dir, seed=seed, sizes=sizes)
+            shutil.rmtree(final, ignore_errors=True)
+            os.replace(partial_dir, final)
             report["seconds"] = round(time.perf_counter() - started, 1)
             stages["joint"] = report
-            _write(root / STATE, state)
+            _write_json(root / STATE, state)
     finally:
         torch.set_num_threads(before)
         if worker is not None and worker.is_alive():
