@@ -119,6 +119,78 @@ def test_an_error_in_the_critic_stops_the_stage_without_waiting_for_the_generato
     assert not (tmp_path / REPORT).exists()
 
 
+def test_the_generators_process_ends_when_the_build_is_killed_outright(tmp_path):
+    """SIGKILL of the build leaves it no chance to stop the generator's process: that process watches
+    its parent and ends on its own, instead of training on into the build's folder."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+    import time
+
+    import psutil
+
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        import sys, time
+        from vidcli.toyworld import critic, generator
+        from vidcli.toyworld.models import build_models
+
+        def slow(folder, *, seed, quick):
+            time.sleep(600)
+            return {}
+
+        critic.build_critic = slow
+        generator.build_generator = slow
+        if __name__ == "__main__":
+            build_models(sys.argv[1], seed=0, quick=True)
+    """), encoding="utf-8")
+    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "models")])
+    workers = []
+    try:
+        deadline = time.monotonic() + 120
+        while not workers:
+            assert parent.poll() is None and time.monotonic() < deadline, "the build ended or never started its worker"
+            workers = [p for p in psutil.Process(parent.pid).children(recursive=True)
+                       if "spawn_main" in " ".join(p.cmdline())]
+            time.sleep(0.5)
+        time.sleep(3)  # the worker is into the generator's builder
+        assert all(w.is_running() for w in workers)
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=20)
+        assert not alive, f"orphaned build processes still running: {[w.pid for w in alive]}"
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+        for w in workers:
+            if w.is_running():
+                w.kill()
+
+
+def test_reply_loss_weighs_the_verdict_token_of_each_right_aligned_reply():
+    """The critics' training loss against a hand computation: rows end together, each reply's tokens
+    are predicted from the position before them, the verdict's cross-entropy counts VERDICT_WEIGHT
+    times, and the mean is over all weights of the batch."""
+    import math
+
+    import torch
+
+    from vidcli.toyworld.critic import VERDICT_WEIGHT, reply_loss
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 5, 7)
+    replies, verdicts = [[3, 1], [4, 2, 6]], [0, -1]
+
+    def ce(b, pos, token):
+        return -float(torch.log_softmax(logits[b, pos], -1)[token])
+
+    # row 0: tokens 3, 1 sit at positions 3, 4, read from 2, 3; row 1: tokens 4, 2, 6 from 1, 2, 3
+    total = VERDICT_WEIGHT * ce(0, 2, 3) + ce(0, 3, 1) + ce(1, 1, 4) + ce(1, 2, 2) + ce(1, 3, 6)
+    want = total / (VERDICT_WEIGHT + 1 + 3)
+    assert math.isclose(float(reply_loss(logits, replies, verdicts)), want, rel_tol=1e-6)
+
+
 def test_edit_done_asks_for_the_change_and_the_rest():
     from vidcli.toyworld.critic_data import Clip, edit_done
     from vidcli.toyworld.editor import random_edit

@@ -226,15 +226,21 @@ def _rows(scorer, replies: Replies, items: list[Item], rng: np.random.Generator,
 
 def qa_loss(scorer, replies: Replies, items: list[Item], rng: np.random.Generator) -> torch.Tensor:
     """Next-token loss of the replies (left-padded rows end together), the verdict token weighted up."""
-    import torch.nn.functional as F
-
     rows, lengths, verdicts = _rows(scorer, replies, items, rng)
     logits = scorer.model(**scorer.batch_inputs(rows)).logits.float()
+    return reply_loss(logits, [ids[-n:] for (_, ids), n in zip(rows, lengths)], verdicts)
+
+
+def reply_loss(logits: torch.Tensor, replies: list[list[int]], verdicts: list[int]) -> torch.Tensor:
+    """Mean next-token cross-entropy of each row's reply ids (left-padded rows: every reply ends at the
+    last position), the verdict token (its index in the reply; −1: none) weighted by VERDICT_WEIGHT."""
+    import torch.nn.functional as F
+
     width = logits.shape[1]
     total, weight = logits.new_zeros(()), 0.0
-    for b, ((_, ids), n, v) in enumerate(zip(rows, lengths, verdicts)):
-        target = torch.tensor(ids[-n:])
-        ce = F.cross_entropy(logits[b, width - n - 1:width - 1], target, reduction="none")
+    for b, (ids, v) in enumerate(zip(replies, verdicts)):
+        n = len(ids)
+        ce = F.cross_entropy(logits[b, width - n - 1:width - 1], torch.tensor(ids), reduction="none")
         w = torch.ones(n)
         if v >= 0:
             w[v] = VERDICT_WEIGHT

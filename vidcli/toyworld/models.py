@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import multiprocessing
+import os
 import time
 from functools import partial
 from pathlib import Path
@@ -71,8 +72,26 @@ def build_models(root: Path, *, seed: int, quick: bool, threads: int | None = No
     return report
 
 
+def exit_with_parent(interval: float = 0.5) -> None:
+    """Stop this process when its parent is gone: a parent killed outright (SIGTERM, SIGKILL) cannot
+    stop its workers, and an orphaned builder would go on training into the build's folder."""
+    import threading
+
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(interval)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
+
+
 def _worker(send, build, folder: Path, **kwargs) -> None:
-    """A worker process's body: ``_timed(build, folder, **kwargs)``, its result or its error sent back."""
+    """A worker process's body: ``_timed(build, folder, **kwargs)``, its result or its error sent back;
+    the process ends with its parent."""
+    exit_with_parent()
     try:
         outcome = ("done", _timed(build, folder, **kwargs))
     except BaseException as exc:  # sent to the parent, which raises it

@@ -216,23 +216,6 @@ def _text_logits(scorer, rows: list[list[int]], keep: int = 0) -> torch.Tensor:
     return scorer.model(input_ids=ids, attention_mask=mask, logits_to_keep=keep).logits.float()
 
 
-def reply_loss(logits: torch.Tensor, rows, lengths, verdicts) -> torch.Tensor:
-    """Next-token loss of each row's reply (rows end together), the verdict token weighted as the
-    build's critic weighs it."""
-    from vidcli.toyworld.critic import VERDICT_WEIGHT
-
-    width = logits.shape[1]
-    total, weight = logits.new_zeros(()), 0.0
-    for b, (ids, n, v) in enumerate(zip(rows, lengths, verdicts)):
-        ce = F.cross_entropy(logits[b, width - n - 1:width - 1], torch.tensor(ids[-n:]), reduction="none")
-        w = torch.ones(n)
-        if v >= 0:
-            w[v] = VERDICT_WEIGHT
-        total = total + (ce * w).sum()
-        weight += float(w.sum())
-    return total / weight
-
-
 def text_accuracy(scorer, replies: Replies, pairs, batch: int = 64) -> dict:
     """Verdict accuracy per form with the captions as text."""
     right: dict[str, list[bool]] = {}
@@ -259,6 +242,7 @@ TEXT_MIX = {"ta": 0.4, "short": 0.2, "caption": 0.15, "vanilla": 0.1, "revise": 
 def train_text(folder: Path, *, seed: int, sizes: Sizes) -> dict:
     """The text stage (module docstring) on the language model of the critic in ``folder``; saved there."""
     from vidcli.rewards.vlm import VLMScorer
+    from vidcli.toyworld.critic import reply_loss
     from vidcli.train.core import DataOrder, clip_and_step, set_seed
 
     set_seed(seed)
@@ -284,7 +268,8 @@ def train_text(folder: Path, *, seed: int, sizes: Sizes) -> dict:
         for step in range(steps):
             _, indices = order.micro_batch(step)
             rows, lengths, verdicts = _text_rows(scorer, replies, [pairs[i] for i in indices])
-            loss = reply_loss(_text_logits(scorer, rows), rows, lengths, verdicts)
+            replies_ids = [row[len(row) - n:] for row, n in zip(rows, lengths)]
+            loss = reply_loss(_text_logits(scorer, rows), replies_ids, verdicts)
             loss.backward()
             clip_and_step(None, [p for _, p in named], optimizer, scheduler, config.max_grad_norm)
             losses.append(float(loss.detach()))
@@ -505,37 +490,13 @@ def measure(folder: Path, *, seed: int, sizes: Sizes) -> dict:
     return report
 
 
-def _exit_with_parent(interval: float = 0.5) -> None:
-    """Stop this process when its parent is gone: a parent killed outright (SIGTERM, SIGKILL) cannot
-    stop its workers, and an orphaned stage would go on for an hour writing into the run's folder."""
-    import threading
-
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(interval)
-            if os.getppid() != parent:
-                os._exit(1)
-
-    threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
-
-
-def _stage_worker(send, build, folder: Path, **kwargs) -> None:
-    """The eyes stage's process: :func:`vidcli.toyworld.models._worker`, ended with its parent."""
-    from vidcli.toyworld.models import _worker
-
-    _exit_with_parent()
-    _worker(send, build, folder, **kwargs)
-
-
 def train_curriculum(root: Path | str, *, seed: int = 0, quick: bool = False, sizes: Sizes | None = None,
                      threads: int = 1) -> dict:
     """Run the stages not yet done under this key into ``root``; its critic.json content.
 
     ``sizes`` overrides :data:`FULL` / :data:`QUICK` (tests run a few steps of each stage)."""
     from vidcli.toyworld.build import _read_json, _write_json
-    from vidcli.toyworld.models import _result, _timed
+    from vidcli.toyworld.models import _result, _timed, _worker
 
     root = Path(root)
     sizes = sizes or (QUICK if quick else FULL)
@@ -561,7 +522,7 @@ def train_curriculum(root: Path | str, *, seed: int = 0, quick: bool = False, si
                     context = multiprocessing.get_context("spawn")
                     receive, send = context.Pipe(duplex=False)
                     eyes = partial(_stage_eyes, sizes=sizes)
-                    worker = context.Process(target=_stage_worker, args=(send, eyes, root / "eyes"),
+                    worker = context.Process(target=_worker, args=(send, eyes, root / "eyes"),
                                              kwargs=dict(seed=seed, quick=quick, threads=threads), daemon=True)
                     worker.start()
                     send.close()
