@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import numpy as np
@@ -516,3 +516,89 @@ def test_report_refuses_a_jobs_count_below_one_in_one_line(tmp_path, capsys, job
     assert stopped.value.code == 2 and not (tmp_path / "out").exists()
     err = capsys.readouterr().err
     assert f"--jobs: must be a whole number of at least 1, got {jobs!r}" in err and "Traceback" not in err
+
+
+def _fake_critic(folder: Path, weights: bytes = b"w") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "config.json").write_text("{}")
+    (folder / "model.safetensors").write_bytes(weights)
+    return folder
+
+
+def test_the_runs_read_the_critic_given_and_record_which(tmp_path, monkeypatch):
+    """``--critic``: drf-tune and revise-tune get it as ``--vlm``; each run records its folder and weights, so
+    the same OUT with another critic stops with one line; without it the runs read the build's critic and
+    record what they recorded before (reports made then are reused)."""
+    from vidcli.toyworld import report
+    from vidcli.toyworld.build import Context
+
+    calls = []
+    monkeypatch.setattr(report, "_vidcli", lambda ctx, *args: calls.append(args))
+    build = tmp_path / "build"
+
+    def vlm(args):
+        return args[args.index("--vlm") + 1]
+
+    report.drf_tune(Context(build, 0, True, None), tmp_path / "drf.jsonl", tmp_path / "own", report.DRF_QUICK, 0,
+                    "rich")
+    report.revise_tune(Context(build, 0, True, None), tmp_path / "own-revise", report.REVISE_QUICK, 0, "uso")
+    assert [vlm(c) for c in calls] == [str(build / "critic")] * 2
+    recorded = json.loads((tmp_path / "own" / report.INPUTS).read_text())
+    assert "critic" not in recorded and recorded["command"] == "drf-tune"
+
+    first = _fake_critic(tmp_path / "cur" / "critic")
+    ctx = report.ReportContext(build, 0, True, None, critic=first)
+    out = tmp_path / "out"
+    report.drf_tune(ctx, tmp_path / "drf.jsonl", out / "drf", report.DRF_QUICK, 0, "rich")
+    report.revise_tune(ctx, out / "revise", report.REVISE_QUICK, 0, "uso")
+    assert [vlm(c) for c in calls[2:]] == [str(first)] * 2
+    assert json.loads((out / "drf" / report.INPUTS).read_text())["critic"]["path"] == str(first)
+
+    other = _fake_critic(tmp_path / "cur2" / "critic", b"other")
+    for run in (lambda c: report.drf_tune(c, tmp_path / "drf.jsonl", out / "drf", report.DRF_QUICK, 0, "rich"),
+                lambda c: report.revise_tune(c, out / "revise", report.REVISE_QUICK, 0, "uso")):
+        with pytest.raises(report.StaleOutput, match="other critic"):
+            run(report.ReportContext(build, 0, True, None, critic=other))
+        with pytest.raises(report.StaleOutput, match="other critic"):
+            run(Context(build, 0, True, None))
+    assert len(calls) == 4
+
+
+def test_the_report_names_a_critic_given_in_its_sections():
+    from vidcli.toyworld.report import (
+        DRF_PARTS,
+        DRF_QUICK,
+        REVISE_PARTS,
+        REVISE_QUICK,
+        drf_markdown,
+        paired_gain,
+        revise_markdown,
+    )
+
+    def gains(parts):
+        base = {"a": dict.fromkeys(parts, 0.5), "b": dict.fromkeys(parts, 0.25)}
+        tuned = [{"a": dict.fromkeys(parts, 0.75), "b": dict.fromkeys(parts, 0.25)}]
+        return {part: paired_gain(base, tuned, part) for part in parts}
+
+    drf = {"settings": asdict(DRF_QUICK), "heldout": 2, "table": {}, "gain": gains(DRF_PARTS), "ablation": {}}
+    revise = {"settings": asdict(REVISE_QUICK), "heldout": 2, "table": {}, "gain": {"uso": gains(REVISE_PARTS)}}
+    for markdown, section in ((drf_markdown, drf), (revise_markdown, revise)):
+        assert "with the toy critic as `--vlm`" in markdown(section)[2]
+        named = markdown({**section, "critic": "/runs/cur/critic"})[2]
+        assert "with the critic `/runs/cur/critic` as `--vlm`" in named
+
+
+@pytest.mark.parametrize("given", ["missing", "empty", "no-weights"])
+def test_report_refuses_a_critic_that_is_not_a_saved_model_in_one_line(tmp_path, capsys, given):
+    from vidcli.toyworld import __main__ as cli
+
+    folder = tmp_path / given
+    if given != "missing":
+        folder.mkdir()
+    if given == "no-weights":
+        (folder / "config.json").write_text("{}")
+    with pytest.raises(SystemExit) as stopped:
+        cli.main(["report", str(tmp_path / "out"), "--critic", str(folder)])
+    assert stopped.value.code == 2 and not (tmp_path / "out").exists()
+    err = capsys.readouterr().err
+    assert f"--critic: {folder}: not a saved critic" in err and "Traceback" not in err

@@ -4,7 +4,7 @@
     python -m vidcli.toyworld critic DIR [--quick] [--seed N]
     python -m vidcli.toyworld judge [--host 127.0.0.1] [--port 0] [--url-file FILE]
     python -m vidcli.toyworld oracle-accuracy [--count N] [--seed N]
-    python -m vidcli.toyworld report OUT [--quick] [--seed N]
+    python -m vidcli.toyworld report OUT [--quick] [--seed N] [--critic DIR]
 """
 from __future__ import annotations
 
@@ -53,7 +53,7 @@ def _accuracy(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from vidcli.toyworld.report import last_line, report
 
-    result = report(args.out, quick=args.quick, seed=args.seed, workers=args.jobs)
+    result = report(args.out, quick=args.quick, seed=args.seed, workers=args.jobs, critic=args.critic)
     print(f"report: {args.out / 'report.md'}")
     print(last_line(result))
     return 0
@@ -67,6 +67,15 @@ def _at_least_one(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
     return value
+
+
+def _critic_dir(text: str) -> Path:
+    from vidcli.toyworld.report import check_critic
+
+    try:
+        return check_critic(Path(text))
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -100,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--seed", type=int, default=0, help="the build's seed (the runs' seeds are in the report)")
     rep.add_argument("--jobs", type=_at_least_one, default=min(2, os.cpu_count() or 1), metavar="N",
                      help="independent runs at once, one thread each (default: 2, or 1 on a one-core machine)")
+    rep.add_argument("--critic", type=_critic_dir, default=None, metavar="DIR",
+                     help="the --vlm of the DRF and ReViSE runs instead of the build's critic: a saved Qwen2.5-VL "
+                          "folder, such as DIR/critic of `python -m vidcli.toyworld critic DIR`")
     rep.set_defaults(run=_report)
     args = parser.parse_args(argv)
     from vidcli.toyworld.build import CommandFailed

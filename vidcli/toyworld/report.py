@@ -113,6 +113,46 @@ def claim(folder: Path, inputs: dict, *, derived: bool) -> bool:
     return False
 
 
+@dataclass
+class ReportContext(Context):
+    """The build's context and the critic the report's runs read (``--critic``; None: the build's own)."""
+
+    critic: Path | None = None
+
+
+def critic_of(ctx: Context) -> Path:
+    """The ``--vlm`` of the report's drf-tune and revise-tune runs: ``--critic``, else the build's critic."""
+    return getattr(ctx, "critic", None) or ctx.root / "critic"
+
+
+def critic_inputs(ctx: Context) -> dict:
+    """What a training run's inputs record of its critic: nothing for the build's own (its path is the
+    build's, which the world's path already names), the folder and weights of any other."""
+    critic = getattr(ctx, "critic", None)
+    return {} if critic is None else {"critic": model_identity(critic)}
+
+
+def check_critic(folder: Path) -> Path:
+    """``folder`` as ``--critic``, or a ValueError in one line: it must be a saved Qwen2.5-VL folder (config
+    and weights), such as DIR/critic of ``python -m vidcli.toyworld critic DIR``."""
+    folder = Path(folder).resolve()
+    if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
+        raise ValueError(f"{folder}: not a saved critic (a folder with config.json and *.safetensors "
+                          "weights, such as DIR/critic of `python -m vidcli.toyworld critic DIR`)")
+    return folder
+
+
+def _critic_name(ctx: Context) -> str | None:
+    """The ``--critic`` folder as the report names it; None for the build's critic."""
+    critic = getattr(ctx, "critic", None)
+    return None if critic is None else str(critic)
+
+
+def _critic_words(section: dict) -> str:
+    critic = section.get("critic")
+    return "the toy critic" if critic is None else f"the critic `{critic}`"
+
+
 def model_identity(model: Path) -> dict:
     """Which model a held-out evaluation read: its folder and its weight files' sizes and times."""
     files = sorted(model.glob("*.safetensors")) + sorted(model.glob("*.bin"))
@@ -371,11 +411,11 @@ def drf_tune(ctx: Context, records: Path, out: Path, s: DrfSettings, seed: int, 
     training = {k: v for k, v in asdict(s).items()
                 if k not in ("seeds", "heldout", "ablation", "dims_ablation", "checkpoints")}
     claim(out, {"command": "drf-tune", "world": str(ctx.world), "seed": seed, **training, "reward": reward,
-                "dims": dims}, derived=False)
+                "dims": dims, **critic_inputs(ctx)}, derived=False)
     if (out / "vidcli.json").exists():
         return out
     resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
-    _vidcli(ctx, "drf-tune", "-q", "--model", str(ctx.root / "generator"), "--vlm", str(ctx.root / "critic"),
+    _vidcli(ctx, "drf-tune", "-q", "--model", str(ctx.root / "generator"), "--vlm", str(critic_of(ctx)),
             str(records), "-o", str(out), "--reward", reward, "--dims", dims, "--height", "32", "--width", "32",
             "--frames", "9", "--frames-vlm", "9", "--steps", str(s.sampling_steps), "--k-grad", str(s.k_grad),
             "--guidance", str(s.guidance), "--max-steps", str(s.steps), "--epochs", "100", "--seed", str(seed),
@@ -505,7 +545,7 @@ def drf_section(ctx: Context, out: Path, s: DrfSettings, *, workers: int = 1) ->
     gains = {part: paired_gain(base, tuned, part) for part in DRF_PARTS}
     ablation = {name: paired_gain(base, runs, "score") for name, runs in rows.items() if name != "base generator"}
     return {"settings": asdict(s), "heldout": len(base), "table": table, "gain": gains, "ablation": ablation,
-            "reward_curves": rewards, "oracle_curves": oracle}
+            "reward_curves": rewards, "oracle_curves": oracle, "critic": _critic_name(ctx)}
 
 
 # ----------------------------------------------------------------------------- ReViSE
@@ -533,13 +573,13 @@ def revise_tune(ctx: Context, out: Path, s: ReviseSettings, seed: int, objective
     """One ``vidcli revise-tune`` run from the build's editor on the world's training triplets; returns OUT."""
     training = {k: v for k, v in asdict(s).items() if k not in ("seeds", "heldout", "objectives", "sampling_steps",
                                                                  "guidance")}
-    claim(out, {"command": "revise-tune", "world": str(ctx.world), "seed": seed, "objective": objective, **training},
-          derived=False)
+    claim(out, {"command": "revise-tune", "world": str(ctx.world), "seed": seed, "objective": objective, **training,
+                **critic_inputs(ctx)}, derived=False)
     if (out / "vidcli.json").exists():
         return out
     resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
     _vidcli(ctx, "revise-tune", "-q", str(ctx.world / "triplets.train.jsonl"), "--model", str(ctx.root / "editor"),
-            "--vlm", str(ctx.root / "critic"), "-o", str(out), "--objective", objective, "--media-root", str(ctx.world),
+            "--vlm", str(critic_of(ctx)), "-o", str(out), "--objective", objective, "--media-root", str(ctx.world),
             "--height", "32", "--width", "32", "--frames", "9", "--frames-critic", "8", "--cfg-drop", "0.1",
             "--lr", str(s.lr), "--schedule", "cosine", "--warmup-steps", str(max(1, s.steps // 20)),
             "--weight-decay", "0.01", "--max-grad-norm", "1.0", "--batch-size", "1", "--grad-accum", str(s.grad_accum),
@@ -619,7 +659,7 @@ def revise_section(ctx: Context, out: Path, s: ReviseSettings, *, workers: int =
     table = {name: {part: mean_of(runs, part) for part in REVISE_PARTS} for name, runs in rows.items()}
     gains = {objective: {part: paired_gain(base, rows[f"revise-tune --objective {objective}"], part)
                          for part in REVISE_PARTS} for objective in s.objectives}
-    return {"settings": asdict(s), "heldout": len(base), "table": table, "gain": gains,
+    return {"settings": asdict(s), "heldout": len(base), "table": table, "gain": gains, "critic": _critic_name(ctx),
             "margin_curves": margins, "oracle_curves": oracle}
 
 
@@ -670,7 +710,8 @@ def reade_markdown(section: dict) -> list[str]:
 def drf_markdown(section: dict) -> list[str]:
     s = section["settings"]
     lines = ["## Diffusion-DRF: the generator tuned against the critic", "",
-             f"`vidcli drf-tune` of the toy generator with the toy critic as `--vlm`, `--reward {s['reward']}`, "
+             f"`vidcli drf-tune` of the toy generator with {_critic_words(section)} as `--vlm`, "
+             f"`--reward {s['reward']}`, "
              f"`--dims {s['dims']}`, {s['steps']} steps, lr {s['lr']:g}, K {s['k_grad']}, seeds "
              f"{', '.join(map(str, s['seeds']))}, on the world's training captions decomposed by `vidcli decompose "
              f"--schema drf` (toy LLM; for `--dims` with Phy and VQ also `--vlm`, the toy judge, whose reference "
@@ -691,7 +732,8 @@ def drf_markdown(section: dict) -> list[str]:
 def revise_markdown(section: dict) -> list[str]:
     s = section["settings"]
     lines = ["## ReViSE: the editor tuned with each objective", "",
-             f"`vidcli revise-tune` from the toy editor with the toy critic as `--vlm`, {s['steps']} steps of "
+             f"`vidcli revise-tune` from the toy editor with {_critic_words(section)} as `--vlm`, "
+             f"{s['steps']} steps of "
              f"{s['grad_accum']} triplets, lr {s['lr']:g}, seeds {', '.join(map(str, s['seeds']))}, on the world's "
              f"training triplets; held-out triplets: {section['heldout']}, edited by `vidcli generate` "
              f"({s['sampling_steps']} steps, guidance {s['guidance']:g}, seed 0) and read by the pixel oracle: "
@@ -759,16 +801,22 @@ def plot_revise(margins: dict[str, list], oracle: dict[str, list], path: Path) -
     _plot_pair(path, ("critic margin, uso", margins, True), ("oracle edit score, held out", oracle, False))
 
 
-def report(out: Path | str, *, quick: bool = False, seed: int = 0, workers: int = 2) -> dict:
+def report(out: Path | str, *, quick: bool = False, seed: int = 0, workers: int = 2,
+           critic: Path | str | None = None) -> dict:
     """Build (or reuse) the toy world, run every section, write OUT/report.md, report.json, PNGs.
 
-    Each vidcli command runs on one thread; ``workers`` independent runs go at once (one per core)."""
+    Each vidcli command runs on one thread; ``workers`` independent runs go at once (one per core).
+    ``critic``: the ``--vlm`` of drf-tune and revise-tune instead of the build's critic (such as DIR/critic of
+    ``python -m vidcli.toyworld critic DIR``); the runs record which, so a report into an OUT made with another
+    critic stops (:class:`StaleOutput`)."""
     from vidcli.toyworld.judge import judge_server
 
     out = Path(out)
+    critic = check_critic(Path(critic)) if critic is not None else None
     out.mkdir(parents=True, exist_ok=True)
     root, state = ensure_world(seed=seed, quick=quick)
-    ctx = Context(root, seed, quick, None)  # size is the build's business; the report has its own settings
+    # size is the build's business; the report has its own settings
+    ctx = ReportContext(root, seed, quick, None, critic=critic)
     with judge_server() as judge:
         ctx.judge_url = judge.base_url
         drf = drf_section(ctx, out / "drf", DRF_QUICK if quick else DRF_FULL, workers=workers)
@@ -777,11 +825,13 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0, workers: int 
     plot_drf(drf["reward_curves"], drf["oracle_curves"], out / "drf_curves.png")
     plot_curves(reade["heldout_curves"], reade["curves"], out / "reade_curves.png")
     plot_revise(revise["margin_curves"], revise["oracle_curves"], out / "revise_curves.png")
-    result = {"build": {"dir": str(root), "key": state["key"], "quick": quick}, "drf": drf, "reade": reade,
+    result = {"build": {"dir": str(root), "key": state["key"], "quick": quick}, "critic": str(critic_of(ctx)),
+              "drf": drf, "reade": reade,
               "revise": revise}
     (out / "report.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     lines = ["# The toy world: does each method learn?", "",
-             f"Build {state['key']} ({'quick' if quick else 'full'}), seed {seed}.", ""]
+             f"Build {state['key']} ({'quick' if quick else 'full'}), seed {seed}."
+             + ("" if critic is None else f" Critic of the DRF and ReViSE runs: `{critic}`."), ""]
     lines += drf_markdown(drf) + ["", "![DRF: critic reward and oracle adherence](drf_curves.png)", ""]
     lines += reade_markdown(reade) + ["", "![ReaDe training curves](reade_curves.png)", ""]
     lines += revise_markdown(revise) + ["", "![ReViSE: critic margin and oracle edit score](revise_curves.png)", ""]
