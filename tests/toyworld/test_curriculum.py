@@ -10,6 +10,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from tests.toyworld.helpers import assert_workers_end_with_their_parent
+
 TINY = dict(text_short=2, text_mix=2, text_items=24, eyes=2, joint=2, joint_items=16, test=8, calib=1)
 
 
@@ -128,39 +130,13 @@ def test_an_error_in_the_eyes_process_keeps_the_finished_text_stage(tmp_path):
 def test_the_eyes_process_ends_when_the_run_is_killed_outright(tmp_path):
     """SIGKILL (or SIGTERM) of the command leaves it no chance to stop its eyes process: that process
     watches its parent and ends on its own, instead of training on for an hour into the same folder."""
-    import os
-    import signal
-    import time
-
-    import psutil
-
     long = dict(TINY, eyes=100000, text_mix=100000)
     code = ("import sys; from vidcli.toyworld.curriculum.critic import Sizes, train_curriculum\n"
             "if __name__ == '__main__':\n"
             f"    train_curriculum(sys.argv[1], quick=True, sizes=Sizes(**{long!r}))\n")
     script = tmp_path / "run.py"
     script.write_text(code)
-    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "cur")])
-    workers = []
-    try:
-        deadline = time.monotonic() + 120
-        while not workers:
-            assert parent.poll() is None and time.monotonic() < deadline, "the run ended or never started its stage"
-            workers = [p for p in psutil.Process(parent.pid).children(recursive=True)
-                       if "spawn_main" in " ".join(p.cmdline())]
-            time.sleep(0.5)
-        time.sleep(3)  # the worker is into its stage
-        assert all(w.is_running() for w in workers)
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait()
-        gone, alive = psutil.wait_procs(workers, timeout=20)
-        assert not alive, f"orphaned stage processes still running: {[w.pid for w in alive]}"
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-        for w in workers:
-            if w.is_running():
-                w.kill()
+    assert_workers_end_with_their_parent(script, str(tmp_path / "cur"))
 
 
 def test_an_error_in_the_joint_stage_leaves_no_critic_under_the_final_name(tmp_path, monkeypatch):

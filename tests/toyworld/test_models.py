@@ -7,6 +7,7 @@ import os
 import numpy as np
 import pytest
 
+from tests.toyworld.helpers import assert_workers_end_with_their_parent
 from vidcli.toyworld.language import Fact
 from vidcli.toyworld.scene import Scene, Thing
 
@@ -122,13 +123,7 @@ def test_an_error_in_the_critic_stops_the_stage_without_waiting_for_the_generato
 def test_the_generators_process_ends_when_the_build_is_killed_outright(tmp_path):
     """SIGKILL of the build leaves it no chance to stop the generator's process: that process watches
     its parent and ends on its own, instead of training on into the build's folder."""
-    import signal
-    import subprocess
-    import sys
     import textwrap
-    import time
-
-    import psutil
 
     script = tmp_path / "run.py"
     script.write_text(textwrap.dedent("""
@@ -145,27 +140,7 @@ def test_the_generators_process_ends_when_the_build_is_killed_outright(tmp_path)
         if __name__ == "__main__":
             build_models(sys.argv[1], seed=0, quick=True)
     """), encoding="utf-8")
-    parent = subprocess.Popen([sys.executable, str(script), str(tmp_path / "models")])
-    workers = []
-    try:
-        deadline = time.monotonic() + 120
-        while not workers:
-            assert parent.poll() is None and time.monotonic() < deadline, "the build ended or never started its worker"
-            workers = [p for p in psutil.Process(parent.pid).children(recursive=True)
-                       if "spawn_main" in " ".join(p.cmdline())]
-            time.sleep(0.5)
-        time.sleep(3)  # the worker is into the generator's builder
-        assert all(w.is_running() for w in workers)
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait()
-        gone, alive = psutil.wait_procs(workers, timeout=20)
-        assert not alive, f"orphaned build processes still running: {[w.pid for w in alive]}"
-    finally:
-        if parent.poll() is None:
-            parent.kill()
-        for w in workers:
-            if w.is_running():
-                w.kill()
+    assert_workers_end_with_their_parent(script, str(tmp_path / "models"))
 
 
 def test_reply_loss_weighs_the_verdict_token_of_each_right_aligned_reply():
