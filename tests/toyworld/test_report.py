@@ -602,3 +602,90 @@ def test_report_refuses_a_critic_that_is_not_a_saved_model_in_one_line(tmp_path,
     assert stopped.value.code == 2 and not (tmp_path / "out").exists()
     err = capsys.readouterr().err
     assert f"--critic: {folder}: not a saved critic" in err and "Traceback" not in err
+
+
+def test_the_sections_share_the_cores_and_a_failure_in_one_halts_the_others(tmp_path, monkeypatch):
+    """The report's three sections go at once: their commands take the report's cores as they come (never
+    more at once than there are), and once one command fails no command of any section starts; the
+    failure, not the halt it caused, is what the report raises."""
+    import threading
+    import time
+
+    from vidcli.toyworld import report
+    from vidcli.toyworld.build import CommandFailed
+
+    lock, running, most, started = threading.Lock(), [0], [0], []
+
+    def fake(ctx, *args):
+        with lock:
+            started.append(args[0])
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        time.sleep(0.05)
+        with lock:
+            running[0] -= 1
+        if args[0] == "broken":
+            raise CommandFailed("vidcli broken failed (exit 1): error: no such file")
+
+    monkeypatch.setattr(report, "_vidcli", fake)
+
+    def section(ctx, names):
+        def job(name):
+            return lambda: [report._command(ctx, f"{name}-{i}") for i in range(3)] and name
+        return lambda: report.at_once([job(n) for n in names], None, ctx.stop)
+
+    ctx = report.ReportContext(tmp_path, 0, True, None, cores=threading.BoundedSemaphore(2))
+    assert report.at_once([section(ctx, "ab"), section(ctx, "cde"), section(ctx, "f")], None, ctx.stop) == [
+        ["a", "b"], ["c", "d", "e"], ["f"]]
+    assert most[0] == 2 and len(started) == 18
+
+    started.clear()
+    ctx = report.ReportContext(tmp_path, 0, True, None, cores=threading.BoundedSemaphore(1))
+
+    def breaks():
+        report._command(ctx, "broken")
+
+    with pytest.raises(CommandFailed, match="vidcli broken failed"):
+        report.at_once([section(ctx, "ab"), lambda: report.at_once([breaks], None, ctx.stop), section(ctx, "c")],
+                       None, ctx.stop)
+    assert "broken" in started and len(started) < 10  # the commands queued behind it never started
+    with pytest.raises(report.Halted):
+        report._command(ctx, "late")
+
+
+def test_grpo_from_the_base_runs_its_own_steps(tmp_path, monkeypatch):
+    """READE_FULL's GRPO-only ablation runs ``ablation_steps`` (its rollouts are never rewarded, so more
+    steps cannot move it); the two seeds from the SFT start point run ``steps``, and only theirs are
+    evaluated at the checkpoints."""
+    from dataclasses import replace
+
+    from vidcli.toyworld import report
+    from vidcli.toyworld.build import Context
+
+    ran, curves = {}, []
+
+    def fake_grpo(ctx, start, out, s, seed):
+        ran[out.name] = (start.name, s.steps, seed)
+        return out
+
+    monkeypatch.setattr(report, "grpo", fake_grpo)
+    scores = {"r1": {part: 1.0 for part in report.READE_PARTS}}
+    monkeypatch.setattr(report, "heldout_scores", lambda ctx, model, out, s: dict(scores))
+    monkeypatch.setattr(report, "rendered_heldout", lambda ctx, out, s: {"r1": {"video": 0.5}})
+    monkeypatch.setattr(report, "rendered_scores", lambda ctx, requests, prompts, out, s: {"r1": {"video": 0.2}})
+    monkeypatch.setattr(report, "heldout_curve", lambda ctx, run, out, s, base, final: curves.append(run.name) or [])
+    monkeypatch.setattr(report, "training_curve",
+                        lambda run: [(1, 0.0, 0.0), (2, 0.0 if "only" in run.name else 1.5, 0.5)])
+    (tmp_path / "eval" / "sft").mkdir(parents=True)
+    (tmp_path / "eval" / "sft" / "heldout.jsonl").write_text(
+        json.dumps({"id": "r1", "instruction": "a red ball", "gold": {"dense": "a red ball"}}) + "\n")
+    assert report.READE_FULL.steps == 300 and report.READE_FULL.ablation_steps == 60
+    section = report.reade_section(Context(tmp_path / "build", 0, False, None), tmp_path,
+                                   replace(report.READE_FULL, seeds=(0, 1)), workers=2)
+    assert ran == {"grpo-seed0": ("sft", 300, 0), "grpo-seed1": ("sft", 300, 1), "grpo-only": ("base", 60, 0)}
+    assert sorted(curves) == ["grpo-seed0", "grpo-seed1"]
+    assert section["settings"]["ablation_steps"] == 60 and "GRPO only (from the base)" in section["table"]
+    words = "\n".join(report.reade_markdown(section))
+    assert "GRPO only (from the base): 60 steps, seed 0; none of its rollouts was rewarded" in words
+    section["curves"]["GRPO only, seed 0"] = [(1, 0.0, 0.0), (2, 0.25, 0.1)]
+    assert "GRPO only (from the base): 60 steps, seed 0." in "\n".join(report.reade_markdown(section))

@@ -108,7 +108,8 @@ def main(argv: list[str] | None = None) -> int:
     rep.add_argument("--quick", action="store_true", help="the quick build and shorter runs, for CI")
     rep.add_argument("--seed", type=int, default=0, help="the build's seed (the runs' seeds are in the report)")
     rep.add_argument("--jobs", type=_at_least_one, default=min(2, os.cpu_count() or 1), metavar="N",
-                     help="independent runs at once, one thread each (default: 2, or 1 on a one-core machine)")
+                     help="vidcli commands at once, one thread each, from all three methods' runs (default: 2, or 1 "
+                          "on a one-core machine)")
     rep.add_argument("--critic", type=_critic_dir, default=None, metavar="DIR",
                      help="the --vlm of the DRF and ReViSE runs instead of the build's critic: a saved Qwen2.5-VL "
                           "folder, such as DIR/critic of `python -m vidcli.toyworld critic DIR`")

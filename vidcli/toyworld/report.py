@@ -36,9 +36,11 @@ them and what they showed.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
-from dataclasses import asdict, dataclass
+import threading
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
@@ -65,13 +67,17 @@ class ReadeSettings:
     max_tokens: int = 1100  # the start point's answers run to ~1000 of the kit's tokens
     warmup: int = 5
     ablation: bool = True  # also GRPO from the untrained base
+    ablation_steps: int | None = None  # that run's steps (None: ``steps``)
     render_steps: int = 20  # denoising steps of the toy generator's videos of the held-out prompts
     guidance: float = 5.0
 
 
 # Chosen by the pilot runs of docs/toyworld.md: at temperature 1.0 most of the start point's samples
 # break the format and GRPO made it worse; at 0.7, 60 steps at 1e-4 improved it (1e-3 and 3e-4 collapsed).
-READE_FULL = ReadeSettings(steps=60, seeds=(0, 1), heldout=80, lr=1e-4, temperature=0.7)
+# The first measured run's 60 steps left the rollout reward flat; 300 (nothing else changed) raised the
+# held-out reward. GRPO from the untrained base stays at 60: none of its rollouts is ever rewarded (all
+# 480 of 60 steps scored 0), so its advantages are 0 and more steps cannot move it.
+READE_FULL = ReadeSettings(steps=300, seeds=(0, 1), heldout=80, lr=1e-4, temperature=0.7, ablation_steps=60)
 READE_QUICK = ReadeSettings(steps=20, seeds=(0, 1), heldout=20, lr=1e-4, temperature=0.7, ablation=False)
 
 
@@ -115,9 +121,27 @@ def claim(folder: Path, inputs: dict, *, derived: bool) -> bool:
 
 @dataclass
 class ReportContext(Context):
-    """The build's context and the critic the report's runs read (``--critic``; None: the build's own)."""
+    """The build's context and the critic the report's runs read (``--critic``; None: the build's own).
+    ``cores``: at most this many vidcli commands run at once, whichever section starts them (None: no
+    limit but each section's own); ``stop``, once set (a run failed, or Ctrl-C), lets no command start."""
 
     critic: Path | None = None
+    cores: threading.BoundedSemaphore | None = None
+    stop: threading.Event = field(default_factory=threading.Event)
+
+
+class Halted(Exception):
+    """A command of the report that did not start because another run failed or the user pressed Ctrl-C."""
+
+
+def _command(ctx: Context, *args: str) -> None:
+    """One vidcli command of the report (:func:`~vidcli.toyworld.build._vidcli`), started once one of the
+    report's ``cores`` is free, and not at all once its ``stop`` is set."""
+    cores, stop = getattr(ctx, "cores", None), getattr(ctx, "stop", None)
+    with cores if cores is not None else contextlib.nullcontext():
+        if stop is not None and stop.is_set():
+            raise Halted(f"vidcli {args[0]} not started: the report is stopping")
+        _vidcli(ctx, *args)
 
 
 def critic_of(ctx: Context) -> Path:
@@ -161,13 +185,13 @@ def model_identity(model: Path) -> dict:
 
 def grpo(ctx: Context, start: Path, out: Path, s: ReadeSettings, seed: int) -> Path:
     """One ``vidcli grpo`` run (resumed when OUT holds an interrupted one of the same inputs); returns OUT."""
-    training = {k: v for k, v in asdict(s).items() if k not in ("seeds", "heldout", "ablation")}
+    training = {k: v for k, v in asdict(s).items() if k not in ("seeds", "heldout", "ablation", "ablation_steps")}
     claim(out, {"command": "grpo", "start": str(start), "world": str(ctx.world), "seed": seed, **training},
           derived=False)
     if (out / "vidcli.json").exists():
         return out
     resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
-    _vidcli(ctx, "grpo", "-q", "--model", str(start), "--judge", "openai:toy",
+    _command(ctx, "grpo", "-q", "--model", str(start), "--judge", "openai:toy",
             str(ctx.world / "requests.train.jsonl"), "-o", str(out), "--max-steps", str(s.steps),
             "--seed", str(seed), "--lr", str(s.lr), "--temperature", str(s.temperature),
             "--warmup-steps", str(s.warmup), "-G", str(s.num_generations),
@@ -184,9 +208,9 @@ def heldout_scores(ctx: Context, model: Path, out: Path, s: ReadeSettings) -> di
     lines = (ctx.world / "requests.test.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
     requests.write_text("".join(lines[:s.heldout]), encoding="utf-8")
     if not scored.exists():
-        _vidcli(ctx, "interpret", "-q", "--model", str(model), "--input", str(requests), "-o", str(interpreted),
+        _command(ctx, "interpret", "-q", "--model", str(model), "--input", str(requests), "-o", str(interpreted),
                 "--max-new-tokens", str(s.max_tokens), "--batch-size", "20", "--media-root", str(ctx.world))
-        _vidcli(ctx, "score", "-q", "--metric", "format,coverage,reward", "--judge", "openai:toy",
+        _command(ctx, "score", "-q", "--metric", "format,coverage,reward", "--judge", "openai:toy",
                 str(interpreted), "-o", str(scored))
     result = {}
     for record in _rows(scored):
@@ -310,25 +334,28 @@ def heldout_curve(ctx: Context, run: Path, out: Path, s: ReadeSettings, base: di
                             lambda step, path: heldout_scores(ctx, path, out / f"step{step}", s))
 
 
-def reade_section(ctx: Context, out: Path, s: ReadeSettings, *, workers: int = 1) -> dict:
+def reade_section(ctx: Context, out: Path, s: ReadeSettings, *, workers: int | None = 1) -> dict:
     """The ReaDe runs and their held-out scores; the report's ReaDe table as a dict. After the start
     point's scores, the runs (each with its evaluations) go ``workers`` at a time (:func:`at_once`)."""
     start = ctx.interpreter / "sft"
     base = heldout_scores(ctx, start, out / "eval" / "sft", s)
     base = with_video(base, rendered_heldout(ctx, out / "eval" / "sft", s))
 
-    def run_and_score(model: Path, name: str, seed: int) -> Callable[[], tuple]:
+    def run_and_score(model: Path, name: str, seed: int, ablation: bool = False) -> Callable[[], tuple]:
         def job() -> tuple:
-            run = grpo(ctx, model, out / name, s, seed)
+            settings = replace(s, steps=s.ablation_steps or s.steps) if ablation else s
+            run = grpo(ctx, model, out / name, settings, seed)
             scores = heldout_scores(ctx, run, out / "eval" / name, s)
             scores = with_video(scores, rendered_heldout(ctx, out / "eval" / name, s))
+            if ablation:
+                return run, scores, None
             return run, scores, heldout_curve(ctx, run, out / "eval" / name, s, base, scores)
         return job
 
     jobs = [run_and_score(start, f"grpo-seed{seed}", seed) for seed in s.seeds]
     if s.ablation:
-        jobs.append(run_and_score(ctx.interpreter / "base", "grpo-only", s.seeds[0]))
-    done = at_once(jobs, workers)
+        jobs.append(run_and_score(ctx.interpreter / "base", "grpo-only", s.seeds[0], ablation=True))
+    done = at_once(jobs, workers, getattr(ctx, "stop", None))
     tuned, curves, heldout = [], {}, {}
     for seed, (run, scores, curve) in zip(s.seeds, done):
         tuned.append(scores)
@@ -348,7 +375,7 @@ def reade_section(ctx: Context, out: Path, s: ReadeSettings, *, workers: int = 1
     def rendered(folder: str, pick: Callable[[dict], str]) -> Callable[[], dict]:
         return lambda: rendered_scores(ctx, requests, {r["id"]: pick(r) for r in requests}, out / "eval" / folder, s)
 
-    found = at_once([rendered(folder, pick) for _, folder, pick in prompts], workers)
+    found = at_once([rendered(folder, pick) for _, folder, pick in prompts], workers, getattr(ctx, "stop", None))
     bounds = {name: mean_of([scores], "video") for (name, _, _), scores in zip(prompts, found)}
     return {"settings": asdict(s), "heldout": len(base), "table": table, "gain": gains, "video_bounds": bounds,
             "per_seed_reward": [mean_of([run], "reward") for run in tuned],
@@ -398,7 +425,7 @@ def drf_records(ctx: Context, out: Path, *, references: bool = False) -> Path:
                 for r in _rows(ctx.world / "drf.train.jsonl")]
         bare.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         vlm = ("--vlm", "openai:toy") if references else ()
-        _vidcli(ctx, "decompose", "-q", "--schema", "drf", "--llm", "openai:toy", *vlm, str(bare),
+        _command(ctx, "decompose", "-q", "--schema", "drf", "--llm", "openai:toy", *vlm, str(bare),
                 "-o", str(decomposed))
     return decomposed
 
@@ -415,7 +442,7 @@ def drf_tune(ctx: Context, records: Path, out: Path, s: DrfSettings, seed: int, 
     if (out / "vidcli.json").exists():
         return out
     resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
-    _vidcli(ctx, "drf-tune", "-q", "--model", str(ctx.root / "generator"), "--vlm", str(critic_of(ctx)),
+    _command(ctx, "drf-tune", "-q", "--model", str(ctx.root / "generator"), "--vlm", str(critic_of(ctx)),
             str(records), "-o", str(out), "--reward", reward, "--dims", dims, "--height", "32", "--width", "32",
             "--frames", "9", "--frames-vlm", "9", "--steps", str(s.sampling_steps), "--k-grad", str(s.k_grad),
             "--guidance", str(s.guidance), "--max-steps", str(s.steps), "--epochs", "100", "--seed", str(seed),
@@ -450,26 +477,33 @@ def _generate(ctx: Context, model: Path, prompts: Path, generated: Path, steps: 
     from vidcli.media import load_video
 
     if not generated.exists():
-        _vidcli(ctx, "generate", "-q", "--model", str(model), str(prompts), "-o", str(generated), "--steps", str(steps),
-                "--guidance", str(guidance), "--num-frames", "9", "--height", "32", "--width", "32", "--seed", "0")
+        _command(ctx, "generate", "-q", "--model", str(model), str(prompts), "-o", str(generated),
+                 "--steps", str(steps), "--guidance", str(guidance), "--num-frames", "9", "--height", "32",
+                 "--width", "32", "--seed", "0")
     return [(record, load_video(generated.parent / record["output"]["video"]).frames) for record in _rows(generated)]
 
 
-def at_once(jobs: list[Callable[[], T]], workers: int) -> list[T]:
+def at_once(jobs: list[Callable[[], T]], workers: int | None, stop: threading.Event | None = None) -> list[T]:
     """Run independent ``jobs`` (each a chain of vidcli commands, one thread each, and oracle readings),
-    ``workers`` at a time; their results in the order given. When one fails, no further job starts,
-    those running finish (their folders stay claimed, so the same report resumes them), and the first
-    failure in the jobs' order is raised. On Ctrl-C the running commands get the signal too."""
+    ``workers`` at a time (None: all at once, for jobs whose commands wait for the report's cores); their
+    results in the order given. When one fails, no further job starts, those running finish (their folders
+    stay claimed, so the same report resumes them), and the first failure in the jobs' order is raised —
+    a job that was only :class:`Halted` gives way to the failure that halted it. ``stop``: shared with
+    other sections, so that a failure in one stops them all (set here on a failure or Ctrl-C). On Ctrl-C
+    the running commands get the signal too."""
+    stop = stop if stop is not None else threading.Event()
+    workers = len(jobs) if workers is None else workers
     if workers <= 1 or len(jobs) <= 1:
-        return [job() for job in jobs]
-    import threading
+        try:
+            return [job() for job in jobs]
+        except BaseException:
+            stop.set()
+            raise
     from concurrent.futures import ThreadPoolExecutor, wait
 
-    stop = threading.Event()
-
-    def guarded(job: Callable[[], T]) -> T | None:
+    def guarded(job: Callable[[], T]) -> T:
         if stop.is_set():
-            return None
+            raise Halted("not started: the report is stopping")
         try:
             return job()
         except BaseException:
@@ -483,9 +517,9 @@ def at_once(jobs: list[Callable[[], T]], workers: int) -> list[T]:
         except BaseException:  # Ctrl-C: start nothing more; leaving the block waits for the running
             stop.set()
             raise
-    for future in futures:
-        if future.exception() is not None:
-            raise future.exception()
+    failures = [future.exception() for future in futures if future.exception() is not None]
+    if failures:
+        raise next((f for f in failures if not isinstance(f, Halted)), failures[0])
     return [future.result() for future in futures]
 
 
@@ -504,7 +538,7 @@ def reward_curve(run: Path) -> list[tuple[int, float]]:
     return [(row["step"], -row["loss"] / max(1, len(row["queries"]))) for row in _rows(run / "rewards.jsonl")]
 
 
-def drf_section(ctx: Context, out: Path, s: DrfSettings, *, workers: int = 1) -> dict:
+def drf_section(ctx: Context, out: Path, s: DrfSettings, *, workers: int | None = 1) -> dict:
     """The DRF runs and the oracle's reading of their held-out videos; the report's DRF table as a dict.
     After the base generator's scores, the runs (each with its evaluations) go ``workers`` at a time."""
     records = drf_records(ctx, out)
@@ -528,7 +562,8 @@ def drf_section(ctx: Context, out: Path, s: DrfSettings, *, workers: int = 1) ->
 
     done = at_once([run_and_score(seed, s.reward) for seed in s.seeds]
                    + [run_and_score(s.seeds[0], reward) for reward in s.ablation]
-                   + [run_and_score(s.seeds[0], s.reward, dims) for dims in s.dims_ablation], workers)
+                   + [run_and_score(s.seeds[0], s.reward, dims) for dims in s.dims_ablation], workers,
+                   getattr(ctx, "stop", None))
     rewards, oracle = {}, {}
     for seed, (run, _, curve) in zip(s.seeds, done):
         rewards[f"{s.reward}, seed {seed}"] = reward_curve(run)
@@ -578,7 +613,7 @@ def revise_tune(ctx: Context, out: Path, s: ReviseSettings, seed: int, objective
     if (out / "vidcli.json").exists():
         return out
     resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
-    _vidcli(ctx, "revise-tune", "-q", str(ctx.world / "triplets.train.jsonl"), "--model", str(ctx.root / "editor"),
+    _command(ctx, "revise-tune", "-q", str(ctx.world / "triplets.train.jsonl"), "--model", str(ctx.root / "editor"),
             "--vlm", str(critic_of(ctx)), "-o", str(out), "--objective", objective, "--media-root", str(ctx.world),
             "--height", "32", "--width", "32", "--frames", "9", "--frames-critic", "8", "--cfg-drop", "0.1",
             "--lr", str(s.lr), "--schedule", "cosine", "--warmup-steps", str(max(1, s.steps // 20)),
@@ -610,7 +645,7 @@ def edit_scores(ctx: Context, model: Path | None, out: Path, s: ReviseSettings) 
             videos = [load_video(Path(r["source"]["video"])).frames for r in rows]
         else:
             if not edited.exists():
-                _vidcli(ctx, "generate", "-q", "--model", str(model), str(triplets), "-o", str(edited),
+                _command(ctx, "generate", "-q", "--model", str(model), str(triplets), "-o", str(edited),
                         "--steps", str(s.sampling_steps), "--guidance", str(s.guidance), "--num-frames", "9",
                         "--height", "32", "--width", "32", "--seed", "0")
             by_id = {r["id"]: r for r in _rows(edited)}
@@ -626,7 +661,7 @@ def edit_scores(ctx: Context, model: Path | None, out: Path, s: ReviseSettings) 
     return {row.pop("id"): row for row in _rows(scored)}
 
 
-def revise_section(ctx: Context, out: Path, s: ReviseSettings, *, workers: int = 1) -> dict:
+def revise_section(ctx: Context, out: Path, s: ReviseSettings, *, workers: int | None = 1) -> dict:
     """The ReViSE runs (one per objective and seed, from the build's editor) and the oracle's reading
     of their held-out edits; the report's ReViSE table as a dict. After the editor's scores, the runs
     (each with its evaluations) go ``workers`` at a time (:func:`at_once`)."""
@@ -647,7 +682,7 @@ def revise_section(ctx: Context, out: Path, s: ReviseSettings, *, workers: int =
         return job
 
     keys = [(objective, seed) for objective in s.objectives for seed in s.seeds]
-    done = dict(zip(keys, at_once([run_and_score(*key) for key in keys], workers)))
+    done = dict(zip(keys, at_once([run_and_score(*key) for key in keys], workers, getattr(ctx, "stop", None))))
     margins, oracle = {}, {}
     for objective in s.objectives:
         for seed in s.seeds:
@@ -685,6 +720,19 @@ def _table(table: dict[str, dict], parts: tuple[str, ...], heads: tuple[str, ...
     return lines + [f"| {name} | " + " | ".join(_number(row[p]) for p in parts) + " |" for name, row in table.items()]
 
 
+def _ablation_words(section: dict) -> str:
+    """What the report says of a GRPO-only run shorter than the others: its steps, and whether any of its
+    rollouts was ever rewarded (if none was, its advantages were all 0 and more steps could not move it)."""
+    s = section["settings"]
+    if not s.get("ablation") or not s.get("ablation_steps") or s["ablation_steps"] == s["steps"]:
+        return ""
+    rewards = [point[1] for point in section["curves"].get("GRPO only, seed 0", [])]
+    never = bool(rewards) and max(rewards) == 0 == min(rewards)
+    return (f" GRPO only (from the base): {s['ablation_steps']} steps, seed {s['seeds'][0]}"
+            + ("; none of its rollouts was rewarded, so its advantages were 0 and more steps could not move it."
+               if never else "."))
+
+
 def reade_markdown(section: dict) -> list[str]:
     s = section["settings"]
     lines = ["## ReaDe: GRPO of the interpreter", "",
@@ -694,7 +742,8 @@ def reade_markdown(section: dict) -> list[str]:
              f"toy generator's video of each answer's prompt (`vidcli generate`, {s['render_steps']} steps, guidance "
              f"{s['guidance']:g}, seed 0) read by the pixel oracle against what the user asked for: the share of the "
              "request's U and S facts that hold, times the share of the objects seen that the request asks for "
-             "or implies (clutter counts against); no prompt, no video: 0.", ""]
+             "or implies (clutter counts against); no prompt, no video: 0."
+             + _ablation_words(section), ""]
     lines += _table(section["table"], READE_PARTS,
                     ("reward", "format", "R_user", "R_detail", "R_supp", "contradiction", "video"))
     lines += ["", "Gain of SFT then GRPO over the start point (paired per request, mean over seeds; 95% t interval):",
@@ -805,7 +854,8 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0, workers: int 
            critic: Path | str | None = None) -> dict:
     """Build (or reuse) the toy world, run every section, write OUT/report.md, report.json, PNGs.
 
-    Each vidcli command runs on one thread; ``workers`` independent runs go at once (one per core).
+    Each vidcli command runs on one thread; at most ``workers`` commands run at once (one per core), taken
+    from all three sections as they come.
     ``critic``: the ``--vlm`` of drf-tune and revise-tune instead of the build's critic (such as DIR/critic of
     ``python -m vidcli.toyworld critic DIR``); the runs record which, so a report into an OUT made with another
     critic stops (:class:`StaleOutput`)."""
@@ -816,12 +866,16 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0, workers: int 
     out.mkdir(parents=True, exist_ok=True)
     root, state = ensure_world(seed=seed, quick=quick)
     # size is the build's business; the report has its own settings
-    ctx = ReportContext(root, seed, quick, None, critic=critic)
+    # The three sections go at once and share the cores: each command waits for a free one, so no core
+    # idles while a section scores its start point alone or runs its last odd job.
+    ctx = ReportContext(root, seed, quick, None, critic=critic, cores=threading.BoundedSemaphore(workers))
     with judge_server() as judge:
         ctx.judge_url = judge.base_url
-        drf = drf_section(ctx, out / "drf", DRF_QUICK if quick else DRF_FULL, workers=workers)
-        reade = reade_section(ctx, out / "reade", READE_QUICK if quick else READE_FULL, workers=workers)
-        revise = revise_section(ctx, out / "revise", REVISE_QUICK if quick else REVISE_FULL, workers=workers)
+        drf, reade, revise = at_once([
+            lambda: drf_section(ctx, out / "drf", DRF_QUICK if quick else DRF_FULL, workers=None),
+            lambda: reade_section(ctx, out / "reade", READE_QUICK if quick else READE_FULL, workers=None),
+            lambda: revise_section(ctx, out / "revise", REVISE_QUICK if quick else REVISE_FULL, workers=None),
+        ], None, ctx.stop)
     plot_drf(drf["reward_curves"], drf["oracle_curves"], out / "drf_curves.png")
     plot_curves(reade["heldout_curves"], reade["curves"], out / "reade_curves.png")
     plot_revise(revise["margin_curves"], revise["oracle_curves"], out / "revise_curves.png")
