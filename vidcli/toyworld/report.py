@@ -192,11 +192,11 @@ def grpo(ctx: Context, start: Path, out: Path, s: ReadeSettings, seed: int) -> P
         return out
     resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
     _command(ctx, "grpo", "-q", "--model", str(start), "--judge", "openai:toy",
-            str(ctx.world / "requests.train.jsonl"), "-o", str(out), "--max-steps", str(s.steps),
-            "--seed", str(seed), "--lr", str(s.lr), "--temperature", str(s.temperature),
-            "--warmup-steps", str(s.warmup), "-G", str(s.num_generations),
-            "--max-completion-tokens", str(s.max_tokens), "--instruction-dropout", "0",
-            "--grad-accum", "1", "--save-every", str(max(1, s.steps // 2)), *resume)
+             str(ctx.world / "requests.train.jsonl"), "-o", str(out), "--max-steps", str(s.steps),
+             "--seed", str(seed), "--lr", str(s.lr), "--temperature", str(s.temperature),
+             "--warmup-steps", str(s.warmup), "-G", str(s.num_generations),
+             "--max-completion-tokens", str(s.max_tokens), "--instruction-dropout", "0",
+             "--grad-accum", "1", "--save-every", str(max(1, s.steps // 2)), *resume)
     return out
 
 
@@ -209,9 +209,9 @@ def heldout_scores(ctx: Context, model: Path, out: Path, s: ReadeSettings) -> di
     requests.write_text("".join(lines[:s.heldout]), encoding="utf-8")
     if not scored.exists():
         _command(ctx, "interpret", "-q", "--model", str(model), "--input", str(requests), "-o", str(interpreted),
-                "--max-new-tokens", str(s.max_tokens), "--batch-size", "20", "--media-root", str(ctx.world))
+                 "--max-new-tokens", str(s.max_tokens), "--batch-size", "20", "--media-root", str(ctx.world))
         _command(ctx, "score", "-q", "--metric", "format,coverage,reward", "--judge", "openai:toy",
-                str(interpreted), "-o", str(scored))
+                 str(interpreted), "-o", str(scored))
     result = {}
     for record in _rows(scored):
         result[record["id"]] = {part: record["scores"].get(part) for part in READE_PARTS}
@@ -426,7 +426,7 @@ def drf_records(ctx: Context, out: Path, *, references: bool = False) -> Path:
         bare.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         vlm = ("--vlm", "openai:toy") if references else ()
         _command(ctx, "decompose", "-q", "--schema", "drf", "--llm", "openai:toy", *vlm, str(bare),
-                "-o", str(decomposed))
+                 "-o", str(decomposed))
     return decomposed
 
 
@@ -443,10 +443,10 @@ def drf_tune(ctx: Context, records: Path, out: Path, s: DrfSettings, seed: int, 
         return out
     resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
     _command(ctx, "drf-tune", "-q", "--model", str(ctx.root / "generator"), "--vlm", str(critic_of(ctx)),
-            str(records), "-o", str(out), "--reward", reward, "--dims", dims, "--height", "32", "--width", "32",
-            "--frames", "9", "--frames-vlm", "9", "--steps", str(s.sampling_steps), "--k-grad", str(s.k_grad),
-            "--guidance", str(s.guidance), "--max-steps", str(s.steps), "--epochs", "100", "--seed", str(seed),
-            "--lr", str(s.lr), "--save-every", str(max(1, s.steps // (s.checkpoints + 1))), *resume)
+             str(records), "-o", str(out), "--reward", reward, "--dims", dims, "--height", "32", "--width", "32",
+             "--frames", "9", "--frames-vlm", "9", "--steps", str(s.sampling_steps), "--k-grad", str(s.k_grad),
+             "--guidance", str(s.guidance), "--max-steps", str(s.steps), "--epochs", "100", "--seed", str(seed),
+             "--lr", str(s.lr), "--save-every", str(max(1, s.steps // (s.checkpoints + 1))), *resume)
     return out
 
 
@@ -614,11 +614,11 @@ def revise_tune(ctx: Context, out: Path, s: ReviseSettings, seed: int, objective
         return out
     resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
     _command(ctx, "revise-tune", "-q", str(ctx.world / "triplets.train.jsonl"), "--model", str(ctx.root / "editor"),
-            "--vlm", str(critic_of(ctx)), "-o", str(out), "--objective", objective, "--media-root", str(ctx.world),
-            "--height", "32", "--width", "32", "--frames", "9", "--frames-critic", "8", "--cfg-drop", "0.1",
-            "--lr", str(s.lr), "--schedule", "cosine", "--warmup-steps", str(max(1, s.steps // 20)),
-            "--weight-decay", "0.01", "--max-grad-norm", "1.0", "--batch-size", "1", "--grad-accum", str(s.grad_accum),
-            "--max-steps", str(s.steps), "--save-every", str(max(1, s.steps // 2)), "--seed", str(seed), *resume)
+             "--vlm", str(critic_of(ctx)), "-o", str(out), "--objective", objective, "--media-root", str(ctx.world),
+             "--height", "32", "--width", "32", "--frames", "9", "--frames-critic", "8", "--cfg-drop", "0.1",
+             "--lr", str(s.lr), "--schedule", "cosine", "--warmup-steps", str(max(1, s.steps // 20)),
+             "--weight-decay", "0.01", "--max-grad-norm", "1.0", "--batch-size", "1", "--grad-accum", str(s.grad_accum),
+             "--max-steps", str(s.steps), "--save-every", str(max(1, s.steps // 2)), "--seed", str(seed), *resume)
     return out
 
 
@@ -646,8 +646,8 @@ def edit_scores(ctx: Context, model: Path | None, out: Path, s: ReviseSettings) 
         else:
             if not edited.exists():
                 _command(ctx, "generate", "-q", "--model", str(model), str(triplets), "-o", str(edited),
-                        "--steps", str(s.sampling_steps), "--guidance", str(s.guidance), "--num-frames", "9",
-                        "--height", "32", "--width", "32", "--seed", "0")
+                         "--steps", str(s.sampling_steps), "--guidance", str(s.guidance), "--num-frames", "9",
+                         "--height", "32", "--width", "32", "--seed", "0")
             by_id = {r["id"]: r for r in _rows(edited)}
             videos = [load_video(edited.parent / by_id[r["id"]]["output"]["video"]).frames for r in rows]
         lines = []
