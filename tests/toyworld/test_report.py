@@ -689,3 +689,23 @@ def test_grpo_from_the_base_runs_its_own_steps(tmp_path, monkeypatch):
     assert "GRPO only (from the base): 60 steps, seed 0; none of its rollouts was rewarded" in words
     section["curves"]["GRPO only, seed 0"] = [(1, 0.0, 0.0), (2, 0.25, 0.1)]
     assert "GRPO only (from the base): 60 steps, seed 0." in "\n".join(report.reade_markdown(section))
+
+
+def test_a_stop_while_the_report_is_written_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    from vidcli.toyworld import report
+
+    target = tmp_path / "report.json"
+    target.write_text("old\n")
+    real = Path.write_text
+
+    def interrupted(self, text, *args, **kwargs):
+        real(self, text[: len(text) // 2], *args, **kwargs)  # half of it, then Ctrl-C
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Path, "write_text", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        report._write_text(target, "new and complete\n")
+    monkeypatch.undo()
+    assert target.read_text() == "old\n"
+    report._write_text(target, "new and complete\n")
+    assert target.read_text() == "new and complete\n" and not (tmp_path / "report.json.partial").exists()

@@ -524,9 +524,14 @@ def at_once(jobs: list[Callable[[], T]], workers: int | None, stop: threading.Ev
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
-    """``rows`` as JSONL under ``path``, written beside it first so that a stop leaves no half file."""
+    """``rows`` as JSONL under ``path`` (:func:`_write_text`)."""
+    _write_text(path, "".join(json.dumps(row) + "\n" for row in rows))
+
+
+def _write_text(path: Path, text: str) -> None:
+    """``text`` under ``path``, written beside it first so that a stop leaves no half file."""
     tmp = path.with_name(path.name + ".partial")
-    tmp.write_text("".join(json.dumps(row) + "\n" for row in rows), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)
 
 
@@ -884,14 +889,14 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0, workers: int 
     result = {"build": {"dir": str(root), "key": state["key"], "quick": quick}, "critic": str(critic_of(ctx)),
               "drf": drf, "reade": reade,
               "revise": revise}
-    (out / "report.json").write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    _write_text(out / "report.json", json.dumps(result, indent=1) + "\n")
     lines = ["# The toy world: does each method learn?", "",
              f"Build {state['key']} ({'quick' if quick else 'full'}), seed {seed}."
              + ("" if critic is None else f" Critic of the DRF and ReViSE runs: `{critic}`."), ""]
     lines += drf_markdown(drf) + ["", "![DRF: critic reward and oracle adherence](drf_curves.png)", ""]
     lines += reade_markdown(reade) + ["", "![ReaDe training curves](reade_curves.png)", ""]
     lines += revise_markdown(revise) + ["", "![ReViSE: critic margin and oracle edit score](revise_curves.png)", ""]
-    (out / "report.md").write_text("\n".join(lines), encoding="utf-8")
+    _write_text(out / "report.md", "\n".join(lines))
     return result
 
 
