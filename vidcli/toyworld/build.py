@@ -15,6 +15,12 @@ report, and a stage whose report is on disk under the same build key is not run 
 ``models``       the trained critic, generator and editor (DIR/critic, DIR/generator,
                  DIR/editor): see :data:`STAGES` — the one place where they join the build
 
+``oracle``, ``cot`` and ``interpreter`` (:data:`BESIDE`) run one after another in a second
+thread, beside the ``models`` stage: each is one single-threaded process, and the models
+stage leaves a core idle for minutes (while the critic waits for the generator, and while
+the editor trains alone). A failure in either lane stops the other at once (its running
+command is ended) and is what the build raises.
+
 The key (:func:`build_key`) hashes the toyworld package's source, the tiny-model
 builder's key, the library versions that shape the outputs, the seed and ``--quick``.
 DIR/build.json holds the key and every stage's report; a DIR holding another key's
@@ -29,10 +35,12 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -64,6 +72,8 @@ class Context:
     quick: bool
     size: Size
     judge_url: str | None = None
+    stop: threading.Event = field(default_factory=threading.Event)  # once set, no command starts
+    running: set = field(default_factory=set, repr=False)  # the commands started and not yet ended
 
     @property
     def world(self) -> Path:
@@ -90,24 +100,79 @@ def _world(ctx: Context) -> dict:
 
 
 def _oracle(ctx: Context) -> dict:
-    from vidcli.toyworld.accuracy import oracle_accuracy
+    return _call(ctx, "the oracle check", "vidcli.toyworld.accuracy:oracle_accuracy", ctx.size.oracle_scenes,
+                 seed=ctx.seed + 12345)
 
-    return oracle_accuracy(ctx.size.oracle_scenes, seed=ctx.seed + 12345)
+
+_CALL = ("import importlib, json, sys\n"
+         "module, name = sys.argv[1].split(':')\n"
+         "args, kwargs = json.loads(sys.argv[2])\n"
+         "json.dump(getattr(importlib.import_module(module), name)(*args, **kwargs), sys.stdout)\n")
+
+
+def _call(ctx: Context, name: str, function: str, *args, **kwargs):
+    """``function`` ("module:name") called with JSON arguments in a process of its own; its JSON result.
+
+    The second lane runs its work in processes only: in a thread of the build, Python work would share
+    the interpreter lock with the critic's training, and importing transformers' lazy modules from two
+    threads at once fails ("cannot import name ...")."""
+    argv = [sys.executable, "-c", _CALL, function, json.dumps([args, kwargs])]
+    return json.loads(_run(ctx, name, argv, cache=None))
 
 
 class CommandFailed(RuntimeError):
     """A vidcli command that the build or the report ran exited with an error."""
 
 
-def _vidcli(ctx: Context, *args: str) -> None:
-    """Run one vidcli command as a user would; its stderr is shown when it fails."""
+class Halted(Exception):
+    """A command that did not start, or was ended, because its build or report is stopping."""
+
+
+_RUNNING = threading.Lock()
+
+
+def _run(ctx: Context, name: str, argv: list[str], *, cache: str | None = "cache") -> str:
+    """Run ``argv`` (one thread, the toy judge's address and ``cache`` under the build as its cache —
+    None: the caller's) and return its stdout. Refused once ``ctx.stop`` is set; :func:`_end_running`
+    ends it."""
     # One thread: the toy models are so small that a second thread only adds overhead, and on a
     # busy 2-core machine it made a GRPO step ten times slower (117–192 s against 10 s).
     env = {"OMP_NUM_THREADS": "1", **os.environ, "OPENAI_API_KEY": "toy", "OPENAI_BASE_URL": ctx.judge_url or "",
-           "XDG_CACHE_HOME": str(ctx.root / "cache")}
-    done = subprocess.run([sys.executable, "-m", "vidcli", *args], env=env, capture_output=True, text=True)
-    if done.returncode != 0:
-        raise CommandFailed(f"vidcli {args[0]} failed (exit {done.returncode}): {done.stderr.strip()[-2000:]}")
+           **({"XDG_CACHE_HOME": str(ctx.root / cache)} if cache else {})}
+    with _RUNNING:
+        if ctx.stop.is_set():
+            raise Halted(f"{name} not started: stopping")
+        process = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        ctx.running.add(process)
+    try:
+        out, err = process.communicate()
+    finally:
+        with _RUNNING:
+            ctx.running.discard(process)
+    if process.returncode != 0:
+        if ctx.stop.is_set():
+            raise Halted(f"{name} ended: stopping")
+        raise CommandFailed(f"{name} failed (exit {process.returncode}): {err.strip()[-2000:]}")
+    return out
+
+
+def _end_running(ctx: Context) -> None:
+    """Set ``ctx.stop`` and end every command still running under it."""
+    with _RUNNING:
+        ctx.stop.set()
+        running = list(ctx.running)
+    for process in running:
+        process.terminate()
+    for process in running:
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def _vidcli(ctx: Context, *args: str) -> None:
+    """Run one vidcli command as a user would; its stderr is shown when it fails."""
+    _run(ctx, f"vidcli {args[0]}", [sys.executable, "-m", "vidcli", *args])
 
 
 def _cot(ctx: Context) -> dict:
@@ -119,11 +184,11 @@ def _cot(ctx: Context) -> dict:
 
 
 def _interpreter(ctx: Context) -> dict:
-    from vidcli.toyworld.interpreter import build_base
-
     base, cot = ctx.interpreter / "base", ctx.interpreter / "cot.jsonl"
-    build_base(base, cot, seed=ctx.seed)
+    _call(ctx, "the interpreter's base", "vidcli.toyworld.interpreter:build_base", str(base), str(cot),
+          seed=ctx.seed)
     sft, interpreted = ctx.interpreter / "sft", ctx.interpreter / "heldout.interpreted.jsonl"
+    shutil.rmtree(sft, ignore_errors=True)  # a run the stage did not finish (stopped after sft saved)
     _vidcli(ctx, "sft", "-q", "--model", str(base), str(cot), "-o", str(sft),
             "--max-steps", str(ctx.size.sft_steps), "--seed", str(ctx.seed), *SFT_FLAGS)
     heldout = ctx.interpreter / "heldout.jsonl"
@@ -164,6 +229,8 @@ STAGES: list[Stage] = [
     ("interpreter", _interpreter),
     ("models", _models),
 ]
+# Stages that run one after another in a second thread, beside the main lane's stages after them.
+BESIDE = frozenset({"oracle", "cot", "interpreter"})
 
 
 # ----------------------------------------------------------------------------- cache
@@ -245,16 +312,94 @@ def _build_locked(root: Path, *, seed: int, quick: bool, force: bool) -> dict:
     ctx = Context(root, seed, quick, QUICK if quick else FULL)
     with judge_server() as judge:
         ctx.judge_url = judge.base_url
-        for name, run in STAGES:
-            if name in state["stages"]:
-                continue
-            started = time.monotonic()
-            log.info("toy world: stage %s", name)
-            report = run(ctx)
-            report["seconds"] = round(time.monotonic() - started, 1)
-            state["stages"][name] = report
-            _write_json(root / "build.json", state)
+        _run_stages(ctx, state)
     return state
+
+
+class _LaneFailed(BaseException):
+    """Raised in the main lane by :func:`_run_stages`'s signal when the second lane failed."""
+
+
+def _lane_failed(signum, frame) -> None:
+    raise _LaneFailed()
+
+
+def _run_stages(ctx: Context, state: dict) -> None:
+    """The stages not done in ``state``: the :data:`BESIDE` ones in a second thread, started once the
+    main lane reaches the first stage after them; each stage's report is saved as it ends. A failure
+    in the second thread interrupts the main lane (SIGUSR1 to this thread, when it is the main one:
+    a signal of its own, as SIGINT is ignored in a background job)."""
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGUSR1, _lane_failed)
+        try:
+            _lanes(ctx, state, interruptible=True)
+        finally:
+            signal.signal(signal.SIGUSR1, previous)
+    else:
+        _lanes(ctx, state, interruptible=False)
+
+
+def _lanes(ctx: Context, state: dict, *, interruptible: bool) -> None:
+    lock = threading.Lock()
+    order = [name for name, _ in STAGES]
+    todo = [(name, run) for name, run in STAGES if name not in state["stages"]]
+    side = [(name, run) for name, run in todo if name in BESIDE]
+    failed: list[BaseException] = []
+    can_interrupt = [interruptible]  # cleared once the main lane only waits for this one
+
+    def stage(name: str, run: Callable[[Context], dict]) -> None:
+        started = time.monotonic()
+        log.info("toy world: stage %s", name)
+        report = run(ctx)
+        report["seconds"] = round(time.monotonic() - started, 1)
+        with lock:
+            state["stages"][name] = report
+            _write_json(ctx.root / "build.json", state)
+
+    def side_lane() -> None:
+        try:
+            for name, run in side:
+                if ctx.stop.is_set():
+                    return
+                stage(name, run)
+        except BaseException as exc:
+            # A Ctrl-C also ends this lane's command: give the main lane's handler the moment it needs
+            # to set ``stop`` rather than report the command's death as the failure.
+            if ctx.stop.wait(0.5):
+                return
+            with lock:
+                if ctx.stop.is_set():
+                    return
+                failed.append(exc)
+                if can_interrupt[0]:
+                    signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    lane = threading.Thread(target=side_lane, name="toy-world-beside", daemon=True) if side else None
+    try:
+        for name, run in todo:
+            if name in BESIDE:
+                continue
+            if lane is not None and lane.ident is None and order.index(name) > order.index(side[0][0]):
+                lane.start()
+            stage(name, run)
+        if lane is not None:
+            with lock:
+                can_interrupt[0] = False
+            if lane.ident is None:
+                lane.start()
+            lane.join()
+    except BaseException:
+        ctx.stop.set()  # first: the other lane then neither reports its own end nor interrupts this one
+        with lock:
+            can_interrupt[0] = False
+        _end_running(ctx)
+        if lane is not None and lane.ident is not None:
+            lane.join()
+        if failed:
+            raise failed[0] from None
+        raise
+    if failed:
+        raise failed[0]
 
 
 def default_dir(*, seed: int = 0, quick: bool = True) -> Path:

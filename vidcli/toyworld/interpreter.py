@@ -32,7 +32,7 @@ def texts(cot: Path) -> list[str]:
     return list(training_corpus()) + prompts + [r["cot"]["target"] for r in records]
 
 
-def build_base(folder: Path, cot: Path, *, seed: int) -> None:
+def build_base(folder: Path | str, cot: Path | str, *, seed: int) -> None:
     """An untrained interpreter in ``folder``: the kit's VLM config and processor, a tokenizer learned on ``cot``."""
     import torch
     from transformers import AutoProcessor, Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
@@ -42,7 +42,7 @@ def build_base(folder: Path, cot: Path, *, seed: int) -> None:
     from vidcli.toyworld.critic import train_tokenizer
 
     kit = Path(ensure_tiny_models("vlm")["vlm"])
-    tok = train_tokenizer(texts(cot), vocab_size=VOCAB)
+    tok = train_tokenizer(texts(Path(cot)), vocab_size=VOCAB)
     ids = dict(zip(QWEN_SPECIAL_TOKENS, tok.convert_tokens_to_ids(QWEN_SPECIAL_TOKENS)))
     eot = tok.convert_tokens_to_ids("<|endoftext|>")
     config = Qwen2_5_VLConfig.from_pretrained(kit)

@@ -40,12 +40,12 @@ import contextlib
 import json
 import logging
 import threading
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
 from vidcli.scoring.summary import describe
-from vidcli.toyworld.build import Context, _vidcli, ensure_world
+from vidcli.toyworld.build import Context, Halted, _vidcli, ensure_world
 
 if TYPE_CHECKING:
     import numpy as np
@@ -127,11 +127,6 @@ class ReportContext(Context):
 
     critic: Path | None = None
     cores: threading.BoundedSemaphore | None = None
-    stop: threading.Event = field(default_factory=threading.Event)
-
-
-class Halted(Exception):
-    """A command of the report that did not start because another run failed or the user pressed Ctrl-C."""
 
 
 def _command(ctx: Context, *args: str) -> None:
