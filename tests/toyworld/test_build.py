@@ -149,3 +149,25 @@ def test_a_failure_of_the_models_ends_the_command_running_beside_them(tmp_path, 
         os.kill(pid, 0)
     assert not started[0].running and started[0].stop.is_set()
     assert list(json.loads((tmp_path / "w" / "build.json").read_text())["stages"]) == ["world"]
+
+
+def test_the_commands_beside_the_models_run_at_the_lowest_priority(tmp_path, monkeypatch):
+    """They should take the core the models stage leaves idle, not share the busy ones: SCHED_IDLE."""
+    import os
+    import sys
+
+    from vidcli.toyworld.build import _run
+
+    policy = {}
+
+    def measure(name):
+        def run(ctx):
+            out = _run(ctx, name, [sys.executable, "-c", "import os; print(os.sched_getscheduler(0))"])
+            policy[name] = int(out)
+            return {}
+        return run
+
+    _stages(monkeypatch, world=measure("world"), cot=measure("cot"), models=measure("models"))
+    build(tmp_path / "w", seed=5, quick=True)
+    mine = os.sched_getscheduler(0)
+    assert policy == {"world": mine, "cot": os.SCHED_IDLE, "models": mine}
