@@ -692,20 +692,35 @@ def test_grpo_from_the_base_runs_its_own_steps(tmp_path, monkeypatch):
 
 
 def test_a_stop_while_the_report_is_written_leaves_the_old_file_whole(tmp_path, monkeypatch):
+    import os
+
     from vidcli.toyworld import report
 
     target = tmp_path / "report.json"
     target.write_text("old\n")
-    real = Path.write_text
+    real = os.fdopen
 
-    def interrupted(self, text, *args, **kwargs):
-        real(self, text[: len(text) // 2], *args, **kwargs)  # half of it, then Ctrl-C
-        raise KeyboardInterrupt
+    class Interrupted:
+        """A file that takes half of what it is given, then meets Ctrl-C."""
 
-    monkeypatch.setattr(Path, "write_text", interrupted)
+        def __init__(self, handle):
+            self.handle = handle
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            self.handle.close()
+
+        def write(self, data):
+            self.handle.write(data[: len(data) // 2])
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fdopen", lambda fd, mode: Interrupted(real(fd, mode)))
     with pytest.raises(KeyboardInterrupt):
         report._write_text(target, "new and complete\n")
     monkeypatch.undo()
     assert target.read_text() == "old\n"
     report._write_text(target, "new and complete\n")
     assert target.read_text() == "new and complete\n" and not (tmp_path / "report.json.partial").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file left either

@@ -158,7 +158,9 @@ def format_summary(summary: dict) -> str:
     return "\n".join(lines)
 
 
-def _atomic_write(path: Path, write) -> None:
+def atomic_write(path: Path, write) -> None:
+    """``write(handle)`` into a temporary file beside ``path`` (binary), then renamed to ``path``: a
+    failure or Ctrl-C part-way leaves the earlier file whole and no temporary file behind."""
     from vidcli.train.checkpoint import apply_umask
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -176,7 +178,7 @@ def _atomic_write(path: Path, write) -> None:
 def write_summary(summary: dict, path: str | os.PathLike) -> None:
     """The summary as JSON, written to a temporary file and renamed."""
     text = json.dumps(summary, indent=2, ensure_ascii=False) + "\n"
-    _atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
+    atomic_write(Path(path), lambda handle: handle.write(text.encode("utf-8")))
 
 
 # What each score key measures, in the plot's words: (axis label, the range its values can take).
@@ -256,4 +258,4 @@ def summary_figure(summary: dict):
 def plot_summary(summary: dict, path: str | os.PathLike) -> None:
     """:func:`summary_figure` as a PNG, written to a temporary file and renamed."""
     fig = summary_figure(summary)
-    _atomic_write(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=100))
+    atomic_write(Path(path), lambda handle: fig.savefig(handle, format="png", dpi=100))

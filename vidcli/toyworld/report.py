@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
-from vidcli.scoring.summary import describe
+from vidcli.scoring.summary import atomic_write, describe
 from vidcli.toyworld.build import Context, Halted, _vidcli, ensure_world
 
 if TYPE_CHECKING:
@@ -525,9 +525,7 @@ def _write_rows(path: Path, rows: list[dict]) -> None:
 
 def _write_text(path: Path, text: str) -> None:
     """``text`` under ``path``, written beside it first so that a stop leaves no half file."""
-    tmp = path.with_name(path.name + ".partial")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(path)
+    atomic_write(path, lambda handle: handle.write(text.encode("utf-8")))
 
 
 def reward_curve(run: Path) -> list[tuple[int, float]]:
@@ -825,7 +823,7 @@ def _plot_pair(path: Path, left: tuple[str, dict[str, list], bool], right: tuple
         if curves:
             ax.legend(fontsize=6)
     fig.tight_layout()
-    fig.savefig(path)
+    atomic_write(path, lambda handle: fig.savefig(handle, format="png"))
 
 
 def plot_drf(rewards: dict[str, list], oracle: dict[str, list], path: Path, window: int = 10) -> None:
