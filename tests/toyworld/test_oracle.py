@@ -9,7 +9,16 @@ import pytest
 from vidcli.toyworld.accuracy import PROPERTIES, blocks, compare
 from vidcli.toyworld.edits import possible_edits
 from vidcli.toyworld.language import Fact, caption, scene_facts
-from vidcli.toyworld.oracle import caption_adherence, edit_adherence, read_video, region_shape, request_adherence
+from vidcli.toyworld.oracle import (
+    DEFECT_TEXTURE,
+    caption_adherence,
+    clean,
+    edit_adherence,
+    read_video,
+    region_shape,
+    request_adherence,
+    texture,
+)
 from vidcli.toyworld.scene import FPS, Degradation, Scene, Thing, coverage, degrade, random_scene, render
 
 BALL_LEFT = Scene((Thing("ball", "red", "left", 20.0, 10.0), Thing("square", "blue", "still", 10.0, 24.0)),
@@ -76,6 +85,35 @@ def test_faded_and_spoiled_videos_lose_facts():
     assert fact_adherence(facts, read_video(spoiled))["score"] == 1.0
     gone = fact_adherence(facts, read_video(degrade(BALL_LEFT, Degradation(fade=0.9))))
     assert gone["by_kind"]["object"] == 0.0 and gone["by_kind"]["background"] == 1.0
+
+
+def test_texture_by_hand_and_against_scipys_median_filter():
+    """One bright pixel in a black 3 × 3 frame: only it is far from its neighbourhood's median (0), by
+    90 grey levels, so the mean over the 9 pixels is 10; random frames equal scipy's median filter with
+    repeated edges."""
+    from scipy.ndimage import median_filter
+
+    frame = np.zeros((1, 3, 3, 1), np.uint8)
+    frame[0, 1, 1, 0] = 90
+    assert texture(frame) == pytest.approx(10.0)
+    rng = np.random.default_rng(5)
+    for shape in [(2, 5, 7, 3), (1, 4, 4, 1)]:
+        f = rng.integers(0, 256, shape).astype(np.uint8).astype(float)
+        peer = np.abs(f - median_filter(f, size=(1, 3, 3, 1), mode="nearest")).mean()
+        assert texture(f) == pytest.approx(peer, abs=1e-12)
+
+
+def test_renders_are_clean_and_grain_is_a_defect(tmp_path):
+    """The world's renders, and their mp4s, are far below the defect level; noise of the kind the critic's
+    training spoils renders with is far above it; blur alone is not a defect."""
+    from vidcli.media import load_video, write_video
+
+    frames = render(BALL_LEFT)
+    write_video(tmp_path / "v.mp4", frames, FPS)
+    assert texture(frames) < 1.0 and texture(load_video(tmp_path / "v.mp4").frames) < DEFECT_TEXTURE / 2
+    assert clean(frames) and clean(degrade(BALL_LEFT, Degradation(blur=1.0)))
+    noisy = degrade(BALL_LEFT, Degradation(noise=16.0, seed=1))
+    assert texture(noisy) > 1.5 * DEFECT_TEXTURE and not clean(noisy)
 
 
 def test_request_adherence_counts_what_was_not_asked_for():

@@ -226,6 +226,7 @@ def test_oracle_scores_read_the_generated_videos_against_their_captions(tmp_path
     other = [scores[r["id"]]["score"] for r in drf[1:6:2]]
     assert own == [1.0, 1.0, 1.0] and max(other) < 1.0
     assert all(0.0 <= v <= 1.0 for row in scores.values() for v in row.values())
+    assert all(row["clean"] == 1.0 for row in scores.values())  # renders: no visual defect
     assert report.oracle_scores(ctx, model, tmp_path / "eval", settings) == scores and len(calls) == 1
 
 

@@ -46,6 +46,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 
 from vidcli.scoring.summary import atomic_write, describe
 from vidcli.toyworld.build import Context, Halted, _vidcli, ensure_world
+from vidcli.toyworld.oracle import DEFECT_TEXTURE
 
 if TYPE_CHECKING:
     import numpy as np
@@ -400,7 +401,8 @@ class DrfSettings:
 DRF_FULL = DrfSettings(steps=200, seeds=(0, 1), heldout=64, lr=1e-4, ablation=("binary", "vanilla"),
                        dims_ablation=("TA,Phy,VQ",))
 DRF_QUICK = DrfSettings(steps=20, seeds=(0, 1), heldout=16, lr=1e-4)
-DRF_PARTS = ("score", "object", "colour", "motion", "relation", "background", "camera")
+DRF_PARTS = ("score", "object", "colour", "motion", "relation", "background", "camera", "clean")
+# "clean": the share of videos without a visual defect (oracle.clean), the world's truth for the VQ questions
 
 
 def drf_records(ctx: Context, out: Path, *, references: bool = False) -> Path:
@@ -446,12 +448,14 @@ def drf_tune(ctx: Context, records: Path, out: Path, s: DrfSettings, seed: int, 
 
 
 def oracle_scores(ctx: Context, model: Path, out: Path, s: DrfSettings) -> dict[str, dict]:
-    """Per held-out caption id: the oracle's adherence of ``vidcli generate``'s video (score and per fact kind)."""
-    from vidcli.toyworld.oracle import caption_adherence
+    """Per held-out caption id: the oracle's adherence of ``vidcli generate``'s video (score and per fact kind)
+    and whether the video is free of visual defects (``clean``, 1.0 or 0.0)."""
+    from vidcli.toyworld.oracle import caption_adherence, clean
 
     claim(out, {"model": model_identity(model / "transformer") if (model / "transformer").exists()
                 else model_identity(model), "world": str(ctx.world), "heldout": s.heldout,
-                "sampling_steps": s.sampling_steps, "guidance": s.guidance}, derived=True)
+                "sampling_steps": s.sampling_steps, "guidance": s.guidance, "defect_texture": DEFECT_TEXTURE},
+          derived=True)
     captions, generated, scored = out / "heldout.jsonl", out / "generated.jsonl", out / "oracle.jsonl"
     if not scored.exists():
         rows = [{"id": r["id"], "caption": r["caption"]} for r in _rows(ctx.world / "drf.test.jsonl")][:s.heldout]
@@ -459,7 +463,8 @@ def oracle_scores(ctx: Context, model: Path, out: Path, s: DrfSettings) -> dict[
         lines = []
         for record, frames in _generate(ctx, model, captions, generated, s.sampling_steps, s.guidance):
             found = caption_adherence(frames, record["caption"])
-            lines.append({"id": record["id"], "score": found["score"], **found["by_kind"]})
+            lines.append({"id": record["id"], "score": found["score"], **found["by_kind"],
+                          "clean": float(clean(frames))})
         _write_rows(scored, lines)
     return {row.pop("id"): row for row in _rows(scored)}
 
@@ -767,7 +772,9 @@ def drf_markdown(section: dict) -> list[str]:
              "answers on the world's renders are 'no error', 'no defect'); held-out captions: "
              f"{section['heldout']}, `vidcli generate` "
              f"({s['sampling_steps']} steps, guidance {s['guidance']:g}, seed 0), read by the pixel oracle "
-             "(fraction of each caption's facts the video shows).", ""]
+             "(fraction of each caption's facts the video shows; `clean`: share of the videos without a visual "
+             "defect, the world's answer to the VQ question — mean |pixel − its 3 × 3 median| at most "
+             f"{DEFECT_TEXTURE:g} grey levels).", ""]
     lines += _table(section["table"], DRF_PARTS, DRF_PARTS)
     lines += ["", f"Gain of `--reward {s['reward']}` over the base generator (paired per caption, mean over seeds; "
               "95% t interval):", ""]
