@@ -87,6 +87,19 @@ def test_faded_and_spoiled_videos_lose_facts():
     assert gone["by_kind"]["object"] == 0.0 and gone["by_kind"]["background"] == 1.0
 
 
+def test_a_frame_without_background_is_read_without_warnings():
+    """A generated frame can be all object colour (no grey pixel): its background profile is all NaN,
+    which the reading skips — silently, not with a RuntimeWarning per video on the user's terminal."""
+    import warnings
+
+    frames = render(BALL_LEFT).copy()
+    frames[0] = (255, 0, 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        reading = read_video(frames)
+    assert reading.tone == read_video(render(BALL_LEFT)).tone
+
+
 def test_texture_by_hand_and_against_scipys_median_filter():
     """One bright pixel in a black 3 × 3 frame: only it is far from its neighbourhood's median (0), by
     90 grey levels, so the mean over the 9 pixels is 10; random frames equal scipy's median filter with

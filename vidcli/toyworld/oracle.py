@@ -30,6 +30,7 @@ edit should have produced.
 """
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass
 
@@ -158,12 +159,9 @@ def _luma(rgb: np.ndarray) -> np.ndarray:
 def _column_profiles(level: np.ndarray, grey: np.ndarray) -> np.ndarray:
     """(T, W) median level of the grey pixels of each column; NaN where a column has none."""
     masked = np.where(grey, level, np.nan)
-    with np.errstate(all="ignore"):
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
-            return np.nanmedian(masked, axis=1)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns
+        return np.nanmedian(masked, axis=1)
 
 
 def _filled(profiles: np.ndarray) -> np.ndarray:
@@ -249,7 +247,9 @@ def _background(frames: np.ndarray, objects: np.ndarray) -> tuple[str, str, np.n
     counts = grey.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
         profiles = np.where(counts > 0, (level * grey).sum(axis=1) / counts, np.nan)  # (T, W)
-    spread = np.nanmean(np.nanstd(profiles, axis=1)) if np.isfinite(profiles).any() else 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # frames without a background pixel: NaN, skipped
+        spread = np.nanmean(np.nanstd(profiles, axis=1)) if np.isfinite(profiles).any() else 0.0
     return tone, "striped" if spread > 8.0 else "plain", profiles
 
 
