@@ -171,3 +171,56 @@ def test_the_commands_beside_the_models_run_at_the_lowest_priority(tmp_path, mon
     build(tmp_path / "w", seed=5, quick=True)
     mine = os.sched_getscheduler(0)
     assert policy == {"world": mine, "cot": os.SCHED_IDLE, "models": mine}
+
+
+# A build whose second lane runs a long command and whose models stage waits, driven through the CLI in a
+# process of its own, so that a signal can be sent to it alone (as `kill`, `timeout` or a scheduler does).
+_LONG_BUILD = """
+import sys, time
+from pathlib import Path
+from vidcli.toyworld import build as module
+from vidcli.toyworld.__main__ import main
+
+flag = Path(sys.argv[2])
+
+def cot(ctx):
+    module._run(ctx, "a long command", [sys.executable, "-c",
+                f"import os, time; open({str(flag)!r}, 'w').write(str(os.getpid())); time.sleep(120)"])
+    return {}
+
+def models(ctx):
+    time.sleep(120)
+    return {}
+
+module.STAGES = [("world", lambda ctx: {}), ("cot", cot), ("models", models)]
+sys.exit(main(["build", sys.argv[1], "--quick", "--seed", "5"]))
+"""
+
+
+def test_sigterm_ends_the_build_and_the_commands_it_started(tmp_path):
+    """SIGTERM to the build's process alone: it ends the command running beside the models (none is left
+    behind to write into the build), says so in one line, exits 143, and records neither stopped stage."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    flag = tmp_path / "command.pid"
+    process = subprocess.Popen([sys.executable, "-c", _LONG_BUILD, str(tmp_path / "w"), str(flag)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (flag.exists() and flag.read_text()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        command = int(flag.read_text())
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("terminated: finished stages and runs are kept")
+    assert "Traceback" not in err
+    with pytest.raises(ProcessLookupError):  # ended and reaped by the build
+        os.kill(command, 0)
+    assert list(json.loads((tmp_path / "w" / "build.json").read_text())["stages"]) == ["world"]

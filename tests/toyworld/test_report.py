@@ -725,3 +725,57 @@ def test_a_stop_while_the_report_is_written_leaves_the_old_file_whole(tmp_path, 
     report._write_text(target, "new and complete\n")
     assert target.read_text() == "new and complete\n" and not (tmp_path / "report.json.partial").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["report.json"]  # no temporary file left either
+
+
+# The report with each section replaced by one long command, driven through the CLI in a process of its own.
+_LONG_REPORT = """
+import sys
+from pathlib import Path
+from vidcli.toyworld import report as module
+from vidcli.toyworld.build import _run
+from vidcli.toyworld.__main__ import main
+
+flags = Path(sys.argv[2])
+root = Path(sys.argv[1]) / "build"
+module.ensure_world = lambda seed, quick: (root, {"key": "k"})
+
+def section(name):
+    def run(ctx, out, settings, workers=None):
+        _run(ctx, name, [sys.executable, "-c", "import os, sys, time; "
+             f"open({str(flags)!r} + '/' + {name!r}, 'w').write(str(os.getpid())); time.sleep(120)"])
+    return run
+
+module.drf_section, module.reade_section, module.revise_section = map(section, ("drf", "reade", "revise"))
+sys.exit(main(["report", str(Path(sys.argv[1]) / "out"), "--quick"]))
+"""
+
+
+def test_sigterm_ends_the_reports_running_commands(tmp_path):
+    """SIGTERM to the report's process alone (a scheduler's time limit, `timeout`): the commands it is
+    running are ended, not waited for, and none is left behind; one line, exit 143."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    flags = tmp_path / "pids"
+    flags.mkdir()
+    process = subprocess.Popen([sys.executable, "-c", _LONG_REPORT, str(tmp_path), str(flags)],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len([p for p in flags.iterdir() if p.read_text()]) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        commands = [int(p.read_text()) for p in flags.iterdir() if p.read_text()]
+        assert len(commands) >= 2
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("terminated: finished stages and runs are kept")
+    assert "Traceback" not in err
+    for pid in commands:
+        with pytest.raises(ProcessLookupError):  # ended and reaped
+            os.kill(pid, 0)

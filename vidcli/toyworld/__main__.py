@@ -11,8 +11,18 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
+
+
+class Terminated(BaseException):
+    """SIGTERM (``kill``, ``timeout``, a job scheduler's time limit), raised in the main thread so that the
+    build and the report end the commands they started and keep what is done, as on Ctrl-C."""
+
+
+def _terminated(signum: int, frame: object) -> None:
+    raise Terminated(signum)
 
 
 def _serve(args: argparse.Namespace) -> int:
@@ -118,8 +128,14 @@ def main(argv: list[str] | None = None) -> int:
     from vidcli.toyworld.build import CommandFailed
     from vidcli.toyworld.report import StaleOutput
 
+    # The judge serves until SIGTERM and stops on it its own way.
+    previous = signal.signal(signal.SIGTERM, _terminated) if args.run is not _serve else None
     try:
         return args.run(args)
+    except Terminated:
+        print("terminated: finished stages and runs are kept; the same command continues from them",
+              file=sys.stderr)
+        return 143
     except StaleOutput as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -131,6 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         print("interrupted: finished stages and runs are kept; the same command continues from them",
               file=sys.stderr)
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

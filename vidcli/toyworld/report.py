@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Callable, TypeVar
 
 from vidcli.scoring.summary import atomic_write, describe
-from vidcli.toyworld.build import Context, Halted, _vidcli, ensure_world
+from vidcli.toyworld.build import Context, Halted, _end_running, _vidcli, ensure_world
 from vidcli.toyworld.oracle import DEFECT_TEXTURE
 
 if TYPE_CHECKING:
@@ -483,21 +483,24 @@ def _generate(ctx: Context, model: Path, prompts: Path, generated: Path, steps: 
     return [(record, load_video(generated.parent / record["output"]["video"]).frames) for record in _rows(generated)]
 
 
-def at_once(jobs: list[Callable[[], T]], workers: int | None, stop: threading.Event | None = None) -> list[T]:
+def at_once(jobs: list[Callable[[], T]], workers: int | None, stop: threading.Event | None = None,
+            end: Callable[[], None] | None = None) -> list[T]:
     """Run independent ``jobs`` (each a chain of vidcli commands, one thread each, and oracle readings),
     ``workers`` at a time (None: all at once, for jobs whose commands wait for the report's cores); their
     results in the order given. When one fails, no further job starts, those running finish (their folders
     stay claimed, so the same report resumes them), and the first failure in the jobs' order is raised —
     a job that was only :class:`Halted` gives way to the failure that halted it. ``stop``: shared with
     other sections, so that a failure in one stops them all (set here on a failure or Ctrl-C). On Ctrl-C
-    the running commands get the signal too."""
+    the running commands get the signal too; any other interrupt of this thread (the CLI's SIGTERM) calls
+    ``end`` (ending the running commands) before waiting for the jobs."""
     stop = stop if stop is not None else threading.Event()
     workers = len(jobs) if workers is None else workers
     if workers <= 1 or len(jobs) <= 1:
         try:
             return [job() for job in jobs]
-        except BaseException:
+        except BaseException as exc:
             stop.set()
+            _end_unless_interrupted(exc, end)
             raise
     from concurrent.futures import ThreadPoolExecutor, wait
 
@@ -514,13 +517,21 @@ def at_once(jobs: list[Callable[[], T]], workers: int | None, stop: threading.Ev
         try:
             futures = [pool.submit(guarded, job) for job in jobs]
             wait(futures)
-        except BaseException:  # Ctrl-C: start nothing more; leaving the block waits for the running
+        except BaseException as exc:  # Ctrl-C: start nothing more; leaving the block waits for the running
             stop.set()
+            _end_unless_interrupted(exc, end)
             raise
     failures = [future.exception() for future in futures if future.exception() is not None]
     if failures:
         raise next((f for f in failures if not isinstance(f, Halted)), failures[0])
     return [future.result() for future in futures]
+
+
+def _end_unless_interrupted(exc: BaseException, end: Callable[[], None] | None) -> None:
+    """``end()`` when this thread was stopped by something other than a failure or Ctrl-C (whose commands
+    got the SIGINT themselves and are left to finish their own way): a SIGTERM sent to the report alone."""
+    if end is not None and not isinstance(exc, (Exception, KeyboardInterrupt)):
+        end()
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
@@ -882,7 +893,7 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0, workers: int 
             lambda: drf_section(ctx, out / "drf", DRF_QUICK if quick else DRF_FULL, workers=None),
             lambda: reade_section(ctx, out / "reade", READE_QUICK if quick else READE_FULL, workers=None),
             lambda: revise_section(ctx, out / "revise", REVISE_QUICK if quick else REVISE_FULL, workers=None),
-        ], None, ctx.stop)
+        ], None, ctx.stop, end=lambda: _end_running(ctx))
     plot_drf(drf["reward_curves"], drf["oracle_curves"], out / "drf_curves.png")
     plot_curves(reade["heldout_curves"], reade["curves"], out / "reade_curves.png")
     plot_revise(revise["margin_curves"], revise["oracle_curves"], out / "revise_curves.png")
