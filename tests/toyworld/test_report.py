@@ -313,7 +313,7 @@ def test_drf_section_runs_the_real_commands_on_the_quick_build(toy_build, toy_ju
 
     root = toy_build[0]
     ctx = Context(root, 0, True, None, judge_url=toy_judge)
-    settings = report.DrfSettings(steps=2, seeds=(0,), heldout=3, lr=1e-4, sampling_steps=4, checkpoints=1,
+    settings = report.DrfSettings(steps=3, seeds=(0,), heldout=3, lr=1e-4, sampling_steps=4, checkpoints=1,
                                   dims_ablation=("TA,Phy,VQ",))
     section = report.drf_section(ctx, tmp_path, settings, workers=2)  # the two runs at once
     run = tmp_path / "drf-rich-seed0"
@@ -330,8 +330,10 @@ def test_drf_section_runs_the_real_commands_on_the_quick_build(toy_build, toy_ju
     assert json.loads((dims_run / "vidcli.json").read_text())["arguments"]["dims"] == ["TA", "Phy", "VQ"]
     asked = {q["dim"] for row in report._rows(dims_run / "rewards.jsonl") for q in row["queries"]}
     assert asked == {"TA", "Phy", "VQ"}
-    assert [step for step, _ in section["reward_curves"]["rich, seed 0"]] == [1, 2]
-    assert [step for step, _ in section["oracle_curves"]["rich, seed 0"]] == [0, 1, 2]
+    assert [step for step, _ in section["reward_curves"]["rich, seed 0"]] == [1, 2, 3]
+    # One checkpoint asked for: one saved (at ceil(3 / 2) = 2), none left just before the end to evaluate.
+    assert sorted(p.name for p in run.glob("checkpoint-*")) == ["checkpoint-2"]
+    assert [step for step, _ in section["oracle_curves"]["rich, seed 0"]] == [0, 2, 3]
     assert section["gain"]["score"]["n"] == 3 and set(section["table"]) == {
         "base generator", "drf-tune --reward rich", "drf-tune --reward rich --dims TA,Phy,VQ (seed 0)"}
     base = section["table"]["base generator"]["score"]
@@ -402,14 +404,22 @@ def test_revise_section_runs_the_real_commands_on_the_quick_build(toy_build, tmp
 
     root = toy_build[0]
     ctx = Context(root, 0, True, None)
-    settings = report.ReviseSettings(steps=2, seeds=(0,), heldout=2, grad_accum=1, objectives=("sft", "uso"),
-                                     sampling_steps=2)
+    settings = report.ReviseSettings(steps=2, seeds=(0,), heldout=3, grad_accum=1, objectives=("sft", "uso"),
+                                     sampling_steps=2, curve_heldout=2)
     section = report.revise_section(ctx, tmp_path, settings, workers=2)  # the two runs at once
-    # The curves: the editor at step 0, the checkpoint saved half way (edited and read too), the final model.
-    for name in ("sft, seed 0", "uso, seed 0"):
-        assert [step for step, _ in section["oracle_curves"][name]] == [0, 1, 2]
-        assert section["oracle_curves"][name][0][1] == section["table"]["editor (start point)"]["score"]
-    assert (tmp_path / "eval" / "uso-seed0" / "step1" / "oracle.jsonl").exists()
+    # The curves: the editor at step 0, the checkpoint saved half way (edited and read too), the final model,
+    # all three on the first curve_heldout triplets; the table on all of them.
+    def first_two(folder):
+        return [row["score"] for row in report._rows(tmp_path / "eval" / folder / "oracle.jsonl")][:2]
+    for objective in ("sft", "uso"):
+        curve = section["oracle_curves"][f"{objective}, seed 0"]
+        assert [step for step, _ in curve] == [0, 1, 2]
+        half_way = report._rows(tmp_path / "eval" / f"{objective}-seed0" / "step1" / "oracle.jsonl")
+        assert len(half_way) == 2 and len(report._rows(tmp_path / "eval" / f"{objective}-seed0" / "oracle.jsonl")) == 3
+        assert curve[0][1] == pytest.approx(sum(first_two("editor")) / 2)
+        assert curve[1][1] == pytest.approx(sum(row["score"] for row in half_way) / 2)
+        assert curve[2][1] == pytest.approx(sum(first_two(f"{objective}-seed0")) / 2)
+    assert "The curves read the first 2 of them" in "\n".join(report.revise_markdown(section))
     assert list(section["margin_curves"]) == ["uso, seed 0"]
     report.plot_revise(section["margin_curves"], section["oracle_curves"], tmp_path / "revise.png")
     assert (tmp_path / "revise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -417,7 +427,7 @@ def test_revise_section_runs_the_real_commands_on_the_quick_build(toy_build, tmp
         info = json.loads((tmp_path / f"{objective}-seed0" / "vidcli.json").read_text())
         assert info["command"] == "revise-tune" and info["arguments"]["objective"] == objective
         assert Path(info["arguments"]["vlm"]) == root / "critic" and Path(info["arguments"]["model"]) == root / "editor"
-        assert section["gain"][objective]["score"]["n"] == 2
+        assert section["gain"][objective]["score"]["n"] == 3
     assert list(section["table"]) == ["source left unedited", "editor (start point)", "revise-tune --objective sft",
                                       "revise-tune --objective uso"]
     assert section["table"]["source left unedited"]["accuracy"] == 0.0
