@@ -408,18 +408,21 @@ def test_revise_section_runs_the_real_commands_on_the_quick_build(toy_build, tmp
                                      sampling_steps=2, curve_heldout=2)
     section = report.revise_section(ctx, tmp_path, settings, workers=2)  # the two runs at once
     # The curves: the editor at step 0, the checkpoint saved half way (edited and read too), the final model,
-    # all three on the first curve_heldout triplets; the table on all of them.
-    def first_two(folder):
-        return [row["score"] for row in report._rows(tmp_path / "eval" / folder / "oracle.jsonl")][:2]
+    # all three on every second triplet (at most curve_heldout of the 3: the 1st and the 3rd); the table on all.
+    def spread(rows):
+        return [row["score"] for row in rows][::2]
     for objective in ("sft", "uso"):
         curve = section["oracle_curves"][f"{objective}, seed 0"]
         assert [step for step, _ in curve] == [0, 1, 2]
+        final = report._rows(tmp_path / "eval" / f"{objective}-seed0" / "oracle.jsonl")
         half_way = report._rows(tmp_path / "eval" / f"{objective}-seed0" / "step1" / "oracle.jsonl")
-        assert len(half_way) == 2 and len(report._rows(tmp_path / "eval" / f"{objective}-seed0" / "oracle.jsonl")) == 3
-        assert curve[0][1] == pytest.approx(sum(first_two("editor")) / 2)
+        assert len(final) == 3 and [row["id"] for row in half_way] == [final[0]["id"], final[2]["id"]]
+        editor = report._rows(tmp_path / "eval" / "editor" / "oracle.jsonl")
+        assert curve[0][1] == pytest.approx(sum(spread(editor)) / 2)
         assert curve[1][1] == pytest.approx(sum(row["score"] for row in half_way) / 2)
-        assert curve[2][1] == pytest.approx(sum(first_two(f"{objective}-seed0")) / 2)
-    assert "The curves read the first 2 of them" in "\n".join(report.revise_markdown(section))
+        assert curve[2][1] == pytest.approx(sum(spread(final)) / 2)
+    assert "The oracle curves read 2 of them, every second in the split's order" in "\n".join(
+        report.revise_markdown(section))
     assert list(section["margin_curves"]) == ["uso, seed 0"]
     report.plot_revise(section["margin_curves"], section["oracle_curves"], tmp_path / "revise.png")
     assert (tmp_path / "revise.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
