@@ -35,3 +35,30 @@ def assert_workers_end_with_their_parent(script: Path, *args: str, start_timeout
         for w in workers:
             if w.is_running():
                 w.kill()
+
+
+def assert_sigterm_ends_commands(code: str, args: list[str], pids: Path, count: int) -> None:
+    """Run ``python -c code *args`` (a toy-world CLI whose commands write their pid to a file in ``pids``),
+    wait until ``count`` commands are running, send SIGTERM to the CLI's process alone (as `kill`, `timeout`
+    or a scheduler does) and assert: exit 143, the one `terminated: …` line, no traceback, every command
+    ended and reaped."""
+    import pytest
+
+    process = subprocess.Popen([sys.executable, "-c", code, *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while len([p for p in pids.iterdir() if p.read_text()]) < count and time.monotonic() < deadline:
+            time.sleep(0.05)
+        commands = [int(p.read_text()) for p in pids.iterdir() if p.read_text()]
+        assert len(commands) >= count
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 143, err
+    assert err.strip().splitlines()[-1].startswith("terminated: finished stages and runs are kept")
+    assert "Traceback" not in err
+    for pid in commands:
+        with pytest.raises(ProcessLookupError):  # ended and reaped
+            os.kill(pid, 0)

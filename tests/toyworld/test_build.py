@@ -200,27 +200,9 @@ sys.exit(main(["build", sys.argv[1], "--quick", "--seed", "5"]))
 def test_sigterm_ends_the_build_and_the_commands_it_started(tmp_path):
     """SIGTERM to the build's process alone: it ends the command running beside the models (none is left
     behind to write into the build), says so in one line, exits 143, and records neither stopped stage."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from tests.toyworld.helpers import assert_sigterm_ends_commands
 
-    flag = tmp_path / "command.pid"
-    process = subprocess.Popen([sys.executable, "-c", _LONG_BUILD, str(tmp_path / "w"), str(flag)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while not (flag.exists() and flag.read_text()) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        command = int(flag.read_text())
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == 143, err
-    assert err.strip().splitlines()[-1].startswith("terminated: finished stages and runs are kept")
-    assert "Traceback" not in err
-    with pytest.raises(ProcessLookupError):  # ended and reaped by the build
-        os.kill(command, 0)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    assert_sigterm_ends_commands(_LONG_BUILD, [str(tmp_path / "w"), str(pids / "cot")], pids, 1)
     assert list(json.loads((tmp_path / "w" / "build.json").read_text())["stages"]) == ["world"]

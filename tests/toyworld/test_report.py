@@ -766,29 +766,8 @@ sys.exit(main(["report", str(Path(sys.argv[1]) / "out"), "--quick"]))
 def test_sigterm_ends_the_reports_running_commands(tmp_path):
     """SIGTERM to the report's process alone (a scheduler's time limit, `timeout`): the commands it is
     running are ended, not waited for, and none is left behind; one line, exit 143."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    from tests.toyworld.helpers import assert_sigterm_ends_commands
 
-    flags = tmp_path / "pids"
-    flags.mkdir()
-    process = subprocess.Popen([sys.executable, "-c", _LONG_REPORT, str(tmp_path), str(flags)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        deadline = time.monotonic() + 60
-        while len([p for p in flags.iterdir() if p.read_text()]) < 2 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        commands = [int(p.read_text()) for p in flags.iterdir() if p.read_text()]
-        assert len(commands) >= 2
-        process.send_signal(signal.SIGTERM)
-        out, err = process.communicate(timeout=30)
-    finally:
-        process.kill()
-    assert process.returncode == 143, err
-    assert err.strip().splitlines()[-1].startswith("terminated: finished stages and runs are kept")
-    assert "Traceback" not in err
-    for pid in commands:
-        with pytest.raises(ProcessLookupError):  # ended and reaped
-            os.kill(pid, 0)
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    assert_sigterm_ends_commands(_LONG_REPORT, [str(tmp_path), str(pids)], pids, 2)
