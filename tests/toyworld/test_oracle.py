@@ -11,9 +11,12 @@ from vidcli.toyworld.edits import possible_edits
 from vidcli.toyworld.language import Fact, caption, scene_facts
 from vidcli.toyworld.oracle import (
     DEFECT_TEXTURE,
+    JUMP,
     caption_adherence,
     clean,
     edit_adherence,
+    physics_errors,
+    plausible,
     read_video,
     region_shape,
     request_adherence,
@@ -124,6 +127,52 @@ def test_renders_are_clean_and_grain_is_a_defect(tmp_path):
     assert clean(frames) and clean(degrade(BALL_LEFT, Degradation(blur=1.0)))
     noisy = degrade(BALL_LEFT, Degradation(noise=16.0, seed=1))
     assert texture(noisy) > 1.5 * DEFECT_TEXTURE and not clean(noisy)
+
+
+def test_renders_break_no_physical_rule(tmp_path):
+    """The rule's calibration, on scenes it was not fixed on: renders, and their mp4s, of 40 scenes of
+    another seed (one or two objects, stripes, pans) are plausible."""
+    from vidcli.media import load_video, write_video
+
+    rng = np.random.default_rng(11)
+    for n in range(40):
+        frames = render(random_scene(rng))
+        assert physics_errors(read_video(frames)) == [], n
+        if n % 8 == 0:
+            write_video(tmp_path / f"{n}.mp4", frames, FPS)
+            assert plausible(load_video(tmp_path / f"{n}.mp4").frames), n
+
+
+def _square(frames: int = 9, half: dict[int, int] | None = None, x: dict[int, int] | None = None) -> np.ndarray:
+    """A red square on a dark plain background, still at x = y = 16 (32 × 32), drawn by hand: its half
+    width and its x may be set per frame."""
+    video = np.full((frames, 32, 32, 3), 30, np.uint8)
+    for t in range(frames):
+        h, cx = (half or {}).get(t, 4), (x or {}).get(t, 16)
+        video[t, 16 - h:16 + h, cx - h:cx + h] = (220, 30, 30)
+    return video
+
+
+def test_physics_errors_by_hand():
+    """Hand-made breaks of each rule. A still square that sits 4 px to the right in the middle frame
+    (t = 4 of 0..8): the least-squares line through its x has slope 0 (the outlier sits at the mean
+    time) and intercept 16 + 4/9, so that frame is 4 − 4/9 ≈ 3.56 px off it, over JUMP; 1 px to the
+    right is 8/9 px off, under it. The square grown from 8 × 8 to 12 × 12 px from frame 5 on: areas 64
+    and 144, a factor 2.25 over GROWTH; to 10 × 10, a factor 1.56, under it."""
+    assert physics_errors(read_video(_square())) == []
+    assert physics_errors(read_video(_square(x={4: 20}))) == ["motion"]
+    assert 4 - 4 / 9 > JUMP > 1 - 1 / 9
+    assert physics_errors(read_video(_square(x={4: 17}))) == []
+    assert physics_errors(read_video(_square(half={t: 6 for t in range(5, 9)}))) == ["deformation"]
+    assert physics_errors(read_video(_square(half={t: 5 for t in range(5, 9)}))) == []
+    gone = _square()
+    gone[3:6] = 30  # vanishes for three frames
+    assert physics_errors(read_video(gone)) == ["motion"]
+    flash = _square()
+    flash[2:4, 2:8, 22:28] = (30, 200, 30)  # a green patch for two frames: appears and vanishes
+    reading = read_video(flash)
+    assert reading.stray == 2 and physics_errors(reading) == ["motion"]
+    assert plausible(np.full((9, 32, 32, 3), 30, np.uint8))  # nothing in it, nothing wrong
 
 
 def test_request_adherence_counts_what_was_not_asked_for():
