@@ -227,6 +227,7 @@ def test_oracle_scores_read_the_generated_videos_against_their_captions(tmp_path
     assert own == [1.0, 1.0, 1.0] and max(other) < 1.0
     assert all(0.0 <= v <= 1.0 for row in scores.values() for v in row.values())
     assert all(row["clean"] == 1.0 for row in scores.values())  # renders: no visual defect
+    assert all(row["plausible"] == 1.0 for row in scores.values())  # and no physical error
     assert report.oracle_scores(ctx, model, tmp_path / "eval", settings) == scores and len(calls) == 1
 
 
@@ -639,13 +640,20 @@ def test_the_sections_share_the_cores_and_a_failure_in_one_halts_the_others(tmp_
         with lock:
             running[0] -= 1
         if args[0] == "broken":
+            broken_runs.set()  # it holds the only core: the other sections' commands queue for it
+            time.sleep(0.2)
             raise CommandFailed("vidcli broken failed (exit 1): error: no such file")
 
     monkeypatch.setattr(report, "_vidcli", fake)
+    broken_runs = threading.Event()
 
-    def section(ctx, names):
+    def section(ctx, names, after=None):
         def job(name):
-            return lambda: [report._command(ctx, f"{name}-{i}") for i in range(3)] and name
+            def commands():
+                if after is not None:
+                    after.wait(10)
+                return [report._command(ctx, f"{name}-{i}") for i in range(3)] and name
+            return commands
         return lambda: report.at_once([job(n) for n in names], None, ctx.stop)
 
     ctx = report.ReportContext(tmp_path, 0, True, None, cores=threading.BoundedSemaphore(2))
@@ -660,9 +668,9 @@ def test_the_sections_share_the_cores_and_a_failure_in_one_halts_the_others(tmp_
         report._command(ctx, "broken")
 
     with pytest.raises(CommandFailed, match="vidcli broken failed"):
-        report.at_once([section(ctx, "ab"), lambda: report.at_once([breaks], None, ctx.stop), section(ctx, "c")],
-                       None, ctx.stop)
-    assert "broken" in started and len(started) < 10  # the commands queued behind it never started
+        report.at_once([section(ctx, "ab", broken_runs), lambda: report.at_once([breaks], None, ctx.stop),
+                        section(ctx, "c", broken_runs)], None, ctx.stop)
+    assert started == ["broken"]  # the commands queued behind it never started
     with pytest.raises(report.Halted):
         report._command(ctx, "late")
 

@@ -46,7 +46,7 @@ from typing import TYPE_CHECKING, Callable, TypeVar
 
 from vidcli.scoring.summary import atomic_write, describe
 from vidcli.toyworld.build import Context, Halted, _end_running, _vidcli, ensure_world
-from vidcli.toyworld.oracle import DEFECT_TEXTURE
+from vidcli.toyworld.oracle import DEFECT_TEXTURE, GROWTH, JUMP
 
 if TYPE_CHECKING:
     import numpy as np
@@ -132,12 +132,18 @@ class ReportContext(Context):
 
 def _command(ctx: Context, *args: str) -> None:
     """One vidcli command of the report (:func:`~vidcli.toyworld.build._vidcli`), started once one of the
-    report's ``cores`` is free, and not at all once its ``stop`` is set."""
+    report's ``cores`` is free, and not at all once its ``stop`` is set. A command that fails sets ``stop``
+    before it gives its core back, so no command waiting for that core starts."""
     cores, stop = getattr(ctx, "cores", None), getattr(ctx, "stop", None)
     with cores if cores is not None else contextlib.nullcontext():
         if stop is not None and stop.is_set():
             raise Halted(f"vidcli {args[0]} not started: the report is stopping")
-        _vidcli(ctx, *args)
+        try:
+            _vidcli(ctx, *args)
+        except BaseException:
+            if stop is not None:
+                stop.set()
+            raise
 
 
 def critic_of(ctx: Context) -> Path:
@@ -401,8 +407,9 @@ class DrfSettings:
 DRF_FULL = DrfSettings(steps=200, seeds=(0, 1), heldout=64, lr=1e-4, ablation=("binary", "vanilla"),
                        dims_ablation=("TA,Phy,VQ",))
 DRF_QUICK = DrfSettings(steps=20, seeds=(0, 1), heldout=16, lr=1e-4)
-DRF_PARTS = ("score", "object", "colour", "motion", "relation", "background", "camera", "clean")
-# "clean": the share of videos without a visual defect (oracle.clean), the world's truth for the VQ questions
+DRF_PARTS = ("score", "object", "colour", "motion", "relation", "background", "camera", "clean", "plausible")
+# "clean": the share of videos without a visual defect (oracle.clean), the world's truth for the VQ questions;
+# "plausible": without a physical error (oracle.physics_errors), its truth for the Phy questions
 
 
 def drf_records(ctx: Context, out: Path, *, references: bool = False) -> Path:
@@ -449,12 +456,15 @@ def drf_tune(ctx: Context, records: Path, out: Path, s: DrfSettings, seed: int, 
 
 def oracle_scores(ctx: Context, model: Path, out: Path, s: DrfSettings) -> dict[str, dict]:
     """Per held-out caption id: the oracle's adherence of ``vidcli generate``'s video (score and per fact kind)
-    and whether the video is free of visual defects (``clean``, 1.0 or 0.0)."""
-    from vidcli.toyworld.oracle import caption_adherence, clean
+    and whether the video is free of visual defects (``clean``) and of physical errors (``plausible``),
+    each 1.0 or 0.0."""
+    from vidcli.toyworld.language import read_facts
+    from vidcli.toyworld.oracle import clean, fact_adherence, physics_errors, read_video
 
     claim(out, {"model": model_identity(model / "transformer") if (model / "transformer").exists()
                 else model_identity(model), "world": str(ctx.world), "heldout": s.heldout,
-                "sampling_steps": s.sampling_steps, "guidance": s.guidance, "defect_texture": DEFECT_TEXTURE},
+                "sampling_steps": s.sampling_steps, "guidance": s.guidance, "defect_texture": DEFECT_TEXTURE,
+                "jump": JUMP, "growth": GROWTH},
           derived=True)
     captions, generated, scored = out / "heldout.jsonl", out / "generated.jsonl", out / "oracle.jsonl"
     if not scored.exists():
@@ -462,9 +472,10 @@ def oracle_scores(ctx: Context, model: Path, out: Path, s: DrfSettings) -> dict[
         captions.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
         lines = []
         for record, frames in _generate(ctx, model, captions, generated, s.sampling_steps, s.guidance):
-            found = caption_adherence(frames, record["caption"])
+            reading = read_video(frames)
+            found = fact_adherence(read_facts(record["caption"]), reading)
             lines.append({"id": record["id"], "score": found["score"], **found["by_kind"],
-                          "clean": float(clean(frames))})
+                          "clean": float(clean(frames)), "plausible": float(not physics_errors(reading))})
         _write_rows(scored, lines)
     return {row.pop("id"): row for row in _rows(scored)}
 
@@ -797,7 +808,10 @@ def drf_markdown(section: dict) -> list[str]:
              f"({s['sampling_steps']} steps, guidance {s['guidance']:g}, seed 0), read by the pixel oracle "
              "(fraction of each caption's facts the video shows; `clean`: share of the videos without a visual "
              "defect, the world's answer to the VQ question — mean |pixel − its 3 × 3 median| at most "
-             f"{DEFECT_TEXTURE:g} grey levels).", ""]
+             f"{DEFECT_TEXTURE:g} grey levels; `plausible`: share without a physical error, the answer to the Phy "
+             "question — every object seen in every frame, no region that no object explains, no centre more "
+             f"than {JUMP:g} px off its object's straight line, no area changing by more than a factor {GROWTH:g}).",
+             ""]
     lines += _table(section["table"], DRF_PARTS, DRF_PARTS)
     lines += ["", f"Gain of `--reward {s['reward']}` over the base generator (paired per caption, mean over seeds; "
               "95% t interval):", ""]
