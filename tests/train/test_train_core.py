@@ -416,3 +416,48 @@ def test_missing_tracker_package_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(accelerate.utils, "is_wandb_available", lambda: False)
     with pytest.raises(InputError, match=r"--report-to wandb needs .*pip install 'vidcli\[tracking\]'"):
         make_accelerator(RunConfig(tmp_path, report_to="tensorboard,wandb", mixed_precision="no"))
+
+
+@pytest.mark.parametrize(("processes", "fails", "barrier"), [(2, False, True), (2, True, False), (1, False, False)])
+def test_a_finished_multi_process_run_waits_for_every_process_before_tearing_down(processes, fails, barrier):
+    """run_recipe marks a run whose train() returned; its close then waits for the other processes before
+    ending the trackers and the process group. After a failure it does not wait (the others may never
+    arrive), and a single process has no one to wait for."""
+    from vidcli.train.core import run_recipe
+    from vidcli.train.start import RunStart
+
+    calls = []
+
+    class Accelerator:
+        num_processes = processes
+
+        def wait_for_everyone(self):
+            calls.append("barrier")
+
+        def end_training(self):
+            calls.append("end_training")
+
+    class Monitor:
+        def close(self):
+            calls.append("monitor")
+
+    class Recipe:
+        started = None
+
+        def setup(self):
+            self.started = RunStart(None, Accelerator(), Monitor(), None)
+
+        def train(self):
+            if fails:
+                raise RuntimeError("a step failed")
+            return Path("model")
+
+        def cleanup(self):
+            self.started.close()
+
+    if fails:
+        with pytest.raises(RuntimeError, match="a step failed"):
+            run_recipe(Recipe())
+    else:
+        assert run_recipe(Recipe()) == Path("model")
+    assert calls == ["monitor", *(["barrier"] if barrier else []), "end_training"]

@@ -51,9 +51,13 @@ from vidcli.train.tracking import tracker_config  # noqa: F401
 
 def run_recipe(recipe) -> Path:
     """``setup()``, ``train()`` and, whatever happens, ``cleanup()``; returns the final model's folder
-    (the run's closing line, :mod:`vidcli.train.monitor`, names it)."""
+    (the run's closing line, :mod:`vidcli.train.monitor`, names it). A run whose ``train()`` returned
+    is marked finished before the cleanup (:meth:`~vidcli.train.start.RunStart.close`)."""
     try:
         recipe.setup()
-        return recipe.train()
+        model = recipe.train()
+        if getattr(recipe, "started", None) is not None:
+            recipe.started.finished = True
+        return model
     finally:
         recipe.cleanup()

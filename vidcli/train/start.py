@@ -38,6 +38,7 @@ class RunStart:
     monitor: "RunMonitor"
     resume_from: Path | None  # the checkpoint this run continues, None for a fresh run
     saved: dict = field(default_factory=dict)  # that checkpoint's vidcli.json ({} for a fresh run)
+    finished: bool = False  # the recipe's train() returned (set by run_recipe)
 
     @property
     def device(self) -> str:
@@ -58,8 +59,16 @@ class RunStart:
         return step, order.resume_position(progress), self.saved.get("metrics", {})
 
     def close(self) -> None:
-        """Close the monitor (bar, trackers' media) and end the trackers."""
+        """Close the monitor (bar, trackers' media), end the trackers and tear the process group down.
+
+        After a finished run of several processes each waits for the others first, so none tears
+        its part of the group down while another still runs its last lines (a CPU run's second
+        process was seen to abort there under load, "terminate called without an active
+        exception", after the run had finished and saved). Not after a failure: a process that
+        failed cannot count on the others reaching the barrier."""
         self.monitor.close()
+        if self.finished and self.accelerator.num_processes > 1:
+            self.accelerator.wait_for_everyone()
         self.accelerator.end_training()
 
 
