@@ -7,18 +7,10 @@ importing torch-heavy modules.
 from __future__ import annotations
 
 import importlib
-import logging
 
 import click
 
 from vidcli import __version__
-
-# Importing peft imports bitsandbytes, which on a CPU with AVX512-BF16 tries to fetch a 4-bit matmul
-# kernel from the Hugging Face Hub (through the `kernels` package) and logs a warning of two lines when
-# it cannot (offline, or an unverified publisher). vidcli never runs bitsandbytes on a CPU (QLoRA and
-# the 8-bit optimiser need CUDA), so those warnings only bury the command's own output.
-for _name in ("bitsandbytes.backends.cpu.ops", "kernels"):
-    logging.getLogger(_name).setLevel(logging.ERROR)
 
 # name -> (module, one-line description). Only implemented subcommands are listed.
 COMMANDS: dict[str, tuple[str, str]] = {
