@@ -9,3 +9,4 @@ __version__ = "0.1.0"
 # toy world's and the helpers' processes included: they are kept at ERROR for all of vidcli.
 for _name in ("bitsandbytes.backends.cpu.ops", "kernels"):
     logging.getLogger(_name).setLevel(logging.ERROR)
+del _name

@@ -404,8 +404,9 @@ def physics_errors(reading: Reading) -> list[str]:
         if len(obj.centres) < reading.frames:
             errors.add("motion")
         if len(obj.centres) >= 3:
-            t = np.array(sorted(obj.centres), dtype=float)
-            xy = np.array([obj.centres[int(k)] for k in t])
+            seen = sorted(obj.centres)
+            t = np.array(seen, dtype=float)
+            xy = np.array([obj.centres[frame] for frame in seen])
             design = np.stack([np.ones_like(t), t], axis=1)
             off = xy - design @ np.linalg.lstsq(design, xy, rcond=None)[0]
             if np.abs(off).max() > JUMP:
