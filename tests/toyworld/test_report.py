@@ -35,6 +35,31 @@ def test_paired_gain_leaves_out_requests_without_a_value_in_every_run():
     assert gain["n"] == 1 and gain["mean"] == pytest.approx(0.5) and gain["ci95"] is None
 
 
+def test_contradiction_trade_groups_answers_by_contradiction_before_and_after():
+    from vidcli.toyworld.report import contradiction_trade, reade_markdown
+
+    base = {"a": {"contra": 1.0, "user": 1.0, "supp": 0.5}, "b": {"contra": 1.0, "user": 0.5, "supp": 0.5},
+            "c": {"contra": 0.0, "user": 0.5, "supp": 0.25}, "d": {"contra": None, "user": 0.0, "supp": 0.0}}
+    runs = [{"a": {"contra": 0.0, "user": 0.5, "supp": 0.5}, "b": {"contra": 1.0, "user": 0.5, "supp": 0.75},
+             "c": {"contra": 1.0, "user": 1.0, "supp": 0.5}, "d": {"contra": 0.0, "user": 1.0, "supp": 1.0}},
+            {"a": {"contra": 0.0, "user": 0.0, "supp": 0.25}, "b": {"contra": 0.0, "user": 0.5, "supp": 0.5},
+             "c": {"contra": 0.0, "user": 0.5, "supp": 0.25}}]
+    trade = contradiction_trade(base, runs)
+    # yes -> no: a in both runs (user -0.5 and -1.0; supp 0 and -0.25) and b in the second (0, 0); d has no start value
+    assert [(r["before"], r["after"], r["answers"]) for r in trade] == [(1, 1, 1), (1, 0, 3), (0, 1, 1), (0, 0, 1)]
+    assert trade[1]["user"] == pytest.approx(-0.5) and trade[1]["supp"] == pytest.approx(-0.25 / 3)
+    assert (trade[0]["user"], trade[0]["supp"]) == (0.0, 0.25) and (trade[2]["user"], trade[2]["supp"]) == (0.5, 0.25)
+    section = {"settings": {"steps": 1, "lr": 1e-4, "num_generations": 8, "temperature": 0.7, "seeds": [0],
+                            "render_steps": 20, "guidance": 5.0},
+               "heldout": 4, "table": {}, "gain": {p: {"mean": None} for p in ("reward", "format", "user", "detail",
+                                                                              "supp", "contra", "video")},
+               "per_seed_reward": [], "per_seed_video": [], "video_bounds": {}, "contradiction_trade": trade}
+    words = "\n".join(reade_markdown(section))
+    assert "| yes → no | 3 | -0.500 | -0.083 |" in words and "| no → yes | 1 | +0.500 | +0.250 |" in words
+    del section["contradiction_trade"]  # a report.json written before the table existed still renders
+    assert "Coverage against consistency" not in "\n".join(reade_markdown(section))
+
+
 def test_training_curve_and_its_plot(tmp_path):
     rows = [{"step": 1, "reward": 1.0, "parts": {"format": 1.0}, "completion": "x\u2028y\x1cz"},
             {"step": 1, "reward": 0.0, "parts": {"format": 0.2}},
@@ -707,6 +732,7 @@ def test_grpo_from_the_base_runs_its_own_steps(tmp_path, monkeypatch):
     assert ran == {"grpo-seed0": ("sft", 300, 0), "grpo-seed1": ("sft", 300, 1), "grpo-only": ("base", 60, 0)}
     assert sorted(curves) == ["grpo-seed0", "grpo-seed1"]
     assert section["settings"]["ablation_steps"] == 60 and "GRPO only (from the base)" in section["table"]
+    assert section["contradiction_trade"] == [{"before": 1, "after": 1, "answers": 2, "user": 0.0, "supp": 0.0}]
     words = "\n".join(report.reade_markdown(section))
     assert "GRPO only (from the base): 60 steps, seed 0; none of its rollouts was rewarded" in words
     section["curves"]["GRPO only, seed 0"] = [(1, 0.0, 0.0), (2, 0.25, 0.1)]

@@ -303,6 +303,27 @@ def paired_gain(base: dict[str, dict], tuned: list[dict[str, dict]], part: str) 
     return describe(diffs)
 
 
+def contradiction_trade(base: dict[str, dict], tuned: list[dict[str, dict]]) -> list[dict]:
+    """Where the coverage went: the held-out answers of every tuned run grouped by whether the answer to the
+    same request contradicted itself at the start point and after tuning, with each group's mean change of
+    R_user and R_supp. A coverage that falls where contradictions were removed is coverage that hedged (two
+    fields stating different values, one of them the asked one), which the reward's contradiction term
+    trades away (docs/toyworld.md, "Coverage on 400 fresh requests")."""
+    groups: dict[tuple[int, int], dict[str, list[float]]] = {}
+    for run in tuned:
+        for rid, start in base.items():
+            after = run.get(rid, {})
+            if start.get("contra") is None or after.get("contra") is None:
+                continue
+            group = groups.setdefault((int(start["contra"]), int(after["contra"])), {"user": [], "supp": []})
+            for part in ("user", "supp"):
+                if start.get(part) is not None and after.get(part) is not None:
+                    group[part].append(after[part] - start[part])
+    return [{"before": before, "after": after, "answers": max(len(g["user"]), len(g["supp"])),
+             **{part: sum(g[part]) / len(g[part]) if g[part] else None for part in ("user", "supp")}}
+            for (before, after), g in sorted(groups.items(), reverse=True)]
+
+
 def mean_of(runs: list[dict[str, dict]], part: str) -> float | None:
     values = [scores[part] for run in runs for scores in run.values() if scores.get(part) is not None]
     return sum(values) / len(values) if values else None
@@ -380,6 +401,7 @@ def reade_section(ctx: Context, out: Path, s: ReadeSettings, *, workers: int | N
     found = at_once([rendered(folder, pick) for _, folder, pick in prompts], workers, getattr(ctx, "stop", None))
     bounds = {name: mean_of([scores], "video") for (name, _, _), scores in zip(prompts, found)}
     return {"settings": asdict(s), "heldout": len(base), "table": table, "gain": gains, "video_bounds": bounds,
+            "contradiction_trade": contradiction_trade(base, tuned),
             "per_seed_reward": [mean_of([run], "reward") for run in tuned],
             "per_seed_video": [mean_of([run], "video") for run in tuned], "curves": curves,
             "heldout_curves": heldout}
@@ -792,7 +814,20 @@ def reade_markdown(section: dict) -> list[str]:
     lines.append(f"- held-out video adherence per seed: {', '.join(_number(v) for v in section['per_seed_video'])}")
     lines += ["", "The same videos with no interpreter, and with the world's own caption:", ""]
     lines += [f"- {name}: {_number(value)}" for name, value in section["video_bounds"].items()]
+    trade = section.get("contradiction_trade")
+    if trade:
+        lines += ["", "Coverage against consistency: the tuned runs' held-out answers grouped by whether the answer "
+                  "to the same request contradicted itself at the start point and after tuning (coverage that "
+                  "falls where a contradiction went is coverage that hedged):", "",
+                  "| contradiction, start → tuned | answers | R_user change | R_supp change |", "|---|---|---|---|"]
+        yes_no = ("no", "yes")
+        lines += [f"| {yes_no[row['before']]} → {yes_no[row['after']]} | {row['answers']} | "
+                  f"{_signed(row['user'])} | {_signed(row['supp'])} |" for row in trade]
     return lines
+
+
+def _signed(value: float | None) -> str:
+    return "-" if value is None else f"{value:+.3f}"
 
 
 def drf_markdown(section: dict) -> list[str]:
