@@ -309,19 +309,19 @@ def contradiction_trade(base: dict[str, dict], tuned: list[dict[str, dict]]) -> 
     R_user and R_supp. A coverage that falls where contradictions were removed is coverage that hedged (two
     fields stating different values, one of them the asked one), which the reward's contradiction term
     trades away (docs/toyworld.md, "Coverage on 400 fresh requests")."""
-    groups: dict[tuple[int, int], dict[str, list[float]]] = {}
+    groups: dict[tuple[int, int], list[tuple[dict, dict]]] = {}
     for run in tuned:
         for rid, start in base.items():
             after = run.get(rid, {})
-            if start.get("contra") is None or after.get("contra") is None:
-                continue
-            group = groups.setdefault((int(start["contra"]), int(after["contra"])), {"user": [], "supp": []})
-            for part in ("user", "supp"):
-                if start.get(part) is not None and after.get(part) is not None:
-                    group[part].append(after[part] - start[part])
-    return [{"before": before, "after": after, "answers": max(len(g["user"]), len(g["supp"])),
-             **{part: sum(g[part]) / len(g[part]) if g[part] else None for part in ("user", "supp")}}
-            for (before, after), g in sorted(groups.items(), reverse=True)]
+            if start.get("contra") is not None and after.get("contra") is not None:
+                groups.setdefault((int(start["contra"]), int(after["contra"])), []).append((start, after))
+
+    def change(pairs: list[tuple[dict, dict]], part: str) -> float | None:
+        diffs = [b[part] - a[part] for a, b in pairs if a.get(part) is not None and b.get(part) is not None]
+        return sum(diffs) / len(diffs) if diffs else None
+
+    return [{"before": before, "after": after, "answers": len(pairs), "user": change(pairs, "user"),
+             "supp": change(pairs, "supp")} for (before, after), pairs in sorted(groups.items(), reverse=True)]
 
 
 def mean_of(runs: list[dict[str, dict]], part: str) -> float | None:
