@@ -5,6 +5,7 @@
     python -m vidcli.toyworld judge [--host 127.0.0.1] [--port 0] [--url-file FILE]
     python -m vidcli.toyworld oracle-accuracy [--count N] [--seed N]
     python -m vidcli.toyworld report OUT [--quick] [--seed N] [--critic DIR]
+    python -m vidcli.toyworld gradient-check [CRITIC] [--quick] [--seed N] [--count N] [--steps N]
 """
 from __future__ import annotations
 
@@ -69,6 +70,15 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gradient(args: argparse.Namespace) -> int:
+    from vidcli.toyworld.gradient import gradient_check, summary_line
+
+    result = gradient_check(args.critic, seed=args.seed, quick=args.quick, count=args.count, steps=args.steps)
+    print(json.dumps(result, indent=1))
+    print(summary_line(result))
+    return 0
+
+
 def _at_least_one(text: str) -> int:
     try:
         value = int(text)
@@ -124,6 +134,17 @@ def main(argv: list[str] | None = None) -> int:
                      help="the --vlm of the DRF and ReViSE runs instead of the build's critic: a saved Qwen2.5-VL "
                           "folder, such as DIR/critic of `python -m vidcli.toyworld critic DIR`")
     rep.set_defaults(run=_report)
+    grad = sub.add_parser("gradient-check", help="move the generator's held-out videos along a critic's pixel "
+                          "gradient (the rich TA reward drf-tune reads) and let the oracle read them: does the "
+                          "gradient add the captions' facts?")
+    grad.add_argument("critic", type=_critic_dir, nargs="?", default=None, metavar="CRITIC",
+                      help="a saved Qwen2.5-VL folder (default: the build's critic)")
+    grad.add_argument("--quick", action="store_true", help="the quick build")
+    grad.add_argument("--seed", type=int, default=0, help="the build's seed")
+    grad.add_argument("--count", type=_at_least_one, default=32, metavar="N", help="held-out captions (default 32)")
+    grad.add_argument("--steps", type=_at_least_one, default=15, metavar="N",
+                      help="signed steps of 2/255 on the frames (default 15)")
+    grad.set_defaults(run=_gradient)
     args = parser.parse_args(argv)
     from vidcli.toyworld.build import CommandFailed
     from vidcli.toyworld.report import StaleOutput

@@ -255,7 +255,7 @@ BESIDE = frozenset({"oracle", "cot", "interpreter"})
 
 
 # Modules that read a build but do not make it: editing them keeps the cached builds.
-NOT_BUILD_SOURCES = frozenset({"report.py", "learning.py", "__main__.py"})
+NOT_BUILD_SOURCES = frozenset({"report.py", "learning.py", "gradient.py", "__main__.py"})
 
 
 def build_key(*, seed: int, quick: bool) -> str:

@@ -1,0 +1,81 @@
+"""The gradient check: held-out videos moved along a critic's pixel gradient, read by the oracle before and after."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from vidcli.toyworld.gradient import gradient_check, pixel_ascent, summary_line
+
+
+def _renders(root, count=2):
+    """(caption, TA questions, render) of the world's first held-out DRF records."""
+    from vidcli.toyworld.scene import Scene, render
+
+    world = root / "world"
+    scenes = {r["id"]: Scene.from_dict(r["scene"])
+              for r in map(json.loads, (world / "scenes.test.jsonl").read_text().splitlines())}
+    records = [json.loads(line) for line in (world / "drf.test.jsonl").read_text().splitlines()][:count]
+    return [(r["caption"], [q for q in r["questions"] if q["dim"] == "TA"], render(scenes[r["id"]])) for r in records]
+
+
+@pytest.mark.parametrize("sign", [1, -1])
+def test_steps_along_the_gradient_raise_the_critics_reward_and_steps_against_it_lower_it(toy_build, sign):
+    root, _ = toy_build
+    result = pixel_ascent(root / "critic", _renders(root), steps=2, step=sign * 2 / 255)
+    assert result["videos"] == 2 and result["steps"] == 2
+    for row in result["per_video"]:
+        assert (row["reward_after"] - row["reward_before"]) * sign > 0
+        assert 0 < row["largest_change"] <= 2 * 2 / 255 + 1e-6  # each step moves a pixel by 2/255 at most
+    assert result["reward"]["after"] == pytest.approx(sum(r["reward_after"] for r in result["per_video"]) / 2)
+
+
+def test_without_steps_the_videos_are_read_as_they_are(toy_build):
+    """A render shows every fact of its caption and no defect: adherence 1 and clean, before and after."""
+    from vidcli.rewards.vlm import VLMScorer, vqa_loss
+
+    root, _ = toy_build
+    videos = _renders(root)
+    result = pixel_ascent(root / "critic", videos, steps=0)
+    scorer = VLMScorer.from_pretrained(root / "critic")
+    for (caption, questions, frames), row in zip(videos, result["per_video"]):
+        import torch
+
+        x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+        assert row["reward_before"] == row["reward_after"] == pytest.approx(-float(vqa_loss(scorer, x, questions,
+                                                                                           fps=16.0)), rel=1e-5)
+        assert row["adherence_before"] == row["adherence_after"] == 1.0
+        assert row["clean_before"] == row["clean_after"] == 1.0
+        assert row["largest_change"] == 0.0
+    assert result["adherence"]["change"]["mean"] == 0.0
+
+
+def test_summary_line_gives_the_change_and_its_interval():
+    result = {"videos": 3, "reward": {"before": -12.1, "after": -7.17},
+              "adherence": {"before": 0.528, "after": 0.504,
+                            "change": {"mean": -0.024, "ci95": [-0.094, 0.046]}},
+              "clean": {"before": 0.5625, "after": 0.0625}}
+    assert summary_line(result) == ("gradient-check: reward -12.10 -> -7.17, oracle adherence 0.528 -> 0.504 "
+                                    "(-0.024 [-0.094, +0.046]), defect-free videos 0.56 -> 0.06 (n=3)")
+
+
+@pytest.mark.slow
+def test_gradient_check_reads_the_generators_videos_of_held_out_captions(toy_build, monkeypatch):
+    """The build's generator draws the first held-out captions (``vidcli generate``); the build's critic by default."""
+    root, _ = toy_build
+    monkeypatch.setattr("vidcli.toyworld.build.ensure_world", lambda seed, quick: toy_build)
+    result = gradient_check(quick=True, count=2, steps=1)
+    assert result["critic"] == str(root / "critic") and result["videos"] == 2
+    captions = [json.loads(line)["caption"] for line in (root / "world" / "drf.test.jsonl").read_text().splitlines()]
+    assert [r["caption"] for r in result["per_video"]] == captions[:2]
+    assert all(r["reward_after"] > r["reward_before"] for r in result["per_video"])
+
+
+def test_a_critic_path_that_is_not_a_critic_is_one_line(tmp_path, capsys):
+    from vidcli.toyworld.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["gradient-check", str(tmp_path / "critc")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "not a saved critic" in err[-1] and "Traceback" not in "\n".join(err)
