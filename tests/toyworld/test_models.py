@@ -143,6 +143,45 @@ def test_the_generators_process_ends_when_the_build_is_killed_outright(tmp_path)
     assert_workers_end_with_their_parent(script, str(tmp_path / "models"))
 
 
+def test_a_worker_whose_parent_died_before_it_began_watching_still_ends(tmp_path):
+    """A loaded machine can take seconds to start a spawned worker (importing torch): a parent killed in
+    that time is gone before the worker's watch begins, and the worker must still know it was orphaned
+    (it compares against the parent that started it, not the one it has once it looks)."""
+    import signal
+    import subprocess
+    import sys
+    import textwrap
+
+    import psutil
+
+    script = tmp_path / "run.py"
+    script.write_text(textwrap.dedent("""
+        import multiprocessing, sys, time
+
+        def body():
+            time.sleep(3)  # a slow start: the parent is killed meanwhile
+            from vidcli.toyworld.models import exit_with_parent
+            exit_with_parent(interval=0.1)
+            time.sleep(120)
+
+        if __name__ == "__main__":
+            worker = multiprocessing.get_context("spawn").Process(target=body)
+            worker.start()
+            print(worker.pid, flush=True)
+            time.sleep(120)
+    """), encoding="utf-8")
+    parent = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    worker = psutil.Process(int(parent.stdout.readline()))
+    try:
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        assert worker.is_running()  # still in its slow start
+        worker.wait(timeout=30)
+    finally:
+        if worker.is_running():
+            worker.kill()
+
+
 def test_reply_loss_weighs_the_verdict_token_of_each_right_aligned_reply():
     """The critics' training loss against a hand computation: rows end together, each reply's tokens
     are predicted from the position before them, the verdict's cross-entropy counts VERDICT_WEIGHT

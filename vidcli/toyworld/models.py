@@ -74,16 +74,21 @@ def build_models(root: Path, *, seed: int, quick: bool, threads: int | None = No
 
 def exit_with_parent(interval: float = 0.5) -> None:
     """Stop this process when its parent is gone: a parent killed outright (SIGTERM, SIGKILL) cannot
-    stop its workers, and an orphaned builder would go on training into the build's folder."""
+    stop its workers, and an orphaned builder would go on training into the build's folder.
+
+    The parent is the one that started this process (multiprocessing's record of its pid), not the
+    one it has when this runs: a parent killed while the worker was still importing has already been
+    replaced by init, and comparing against that one would keep the orphan forever."""
+    import multiprocessing
     import threading
 
-    parent = os.getppid()
+    started_by = multiprocessing.parent_process()
+    parent = started_by.pid if started_by is not None else os.getppid()
 
     def watch() -> None:
-        while True:
+        while os.getppid() == parent:
             time.sleep(interval)
-            if os.getppid() != parent:
-                os._exit(1)
+        os._exit(1)
 
     threading.Thread(target=watch, daemon=True, name="exit-with-parent").start()
 
