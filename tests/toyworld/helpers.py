@@ -37,11 +37,12 @@ def assert_workers_end_with_their_parent(script: Path, *args: str, start_timeout
                 w.kill()
 
 
-def assert_sigterm_ends_commands(code: str, args: list[str], pids: Path, count: int) -> None:
+def assert_sigterm_ends_commands(code: str, args: list[str], pids: Path, count: int,
+                                 message: str = "terminated: finished stages and runs are kept") -> None:
     """Run ``python -c code *args`` (a toy-world CLI whose commands write their pid to a file in ``pids``),
     wait until ``count`` commands are running, send SIGTERM to the CLI's process alone (as `kill`, `timeout`
-    or a scheduler does) and assert: exit 143, the one `terminated: …` line, no traceback, every command
-    ended and reaped."""
+    or a scheduler does) and assert: exit 143, the one line starting with ``message``, no traceback, every
+    command ended and reaped."""
     import pytest
 
     process = subprocess.Popen([sys.executable, "-c", code, *args],
@@ -57,7 +58,7 @@ def assert_sigterm_ends_commands(code: str, args: list[str], pids: Path, count: 
     finally:
         process.kill()
     assert process.returncode == 143, err
-    assert err.strip().splitlines()[-1].startswith("terminated: finished stages and runs are kept")
+    assert err.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in err
     for pid in commands:
         with pytest.raises(ProcessLookupError):  # ended and reaped

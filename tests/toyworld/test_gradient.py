@@ -79,3 +79,36 @@ def test_a_critic_path_that_is_not_a_critic_is_one_line(tmp_path, capsys):
     assert exc.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert "not a saved critic" in err[-1] and "Traceback" not in "\n".join(err)
+
+
+# gradient-check with the build replaced by a one-record world and `vidcli generate` by one long command,
+# driven through the CLI in a process of its own.
+_LONG_CHECK = """
+import json, sys
+from pathlib import Path
+from vidcli.toyworld import build, report
+from vidcli.toyworld.__main__ import main
+
+root, pids = Path(sys.argv[1]), Path(sys.argv[2])
+(root / "world").mkdir(parents=True)
+(root / "world" / "drf.test.jsonl").write_text(json.dumps({"id": "a", "caption": "A red ball.", "questions": []}))
+build.ensure_world = lambda seed, quick: (root, {"key": "k"})
+
+def generate(ctx, model, prompts, generated, steps, guidance):
+    build._run(ctx, "vidcli generate", [sys.executable, "-c", "import os, time; "
+               f"open({str(pids / 'generate')!r}, 'w').write(str(os.getpid())); time.sleep(120)"])
+
+report._generate = generate
+sys.exit(main(["gradient-check", "--quick"]))
+"""
+
+
+def test_sigterm_ends_the_checks_generate_command(tmp_path):
+    """SIGTERM to gradient-check alone, while `vidcli generate` draws its videos: the command is ended with it
+    (it would go on into a removed temporary folder); one line, exit 143."""
+    from tests.toyworld.helpers import assert_sigterm_ends_commands
+
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    assert_sigterm_ends_commands(_LONG_CHECK, [str(tmp_path / "build"), str(pids)], pids, 1,
+                                 message="terminated: the build's finished stages are kept; the check itself")

@@ -101,6 +101,7 @@ def _critic_dir(text: str) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m vidcli.toyworld", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
+    parser.set_defaults(kept="finished stages and runs are kept; the same command continues from them")
     build = sub.add_parser("build", help="write the world's records, media and trained models into DIR (cached)")
     build.add_argument("dir", type=Path)
     build.add_argument("--quick", action="store_true", help="smaller world and shorter training, for CI")
@@ -144,7 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     grad.add_argument("--count", type=_at_least_one, default=32, metavar="N", help="held-out captions (default 32)")
     grad.add_argument("--steps", type=_at_least_one, default=15, metavar="N",
                       help="signed steps of 2/255 on the frames (default 15)")
-    grad.set_defaults(run=_gradient)
+    grad.set_defaults(run=_gradient, kept="the build's finished stages are kept; the check itself keeps nothing "
+                      "and starts again when run again")
     args = parser.parse_args(argv)
     from vidcli.toyworld.build import CommandFailed
     from vidcli.toyworld.report import StaleOutput
@@ -154,8 +156,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except Terminated:
-        print("terminated: finished stages and runs are kept; the same command continues from them",
-              file=sys.stderr)
+        print(f"terminated: {args.kept}", file=sys.stderr)
         return 143
     except StaleOutput as e:
         print(f"error: {e}", file=sys.stderr)
@@ -165,8 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted: finished stages and runs are kept; the same command continues from them",
-              file=sys.stderr)
+        print(f"interrupted: {args.kept}", file=sys.stderr)
         return 130
     finally:
         if previous is not None:

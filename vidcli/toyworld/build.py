@@ -159,6 +159,12 @@ def _run(ctx: Context, name: str, argv: list[str], *, cache: str | None = "cache
             _lowest_priority(process.pid)
     try:
         out, err = process.communicate()
+    except BaseException as exc:
+        # The caller's thread was stopped while waiting (the CLI's SIGTERM): the command must not outlive
+        # it. A Ctrl-C reached the command too (one process group) and lets it end its own way.
+        if not isinstance(exc, KeyboardInterrupt):
+            _stop(process)
+        raise
     finally:
         with _RUNNING:
             ctx.running.discard(process)
@@ -177,10 +183,17 @@ def _end_running(ctx: Context) -> None:
     for process in running:
         process.terminate()
     for process in running:
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
+        _stop(process)
+
+
+def _stop(process: subprocess.Popen) -> None:
+    """Terminate ``process`` and reap it; killed when it has not ended within 30 seconds."""
+    process.terminate()
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
 
 
 def _vidcli(ctx: Context, *args: str) -> None:
