@@ -71,6 +71,24 @@ def test_gradient_check_reads_the_generators_videos_of_held_out_captions(toy_bui
     assert all(r["reward_after"] > r["reward_before"] for r in result["per_video"])
 
 
+def test_a_critic_with_damaged_weights_is_one_line_naming_the_file(toy_build, tmp_path, capsys):
+    """A truncated weights file (a copy cut short) is refused before anything runs, not as a loader's traceback."""
+    import shutil
+
+    from vidcli.toyworld.__main__ import main
+
+    root, _ = toy_build
+    critic = tmp_path / "critic"
+    shutil.copytree(root / "critic", critic)
+    weights = critic / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:1000])
+    with pytest.raises(SystemExit) as exc:
+        main(["gradient-check", str(critic), "--quick"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"{weights}: weights file is truncated" in err[-1] and "Traceback" not in "\n".join(err)
+
+
 def test_a_critic_path_that_is_not_a_critic_is_one_line(tmp_path, capsys):
     from vidcli.toyworld.__main__ import main
 

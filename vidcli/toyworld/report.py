@@ -160,11 +160,16 @@ def critic_inputs(ctx: Context) -> dict:
 
 def check_critic(folder: Path) -> Path:
     """``folder`` as ``--critic``, or a ValueError in one line: it must be a saved Qwen2.5-VL folder (config
-    and weights), such as DIR/critic of ``python -m vidcli.toyworld critic DIR``."""
+    and whole weights), such as DIR/critic of ``python -m vidcli.toyworld critic DIR``."""
+    from vidcli.filecheck import safetensors_problem
+
     folder = Path(folder).resolve()
     if not (folder / "config.json").is_file() or not any(folder.glob("*.safetensors")):
         raise ValueError(f"{folder}: not a saved critic (a folder with config.json and *.safetensors "
                           "weights, such as DIR/critic of `python -m vidcli.toyworld critic DIR`)")
+    for file in sorted(folder.glob("*.safetensors")):
+        if problem := safetensors_problem(file):
+            raise ValueError(f"{file}: weights file is {problem}")
     return folder
 
 
