@@ -28,6 +28,11 @@ def test_steps_along_the_gradient_raise_the_critics_reward_and_steps_against_it_
         assert (row["reward_after"] - row["reward_before"]) * sign > 0
         assert 0 < row["largest_change"] <= 2 * 2 / 255 + 1e-6  # each step moves a pixel by 2/255 at most
     assert result["reward"]["after"] == pytest.approx(sum(r["reward_after"] for r in result["per_video"]) / 2)
+    for kind, got in result["adherence"]["by_kind"].items():  # over the videos whose captions state the kind
+        mine = [r for r in result["per_video"] if kind in r["by_kind_before"]]
+        before = sum(r["by_kind_before"][kind] for r in mine) / len(mine)
+        after = sum(r["by_kind_after"][kind] for r in mine) / len(mine)
+        assert got == {"videos": len(mine), "before": pytest.approx(before), "after": pytest.approx(after)}
 
 
 def test_without_steps_the_videos_are_read_as_they_are(toy_build):
@@ -48,6 +53,13 @@ def test_without_steps_the_videos_are_read_as_they_are(toy_build):
         assert row["clean_before"] == row["clean_after"] == 1.0
         assert row["largest_change"] == 0.0
     assert result["adherence"]["change"]["mean"] == 0.0
+    from vidcli.toyworld.language import read_facts
+
+    kinds = {fact.kind for caption, _, _ in videos for fact in read_facts(caption)}
+    assert set(result["adherence"]["by_kind"]) == kinds and {"object", "colour", "background"} <= kinds
+    for kind, got in result["adherence"]["by_kind"].items():
+        count = sum(any(f.kind == kind for f in read_facts(caption)) for caption, _, _ in videos)
+        assert got == {"videos": count, "before": 1.0, "after": 1.0}
 
 
 def test_summary_line_gives_the_change_and_its_interval():

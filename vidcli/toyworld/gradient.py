@@ -30,12 +30,14 @@ def pixel_ascent(critic: Path | str, videos: list[tuple[str, list[dict], np.ndar
     goes against it) and read it with the oracle before and after.
 
     Returns the mean reward, oracle adherence and share of defect-free videos (:func:`oracle.clean`) before and
-    after, the adherence change with its t interval over videos, and each video's figures."""
+    after, the adherence change with its t interval over videos, the adherence per fact kind (object, colour,
+    motion, background, ...: which facts the steps add or lose; over the videos whose captions state that kind),
+    and each video's figures."""
     import torch
 
     from vidcli.rewards.vlm import VLMScorer, vqa_loss
     from vidcli.scoring.summary import describe
-    from vidcli.toyworld.language import read_facts
+    from vidcli.toyworld.language import KINDS, read_facts
     from vidcli.toyworld.oracle import clean, fact_adherence, read_video
 
     scorer = VLMScorer.from_pretrained(critic)
@@ -56,19 +58,27 @@ def pixel_ascent(critic: Path | str, videos: list[tuple[str, list[dict], np.ndar
             before = after
         moved = (x.detach().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
         facts = read_facts(caption)
+        start_reading, end_reading = fact_adherence(facts, read_video(frames)), fact_adherence(facts, read_video(moved))
         rows.append({"caption": caption, "reward_before": -before, "reward_after": -after,
-                     "adherence_before": fact_adherence(facts, read_video(frames))["score"],
-                     "adherence_after": fact_adherence(facts, read_video(moved))["score"],
+                     "adherence_before": start_reading["score"], "adherence_after": end_reading["score"],
+                     "by_kind_before": start_reading["by_kind"], "by_kind_after": end_reading["by_kind"],
                      "clean_before": float(clean(frames)), "clean_after": float(clean(moved)),
                      "largest_change": float((x.detach() - start).abs().max())})
 
     def mean(key: str) -> float:
         return float(np.mean([r[key] for r in rows]))
 
+    def by_kind(kind: str) -> dict:
+        mine = [r for r in rows if kind in r["by_kind_before"]]
+        return {"videos": len(mine), "before": float(np.mean([r["by_kind_before"][kind] for r in mine])),
+                "after": float(np.mean([r["by_kind_after"][kind] for r in mine]))}
+
     return {"critic": str(critic), "videos": len(rows), "steps": steps, "step": step,
             "reward": {"before": mean("reward_before"), "after": mean("reward_after")},
             "adherence": {"before": mean("adherence_before"), "after": mean("adherence_after"),
-                          "change": describe([r["adherence_after"] - r["adherence_before"] for r in rows])},
+                          "change": describe([r["adherence_after"] - r["adherence_before"] for r in rows]),
+                          "by_kind": {kind: by_kind(kind) for kind in KINDS if any(kind in r["by_kind_before"]
+                                                                                  for r in rows)}},
             "clean": {"before": mean("clean_before"), "after": mean("clean_after")}, "per_video": rows}
 
 
