@@ -4,11 +4,12 @@ DRF's update is the critic's gradient with respect to the frames, carried back t
 denoising steps and the VAE into the DiT. This check leaves the generator out: it moves the build
 generator's videos of held-out captions straight along that gradient (signed steps on the frames,
 the rich TA reward ``drf-tune`` reads) and lets the pixel oracle read each video before and after.
-A critic whose gradient adds the captions' facts raises the oracle's adherence; one whose gradient
-adds texture raises only its own reward (and the share of videos with a visual defect). Every critic
-measured so far is of the second kind, and DRF against each lost adherence (docs/toyworld.md, "A
-critic that stays right on the tuned videos, and its pixel gradient"): a few minutes here before a
-DRF run says whether the run can learn.
+A critic whose gradient adds the captions' facts raises the oracle's adherence; any other raises only
+its own reward. Every critic measured so far is of the second kind — its steps add texture (the share
+of videos with a visual defect rises) and rework the background and the camera's pan (the per-kind
+figures), and blurred so that they add no texture they still lose adherence — and DRF against each lost
+adherence (docs/toyworld.md, "A critic that stays right on the tuned videos, and its pixel gradient"):
+a few minutes here before a DRF run says whether the run can learn.
 """
 from __future__ import annotations
 
