@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from vidcli.toyworld.gradient import gradient_check, pixel_ascent, summary_line
+from vidcli.toyworld.gradient import gradient_check, pixel_ascent, smoothed, summary_line
 
 
 def _renders(root, count=2):
@@ -62,6 +62,71 @@ def test_without_steps_the_videos_are_read_as_they_are(toy_build):
         assert got == {"videos": count, "before": 1.0, "after": 1.0}
 
 
+def _blurred_by_hand(grad, sigma):
+    """A 2-D Gaussian window of ceil(3σ) pixels, summed around each pixel of each plane, mirrored indices."""
+    import math
+
+    import numpy as np
+
+    radius = math.ceil(3 * sigma)
+    k = np.exp(-np.arange(-radius, radius + 1) ** 2 / (2 * sigma ** 2))
+    window = np.outer(k, k) / k.sum() ** 2
+    planes = grad.reshape(-1, *grad.shape[-2:])
+    out = np.zeros_like(planes)
+    h, w = planes.shape[-2:]
+
+    def mirror(i, n):
+        return -i if i < 0 else 2 * (n - 1) - i if i >= n else i
+
+    for y in range(h):
+        for x in range(w):
+            rows = [mirror(y + d, h) for d in range(-radius, radius + 1)]
+            cols = [mirror(x + d, w) for d in range(-radius, radius + 1)]
+            out[:, y, x] = (planes[:, rows][:, :, cols] * window).sum(axis=(1, 2))
+    return out.reshape(grad.shape)
+
+
+@pytest.mark.parametrize("sigma", [0.7, 2.0])
+def test_the_blur_is_a_gaussian_over_each_frame_mirrored_at_the_edges(sigma):
+    import numpy as np
+    import torch
+
+    grad = np.random.default_rng(0).standard_normal((2, 3, 12, 14)).astype(np.float64)
+    got = smoothed(torch.from_numpy(grad), sigma).numpy()
+    assert got == pytest.approx(_blurred_by_hand(grad, sigma), abs=1e-12)
+    assert smoothed(torch.from_numpy(grad), 0.0) is not None
+    assert (smoothed(torch.from_numpy(grad), 0.0).numpy() == grad).all()
+    with pytest.raises(ValueError, match="more than a 12x14 frame"):
+        smoothed(torch.from_numpy(grad), 4.0)
+
+
+def test_blurred_steps_follow_the_sign_of_the_blurred_gradient(toy_build):
+    """One step with ``blur``: the frames move by the step times the sign of the hand-blurred gradient, and the
+    reward after is the critic's on exactly those frames (and not on the frames of the unblurred step)."""
+    import numpy as np
+    import torch
+
+    from vidcli.rewards.vlm import VLMScorer, vqa_loss
+
+    root, _ = toy_build
+    videos = _renders(root, count=1)
+    step = 16 / 255
+    result = pixel_ascent(root / "critic", videos, steps=1, step=step, blur=2.0)
+    plain = pixel_ascent(root / "critic", videos, steps=1, step=step)
+    assert result["blur"] == 2.0 and plain["blur"] == 0.0
+    caption, questions, frames = videos[0]
+    scorer = VLMScorer.from_pretrained(root / "critic")
+    x = (torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255).requires_grad_(True)
+    (grad,) = torch.autograd.grad(vqa_loss(scorer, x, questions, fps=16.0), x)
+    direction = np.sign(_blurred_by_hand(grad.double().numpy(), 2.0)).astype(np.float32)
+    with torch.no_grad():
+        expected = -float(vqa_loss(scorer, (x.detach() - step * torch.from_numpy(direction)).clamp(0, 1), questions,
+                                   fps=16.0))
+    got, unblurred = result["per_video"][0]["reward_after"], plain["per_video"][0]["reward_after"]
+    assert got == pytest.approx(expected, rel=1e-6)
+    assert abs(unblurred - expected) > 100 * abs(got - expected) + 1e-3
+
+
 def test_summary_line_gives_the_change_and_its_interval():
     result = {"videos": 3, "reward": {"before": -12.1, "after": -7.17},
               "adherence": {"before": 0.528, "after": 0.504,
@@ -69,6 +134,18 @@ def test_summary_line_gives_the_change_and_its_interval():
               "clean": {"before": 0.5625, "after": 0.0625}}
     assert summary_line(result) == ("gradient-check: reward -12.10 -> -7.17, oracle adherence 0.528 -> 0.504 "
                                     "(-0.024 [-0.094, +0.046]), defect-free videos 0.56 -> 0.06 (n=3)")
+    assert summary_line({**result, "blur": 2.0}).endswith("0.56 -> 0.06, gradient blurred 2 px (n=3)")
+
+
+@pytest.mark.parametrize("value", ["12", "-1", "wide"])
+def test_a_blur_out_of_range_is_one_line(value, capsys):
+    from vidcli.toyworld.__main__ import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["gradient-check", "--blur", value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert f"--blur: must be a number of pixels from 0 to 10, got {value!r}" in err[-1]
 
 
 @pytest.mark.slow

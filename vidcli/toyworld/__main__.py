@@ -5,7 +5,7 @@
     python -m vidcli.toyworld judge [--host 127.0.0.1] [--port 0] [--url-file FILE]
     python -m vidcli.toyworld oracle-accuracy [--count N] [--seed N]
     python -m vidcli.toyworld report OUT [--quick] [--seed N] [--critic DIR]
-    python -m vidcli.toyworld gradient-check [CRITIC] [--quick] [--seed N] [--count N] [--steps N]
+    python -m vidcli.toyworld gradient-check [CRITIC] [--quick] [--seed N] [--count N] [--steps N] [--blur PX]
 """
 from __future__ import annotations
 
@@ -73,10 +73,21 @@ def _report(args: argparse.Namespace) -> int:
 def _gradient(args: argparse.Namespace) -> int:
     from vidcli.toyworld.gradient import gradient_check, summary_line
 
-    result = gradient_check(args.critic, seed=args.seed, quick=args.quick, count=args.count, steps=args.steps)
+    result = gradient_check(args.critic, seed=args.seed, quick=args.quick, count=args.count, steps=args.steps,
+                            blur=args.blur)
     print(json.dumps(result, indent=1))
     print(summary_line(result))
     return 0
+
+
+def _blur(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value <= 10:  # 3σ must stay inside a 32-px frame, which the blur mirrors at its edges
+        raise argparse.ArgumentTypeError(f"must be a number of pixels from 0 to 10, got {text!r}")
+    return value
 
 
 def _at_least_one(text: str) -> int:
@@ -145,6 +156,9 @@ def main(argv: list[str] | None = None) -> int:
     grad.add_argument("--count", type=_at_least_one, default=32, metavar="N", help="held-out captions (default 32)")
     grad.add_argument("--steps", type=_at_least_one, default=15, metavar="N",
                       help="signed steps of 2/255 on the frames (default 15)")
+    grad.add_argument("--blur", type=_blur, default=0.0, metavar="PX",
+                      help="blur each step's gradient over the frame by a Gaussian of PX pixels before its sign, "
+                      "so the steps add no texture finer than that (default 0: as it is; at most 10)")
     grad.set_defaults(run=_gradient, kept="the build's finished stages are kept; the check itself keeps nothing "
                       "and starts again when run again")
     args = parser.parse_args(argv)

@@ -14,6 +14,7 @@ a few minutes here before a DRF run says whether the run can learn.
 from __future__ import annotations
 
 import json
+import math
 import tempfile
 from pathlib import Path
 
@@ -24,11 +25,33 @@ STEP = 2 / 255  # per step, on frames in [0, 1]
 FPS = 16.0  # the rate drf-tune tells the critic: 9 of 9 frames at the toy generator's 16 fps
 
 
+def smoothed(grad, sigma: float):
+    """Each frame's gradient ((T, C, H, W) tensor) blurred over its pixels by a Gaussian of ``sigma`` pixels,
+    truncated at ceil(3σ) and mirrored at the edges (the edge pixel not repeated); ``sigma`` 0: as it is."""
+    import torch
+    import torch.nn.functional as F
+
+    if sigma <= 0:
+        return grad
+    radius = math.ceil(3 * sigma)
+    t, c, h, w = grad.shape
+    if radius >= min(h, w):
+        raise ValueError(f"a blur of {sigma:g} px reaches {radius} px, more than a {h}x{w} frame can mirror")
+    offsets = torch.arange(-radius, radius + 1, dtype=grad.dtype)
+    kernel = torch.exp(-offsets ** 2 / (2 * sigma ** 2))
+    kernel = kernel / kernel.sum()
+    g = grad.reshape(t * c, 1, h, w)
+    g = F.conv2d(F.pad(g, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    g = F.conv2d(F.pad(g, (0, 0, radius, radius), mode="reflect"), kernel.view(1, 1, -1, 1))
+    return g.reshape(t, c, h, w)
+
+
 def pixel_ascent(critic: Path | str, videos: list[tuple[str, list[dict], np.ndarray]], *, steps: int = STEPS,
-                 step: float = STEP, fps: float = FPS) -> dict:
+                 step: float = STEP, fps: float = FPS, blur: float = 0.0) -> dict:
     """Move each ``(caption, TA questions with reference answers, frames (T, H, W, 3) uint8)`` by ``steps``
     signed steps of ``step`` along the gradient of the critic's rich reward (−L_VQA; a negative ``step``
-    goes against it) and read it with the oracle before and after.
+    goes against it) and read it with the oracle before and after. ``blur`` (pixels): each step's gradient
+    is first blurred over each frame (:func:`smoothed`), so that the steps can add no texture finer than it.
 
     Returns the mean reward, oracle adherence and share of defect-free videos (:func:`oracle.clean`) before and
     after, the adherence change with its t interval over videos, the adherence per fact kind (object, colour,
@@ -52,7 +75,7 @@ def pixel_ascent(critic: Path | str, videos: list[tuple[str, list[dict], np.ndar
             loss = vqa_loss(scorer, x, questions, fps=fps)
             before = float(loss.detach()) if before is None else before
             (grad,) = torch.autograd.grad(loss, x)
-            x = (x - step * grad.sign()).clamp(0, 1)
+            x = (x - step * smoothed(grad, blur).sign()).clamp(0, 1)
         with torch.no_grad():
             after = float(vqa_loss(scorer, x, questions, fps=fps))
         if before is None:
@@ -74,7 +97,7 @@ def pixel_ascent(critic: Path | str, videos: list[tuple[str, list[dict], np.ndar
         return {"videos": len(mine), "before": float(np.mean([r["by_kind_before"][kind] for r in mine])),
                 "after": float(np.mean([r["by_kind_after"][kind] for r in mine]))}
 
-    return {"critic": str(critic), "videos": len(rows), "steps": steps, "step": step,
+    return {"critic": str(critic), "videos": len(rows), "steps": steps, "step": step, "blur": blur,
             "reward": {"before": mean("reward_before"), "after": mean("reward_after")},
             "adherence": {"before": mean("adherence_before"), "after": mean("adherence_after"),
                           "change": describe([r["adherence_after"] - r["adherence_before"] for r in rows]),
@@ -84,7 +107,7 @@ def pixel_ascent(critic: Path | str, videos: list[tuple[str, list[dict], np.ndar
 
 
 def gradient_check(critic: Path | str | None = None, *, seed: int = 0, quick: bool = False, count: int = 32,
-                   steps: int = STEPS, step: float = STEP) -> dict:
+                   steps: int = STEPS, step: float = STEP, blur: float = 0.0) -> dict:
     """:func:`pixel_ascent` of ``critic`` (default: the build's) on the build generator's videos (``vidcli
     generate``, 20 steps, guidance 5, seed 0: as the report makes them) of the first ``count`` held-out captions,
     each with its record's TA questions."""
@@ -102,7 +125,7 @@ def gradient_check(critic: Path | str | None = None, *, seed: int = 0, quick: bo
         videos = [(record["caption"], questions[record["id"]], frames)
                   for record, frames in _generate(ctx, root / "generator", prompts, Path(tmp) / "generated.jsonl",
                                                   20, 5.0)]
-    return pixel_ascent(critic or root / "critic", videos, steps=steps, step=step)
+    return pixel_ascent(critic or root / "critic", videos, steps=steps, step=step, blur=blur)
 
 
 def summary_line(result: dict) -> str:
@@ -111,4 +134,5 @@ def summary_line(result: dict) -> str:
     return (f"gradient-check: reward {result['reward']['before']:.2f} -> {result['reward']['after']:.2f}, "
             f"oracle adherence {result['adherence']['before']:.3f} -> {result['adherence']['after']:.3f} "
             f"({change['mean']:+.3f} [{low:+.3f}, {high:+.3f}]), defect-free videos "
-            f"{result['clean']['before']:.2f} -> {result['clean']['after']:.2f} (n={result['videos']})")
+            f"{result['clean']['before']:.2f} -> {result['clean']['after']:.2f}"
+            + (f", gradient blurred {result['blur']:g} px" if result.get("blur") else "") + f" (n={result['videos']})")
