@@ -7,9 +7,10 @@ the rich TA reward ``drf-tune`` reads) and lets the pixel oracle read each video
 A critic whose gradient adds the captions' facts raises the oracle's adherence; any other raises only
 its own reward. Every critic measured so far is of the second kind — its steps add texture (the share
 of videos with a visual defect rises) and rework the background and the camera's pan (the per-kind
-figures), and blurred so that they add no texture they still lose adherence — and DRF against each lost
-adherence (docs/toyworld.md, "A critic that stays right on the tuned videos, and its pixel gradient"):
-a few minutes here before a DRF run says whether the run can learn.
+figures; where traced, a plain background the steps' added variation makes the oracle read as striped,
+and a pan read on those stripes), and blurred (``--blur``) so that they add no texture they still lose
+adherence — and DRF against each lost adherence (docs/toyworld.md, "A critic that stays right on the
+tuned videos, and its pixel gradient"): a few minutes here before a DRF run says whether the run can learn.
 """
 from __future__ import annotations
 
