@@ -100,11 +100,14 @@ def train(data_dir: Path, start: Path, out: Path, mode: str, eps255: float, k: i
     with open(data_dir / "items.pkl", "rb") as f:
         blob = pickle.load(f)
     items = blob["generated"] + blob["renders"]
-    if out.exists():
-        shutil.rmtree(out)
-    shutil.copytree(start, out, ignore=shutil.ignore_patterns("eyes.pt"))
+    # Trained under a temporary name and renamed at the end: a run stopped early (Ctrl-C, an error) leaves no
+    # folder under OUT that holds START's weights and looks like a trained critic.
+    partial = out.with_name(out.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    shutil.copytree(start, partial, ignore=shutil.ignore_patterns("eyes.pt"))
     set_seed(0)
-    scorer = VLMScorer.from_pretrained(out)
+    scorer = VLMScorer.from_pretrained(partial)
     model = scorer.model
     for p in model.parameters():
         p.requires_grad_(True)
@@ -145,7 +148,10 @@ def train(data_dir: Path, start: Path, out: Path, mode: str, eps255: float, k: i
             print(f"step {step + 1}/{steps} clean {np.mean(losses[-50:]):.4f} moved {moved_mean:.4f} "
                   f"{time.time() - started:.0f}s", flush=True)
     model.eval()
-    model.save_pretrained(out)
+    model.save_pretrained(partial)
+    if out.exists():
+        shutil.rmtree(out)
+    partial.rename(out)
 
 
 def evalgen(critic: Path, data_dir: Path) -> None:
