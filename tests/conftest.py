@@ -36,28 +36,12 @@ def _sources(item) -> str:
     return "\n".join(out)
 
 
-# The files whose tests take minutes (the report's sections and the learning checks on the toy build, the
-# docs' and the recipes' command chains, the memory plans, the critic's curriculum), longest first. They run
-# before the rest, so that the suite ends on short tests: with the workers stealing work from each other
-# (``--dist worksteal``, pyproject.toml) neither then waits long for the other's last test.
-_LONG_FILES = ("tests/test_docs.py", "tests/toyworld/test_report.py", "tests/toyworld/test_learning.py",
-               "tests/test_recipes.py", "tests/plan/test_plan.py", "tests/toyworld/test_curriculum.py",
-               "tests/cli/test_multiprocess.py")
-
-
-def _file_rank(item) -> int:
-    path = item.nodeid.split("::", 1)[0]
-    return _LONG_FILES.index(path) if path in _LONG_FILES else len(_LONG_FILES)
-
-
 def pytest_collection_modifyitems(config, items):
     """Mark ``slow`` every test that uses the tiny models or starts processes or servers, so the fast
-    loop (``pytest -m "not slow"``) is the rest; and run the long files first (whole files, so that a
-    module's fixtures are set up once), the rest in their order."""
+    loop (``pytest -m "not slow"``) is the rest."""
     for item in items:
         if any(call in _sources(item) for call in _SLOW_CALLS):
             item.add_marker(pytest.mark.slow)
-    items.sort(key=_file_rank)  # stable: each file's tests keep their order
 
 
 @pytest.fixture(autouse=True)
