@@ -59,7 +59,7 @@ def setting_item(clip, rng: np.random.Generator):
 
 
 def main(data_dir: Path, out: Path) -> None:
-    from robust_critic import TRAIN_CAPTIONS  # the same draw of scenes
+    from robust_critic import PER_VIDEO, TRAIN_CAPTIONS, save_items  # the same draw of scenes
 
     from vidcli.toyworld.critic_data import Clip, ta_item
     from vidcli.toyworld.oracle import read_video
@@ -69,7 +69,7 @@ def main(data_dir: Path, out: Path) -> None:
         blob = pickle.load(f)
     draw = np.random.default_rng([38, 1])  # robust_critic.data's scenes, in its order
     scenes = [random_scene(draw) for _ in range(TRAIN_CAPTIONS)]
-    videos = [blob["generated"][6 * i].videos[0] for i in range(TRAIN_CAPTIONS)]
+    videos = [blob["generated"][PER_VIDEO * i].videos[0] for i in range(TRAIN_CAPTIONS)]
     rng = np.random.default_rng([39, 1])
     added, flipped, copies = [], 0, 0
     for scene, video in zip(scenes, videos):
@@ -87,8 +87,7 @@ def main(data_dir: Path, out: Path) -> None:
     print(f"{copies} copies of plain-read videos, {flipped} read as striped; {len(added)} questions, "
           f"{np.mean([it.label for it in added]):.3f} true", flush=True)
     out.mkdir(parents=True, exist_ok=True)
-    with open(out / "items.pkl", "wb") as f:
-        pickle.dump({"generated": blob["generated"] + added, "renders": blob["renders"], "test": blob["test"]}, f)
+    save_items(out, {"generated": blob["generated"] + added, "renders": blob["renders"], "test": blob["test"]})
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import torch
 
 QUICK = os.environ.get("QUICK") == "1"
 TRAIN_CAPTIONS, TEST_CAPTIONS = (8, 4) if QUICK else (480, 64)
+PER_VIDEO = 6  # TA questions asked about each generated video, stored one video after another
 
 
 def _videos(out: Path, name: str, scenes: list) -> list[np.ndarray]:
@@ -59,13 +60,21 @@ def data(out: Path) -> None:
     generated = {"train": [], "test": []}
     for i, (scene, video) in enumerate(zip(scenes, frames)):
         clip = Clip(video, read_video(video).facts(), scene)
-        generated["train" if i < TRAIN_CAPTIONS else "test"] += [ta_item(clip, rng) for _ in range(6)]
+        generated["train" if i < TRAIN_CAPTIONS else "test"] += [ta_item(clip, rng) for _ in range(PER_VIDEO)]
     renders = [item for item, _ in draw_items(np.random.default_rng([38, 2]), 3 * TRAIN_CAPTIONS, JOINT_MIX,
                                               _video_clip)]
     for part, items in generated.items():
         print(part, len(items), "true", round(float(np.mean([it.label for it in items])), 3), flush=True)
-    with open(out / "items.pkl", "wb") as f:
-        pickle.dump({"generated": generated["train"], "renders": renders, "test": generated["test"]}, f)
+    save_items(out, {"generated": generated["train"], "renders": renders, "test": generated["test"]})
+
+
+def save_items(out: Path, blob: dict) -> None:
+    """OUT/items.pkl, written under a temporary name first: a run stopped while writing leaves no half file
+    that ``train`` would read."""
+    partial = out / "items.pkl.partial"
+    with open(partial, "wb") as f:
+        pickle.dump(blob, f)
+    os.replace(partial, out / "items.pkl")
 
 
 def _loss(scorer, replies, items, rng, delta=None):
