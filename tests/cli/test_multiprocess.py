@@ -136,6 +136,60 @@ def test_processes_that_accelerate_does_not_connect_are_refused(tmp_path, monkey
         make_accelerator(RunConfig(tmp_path / "run", mixed_precision="no"))
 
 
+# A run in each process as a command runs it: the model prepared (DDP) and trained a step,
+# torch._dynamo imported late (as DDP imports it), end_training, and the run's objects let go
+# (run_recipe returns). The gloo threads still running then are listed from /proc (Linux).
+TEARDOWN = """
+import gc, importlib, os, sys, torch
+from vidcli.train.core import RunConfig, make_accelerator
+if sys.argv[2] == "late":  # as if make_accelerator did not import torch.distributed.nn.functional first
+    import vidcli.train.start as start
+    start.release_world_group_at_teardown = lambda: None
+
+def run():
+    accelerator = make_accelerator(RunConfig(sys.argv[1], mixed_precision="no"))
+    model = torch.nn.Linear(4, 4)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model, optimizer = accelerator.prepare(model, optimizer)
+    accelerator.backward(model(torch.ones(2, 4)).sum())
+    optimizer.step()
+    importlib.import_module("torch._dynamo")
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
+    return accelerator.process_index
+
+rank = run()
+gc.collect()
+names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
+print("rank", rank, "threads", sorted(n for n in names if "gloo" in n), flush=True)
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="threads are listed from /proc")
+@pytest.mark.parametrize("when", ["vidcli", "late"])
+def test_a_finished_run_leaves_no_gloo_thread_for_interpreter_shutdown(tmp_path, when):
+    """After end_training no gloo thread runs on into the interpreter's shutdown (where one that is torn
+    down aborted a finished run's process, rarely, with "terminate called without an active exception").
+    ``late`` is the control: with torch.distributed.nn.functional first imported after the group exists,
+    its default arguments keep the group and its threads alive (torch 2.14)."""
+    script = tmp_path / "teardown.py"
+    script.write_text(TEARDOWN, encoding="utf-8")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = str(probe.getsockname()[1])
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
+                           "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
+                           "--main_process_port", port, str(script), str(tmp_path / "run"), when],
+                          env=env, capture_output=True, text=True, timeout=150)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
+    if when == "vidcli":
+        assert lines == ["rank 0 threads []", "rank 1 threads []"]
+    else:
+        assert len(lines) == 2 and all("gloo" in line for line in lines), lines
+
+
 # ----------------------------------------------------------------------------- sft
 
 

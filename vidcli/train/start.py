@@ -65,7 +65,9 @@ class RunStart:
         its part of the group down while another still runs its last lines (a CPU run's second
         process was seen to abort there under load, "terminate called without an active
         exception", after the run had finished and saved). Not after a failure: a process that
-        failed cannot count on the others reaching the barrier."""
+        failed cannot count on the others reaching the barrier. What left the group's threads
+        running into interpreter shutdown, where that abort happens, is a late import
+        (:func:`release_world_group_at_teardown`, called by :func:`make_accelerator`)."""
         self.monitor.close()
         if self.finished and self.accelerator.num_processes > 1:
             self.accelerator.wait_for_everyone()
@@ -152,6 +154,7 @@ def make_accelerator(run: "RunConfig", *, find_unused_parameters: bool = False) 
         if not available[name]():
             raise InputError(f"--report-to {name} needs the '{name}' package "
                              f"(pip install {name}, or pip install 'vidcli[tracking]')")
+    release_world_group_at_teardown()
     try:
         accelerator = Accelerator(
             gradient_accumulation_steps=run.grad_accum,
@@ -172,6 +175,25 @@ def make_accelerator(run: "RunConfig", *, find_unused_parameters: bool = False) 
         raise InputError(f"started as {launched} processes, but accelerate set up {accelerator.num_processes}; "
                          "without GPUs, launch with ACCELERATE_USE_CPU=1 accelerate launch --multi_gpu ...")
     return accelerator
+
+def release_world_group_at_teardown() -> None:
+    """Import ``torch.distributed.nn.functional`` before a process group exists.
+
+    Ten functions of that module take ``group=group.WORLD`` as a default argument, a value
+    read once, when the module is first imported. Imported after ``init_process_group``
+    (``torch._dynamo`` imports it, and DDP imports ``torch._dynamo`` the first time it needs
+    it), those defaults hold the world group for the rest of the process (torch 2.14), so
+    ``destroy_process_group`` at the end of a run cannot free it: a CPU run's gloo threads
+    then live on into interpreter shutdown, where a thread that is torn down while it needs
+    the interpreter aborts the process ("terminate called without an active exception",
+    after the run has finished and saved; pytorch/pytorch#179291 describes that shutdown).
+    Imported first, the defaults are ``None`` and the group is freed when it is destroyed.
+    """
+    import torch.distributed
+
+    if torch.distributed.is_available():
+        import torch.distributed.nn.functional  # noqa: F401  (imported for its side effect, above)
+
 
 def aligned_storage(module: "torch.nn.Module", alignment: int = 64) -> None:
     """Copy every parameter and buffer of ``module`` that starts off an ``alignment``-byte
