@@ -160,8 +160,10 @@ def run():
 
 rank = run()
 gc.collect()
+defaults = torch.distributed.nn.functional.broadcast.__defaults__
+held = any(isinstance(d, torch.distributed.ProcessGroup) for d in defaults)
 names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/proc/self/task")]
-print("rank", rank, "threads", sorted(n for n in names if "gloo" in n), flush=True)
+print("rank", rank, "held", held, "threads", sorted(n for n in names if "gloo" in n), flush=True)
 """
 
 
@@ -171,7 +173,8 @@ def test_a_finished_run_leaves_no_gloo_thread_for_interpreter_shutdown(tmp_path,
     """After end_training no gloo thread runs on into the interpreter's shutdown (where one that is torn
     down aborted a finished run's process, rarely, with "terminate called without an active exception").
     ``late`` is the control: with torch.distributed.nn.functional first imported after the group exists,
-    its default arguments keep the group and its threads alive (torch 2.14)."""
+    its default arguments keep the group and its threads alive (torch 2.14; skipped on a torch whose
+    defaults no longer keep it)."""
     script = tmp_path / "teardown.py"
     script.write_text(TEARDOWN, encoding="utf-8")
     with socket.socket() as probe:
@@ -185,7 +188,9 @@ def test_a_finished_run_leaves_no_gloo_thread_for_interpreter_shutdown(tmp_path,
     assert done.returncode == 0, done.stderr[-3000:]
     lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
     if when == "vidcli":
-        assert lines == ["rank 0 threads []", "rank 1 threads []"]
+        assert lines == ["rank 0 held False threads []", "rank 1 held False threads []"]
+    elif not all(" held True " in line for line in lines):
+        pytest.skip("this torch's torch.distributed.nn.functional keeps no group in its defaults")
     else:
         assert len(lines) == 2 and all("gloo" in line for line in lines), lines
 
