@@ -57,15 +57,17 @@ WEIGHT_ATOL = 1e-5
 LOSS_REL = 1e-5
 
 
-def launch(args: list[str], timeout: float = 150) -> subprocess.CompletedProcess:
-    """``accelerate launch`` (the venv's, as a module) of ``vidcli ARGS`` on 2 CPU processes."""
+def launch(args: list[str], timeout: float = 150, program: tuple[str, ...] = ("-m", "vidcli")
+           ) -> subprocess.CompletedProcess:
+    """``accelerate launch`` (the venv's, as a module) of ``vidcli ARGS`` (or of ``PROGRAM ARGS``) on 2 CPU
+    processes."""
     with socket.socket() as probe:  # a free port, so parallel test runs do not collide
         probe.bind(("127.0.0.1", 0))
         port = str(probe.getsockname()[1])
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
                "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-               "--main_process_port", port, "-m", "vidcli", *args]
+               "--main_process_port", port, *program, *args]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, done.stderr[-3000:]
     return done
@@ -177,15 +179,7 @@ def test_a_finished_run_leaves_no_gloo_thread_for_interpreter_shutdown(tmp_path,
     defaults no longer keep it)."""
     script = tmp_path / "teardown.py"
     script.write_text(TEARDOWN, encoding="utf-8")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = str(probe.getsockname()[1])
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
-    done = subprocess.run([sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes",
-                           "2", "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no",
-                           "--main_process_port", port, str(script), str(tmp_path / "run"), when],
-                          env=env, capture_output=True, text=True, timeout=150)
-    assert done.returncode == 0, done.stderr[-3000:]
+    done = launch([str(tmp_path / "run"), when], program=(str(script),))
     lines = sorted(line for line in done.stdout.splitlines() if line.startswith("rank "))
     if when == "vidcli":
         assert lines == ["rank 0 held False threads []", "rank 1 held False threads []"]
