@@ -136,10 +136,11 @@ def test_ctrl_c_leaves_the_partial_file_and_the_earlier_output(tmp_path):
     served, interrupted = [], threading.Event()
 
     def answer(request: dict):
-        # The first wave is answered at once, later requests only slowly until the run was
-        # interrupted: however fast the machine, the run cannot finish before its Ctrl-C.
+        # The first batch (decompose writes its records 16 at a time at --concurrency 1) is answered
+        # at once, later requests only slowly until the run was interrupted: however fast the
+        # machine, the run cannot finish before its Ctrl-C.
         served.append(request)
-        return reply(json.dumps(BALL_ELEMENTS), delay_ms=0 if len(served) <= 8 or interrupted.is_set() else 3000)
+        return reply(json.dumps(BALL_ELEMENTS), delay_ms=0 if len(served) <= 16 or interrupted.is_set() else 3000)
 
     # The run gets Ctrl-C as a terminal delivers it. A suite started in the background (`cmd &`
     # in a script) runs with SIGINT ignored, which a child would inherit and keep ignoring;
