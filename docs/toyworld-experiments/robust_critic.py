@@ -68,13 +68,13 @@ def data(out: Path) -> None:
     save_items(out, {"generated": generated["train"], "renders": renders, "test": generated["test"]})
 
 
-def save_items(out: Path, blob: dict) -> None:
-    """OUT/items.pkl, written under a temporary name first: a run stopped while writing leaves no half file
+def save_items(out: Path, blob: dict, name: str = "items.pkl") -> None:
+    """OUT/NAME, written under a temporary name first: a run stopped while writing leaves no half file
     that ``train`` would read."""
-    partial = out / "items.pkl.partial"
+    partial = out / f"{name}.partial"
     with open(partial, "wb") as f:
         pickle.dump(blob, f)
-    os.replace(partial, out / "items.pkl")
+    os.replace(partial, out / name)
 
 
 def _loss(scorer, replies, items, rng, delta=None):

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from vidcli.toyworld.gradient import gradient_check, pixel_ascent, smoothed, summary_line
+from vidcli.toyworld.gradient import ascend, gradient_check, pixel_ascent, smoothed, summary_line
 
 
 def _renders(root, count=2):
@@ -33,6 +33,27 @@ def test_steps_along_the_gradient_raise_the_critics_reward_and_steps_against_it_
         before = sum(r["by_kind_before"][kind] for r in mine) / len(mine)
         after = sum(r["by_kind_after"][kind] for r in mine) / len(mine)
         assert got == {"videos": len(mine), "before": pytest.approx(before), "after": pytest.approx(after)}
+
+
+def test_ascend_returns_the_moved_frames_the_reward_was_read_on(toy_build):
+    """The moved video comes back as uint8 frames within the steps' reach of the start, and the critic's loss
+    on them is the ``after`` it reports (the steps land on whole grey levels, so nothing is lost in rounding)."""
+    import numpy as np
+    import torch
+
+    from vidcli.rewards.vlm import VLMScorer, vqa_loss
+
+    root, _ = toy_build
+    scorer = VLMScorer.from_pretrained(root / "critic")
+    (_, questions, frames), = _renders(root, count=1)
+    moved, before, after, largest = ascend(scorer, frames, questions, steps=2)
+    assert moved.dtype == np.uint8 and moved.shape == frames.shape
+    change = np.abs(moved.astype(int) - frames.astype(int))
+    assert 0 < change.max() <= 4 and largest == pytest.approx(change.max() / 255)
+    assert after < before
+    x = torch.from_numpy(moved).permute(0, 3, 1, 2).float() / 255
+    with torch.no_grad():
+        assert float(vqa_loss(scorer, x, questions, fps=16.0)) == pytest.approx(after, rel=1e-5)
 
 
 def test_without_steps_the_videos_are_read_as_they_are(toy_build):

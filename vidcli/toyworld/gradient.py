@@ -47,6 +47,32 @@ def smoothed(grad, sigma: float):
     return g.reshape(t, c, h, w)
 
 
+def ascend(scorer, frames: np.ndarray, questions: list[dict], *, steps: int = STEPS, step: float = STEP,
+           fps: float = FPS, blur: float = 0.0) -> tuple[np.ndarray, float, float, float]:
+    """``frames`` ((T, H, W, 3) uint8) moved by ``steps`` signed steps of ``step`` along the gradient of the
+    critic's (a :class:`~vidcli.rewards.vlm.VLMScorer`) rich reward for ``questions``: the moved frames (uint8),
+    L_VQA before and after, and the largest change of any pixel (in [0, 1] units)."""
+    import torch
+
+    from vidcli.rewards.vlm import vqa_loss
+
+    x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
+    start = x.clone()
+    before = None
+    for _ in range(steps):
+        x = x.detach().requires_grad_(True)
+        loss = vqa_loss(scorer, x, questions, fps=fps)
+        before = float(loss.detach()) if before is None else before
+        (grad,) = torch.autograd.grad(loss, x)
+        x = (x - step * smoothed(grad, blur).sign()).clamp(0, 1)
+    with torch.no_grad():
+        after = float(vqa_loss(scorer, x, questions, fps=fps))
+    if before is None:
+        before = after
+    moved = (x.detach().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+    return moved, before, after, float((x.detach() - start).abs().max())
+
+
 def pixel_ascent(critic: Path | str, videos: list[tuple[str, list[dict], np.ndarray]], *, steps: int = STEPS,
                  step: float = STEP, fps: float = FPS, blur: float = 0.0) -> dict:
     """Move each ``(caption, TA questions with reference answers, frames (T, H, W, 3) uint8)`` by ``steps``
@@ -58,9 +84,7 @@ def pixel_ascent(critic: Path | str, videos: list[tuple[str, list[dict], np.ndar
     after, the adherence change with its t interval over videos, the adherence per fact kind (object, colour,
     motion, background, ...: which facts the steps add or lose; over the videos whose captions state that kind),
     and each video's figures."""
-    import torch
-
-    from vidcli.rewards.vlm import VLMScorer, vqa_loss
+    from vidcli.rewards.vlm import VLMScorer
     from vidcli.scoring.summary import describe
     from vidcli.toyworld.language import KINDS, read_facts
     from vidcli.toyworld.oracle import clean, fact_adherence, read_video
@@ -68,27 +92,14 @@ def pixel_ascent(critic: Path | str, videos: list[tuple[str, list[dict], np.ndar
     scorer = VLMScorer.from_pretrained(critic)
     rows = []
     for caption, questions, frames in videos:
-        x = torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float() / 255
-        start = x.clone()
-        before = None
-        for _ in range(steps):
-            x = x.detach().requires_grad_(True)
-            loss = vqa_loss(scorer, x, questions, fps=fps)
-            before = float(loss.detach()) if before is None else before
-            (grad,) = torch.autograd.grad(loss, x)
-            x = (x - step * smoothed(grad, blur).sign()).clamp(0, 1)
-        with torch.no_grad():
-            after = float(vqa_loss(scorer, x, questions, fps=fps))
-        if before is None:
-            before = after
-        moved = (x.detach().permute(0, 2, 3, 1).numpy() * 255).round().astype(np.uint8)
+        moved, before, after, largest = ascend(scorer, frames, questions, steps=steps, step=step, fps=fps, blur=blur)
         facts = read_facts(caption)
         start_reading, end_reading = fact_adherence(facts, read_video(frames)), fact_adherence(facts, read_video(moved))
         rows.append({"caption": caption, "reward_before": -before, "reward_after": -after,
                      "adherence_before": start_reading["score"], "adherence_after": end_reading["score"],
                      "by_kind_before": start_reading["by_kind"], "by_kind_after": end_reading["by_kind"],
                      "clean_before": float(clean(frames)), "clean_after": float(clean(moved)),
-                     "largest_change": float((x.detach() - start).abs().max())})
+                     "largest_change": largest})
 
     def mean(key: str) -> float:
         return float(np.mean([r[key] for r in rows]))
