@@ -4,14 +4,15 @@ again by the oracle. Where the steps only raise the critic's reward (a plain bac
 lost, texture added), the moved video's questions say so; trained on them, the critic should stop rewarding
 those moves — and its next gradient should have to add the captions' facts instead.
 
-    python ascent_negatives.py move CRITIC DATA OUT PART PARTS   # OUT/part-PART.pkl: every PARTS-th video
+    python ascent_negatives.py move CRITIC DATA OUT PART PARTS [SETTING]   # OUT/part-PART.pkl: every PARTS-th video
     python ascent_negatives.py merge DATA OUT PARTS              # OUT/items.pkl: DATA's items and the parts'
 
 `move` takes every PARTS-th of `robust_critic.py data`'s training videos (from the PART-th), moves it by the
 gradient check's 15 signed steps of 2/255 along CRITIC's rich TA reward for its caption's TA questions (as
 drf-tune asks them), and asks about the moved video each of those questions (the caption's own conditions) and
 one more TA question on any key (the clip's own condition or a changed scene's, as `critic_data.ta_item` does),
-labels from the oracle's reading of the moved pixels. Parts run side by side (one per core). Then
+labels from the oracle's reading of the moved pixels; with SETTING (default 0), that many more questions about
+the moved video's setting (`background_negatives.setting_item`). Parts run side by side (one per core). Then
 `robust_critic.py train OUT ...`, `evalgen` and the gradient check as for the other critics.
 """
 from __future__ import annotations
@@ -36,8 +37,9 @@ def _scenes_and_videos(data_dir: Path):
     return blob, scenes, [blob["generated"][PER_VIDEO * i].videos[0] for i in range(TRAIN_CAPTIONS)]
 
 
-def move(critic: Path, data_dir: Path, out: Path, part: int, parts: int) -> None:
+def move(critic: Path, data_dir: Path, out: Path, part: int, parts: int, setting: int = 0) -> None:
     import torch
+    from background_negatives import setting_item
     from robust_critic import save_items
 
     from vidcli.decompose.drf import ta_questions
@@ -67,6 +69,7 @@ def move(critic: Path, data_dir: Path, out: Path, part: int, parts: int) -> None
                 condition=ta_condition(question))
             added.append(Item("ta", [moved], question["question"], label, explanation=explanation))
         added.append(ta_item(clip, rng))
+        added += [setting_item(clip, rng) for _ in range(setting)]
         if n % 20 == 0 or n == len(mine) - 1:
             print(f"{n + 1}/{len(mine)} reward {-before:.2f} -> {-after:.2f}; own questions whose truth the steps "
                   f"changed {flips}/{asked}; {time.time() - started:.0f}s", flush=True)
@@ -90,7 +93,7 @@ if __name__ == "__main__":
     sys.path.insert(0, str(Path(__file__).parent))
     command, args = sys.argv[1], sys.argv[2:]
     if command == "move":
-        move(Path(args[0]), Path(args[1]), Path(args[2]), int(args[3]), int(args[4]))
+        move(Path(args[0]), Path(args[1]), Path(args[2]), int(args[3]), int(args[4]), *map(int, args[5:6]))
     elif command == "merge":
         merge(Path(args[0]), Path(args[1]), int(args[2]))
     else:
