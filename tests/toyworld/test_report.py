@@ -147,6 +147,14 @@ def test_a_report_into_an_out_of_other_settings_stops_with_one_line(tmp_path, mo
     assert len(calls) == 1
     with pytest.raises(report.StaleOutput, match="other lr, steps"):
         report.grpo(ctx, tmp_path / "sft", out, replace(report.READE_QUICK, steps=60, lr=1e-3), 0)
+    # Runs recorded before --grad-accum was a setting took one request per step: they stay reusable at 1 only;
+    # which fresh requests are scored afterwards is no input of the run.
+    report.grpo(ctx, tmp_path / "sft", out, replace(report.READE_QUICK, fresh=400, fresh_seed=3), 0)
+    with pytest.raises(report.StaleOutput, match="other grad_accum"):
+        report.grpo(ctx, tmp_path / "sft", out, replace(report.READE_QUICK, grad_accum=4), 0)
+    assert calls[0][calls[0].index("--grad-accum") + 1] == "1"
+    report.grpo(ctx, tmp_path / "sft", tmp_path / "out" / "four", replace(report.READE_QUICK, grad_accum=4), 0)
+    assert calls[-1][calls[-1].index("--grad-accum") + 1] == "4"
 
     def stale(*args, **kwargs):
         raise report.StaleOutput(f"{out} was made with other steps (steps: 20); remove it or choose another OUT")
@@ -709,13 +717,21 @@ def test_grpo_from_the_base_runs_its_own_steps(tmp_path, monkeypatch):
     from vidcli.toyworld import report
     from vidcli.toyworld.build import Context
 
-    ran, curves = {}, []
+    ran, curves, fresh = {}, [], []
 
     def fake_grpo(ctx, start, out, s, seed):
-        ran[out.name] = (start.name, s.steps, seed)
+        ran[out.name] = (start.name, s.steps, s.grad_accum, seed)
         return out
 
+    def fake_fresh(ctx, model, world, out, s):  # the start point's answers score 1, seed 0's 2, seed 1's 4
+        fresh.append((model.name, world.name, out.relative_to(tmp_path).as_posix()))
+        value = {"sft": 1.0, "grpo-seed0": 2.0, "grpo-seed1": 4.0}[model.name]
+        return {"f1": {**{part: value for part in report.FRESH_PARTS}, "contra": float(model.name == "sft")},
+                "f2": {**{part: value for part in report.FRESH_PARTS}, "contra": 1.0}}
+
     monkeypatch.setattr(report, "grpo", fake_grpo)
+    monkeypatch.setattr(report, "fresh_world", lambda ctx, out, s: out / "world-seed1-400")
+    monkeypatch.setattr(report, "fresh_scores", fake_fresh)
     scores = {"r1": {part: 1.0 for part in report.READE_PARTS}}
     monkeypatch.setattr(report, "heldout_scores", lambda ctx, model, out, s: dict(scores))
     monkeypatch.setattr(report, "rendered_heldout", lambda ctx, out, s: {"r1": {"video": 0.5}})
@@ -726,17 +742,63 @@ def test_grpo_from_the_base_runs_its_own_steps(tmp_path, monkeypatch):
     (tmp_path / "eval" / "sft").mkdir(parents=True)
     (tmp_path / "eval" / "sft" / "heldout.jsonl").write_text(
         json.dumps({"id": "r1", "instruction": "a red ball", "gold": {"dense": "a red ball"}}) + "\n")
-    assert report.READE_FULL.steps == 300 and report.READE_FULL.ablation_steps == 60
+    full = report.READE_FULL
+    assert (full.steps, full.grad_accum, full.ablation_steps, full.fresh, full.fresh_seed) == (150, 4, 60, 400, 1)
     section = report.reade_section(Context(tmp_path / "build", 0, False, None), tmp_path,
-                                   replace(report.READE_FULL, seeds=(0, 1)), workers=2)
-    assert ran == {"grpo-seed0": ("sft", 300, 0), "grpo-seed1": ("sft", 300, 1), "grpo-only": ("base", 60, 0)}
+                                   replace(full, seeds=(0, 1)), workers=2)
+    assert ran == {"grpo-seed0": ("sft", 150, 4, 0), "grpo-seed1": ("sft", 150, 4, 1),
+                   "grpo-only": ("base", 60, 1, 0)}
     assert sorted(curves) == ["grpo-seed0", "grpo-seed1"]
+    # The fresh requests: answered by the start point and each seed's final model (not the GRPO-only run).
+    assert sorted(fresh) == [(name, "world-seed1-400", f"eval/fresh/{name}") for name in
+                             ("grpo-seed0", "grpo-seed1", "sft")]
+    assert section["fresh"]["requests"] == 2
+    assert section["fresh"]["table"]["SFT then GRPO"]["reward"] == 3.0
+    assert section["fresh"]["gain"]["reward"]["mean"] == 2.0 and section["fresh"]["gain"]["reward"]["n"] == 2
+    assert section["fresh"]["contradiction_trade"] == [  # f2 contradicts itself throughout, f1 stops
+        {"before": 1, "after": 1, "answers": 2, "user": 2.0, "supp": 2.0},
+        {"before": 1, "after": 0, "answers": 2, "user": 2.0, "supp": 2.0}]
     assert section["settings"]["ablation_steps"] == 60 and "GRPO only (from the base)" in section["table"]
     assert section["contradiction_trade"] == [{"before": 1, "after": 1, "answers": 2, "user": 0.0, "supp": 0.0}]
     words = "\n".join(report.reade_markdown(section))
-    assert "GRPO only (from the base): 60 steps, seed 0; none of its rollouts was rewarded" in words
+    assert "150 steps of 4 requests, lr 0.0001" in words
+    assert "GRPO only (from the base): 60 steps of one request, seed 0; none of its rollouts was rewarded" in words
+    assert "On 2 fresh requests (a world of seed 1" in words and "- reward: +2.000" in words
     section["curves"]["GRPO only, seed 0"] = [(1, 0.0, 0.0), (2, 0.25, 0.1)]
-    assert "GRPO only (from the base): 60 steps, seed 0." in "\n".join(report.reade_markdown(section))
+    assert "GRPO only (from the base): 60 steps of one request, seed 0." in "\n".join(report.reade_markdown(section))
+
+
+def test_fresh_requests_are_a_world_of_another_seed_answered_and_scored_by_the_real_commands(
+        toy_build, toy_judge, tmp_path):
+    """The fresh world is written once (a half-written one from an interrupted report is replaced); its requests,
+    a camera condition among them, are answered by `vidcli interpret` reading the fresh world's media and scored by
+    `vidcli score` with the toy judge; a second call reuses the scores."""
+    from dataclasses import replace
+
+    from vidcli.toyworld import report
+    from vidcli.toyworld.build import Context
+
+    ctx = Context(toy_build[0], 0, True, None, judge_url=toy_judge)
+    settings = replace(report.READE_QUICK, fresh=3, max_tokens=48)
+    (tmp_path / "world-seed1-3.partial").mkdir()
+    (tmp_path / "world-seed1-3.partial" / "requests.jsonl").write_text("half", encoding="utf-8")
+    world = report.fresh_world(ctx, tmp_path, settings)
+    assert world.name == "world-seed1-3" and not (tmp_path / "world-seed1-3.partial").exists()
+    requests = report._rows(world / "requests.jsonl")
+    assert [r["id"] for r in requests] == ["w1-00000-request", "w1-00001-request", "w1-00002-request"]
+    assert requests[2]["conditions"][0]["type"] == "camera" and (world / requests[2]["conditions"][0]["path"]).is_file()
+    stamp = (world / "requests.jsonl").stat().st_mtime_ns
+    assert report.fresh_world(ctx, tmp_path, settings) == world
+    assert (world / "requests.jsonl").stat().st_mtime_ns == stamp
+    scores = report.fresh_scores(ctx, ctx.interpreter / "sft", world, tmp_path / "eval", settings)
+    assert sorted(scores) == [r["id"] for r in requests]
+    assert all(set(row) == set(report.READE_PARTS) and row["reward"] is not None for row in scores.values())
+    answered = report._rows(tmp_path / "eval" / "interpreted.jsonl")
+    assert [r["id"] for r in answered] == [r["id"] for r in requests] and all("output" in r for r in answered)
+    scored = tmp_path / "eval" / "scored.jsonl"
+    before = scored.stat().st_mtime_ns
+    assert report.fresh_scores(ctx, ctx.interpreter / "sft", world, tmp_path / "eval", settings) == scores
+    assert scored.stat().st_mtime_ns == before
 
 
 def test_a_stop_while_the_report_is_written_leaves_the_old_file_whole(tmp_path, monkeypatch):
