@@ -743,9 +743,10 @@ def test_grpo_from_the_base_runs_its_own_steps(tmp_path, monkeypatch):
     (tmp_path / "eval" / "sft" / "heldout.jsonl").write_text(
         json.dumps({"id": "r1", "instruction": "a red ball", "gold": {"dense": "a red ball"}}) + "\n")
     full = report.READE_FULL
-    assert (full.steps, full.grad_accum, full.ablation_steps, full.fresh, full.fresh_seed) == (150, 4, 60, 400, 1)
+    assert (full.steps, full.grad_accum, full.ablation_steps, full.fresh, full.fresh_seed) == (300, 1, 60, 400, 1)
+    # The paper's batch, as a variant: the seeds take 4 requests per step, GRPO from the base stays at one.
     section = report.reade_section(Context(tmp_path / "build", 0, False, None), tmp_path,
-                                   replace(full, seeds=(0, 1)), workers=2)
+                                   replace(full, seeds=(0, 1), steps=150, grad_accum=4), workers=2)
     assert ran == {"grpo-seed0": ("sft", 150, 4, 0), "grpo-seed1": ("sft", 150, 4, 1),
                    "grpo-only": ("base", 60, 1, 0)}
     assert sorted(curves) == ["grpo-seed0", "grpo-seed1"]
