@@ -239,7 +239,7 @@ def test_oracle_scores_read_the_generated_videos_against_their_captions(tmp_path
 
     def fake_generate(ctx, *args):
         calls.append(args)
-        assert args[0] == "generate"
+        assert args[0] == "generate" and args[args.index("--batch-size") + 1] == str(report.GENERATE_BATCH)
         captions, out = Path(args[args.index("--model") + 2]), Path(args[args.index("-o") + 1])
         videos = out.parent / "generated.videos"
         videos.mkdir()
@@ -373,6 +373,8 @@ def test_drf_section_runs_the_real_commands_on_the_quick_build(toy_build, toy_ju
     base = section["table"]["base generator"]["score"]
     assert section["oracle_curves"]["rich, seed 0"][0][1] == base and 0.0 <= base <= 1.0
     scored = tmp_path / "eval" / "drf-rich-seed0" / "oracle.jsonl"
+    # The held-out videos were made GENERATE_BATCH at a time, and their evaluation records it.
+    assert json.loads((scored.parent / report.INPUTS).read_text())["batch"] == report.GENERATE_BATCH
     before = scored.stat().st_mtime_ns
     assert report.drf_section(ctx, tmp_path, settings)["table"] == section["table"]
     assert scored.stat().st_mtime_ns == before
@@ -406,7 +408,7 @@ def test_edit_scores_read_each_edit_against_the_scene_it_should_give(tmp_path, m
 
     def fake_generate(ctx, *args):
         calls.append(args)
-        assert args[0] == "generate"
+        assert args[0] == "generate" and args[args.index("--batch-size") + 1] == str(report.GENERATE_BATCH)
         records, out = Path(args[args.index("--model") + 2]), Path(args[args.index("-o") + 1])
         videos = out.parent / "edited.videos"
         videos.mkdir()

@@ -94,6 +94,11 @@ READE_QUICK = ReadeSettings(steps=20, seeds=(0, 1), heldout=20, lr=1e-4, tempera
 
 
 INPUTS = "report-inputs.json"  # beside each run and each evaluation: what made it
+# Records per `vidcli generate` call of the evaluations. On the CPU the toy models are too small to fill
+# a core one video at a time: 8 at once take about 30% less time per video (tests/bench/bench_toyworld_generate.py).
+# A video's noise does not depend on the batch, but the batched arithmetic rounds differently, so a few
+# videos differ in their last bits from those made one at a time: the evaluations record it.
+GENERATE_BATCH = 8
 
 
 class StaleOutput(Exception):
@@ -301,7 +306,7 @@ def rendered_scores(ctx: Context, requests: list[dict], prompts: dict[str, str |
     generator = ctx.root / "generator"
     claim(out, {"generator": model_identity(generator / "transformer"), "world": str(ctx.world),
                 "prompts": hashlib.sha256(text.encode()).hexdigest(), "requests": [r["id"] for r in requests],
-                "steps": s.render_steps, "guidance": s.guidance}, derived=True)
+                "steps": s.render_steps, "guidance": s.guidance, "batch": GENERATE_BATCH}, derived=True)
     scored = out / "adherence.jsonl"  # named for its measure: videos kept from an older one are rescored
     if not scored.exists():
         found = {}
@@ -550,7 +555,7 @@ def oracle_scores(ctx: Context, model: Path, out: Path, s: DrfSettings) -> dict[
     claim(out, {"model": model_identity(model / "transformer") if (model / "transformer").exists()
                 else model_identity(model), "world": str(ctx.world), "heldout": s.heldout,
                 "sampling_steps": s.sampling_steps, "guidance": s.guidance, "defect_texture": DEFECT_TEXTURE,
-                "jump": JUMP, "growth": GROWTH},
+                "jump": JUMP, "growth": GROWTH, "batch": GENERATE_BATCH},
           derived=True)
     captions, generated, scored = out / "heldout.jsonl", out / "generated.jsonl", out / "oracle.jsonl"
     if not scored.exists():
@@ -576,7 +581,7 @@ def _generate(ctx: Context, model: Path, prompts: Path, generated: Path, steps: 
     if not generated.exists():
         _command(ctx, "generate", "-q", "--model", str(model), str(prompts), "-o", str(generated),
                  "--steps", str(steps), "--guidance", str(guidance), "--num-frames", "9", "--height", "32",
-                 "--width", "32", "--seed", "0")
+                 "--width", "32", "--seed", "0", "--batch-size", str(GENERATE_BATCH))
     return [(record, load_video(generated.parent / record["output"]["video"]).frames) for record in _rows(generated)]
 
 
@@ -755,7 +760,8 @@ def edit_scores(ctx: Context, model: Path | None, out: Path, s: ReviseSettings, 
 
     identity = model_identity(model / "transformer") if model is not None else None
     claim(out, {"model": identity, "world": str(ctx.world), "heldout": s.heldout,
-                "sampling_steps": s.sampling_steps, "guidance": s.guidance, **({"every": every} if every > 1 else {})},
+                "sampling_steps": s.sampling_steps, "guidance": s.guidance, **({"every": every} if every > 1 else {}),
+                **({"batch": GENERATE_BATCH} if model is not None else {})},
           derived=True)
     triplets, edited, scored = out / "heldout.jsonl", out / "edited.jsonl", out / "oracle.jsonl"
     if not scored.exists():
@@ -770,7 +776,7 @@ def edit_scores(ctx: Context, model: Path | None, out: Path, s: ReviseSettings, 
             if not edited.exists():
                 _command(ctx, "generate", "-q", "--model", str(model), str(triplets), "-o", str(edited),
                          "--steps", str(s.sampling_steps), "--guidance", str(s.guidance), "--num-frames", "9",
-                         "--height", "32", "--width", "32", "--seed", "0")
+                         "--height", "32", "--width", "32", "--seed", "0", "--batch-size", str(GENERATE_BATCH))
             by_id = {r["id"]: r for r in _rows(edited)}
             videos = [load_video(edited.parent / by_id[r["id"]]["output"]["video"]).frames for r in rows]
         lines = []
