@@ -6,8 +6,9 @@ build folder (``python -m vidcli.toyworld build DIR``; the full one is what the 
 Runs the report's two kinds of `vidcli generate` side by side on the same records, one at a time and
 ``--batch`` at a time, each as its own command on one thread (as the report runs them): the generator on
 the world's held-out DRF captions and the editor on its held-out triplets, 20 steps, guidance 5. Prints
-each command's wall time, the ratio, and how many videos came out identical to the last bit (the noise is
-seeded per record; batched arithmetic rounds differently).
+each command's wall time and the ratio; a command of one record gives the start-up (imports, loading),
+so that a video's own time is also printed; and how many videos came out identical to the last bit (the
+noise is seeded per record; batched arithmetic rounds differently).
 """
 from __future__ import annotations
 
@@ -67,11 +68,18 @@ def main() -> None:
             records = folder / "records.jsonl"
             rows = _records(world / split, args.count, world, edit)
             records.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+            single = folder / "single.jsonl"  # one record: the command's start-up and one video
+            single.write_text(json.dumps(rows[0]) + "\n", encoding="utf-8")
+            start = _generate(args.build / model, single, folder / "single-out.jsonl", 1)
             one = _generate(args.build / model, records, folder / "one.jsonl", 1)
             many = _generate(args.build / model, records, folder / "many.jsonl", args.batch)
             same = _identical(folder / "one.jsonl", folder / "many.jsonl")
+            # A video's own time: the command's, less that of the one-record command, over the other videos.
+            each_one, each_many = (one - start) / (len(rows) - 1), (many - start) / (len(rows) - 1)
             print(f"{model}: {len(rows)} videos, one at a time {one:.1f} s, {args.batch} at a time {many:.1f} s, "
-                  f"ratio {many / one:.2f}; identical videos {same} of {len(rows)}", flush=True)
+                  f"ratio {many / one:.2f}; one record {start:.1f} s; a video's own time {each_one:.2f} s → "
+                  f"{each_many:.2f} s, ratio {each_many / each_one:.2f}; identical videos {same} of {len(rows)}",
+                  flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 

@@ -95,7 +95,8 @@ READE_QUICK = ReadeSettings(steps=20, seeds=(0, 1), heldout=20, lr=1e-4, tempera
 
 INPUTS = "report-inputs.json"  # beside each run and each evaluation: what made it
 # Records per `vidcli generate` call of the evaluations. On the CPU the toy models are too small to fill
-# a core one video at a time: 8 at once take about 30% less time per video (tests/bench/bench_toyworld_generate.py).
+# a core one video at a time: 8 at once take a fifth less time per generated video and a third less per edit
+# (tests/bench/bench_toyworld_generate.py).
 # A video's noise does not depend on the batch, but the batched arithmetic rounds differently, so a few
 # videos differ in their last bits from those made one at a time: the evaluations record it.
 GENERATE_BATCH = 8
