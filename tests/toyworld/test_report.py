@@ -691,13 +691,13 @@ def test_the_sections_share_the_cores_and_a_failure_in_one_halts_the_others(tmp_
             return commands
         return lambda: report.at_once([job(n) for n in names], None, ctx.stop)
 
-    ctx = report.ReportContext(tmp_path, 0, True, None, cores=threading.BoundedSemaphore(2))
+    ctx = report.ReportContext(tmp_path, 0, True, None, cores=report.Cores(2))
     assert report.at_once([section(ctx, "ab"), section(ctx, "cde"), section(ctx, "f")], None, ctx.stop) == [
         ["a", "b"], ["c", "d", "e"], ["f"]]
     assert most[0] == 2 and len(started) == 18
 
     started.clear()
-    ctx = report.ReportContext(tmp_path, 0, True, None, cores=threading.BoundedSemaphore(1))
+    ctx = report.ReportContext(tmp_path, 0, True, None, cores=report.Cores(1))
 
     def breaks():
         report._command(ctx, "broken")
@@ -708,6 +708,54 @@ def test_the_sections_share_the_cores_and_a_failure_in_one_halts_the_others(tmp_
     assert started == ["broken"]  # the commands queued behind it never started
     with pytest.raises(report.Halted):
         report._command(ctx, "late")
+
+
+def test_a_freed_core_goes_to_the_command_that_waited_longest(monkeypatch):
+    """A thread that frees a core and asks again at once queues behind those already waiting; a waiter
+    stopped while it waits (Ctrl-C) leaves the queue and loses no core."""
+    import threading
+    import time
+
+    from vidcli.toyworld.report import Cores
+
+    cores, order = Cores(1), []
+    cores.__enter__()  # this thread holds the only core
+
+    def waiter(name):
+        with cores:
+            order.append(name)
+
+    threads = []
+    for name in ("first", "second"):
+        threads.append(threading.Thread(target=waiter, args=(name,)))
+        threads[-1].start()
+        deadline = time.monotonic() + 10
+        while len(cores._waiting) < len(threads) and time.monotonic() < deadline:
+            time.sleep(0.001)
+    assert len(cores._waiting) == 2
+    cores.__exit__(None, None, None)
+    with cores:  # asked again straight after freeing it: after both waiters
+        order.append("again")
+    for thread in threads:
+        thread.join(10)
+    assert order == ["first", "second", "again"]
+
+    class Stopped(BaseException):
+        pass
+
+    stopped = Cores(1)
+    stopped.__enter__()
+    turn = threading.Event()
+    turn.wait = lambda: (_ for _ in ()).throw(Stopped())  # the wait is interrupted
+    monkeypatch.setattr(threading, "Event", lambda: turn)
+    with pytest.raises(Stopped):
+        stopped.__enter__()
+    monkeypatch.undo()
+    assert not stopped._waiting
+    stopped.__exit__(None, None, None)
+    with stopped:  # the core came back: free again, nobody waits for it
+        assert stopped._free == 0
+    assert stopped._free == 1
 
 
 def test_grpo_from_the_base_runs_its_own_steps(tmp_path, monkeypatch):

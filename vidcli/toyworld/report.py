@@ -38,6 +38,7 @@ that showed why.
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import json
 import logging
@@ -137,6 +138,48 @@ def claim(folder: Path, inputs: dict, *, derived: bool) -> bool:
     return False
 
 
+class Cores:
+    """At most ``count`` of the report's commands at once, given out in the order they were asked for: a
+    freed core goes to the command that has waited longest, never to one that asks after it. (A semaphore
+    lets the thread that frees a core take it straight back for its chain's next command, ahead of threads
+    already waiting: one section's evaluations then kept the cores while another section's training run,
+    ready five minutes in, waited until minute 48.)"""
+
+    def __init__(self, count: int) -> None:
+        self._lock = threading.Lock()
+        self._free = count
+        self._waiting: collections.deque[threading.Event] = collections.deque()
+
+    def __enter__(self) -> "Cores":
+        with self._lock:
+            if self._free and not self._waiting:
+                self._free -= 1
+                return self
+            turn = threading.Event()
+            self._waiting.append(turn)
+        try:
+            turn.wait()
+        except BaseException:  # Ctrl-C while waiting: leave the queue, or pass on a core given meanwhile
+            with self._lock:
+                if turn.is_set():
+                    self._give()
+                else:
+                    self._waiting.remove(turn)
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        with self._lock:
+            self._give()
+
+    def _give(self) -> None:
+        """A core back (the lock held): to the longest waiting, else to the free ones."""
+        if self._waiting:
+            self._waiting.popleft().set()
+        else:
+            self._free += 1
+
+
 @dataclass
 class ReportContext(Context):
     """The build's context and the critic the report's runs read (``--critic``; None: the build's own).
@@ -144,7 +187,7 @@ class ReportContext(Context):
     limit but each section's own); ``stop``, once set (a run failed, or Ctrl-C), lets no command start."""
 
     critic: Path | None = None
-    cores: threading.BoundedSemaphore | None = None
+    cores: Cores | None = None
 
 
 def _command(ctx: Context, *args: str) -> None:
@@ -1033,7 +1076,7 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0, workers: int 
     """Build (or reuse) the toy world, run every section, write OUT/report.md, report.json, PNGs.
 
     Each vidcli command runs on one thread; at most ``workers`` commands run at once (one per core), taken
-    from all three sections as they come.
+    from all three sections in the order they are ready (:class:`Cores`).
     ``critic``: the ``--vlm`` of drf-tune and revise-tune instead of the build's critic (such as DIR/critic of
     ``python -m vidcli.toyworld critic DIR``); the runs record which, so a report into an OUT made with another
     critic stops (:class:`StaleOutput`)."""
@@ -1046,7 +1089,7 @@ def report(out: Path | str, *, quick: bool = False, seed: int = 0, workers: int 
     # size is the build's business; the report has its own settings
     # The three sections go at once and share the cores: each command waits for a free one, so no core
     # idles while a section scores its start point alone or runs its last odd job.
-    ctx = ReportContext(root, seed, quick, None, critic=critic, cores=threading.BoundedSemaphore(workers))
+    ctx = ReportContext(root, seed, quick, None, critic=critic, cores=Cores(workers))
     with judge_server() as judge:
         ctx.judge_url = judge.base_url
         drf, reade, revise = at_once([
