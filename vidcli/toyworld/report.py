@@ -87,8 +87,9 @@ class ReadeSettings:
 # 480 of 60 steps scored 0), so its advantages are 0 and more steps cannot move it. Coverage is also scored
 # on 400 requests of a fresh world, where its intervals are less than half as wide as on the 80 held-out
 # ones. The paper's batch (``grad_accum=4``, 150 steps) raised the coverage of the camera given as a file
-# beyond its noise there, but doubles GRPO's work: the full report then takes about an hour on 2 cores
-# instead of its 45 minutes, so it stays a measured variant (docs/toyworld.md), not the report's setting.
+# further beyond its noise there (+0.35 against +0.19 at one request per step), but doubles GRPO's work, about
+# 20 more core-minutes in a report that is already bound by its work on 2 cores, so it stays a measured
+# variant (docs/toyworld.md), not the report's setting.
 READE_FULL = ReadeSettings(steps=300, seeds=(0, 1), heldout=80, lr=1e-4, temperature=0.7, ablation_steps=60,
                            fresh=400)
 READE_QUICK = ReadeSettings(steps=20, seeds=(0, 1), heldout=20, lr=1e-4, temperature=0.7, ablation=False)
