@@ -59,6 +59,8 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=48)
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args()
+    if args.count < 2 or args.batch < 1:
+        parser.error("--count must be at least 2 (one record gives the start-up) and --batch at least 1")
     world = args.build / "world"
     cases = [("generator", "drf.test.jsonl", False), ("editor", "triplets.test.jsonl", True)]
     with tempfile.TemporaryDirectory() as tmp:

@@ -757,6 +757,23 @@ def test_a_freed_core_goes_to_the_command_that_waited_longest(monkeypatch):
         assert stopped._free == 0
     assert stopped._free == 1
 
+    # Stopped just as the core was handed to it: it passes the core on instead of keeping it.
+    handed = Cores(1)
+    handed.__enter__()
+    turn = threading.Event()
+
+    def given_then_stopped():
+        handed.__exit__(None, None, None)  # the holder frees the core: it goes to this waiter
+        assert turn.is_set() and not handed._waiting
+        raise Stopped()
+
+    turn.wait = given_then_stopped
+    monkeypatch.setattr(threading, "Event", lambda: turn)
+    with pytest.raises(Stopped):
+        handed.__enter__()
+    monkeypatch.undo()
+    assert handed._free == 1 and not handed._waiting
+
 
 def test_grpo_from_the_base_runs_its_own_steps(tmp_path, monkeypatch):
     """READE_FULL's GRPO-only ablation runs ``ablation_steps`` (its rollouts are never rewarded, so more
