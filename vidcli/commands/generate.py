@@ -72,12 +72,16 @@ Examples:
 @click.option("--dtype", type=click.Choice(["auto", "float32", "bfloat16", "float16"]), default="auto",
               show_default=True, help="DiT and text encoder dtype (auto: bfloat16 on CUDA, float32 on CPU); "
                                       "the Wan VAE stays float32.")
+@click.option("--fold-text-padding", is_flag=True, default=False,
+              help="Wan: attend to each prompt's zero padding as one key weighted by its count instead of as "
+                   "hundreds of identical keys; the same videos up to rounding, faster where a video has few "
+                   "tokens (small sizes, CPU).")
 @shard_option
 @input_output_options
 @reports_errors
 def command(model_path, videos_dir, prompt_field, steps, guidance, num_frames, height, width, fps, seed,
-            negative_prompt, batch_size, device, dtype, shard, inputs, output, resume, on_error, rejects,
-            media_root, allow_escape, quiet, verbose):
+            negative_prompt, batch_size, device, dtype, fold_text_padding, shard, inputs, output, resume, on_error,
+            rejects, media_root, allow_escape, quiet, verbose):
     """Generate a video per record with a text-to-video checkpoint, or edit a source clip with an editor.
 
     \b
@@ -103,6 +107,8 @@ def command(model_path, videos_dir, prompt_field, steps, guidance, num_frames, h
     if videos_dir:
         check_output(videos_dir, folder=True)
     model = load_video_model(model_path, device=device, dtype=dtype)
+    if fold_text_padding:
+        model.adapter.fold_text_padding()
     try:
         settings = default_settings(model, steps=steps, guidance=guidance, num_frames=num_frames, height=height,
                                     width=width, fps=fps, seed=seed, negative_prompt=negative_prompt)

@@ -38,6 +38,9 @@ class GeneratorAdapter(Protocol):
     def trainable_module(self) -> "torch.nn.Module":
         """The denoiser (DiT); everything else stays frozen."""
 
+    def fold_text_padding(self) -> None:
+        """Attend to the text's padding once, weighted by its count (Wan; others raise InputError)."""
+
     def encode_prompt(self, prompts: list[str], negative: list[str] | None, guidance: float) -> Any:
         """Text embeddings for the prompts (and the negatives when ``guidance > 1``)."""
 

@@ -80,6 +80,10 @@ class CogVideoXAdapter:
     def trainable_module(self) -> torch.nn.Module:
         return self.pipe.transformer
 
+    def fold_text_padding(self) -> None:
+        raise InputError("--fold-text-padding: CogVideoX attends to its text and video tokens as one sequence; "
+                         "folding the text's padding is for Wan pipelines")
+
     def encode_prompt(self, prompts: list[str], negative: list[str] | None = None,
                       guidance: float = 6.0) -> TextEmbeds:
         with torch.no_grad(), text_encoder_placement(self):

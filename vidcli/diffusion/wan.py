@@ -67,6 +67,13 @@ class WanAdapter:
     def trainable_module(self) -> torch.nn.Module:
         return self.pipe.transformer
 
+    def fold_text_padding(self) -> None:
+        """Attend to each prompt's zero padding as one key weighted by its count
+        (:mod:`vidcli.diffusion.folded_text`): the same predictions up to rounding, less work."""
+        from vidcli.diffusion.folded_text import fold_text_padding
+
+        fold_text_padding(self.pipe.transformer, self.max_sequence_length)
+
     def encode_prompt(self, prompts: list[str], negative: list[str] | None = None,
                       guidance: float = 5.0) -> TextEmbeds:
         with torch.no_grad(), text_encoder_placement(self):

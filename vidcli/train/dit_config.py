@@ -61,6 +61,9 @@ class DitTuning:
                                   "the differentiable decode).")
     vlm_checkpointing: bool = setting(False, help="Recompute the frozen VLM's layers in backward: a query keeps "
                                                   "only each layer's input.")
+    fold_text_padding: bool = setting(False, help="Wan: attend to each prompt's zero padding as one key weighted "
+                                                  "by its count; the same model up to rounding, faster where a "
+                                                  "video has few tokens (small sizes, CPU).")
 
 
 

@@ -79,6 +79,8 @@ def load_generator(config, *, device: str, mixed_precision: str | None, resume_f
                            text_encoder_dtype=frozen_dtype(config.text_encoder_dtype, mixed_precision),
                            vae_dtype=config.vae_dtype)
     adapter.decode_checkpointing = config.decode_checkpointing
+    if config.fold_text_padding:
+        adapter.fold_text_padding()
     if getattr(config, "shift", None) is not None:  # drf-tune's --shift (revise-tune draws its own t)
         set_flow_shift(adapter.pipe, config.shift)
     if config.offload_text_encoder:
