@@ -1,4 +1,4 @@
-"""How much the toy-world report's evaluations gain from `vidcli generate --batch-size`.
+"""How much the toy-world report's evaluations gain from `vidcli generate --batch-size` and `--fold-text-padding`.
 
 Usage: ``python tests/bench/bench_toyworld_generate.py BUILD [--count 48] [--batch 8]``, BUILD a toy-world
 build folder (``python -m vidcli.toyworld build DIR``; the full one is what the report evaluates).
@@ -8,7 +8,9 @@ Runs the report's two kinds of `vidcli generate` side by side on the same record
 the world's held-out DRF captions and the editor on its held-out triplets, 20 steps, guidance 5. Prints
 each command's wall time and the ratio; a command of one record gives the start-up (imports, loading),
 so that a video's own time is also printed; and how many videos came out identical to the last bit (the
-noise is seeded per record; batched arithmetic rounds differently).
+noise is seeded per record; batched arithmetic rounds differently). Then the batched command again with
+``--fold-text-padding`` (as the report runs it): its time beside the padded one's, the ratio, and how many
+videos came out identical to the padded batch's.
 """
 from __future__ import annotations
 
@@ -32,11 +34,11 @@ def _records(path: Path, count: int, world: Path, edit: bool) -> list[dict]:
     return rows
 
 
-def _generate(model: Path, records: Path, out: Path, batch: int) -> float:
+def _generate(model: Path, records: Path, out: Path, batch: int, *extra: str) -> float:
     start = time.perf_counter()
     subprocess.run([sys.executable, "-m", "vidcli", "generate", "-q", "--model", str(model), str(records),
                     "-o", str(out), "--steps", "20", "--guidance", "5", "--num-frames", "9", "--height", "32",
-                    "--width", "32", "--seed", "0", "--batch-size", str(batch)],
+                    "--width", "32", "--seed", "0", "--batch-size", str(batch), *extra],
                    check=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
     return time.perf_counter() - start
 
@@ -82,6 +84,12 @@ def main() -> None:
                   f"ratio {many / one:.2f}; one record {start:.1f} s; a video's own time {each_one:.2f} s → "
                   f"{each_many:.2f} s, ratio {each_many / each_one:.2f}; identical videos {same} of {len(rows)}",
                   flush=True)
+            folded = _generate(args.build / model, records, folder / "folded.jsonl", args.batch, "--fold-text-padding")
+            same = _identical(folder / "many.jsonl", folder / "folded.jsonl")
+            each_folded = (folded - start) / (len(rows) - 1)
+            print(f"{model}: {args.batch} at a time, text padding folded {folded:.1f} s against {many:.1f} s, ratio "
+                  f"{folded / many:.2f}; a video's own time {each_many:.2f} s → {each_folded:.2f} s, ratio "
+                  f"{each_folded / each_many:.2f}; identical videos {same} of {len(rows)}", flush=True)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
 
 

@@ -240,6 +240,7 @@ def test_oracle_scores_read_the_generated_videos_against_their_captions(tmp_path
     def fake_generate(ctx, *args):
         calls.append(args)
         assert args[0] == "generate" and args[args.index("--batch-size") + 1] == str(report.GENERATE_BATCH)
+        assert report.FOLD in args
         captions, out = Path(args[args.index("--model") + 2]), Path(args[args.index("-o") + 1])
         videos = out.parent / "generated.videos"
         videos.mkdir()
@@ -353,6 +354,7 @@ def test_drf_section_runs_the_real_commands_on_the_quick_build(toy_build, toy_ju
     run = tmp_path / "drf-rich-seed0"
     info = json.loads((run / "vidcli.json").read_text())
     assert info["command"] == "drf-tune" and Path(info["arguments"]["vlm"]) == root / "critic"
+    assert info["arguments"]["fold_text_padding"] is True
     decomposed = [json.loads(line) for line in (tmp_path / "records" / "drf.train.jsonl").open()]
     assert decomposed and all(q["dim"] == "TA" for r in decomposed for q in r["questions"] if q["reference"])
     # The dims ablation trains on records whose Phy and VQ questions have the toy judge's reference
@@ -374,7 +376,8 @@ def test_drf_section_runs_the_real_commands_on_the_quick_build(toy_build, toy_ju
     assert section["oracle_curves"]["rich, seed 0"][0][1] == base and 0.0 <= base <= 1.0
     scored = tmp_path / "eval" / "drf-rich-seed0" / "oracle.jsonl"
     # The held-out videos were made GENERATE_BATCH at a time, and their evaluation records it.
-    assert json.loads((scored.parent / report.INPUTS).read_text())["batch"] == report.GENERATE_BATCH
+    inputs = json.loads((scored.parent / report.INPUTS).read_text())
+    assert inputs["batch"] == report.GENERATE_BATCH and inputs["fold_text_padding"] is True
     before = scored.stat().st_mtime_ns
     assert report.drf_section(ctx, tmp_path, settings)["table"] == section["table"]
     assert scored.stat().st_mtime_ns == before
@@ -409,6 +412,7 @@ def test_edit_scores_read_each_edit_against_the_scene_it_should_give(tmp_path, m
     def fake_generate(ctx, *args):
         calls.append(args)
         assert args[0] == "generate" and args[args.index("--batch-size") + 1] == str(report.GENERATE_BATCH)
+        assert report.FOLD in args
         records, out = Path(args[args.index("--model") + 2]), Path(args[args.index("-o") + 1])
         videos = out.parent / "edited.videos"
         videos.mkdir()
@@ -465,6 +469,7 @@ def test_revise_section_runs_the_real_commands_on_the_quick_build(toy_build, tmp
     for objective in ("sft", "uso"):
         info = json.loads((tmp_path / f"{objective}-seed0" / "vidcli.json").read_text())
         assert info["command"] == "revise-tune" and info["arguments"]["objective"] == objective
+        assert info["arguments"]["fold_text_padding"] is True
         assert Path(info["arguments"]["vlm"]) == root / "critic" and Path(info["arguments"]["model"]) == root / "editor"
         assert section["gain"][objective]["score"]["n"] == 3
     assert list(section["table"]) == ["source left unedited", "editor (start point)", "revise-tune --objective sft",

@@ -102,6 +102,11 @@ INPUTS = "report-inputs.json"  # beside each run and each evaluation: what made 
 # A video's noise does not depend on the batch, but the batched arithmetic rounds differently, so a few
 # videos differ in their last bits from those made one at a time: the evaluations record it.
 GENERATE_BATCH = 8
+# Every DiT command of the report folds the text padding (vidcli/diffusion/folded_text.py): the toy clips
+# have 80 video tokens against 512 padded text tokens, so attending to the padding once, weighted by its
+# count, takes about half the sampling time and a sixth of a DRF step, and changes only rounding
+# (tests/bench/bench_toyworld_generate.py --fold).
+FOLD = "--fold-text-padding"
 
 
 class StaleOutput(Exception):
@@ -351,7 +356,8 @@ def rendered_scores(ctx: Context, requests: list[dict], prompts: dict[str, str |
     generator = ctx.root / "generator"
     claim(out, {"generator": model_identity(generator / "transformer"), "world": str(ctx.world),
                 "prompts": hashlib.sha256(text.encode()).hexdigest(), "requests": [r["id"] for r in requests],
-                "steps": s.render_steps, "guidance": s.guidance, "batch": GENERATE_BATCH}, derived=True)
+                "steps": s.render_steps, "guidance": s.guidance, "batch": GENERATE_BATCH, "fold_text_padding": True},
+          derived=True)
     scored = out / "adherence.jsonl"  # named for its measure: videos kept from an older one are rescored
     if not scored.exists():
         found = {}
@@ -578,7 +584,7 @@ def drf_tune(ctx: Context, records: Path, out: Path, s: DrfSettings, seed: int, 
     training = {k: v for k, v in asdict(s).items()
                 if k not in ("seeds", "heldout", "ablation", "dims_ablation", "checkpoints")}
     claim(out, {"command": "drf-tune", "world": str(ctx.world), "seed": seed, **training, "reward": reward,
-                "dims": dims, **critic_inputs(ctx)}, derived=False)
+                "dims": dims, "fold_text_padding": True, **critic_inputs(ctx)}, derived=False)
     if (out / "vidcli.json").exists():
         return out
     resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
@@ -586,7 +592,7 @@ def drf_tune(ctx: Context, records: Path, out: Path, s: DrfSettings, seed: int, 
              str(records), "-o", str(out), "--reward", reward, "--dims", dims, "--height", "32", "--width", "32",
              "--frames", "9", "--frames-vlm", "9", "--steps", str(s.sampling_steps), "--k-grad", str(s.k_grad),
              "--guidance", str(s.guidance), "--max-steps", str(s.steps), "--epochs", "100", "--seed", str(seed),
-             "--lr", str(s.lr), "--save-every", str(max(1, -(-s.steps // (s.checkpoints + 1)))), *resume)
+             "--lr", str(s.lr), "--save-every", str(max(1, -(-s.steps // (s.checkpoints + 1)))), FOLD, *resume)
     return out
 
 
@@ -600,7 +606,7 @@ def oracle_scores(ctx: Context, model: Path, out: Path, s: DrfSettings) -> dict[
     claim(out, {"model": model_identity(model / "transformer") if (model / "transformer").exists()
                 else model_identity(model), "world": str(ctx.world), "heldout": s.heldout,
                 "sampling_steps": s.sampling_steps, "guidance": s.guidance, "defect_texture": DEFECT_TEXTURE,
-                "jump": JUMP, "growth": GROWTH, "batch": GENERATE_BATCH},
+                "jump": JUMP, "growth": GROWTH, "batch": GENERATE_BATCH, "fold_text_padding": True},
           derived=True)
     captions, generated, scored = out / "heldout.jsonl", out / "generated.jsonl", out / "oracle.jsonl"
     if not scored.exists():
@@ -626,7 +632,7 @@ def _generate(ctx: Context, model: Path, prompts: Path, generated: Path, steps: 
     if not generated.exists():
         _command(ctx, "generate", "-q", "--model", str(model), str(prompts), "-o", str(generated),
                  "--steps", str(steps), "--guidance", str(guidance), "--num-frames", "9", "--height", "32",
-                 "--width", "32", "--seed", "0", "--batch-size", str(GENERATE_BATCH))
+                 "--width", "32", "--seed", "0", "--batch-size", str(GENERATE_BATCH), FOLD)
     return [(record, load_video(generated.parent / record["output"]["video"]).frames) for record in _rows(generated)]
 
 
@@ -781,7 +787,7 @@ def revise_tune(ctx: Context, out: Path, s: ReviseSettings, seed: int, objective
     training = {k: v for k, v in asdict(s).items() if k not in ("seeds", "heldout", "objectives", "sampling_steps",
                                                                  "guidance", "curve_heldout")}
     claim(out, {"command": "revise-tune", "world": str(ctx.world), "seed": seed, "objective": objective, **training,
-                **critic_inputs(ctx)}, derived=False)
+                "fold_text_padding": True, **critic_inputs(ctx)}, derived=False)
     if (out / "vidcli.json").exists():
         return out
     resume = ("--resume",) if any(out.glob("checkpoint-*")) else ()
@@ -790,7 +796,8 @@ def revise_tune(ctx: Context, out: Path, s: ReviseSettings, seed: int, objective
              "--height", "32", "--width", "32", "--frames", "9", "--frames-critic", "8", "--cfg-drop", "0.1",
              "--lr", str(s.lr), "--schedule", "cosine", "--warmup-steps", str(max(1, s.steps // 20)),
              "--weight-decay", "0.01", "--max-grad-norm", "1.0", "--batch-size", "1", "--grad-accum", str(s.grad_accum),
-             "--max-steps", str(s.steps), "--save-every", str(max(1, s.steps // 2)), "--seed", str(seed), *resume)
+             "--max-steps", str(s.steps), "--save-every", str(max(1, s.steps // 2)), "--seed", str(seed), FOLD,
+             *resume)
     return out
 
 
@@ -806,7 +813,7 @@ def edit_scores(ctx: Context, model: Path | None, out: Path, s: ReviseSettings, 
     identity = model_identity(model / "transformer") if model is not None else None
     claim(out, {"model": identity, "world": str(ctx.world), "heldout": s.heldout,
                 "sampling_steps": s.sampling_steps, "guidance": s.guidance, **({"every": every} if every > 1 else {}),
-                **({"batch": GENERATE_BATCH} if model is not None else {})},
+                **({"batch": GENERATE_BATCH, "fold_text_padding": True} if model is not None else {})},
           derived=True)
     triplets, edited, scored = out / "heldout.jsonl", out / "edited.jsonl", out / "oracle.jsonl"
     if not scored.exists():
@@ -821,7 +828,7 @@ def edit_scores(ctx: Context, model: Path | None, out: Path, s: ReviseSettings, 
             if not edited.exists():
                 _command(ctx, "generate", "-q", "--model", str(model), str(triplets), "-o", str(edited),
                          "--steps", str(s.sampling_steps), "--guidance", str(s.guidance), "--num-frames", "9",
-                         "--height", "32", "--width", "32", "--seed", "0", "--batch-size", str(GENERATE_BATCH))
+                         "--height", "32", "--width", "32", "--seed", "0", "--batch-size", str(GENERATE_BATCH), FOLD)
             by_id = {r["id"]: r for r in _rows(edited)}
             videos = [load_video(edited.parent / by_id[r["id"]]["output"]["video"]).frames for r in rows]
         lines = []
