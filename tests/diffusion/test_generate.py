@@ -164,6 +164,25 @@ def test_edit_mode_samples_the_editor_as_it_was_trained(gen_kit):
         generate_videos(editor, ["a cat"], ["x"], SETTINGS)
 
 
+def test_a_folded_editor_edits_as_the_padded_one(gen_kit):
+    """--fold-text-padding in edit mode: the instruction is attended to beside the source's tokens."""
+    from vidcli.diffusion.edit import edit_videos, source_latents
+    from vidcli.diffusion.editor import read_clip
+
+    folder = gen_kit["triplets"].parent
+    records = [BALL, SQUARES]
+    edits = []
+    for fold in (False, True):
+        editor = load_video_model(gen_kit["editor"], device="cpu")
+        if fold:
+            editor.adapter.fold_text_padding()
+        sources = [source_latents(editor, read_clip(r, "source", folder), SETTINGS) for r in records]
+        edits.append(edit_videos(editor, [r["instruction"] for r in records], sources, [r["id"] for r in records],
+                                 SETTINGS))
+    padded, folded = edits
+    assert (folded - padded).abs().max() <= 1e-5
+
+
 def test_a_cogvideox_folder_generates_as_its_pipeline_does():
     from diffusers import CogVideoXPipeline
 
