@@ -58,3 +58,29 @@ def write_jsonl(path: Path, records: list[dict | str]) -> Path:
     lines = [r if isinstance(r, str) else json.dumps(r) for r in records]
     path.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     return path
+
+
+def close_records(ours, theirs, rel: float = 1e-4) -> None:
+    """The same structure and values, floats to ``rel`` (absolute 1e-6 near 0)."""
+    import pytest
+
+    if isinstance(theirs, float):
+        assert ours == pytest.approx(theirs, rel=rel, abs=1e-6)
+    elif isinstance(theirs, dict):
+        assert ours.keys() == theirs.keys()
+        for key in theirs:
+            close_records(ours[key], theirs[key], rel)
+    elif isinstance(theirs, list):
+        assert len(ours) == len(theirs)
+        for a, b in zip(ours, theirs):
+            close_records(a, b, rel)
+    else:
+        assert ours == theirs
+
+
+def share_of_update(tuned: dict, reference: dict, base: dict) -> float:
+    """How far ``tuned`` lies from ``reference`` (weights by name), as a share of how far ``reference``
+    moved from ``base`` (sums of absolute differences); the reference must have moved."""
+    moved = sum(float((reference[k] - base[k]).abs().sum()) for k in reference)
+    assert moved > 0
+    return sum(float((tuned[k] - reference[k]).abs().sum()) for k in reference) / moved

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from tests.cli.helpers import invoke, read_jsonl
+from tests.cli.helpers import close_records, invoke, read_jsonl, share_of_update
 from tests.train.test_drf import RECORD, drf_kit, write_records  # noqa: F401  (fixtures)
 from tests.train.trackers import (
     need_trackers,
@@ -171,22 +171,6 @@ def test_bad_records_and_flags_are_reported(drf_kit, tmp_path):
     assert dims.exit_code == 2 and "--dims" in dims.stderr
 
 
-def close_records(ours, theirs) -> None:
-    """The same structure and values, floats to 1e-4 relative."""
-    if isinstance(theirs, float):
-        assert ours == pytest.approx(theirs, rel=1e-4, abs=1e-6)
-    elif isinstance(theirs, dict):
-        assert ours.keys() == theirs.keys()
-        for key in theirs:
-            close_records(ours[key], theirs[key])
-    elif isinstance(theirs, list):
-        assert len(ours) == len(theirs)
-        for a, b in zip(ours, theirs):
-            close_records(a, b)
-    else:
-        assert ours == theirs
-
-
 def test_folding_the_text_padding_tunes_the_same_generator(drf_kit, whole_run, tmp_path):
     """--fold-text-padding: the same rewards step by step (the rollout, its truncated gradient and the
     critic's answers), and weights apart from the padded run's by a rounding's share of their update."""
@@ -196,7 +180,5 @@ def test_folding_the_text_padding_tunes_the_same_generator(drf_kit, whole_run, t
                              "--fold-text-padding"))
     assert result.exit_code == 0, result.stderr
     close_records(read_jsonl(folded / "rewards.jsonl"), read_jsonl(out / "rewards.jsonl"))
-    ours, theirs, base = transformer_weights(folded), transformer_weights(out), transformer_weights(drf_kit["wan"])
-    moved = sum(float((theirs[k] - base[k]).abs().sum()) for k in theirs)
-    apart = sum(float((ours[k] - theirs[k]).abs().sum()) for k in theirs)
-    assert 0 < moved and apart <= 1e-3 * moved
+    assert share_of_update(transformer_weights(folded), transformer_weights(out),
+                           transformer_weights(drf_kit["wan"])) <= 1e-3

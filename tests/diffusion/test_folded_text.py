@@ -163,6 +163,7 @@ def test_generate_with_the_flag_writes_the_same_videos(wan_path, tmp_path):
         result = invoke([*common, "-o", str(out), *extra])
         assert result.exit_code == 0, result.stderr
         videos.append([load_video(out.parent / r["output"]["video"]).frames.astype(int) for r in read_jsonl(out)])
+    assert [len(v) for v in videos] == [2, 2]
     for plain, folded in zip(*videos):
         assert abs(plain - folded).max() <= 1  # the same frames, up to a rounding step of the 8-bit pixels
 

@@ -26,6 +26,8 @@ The mark travels inside the tensor the blocks receive, so a block recomputed in 
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from vidcli.errors import InputError
@@ -69,6 +71,7 @@ class _Projection:
         return torch.cat([output, mark.to(output.dtype)], -1)
 
 
+@functools.cache
 def _processor_class():
     from diffusers.models.transformers.transformer_wan import WanAttnProcessor
 
